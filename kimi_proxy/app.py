@@ -1,0 +1,129 @@
+"""The ASGI application: `create_app(settings, http_client=None)`.
+
+The lifespan owns the one shared `httpx.AsyncClient` (connection pool, explicit timeouts) unless
+a test injects its own. Errors of every kind leave as Anthropic-shaped JSON.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import routes
+from .config import Settings
+from .errors import ApiError, InvalidRequestError, NotFoundError, ProxyError, render_json
+from .upstream import UpstreamClient
+
+log = logging.getLogger("kimi_proxy.app")
+
+
+@dataclass(slots=True)
+class ProxyState:
+    """Per-process state shared by the routes. Nothing here is per-conversation."""
+
+    settings: Settings
+    upstream: UpstreamClient
+    active_streams: int = 0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def new_http_client(settings: Settings) -> httpx.AsyncClient:
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout,
+        read=settings.read_timeout,
+        write=settings.read_timeout,
+        pool=settings.connect_timeout,
+    )
+    limits = httpx.Limits(
+        max_connections=settings.max_streams + 16,
+        max_keepalive_connections=min(settings.max_streams, 100),
+        keepalive_expiry=60,
+    )
+    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+
+
+def error_response(error: ProxyError) -> Response:
+    headers = {}
+    if error.retry_after is not None:
+        headers["retry-after"] = str(int(error.retry_after + 0.999))
+    return Response(
+        render_json(error), status_code=error.status, media_type="application/json", headers=headers
+    )
+
+
+async def _proxy_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProxyError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return error_response(NotFoundError(f"No route for {request.method} {request.url.path}"))
+    if exc.status_code == 405:
+        error = InvalidRequestError(f"Method {request.method} is not allowed on {request.url.path}")
+        response = error_response(error)
+        response.status_code = 405
+        return response
+    return error_response(InvalidRequestError(str(exc.detail)))
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(
+        ApiError(f"Internal proxy error ({type(exc).__name__}); see the proxy log.")
+    )
+
+
+def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Starlette:
+    owns_client = http_client is None
+    client = http_client or new_http_client(settings)
+    api_key = (
+        settings.api_key.get_secret_value() if settings.has_api_key and settings.api_key else None
+    )
+    state = ProxyState(
+        settings=settings,
+        upstream=UpstreamClient(
+            client,
+            url=settings.chat_completions_url,
+            api_key=api_key,
+            max_retries=settings.max_retries,
+            retry_budget=settings.retry_budget,
+        ),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_client:
+                await client.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/messages", routes.create_message, methods=["POST"]),
+            Route("/v1/messages/count_tokens", routes.count_tokens, methods=["POST"]),
+            Route("/v1/models", routes.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
+            Route("/health", routes.health, methods=["GET"]),
+            Route("/api/hello", routes.hello, methods=["GET", "HEAD"]),
+        ],
+        exception_handlers={
+            ProxyError: _proxy_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.proxy = state
+    return app

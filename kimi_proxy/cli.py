@@ -1,0 +1,125 @@
+"""`kimi-proxy serve | code | doctor` — the command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+from .config import Settings, load_settings
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    flag = parser.add_argument
+    flag("--host", help="address to bind (KIMI_PROXY_HOST, default 127.0.0.1)")
+    flag("--port", type=int, help="port to listen on (KIMI_PROXY_PORT, default 8090)")
+    flag("--upstream-url", help="OpenAI-compatible base URL (KIMI_UPSTREAM_URL, default Groq)")
+    flag("--model", help="provider model for Claude's main models (KIMI_MODEL)")
+    flag("--small-model", help="provider model for haiku ids (KIMI_SMALL_MODEL)")
+    flag("--max-output-tokens", type=int, help="cap on max_tokens (KIMI_MAX_OUTPUT_TOKENS)")
+    flag("--provider", help="provider profile: groq, moonshot, openrouter, openai-compatible")
+    flag("--local-tools", help="tools the proxy runs itself, e.g. LS,Read,Glob,Grep or all")
+    flag("--working-dir", help="directory local tools are confined to (KIMI_WORKING_DIR)")
+    flag("--max-tool-iterations", type=int, help="model calls per turn in agent mode (15)")
+    flag("--log-file", help="debug log with the full event flow (KIMI_LOG_FILE)")
+    flag("--log-level", help="info, debug, warning (KIMI_LOG_LEVEL)")
+    flag(
+        "--debug",
+        action="store_true",
+        default=None,
+        help="debug log (to KIMI_LOG_FILE or /tmp/kimi_streaming_debug.log)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    names = (
+        "host",
+        "port",
+        "upstream_url",
+        "model",
+        "small_model",
+        "max_output_tokens",
+        "provider",
+        "local_tools",
+        "working_dir",
+        "max_tool_iterations",
+        "log_file",
+        "log_level",
+        "debug",
+    )
+    return load_settings(**{name: getattr(args, name, None) for name in names})
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
+        print(
+            f"kimi-proxy: refusing to bind {settings.host}: binding beyond localhost requires "
+            "KIMI_PROXY_AUTH_TOKEN (clients then send it as x-api-key or a Bearer token).",
+            file=sys.stderr,
+        )
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    if not settings.has_api_key:
+        logging.getLogger("kimi_proxy").warning(
+            "no provider API key configured: set GROQ_API_KEY or KIMI_API_KEY "
+            "(requests will get 401 until then)"
+        )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kimi-proxy",
+        description="Anthropic Messages API in front of OpenAI-compatible providers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve", help="run the proxy server")
+    _add_settings_flags(serve_parser)
+    code_parser = sub.add_parser("code", help="start the proxy and run Claude Code through it")
+    code_parser.add_argument("claude_args", nargs=argparse.REMAINDER)
+    sub.add_parser("doctor", help="check the key, the provider and the model")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"kimi-proxy: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "code":
+        from .launcher import run_claude_code
+
+        return run_claude_code(settings, args.claude_args)
+    from .doctor import run_doctor
+
+    return run_doctor(settings)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

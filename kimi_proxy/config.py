@@ -1,0 +1,104 @@
+"""Settings from the environment (and CLI flags, which override it), via pydantic-settings."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .models import ModelRouter
+from .providers import GROQ_URL, KIMI_K2, ProviderProfile, profile_by_name, profile_for_url
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """Every setting has an environment variable (named in `validation_alias`) and a CLI flag."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=False)
+
+    host: str = Field("127.0.0.1", validation_alias=_env("host", "KIMI_PROXY_HOST"))
+    port: int = Field(8090, ge=0, le=65535, validation_alias=_env("port", "KIMI_PROXY_PORT"))
+    upstream_url: str = Field(GROQ_URL, validation_alias=_env("upstream_url", "KIMI_UPSTREAM_URL"))
+    api_key: SecretStr | None = Field(
+        None, validation_alias=_env("api_key", "KIMI_API_KEY", "GROQ_API_KEY")
+    )
+    model: str = Field(KIMI_K2, validation_alias=_env("model", "KIMI_MODEL"))
+    small_model: str = Field(KIMI_K2, validation_alias=_env("small_model", "KIMI_SMALL_MODEL"))
+    max_output_tokens: int | None = Field(
+        None, ge=1, validation_alias=_env("max_output_tokens", "KIMI_MAX_OUTPUT_TOKENS")
+    )
+    provider: str | None = Field(None, validation_alias=_env("provider", "KIMI_PROVIDER"))
+    connect_timeout: float = Field(
+        10.0, gt=0, validation_alias=_env("connect_timeout", "KIMI_CONNECT_TIMEOUT")
+    )
+    read_timeout: float = Field(
+        120.0, gt=0, validation_alias=_env("read_timeout", "KIMI_READ_TIMEOUT")
+    )
+    ping_interval: float = Field(
+        10.0, gt=0, validation_alias=_env("ping_interval", "KIMI_PING_INTERVAL")
+    )
+    max_retries: int = Field(3, ge=0, validation_alias=_env("max_retries", "KIMI_MAX_RETRIES"))
+    retry_budget: float = Field(
+        30.0, ge=0, validation_alias=_env("retry_budget", "KIMI_RETRY_BUDGET_SECONDS")
+    )
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024, ge=1024, validation_alias=_env("max_body_bytes", "KIMI_MAX_BODY_BYTES")
+    )
+    max_streams: int = Field(512, ge=1, validation_alias=_env("max_streams", "KIMI_MAX_STREAMS"))
+    working_dir: Path = Field(
+        default_factory=Path.cwd, validation_alias=_env("working_dir", "KIMI_WORKING_DIR")
+    )
+    local_tools: str = Field("", validation_alias=_env("local_tools", "KIMI_LOCAL_TOOLS"))
+    max_tool_iterations: int = Field(
+        15, ge=1, validation_alias=_env("max_tool_iterations", "MAX_TOOL_ITERATIONS")
+    )
+    auth_token: SecretStr | None = Field(
+        None, validation_alias=_env("auth_token", "KIMI_PROXY_AUTH_TOKEN")
+    )
+    cors_origins: str = Field("", validation_alias=_env("cors_origins", "KIMI_CORS_ORIGINS"))
+    allowed_hosts: str = Field("", validation_alias=_env("allowed_hosts", "KIMI_ALLOWED_HOSTS"))
+    log_file: Path | None = Field(None, validation_alias=_env("log_file", "KIMI_LOG_FILE"))
+    log_level: str = Field("info", validation_alias=_env("log_level", "KIMI_LOG_LEVEL"))
+    debug: bool = Field(False, validation_alias=_env("debug", "KIMI_DEBUG"))
+
+    @cached_property
+    def profile(self) -> ProviderProfile:
+        if self.provider:
+            return profile_by_name(self.provider)
+        return profile_for_url(self.upstream_url)
+
+    @cached_property
+    def router(self) -> ModelRouter:
+        return ModelRouter.default_rules(self.model, self.small_model)
+
+    @property
+    def chat_completions_url(self) -> str:
+        return self.upstream_url.rstrip("/") + "/chat/completions"
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.api_key is not None and bool(self.api_key.get_secret_value().strip())
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def list_setting(value: str) -> list[str]:
+    """Comma-separated settings (`KIMI_LOCAL_TOOLS=Read,LS`, `KIMI_CORS_ORIGINS=…`)."""
+    return _split(value)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with CLI overrides (None means: not given)."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**given)  # type: ignore[arg-type]
+
+
+__all__ = ["Settings", "list_setting", "load_settings", "os"]

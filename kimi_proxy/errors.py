@@ -1,0 +1,213 @@
+"""Errors as the Anthropic API shapes them, and the one place provider failures are mapped.
+
+    ProxyError (status, error_type)
+    ├── InvalidRequestError      400 invalid_request_error
+    ├── AuthenticationError      401 authentication_error
+    ├── PermissionDeniedError    403 permission_error
+    ├── NotFoundError            404 not_found_error
+    ├── RequestTooLargeError     413 request_too_large
+    ├── RateLimitError           429 rate_limit_error   (carries retry_after)
+    ├── ApiError                 500 api_error          (also 502: upstream unreachable/broken)
+    ├── GatewayTimeoutError      504 timeout_error
+    └── OverloadedError          529 overloaded_error
+
+`error_from_provider_response` turns a provider's status and body into one of these;
+`error_from_transport` does the same for httpx exceptions. `render_json` / `render_sse`
+produce the client-facing body or SSE `error` frame.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import httpx
+import orjson
+
+KEY_ADVICE = (
+    "Check GROQ_API_KEY / KIMI_API_KEY: set it to a valid key from your provider "
+    "(for Groq: https://console.groq.com/keys) and restart kimi-proxy."
+)
+
+
+class ProxyError(Exception):
+    """An error with an HTTP status and an Anthropic error type."""
+
+    status: ClassVar[int] = 500
+    error_type: ClassVar[str] = "api_error"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def body(self) -> dict[str, Any]:
+        return {"type": "error", "error": {"type": self.error_type, "message": self.message}}
+
+
+class InvalidRequestError(ProxyError):
+    status, error_type = 400, "invalid_request_error"
+
+
+class AuthenticationError(ProxyError):
+    status, error_type = 401, "authentication_error"
+
+
+class PermissionDeniedError(ProxyError):
+    status, error_type = 403, "permission_error"
+
+
+class NotFoundError(ProxyError):
+    status, error_type = 404, "not_found_error"
+
+
+class RequestTooLargeError(ProxyError):
+    status, error_type = 413, "request_too_large"
+
+
+class RateLimitError(ProxyError):
+    status, error_type = 429, "rate_limit_error"
+
+
+class ApiError(ProxyError):
+    status, error_type = 500, "api_error"
+
+
+class BadGatewayError(ApiError):
+    status = 502
+
+
+class GatewayTimeoutError(ProxyError):
+    status, error_type = 504, "timeout_error"
+
+
+class OverloadedError(ProxyError):
+    status, error_type = 529, "overloaded_error"
+
+
+ERROR_BY_PROVIDER_STATUS: dict[int, type[ProxyError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: RequestTooLargeError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+    498: OverloadedError,
+    503: OverloadedError,
+    504: GatewayTimeoutError,
+    529: OverloadedError,
+}
+
+_CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "too many tokens",
+                    "reduce the length", "prompt is too long", "context window")
+
+
+def provider_error_message(body: bytes | str) -> str:
+    """The human message inside a provider's error body (JSON or not), shortened."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err.get("code")
+            if msg:
+                return str(msg)[:2000]
+        elif isinstance(err, str):
+            return err[:2000]
+    stripped = re.sub(r"<[^>]+>", " ", text)  # HTML error pages
+    return " ".join(stripped.split())[:500] or "(empty body)"
+
+
+def is_context_length_message(message: str) -> bool:
+    lowered = message.lower()
+    return any(marker in lowered for marker in _CONTEXT_MARKERS)
+
+
+def context_too_long(message: str, prompt_tokens: int, context_window: int) -> InvalidRequestError:
+    """Rewrite a provider context error into Anthropic's wording, which Claude Code compacts on."""
+    numbers = [int(n) for n in re.findall(r"\d{3,}", message)]
+    tokens = max([n for n in numbers if n != context_window] or [prompt_tokens])
+    tokens = max(tokens, context_window + 1)
+    return InvalidRequestError(
+        f"prompt is too long: {tokens} tokens > {context_window} maximum "
+        f"(provider said: {message})"
+    )
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def error_from_provider_response(
+    status: int,
+    body: bytes,
+    headers: httpx.Headers,
+    *,
+    model: str,
+    prompt_tokens: int = 0,
+    context_window: int = 0,
+) -> ProxyError:
+    """Map a provider's non-2xx answer to the matching Anthropic error."""
+    message = provider_error_message(body)
+    if status in (400, 413, 422) and is_context_length_message(message) and context_window:
+        return context_too_long(message, prompt_tokens, context_window)
+    cls = ERROR_BY_PROVIDER_STATUS.get(status) or (ApiError if status >= 500 else InvalidRequestError)
+    if cls is AuthenticationError:
+        message = f"The provider rejected the API key ({message}). {KEY_ADVICE}"
+    elif cls is PermissionDeniedError:
+        message = f"The provider refused access ({message}). Check that your key may use {model}."
+    elif cls is NotFoundError:
+        message = (f"The provider does not know model {model!r} ({message}). "
+                   "Set KIMI_MODEL / KIMI_SMALL_MODEL to a model your provider serves.")
+    elif cls is RateLimitError:
+        message = f"The provider is rate-limiting requests: {message}"
+    elif status >= 500:
+        message = f"The provider failed with HTTP {status}: {message}"
+    else:
+        message = f"The provider rejected the request (HTTP {status}): {message}"
+    return cls(message, retry_after=_retry_after(headers))
+
+
+def error_from_stream_payload(payload: dict[str, Any], *, model: str) -> ProxyError:
+    """An `error` object a provider sent inside a 200 stream."""
+    err = payload.get("error")
+    message = provider_error_message(orjson.dumps(payload)) if err is not None else str(payload)
+    code = err.get("status_code") or err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, int) and code in ERROR_BY_PROVIDER_STATUS:
+        return ERROR_BY_PROVIDER_STATUS[code](f"The provider failed mid-stream: {message}")
+    if is_context_length_message(message):
+        return InvalidRequestError(f"The provider failed mid-stream: {message}")
+    return ApiError(f"The provider failed mid-stream ({model}): {message}")
+
+
+def error_from_transport(exc: httpx.HTTPError, *, upstream: str) -> ProxyError:
+    """Map an httpx exception (no HTTP answer from the provider) to an Anthropic error."""
+    if isinstance(exc, httpx.TimeoutException):
+        phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
+        return GatewayTimeoutError(f"Timed out {phase} the provider at {upstream}.")
+    if isinstance(exc, httpx.ConnectError):
+        return BadGatewayError(
+            f"Cannot connect to the provider at {upstream}: {exc or type(exc).__name__}. "
+            "Check KIMI_UPSTREAM_URL and your network."
+        )
+    return BadGatewayError(
+        f"The connection to the provider at {upstream} failed: {exc or type(exc).__name__}."
+    )
+
+
+def render_json(error: ProxyError) -> bytes:
+    return orjson.dumps(error.body())
+
+
+def render_sse(error: ProxyError) -> bytes:
+    return b"event: error\ndata: " + orjson.dumps(error.body()) + b"\n\n"

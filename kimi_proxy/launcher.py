@@ -1,0 +1,164 @@
+"""`kimi-proxy code`: start the proxy if none is running, run Claude Code through it, clean up.
+
+The proxy runs in its own session so the terminal's Ctrl-C reaches Claude Code (which uses it to
+interrupt a turn) and not the proxy; when Claude Code exits, the proxy this launcher started is
+stopped, and one it found already running is left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from .config import Settings
+from .errors import KEY_ADVICE
+
+CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
+CLAUDE_CODE_VERSION = "2.1.328"
+HEALTH_WAIT_SECONDS = 15.0
+SMALL_MODEL_ALIAS = "claude-haiku-5-5"
+
+
+class LaunchError(Exception):
+    """A problem the user can fix; the message says how."""
+
+
+def claude_code_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kimi-proxy" / f"claude-code-{CLAUDE_CODE_VERSION}"
+
+
+def find_claude(install: bool = True, quiet: bool = False) -> str:
+    """`claude` from PATH, else the pinned CLI from the npm registry (installed once, cached)."""
+    on_path = shutil.which("claude")
+    if on_path:
+        return on_path
+    cache = claude_code_cache()
+    binary = cache / "node_modules" / ".bin" / "claude"
+    if binary.exists():
+        return str(binary)
+    npm = shutil.which("npm")
+    if not install or npm is None:
+        raise LaunchError(
+            "Claude Code is not installed and npm was not found. Install Node.js (with npm), "
+            f"or install Claude Code yourself: npm install -g {CLAUDE_CODE_PACKAGE}"
+        )
+    cache.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"kimi-proxy: installing {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {cache} "
+              "(first run only)...", file=sys.stderr)
+    result = subprocess.run(
+        [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund", "--loglevel=error",
+         f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"],
+        capture_output=True, text=True, check=False,
+    )
+    if result.returncode != 0 or not binary.exists():
+        raise LaunchError(f"npm could not install Claude Code: {result.stderr.strip()[-500:]}")
+    return str(binary)
+
+
+def proxy_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def probe_health(url: str) -> bool | None:
+    """True: a kimi-proxy answers; False: something else holds the port; None: nothing there."""
+    try:
+        response = httpx.get(f"{url}/health", timeout=1.0)
+    except httpx.HTTPError:
+        return None
+    try:
+        return response.status_code == 200 and "provider" in response.json()
+    except ValueError:
+        return False
+
+
+def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
+    """Start `kimi-proxy serve` in the background and wait for /health."""
+    log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG", "/tmp/kimi-proxy-launcher.log"))
+    log_file = log_path.open("ab")
+    env = {**os.environ, "KIMI_PROXY_PORT": str(settings.port), "KIMI_PROXY_HOST": settings.host}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "kimi_proxy", "serve"],
+        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env, start_new_session=True,
+    )
+    log_file.close()
+    deadline = time.monotonic() + HEALTH_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-800:]
+            raise LaunchError(
+                f"kimi-proxy exited during start-up (code {process.returncode}). "
+                f"Is port {settings.port} taken? Set KIMI_PROXY_PORT to a free port. "
+                f"Log ({log_path}):\n{tail}"
+            )
+        if probe_health(url):
+            return process
+        time.sleep(0.1)
+    stop_proxy(process)
+    raise LaunchError(f"kimi-proxy did not answer {url}/health within {HEALTH_WAIT_SECONDS:.0f} s; "
+                      f"see {log_path}.")
+
+
+def stop_proxy(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def claude_env(settings: Settings, url: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["ANTHROPIC_BASE_URL"] = url
+    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    env["ANTHROPIC_API_KEY"] = token or "kimi-proxy"
+    env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+    # Claude Code's background and title work uses the small model: keep it a haiku id so the
+    # proxy routes it to KIMI_SMALL_MODEL.
+    env.setdefault("ANTHROPIC_SMALL_FAST_MODEL", SMALL_MODEL_ALIAS)
+    env.setdefault("ANTHROPIC_DEFAULT_HAIKU_MODEL", SMALL_MODEL_ALIAS)
+    return env
+
+
+def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
+    if not settings.has_api_key:
+        print(f"kimi-proxy: no provider API key. Set GROQ_API_KEY (or KIMI_API_KEY).\n"
+              f"  export GROQ_API_KEY=gsk_...   # {KEY_ADVICE}", file=sys.stderr)
+        return 2
+    url = proxy_url(settings)
+    started: subprocess.Popen[bytes] | None = None
+    try:
+        claude = find_claude()
+        state = probe_health(url)
+        if state is False:
+            raise LaunchError(f"Port {settings.port} is taken by another program. "
+                              "Set KIMI_PROXY_PORT to a free port.")
+        if state is None:
+            started = start_proxy(settings, url)
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Claude Code handles Ctrl-C
+        try:
+            return subprocess.call([claude, *claude_args], env=claude_env(settings, url))
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    except LaunchError as exc:
+        print(f"kimi-proxy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if started is not None:
+            with contextlib.suppress(Exception):
+                stop_proxy(started)

@@ -1,0 +1,32 @@
+"""Which provider model serves which client model id, as configurable rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_ALIASES = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRouter:
+    """`rules` are (substring, provider model) pairs tried in order; else the big model.
+
+    The defaults send ids containing `haiku` (Claude Code's title and background work) to the
+    small model and everything else to the big one.
+    """
+
+    big: str
+    small: str
+    rules: tuple[tuple[str, str], ...] = ()
+    aliases: tuple[str, ...] = DEFAULT_ALIASES
+
+    @classmethod
+    def default_rules(cls, big: str, small: str) -> ModelRouter:
+        return cls(big=big, small=small, rules=(("haiku", small),))
+
+    def resolve(self, client_model: str) -> str:
+        lowered = client_model.lower()
+        for needle, target in self.rules:
+            if needle in lowered:
+                return target
+        return self.big

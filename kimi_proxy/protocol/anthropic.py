@@ -1,0 +1,188 @@
+"""Inbound Anthropic Messages API models (pydantic v2), validated once at the edge.
+
+Every model allows unknown fields: Claude Code adds new ones every few weeks and they must never
+turn into errors. Content blocks are a discriminated union on `type`; a type the proxy does not
+know parses as `UnknownBlock`, so the request translator can answer a 400 that names it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Base64Source(_Open):
+    type: Literal["base64"]
+    media_type: str
+    data: str
+
+
+class UrlSource(_Open):
+    type: Literal["url"]
+    url: str
+
+
+class TextSource(_Open):
+    type: Literal["text"]
+    media_type: str = "text/plain"
+    data: str
+
+
+class ContentSource(_Open):
+    """Any other document source (e.g. `content`, `file`); refused by the translator."""
+
+    type: str
+
+
+ImageSource = Annotated[Base64Source | UrlSource, Field(discriminator="type")]
+
+
+class TextBlock(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlock(_Open):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class DocumentBlock(_Open):
+    type: Literal["document"]
+    source: Base64Source | UrlSource | TextSource | ContentSource
+    title: str | None = None
+
+
+class ToolUseBlock(_Open):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolReferenceBlock(_Open):
+    type: Literal["tool_reference"]
+    tool_name: str
+
+
+class ThinkingBlock(_Open):
+    type: Literal["thinking"]
+    thinking: str = ""
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(_Open):
+    type: Literal["redacted_thinking"]
+    data: str = ""
+
+
+class UnknownBlock(_Open):
+    type: str
+
+
+def _block_tag(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in _KNOWN_BLOCK_TYPES else "unknown"
+
+
+ResultContentBlock = Annotated[
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ImageBlock, Tag("image")]
+    | Annotated[DocumentBlock, Tag("document")]
+    | Annotated[ToolReferenceBlock, Tag("tool_reference")]
+    | Annotated[ToolUseBlock, Tag("tool_use")]
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
+    | Annotated["ToolResultBlock", Tag("tool_result")]
+    | Annotated[UnknownBlock, Tag("unknown")],
+    Discriminator(_block_tag),
+]
+
+
+class ToolResultBlock(_Open):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[ResultContentBlock] | None = None
+    is_error: bool = False
+
+
+ContentBlock = ResultContentBlock
+
+_KNOWN_BLOCK_TYPES = frozenset(
+    {"text", "image", "document", "tool_reference", "tool_use", "thinking",
+     "redacted_thinking", "tool_result"}
+)
+
+
+class Message(_Open):
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlock]
+
+
+class Tool(_Open):
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] | None = None
+    type: str | None = None
+    defer_loading: bool = False
+
+
+class ToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool = False
+
+
+class MessagesRequest(_Open):
+    model: str
+    messages: list[Message]
+    max_tokens: int = Field(default=4096, ge=1)
+    system: str | list[TextBlock] | None = None
+    stream: bool = False
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = None
+    top_k: int | None = None
+
+
+class CountTokensRequest(_Open):
+    model: str
+    messages: list[Message]
+    system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+
+
+ToolResultBlock.model_rebuild()
+Message.model_rebuild()
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One readable line per problem: `messages.0.role: Input should be 'user' or …`."""
+    parts = []
+    for err in exc.errors(include_url=False)[:5]:
+        parts.append(f"{_readable_loc(err['loc']) or 'body'}: {err['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _readable_loc(loc: tuple[int | str, ...]) -> str:
+    """Drop pydantic's union-branch markers (`str`, `list[…]`, block-type tags) from a location."""
+    kept: list[str] = []
+    previous: int | str | None = None
+    for part in loc:
+        is_marker = isinstance(part, str) and (
+            part == "str"
+            or part.startswith(("list[", "tagged-union["))
+            or (isinstance(previous, int) and (part in _KNOWN_BLOCK_TYPES or part == "unknown"))
+        )
+        if not is_marker:
+            kept.append(str(part))
+        previous = part
+    return ".".join(kept)

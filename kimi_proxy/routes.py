@@ -1,0 +1,212 @@
+"""HTTP routes: glue between the wire and the pure translators."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from . import __version__
+from .errors import (
+    KEY_ADVICE,
+    AuthenticationError,
+    BadGatewayError,
+    InvalidRequestError,
+    OverloadedError,
+    ProxyError,
+    RequestTooLargeError,
+    render_sse,
+)
+from .protocol.anthropic import CountTokensRequest, MessagesRequest, describe_validation_error
+from .sse import encode_events
+from .streaming import PING_FRAME, EventStreamResponse, with_pings
+from .tokens import estimate_tokens
+from .translate.request import (
+    UpstreamRequest,
+    anthropic_to_openai_request,
+    convert_messages,
+    convert_tools,
+)
+from .translate.response import openai_to_anthropic_message
+from .translate.stream import StreamTranslator
+from .upstream import CallContext, UpstreamClient
+
+M = TypeVar("M", bound=BaseModel)
+MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+async def read_json_body(request: Request, limit: int) -> Any:
+    """The request body as JSON, refusing bodies over `limit` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLargeError(f"Request body is {declared} bytes; the limit is {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise InvalidRequestError("The client disconnected while sending the body.") from None
+    body = b"".join(chunks)
+    if not body:
+        raise InvalidRequestError("Request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
+
+
+async def parse_body(request: Request, model: type[M]) -> M:
+    data = await read_json_body(request, request.app.state.proxy.settings.max_body_bytes)
+    if not isinstance(data, dict):
+        raise InvalidRequestError("Request body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequestError(describe_validation_error(exc)) from None
+
+
+async def create_message(request: Request) -> Response:
+    state = request.app.state.proxy
+    settings = state.settings
+    message_request = await parse_body(request, MessagesRequest)
+    if not settings.has_api_key:
+        raise AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
+    upstream_request = anthropic_to_openai_request(
+        message_request,
+        router=settings.router,
+        profile=settings.profile,
+        max_output_tokens=settings.max_output_tokens,
+    )
+    prompt_tokens = estimate_tokens(upstream_request.payload)
+    context = CallContext(
+        model=upstream_request.upstream_model,
+        prompt_tokens=prompt_tokens,
+        context_window=upstream_request.limits.context_window,
+    )
+    client: UpstreamClient = state.upstream
+    if not message_request.stream:
+        completion = await client.complete(upstream_request.payload, context)
+        return _json(openai_to_anthropic_message(completion, upstream_request))
+    if state.active_streams >= settings.max_streams:
+        raise OverloadedError(
+            f"The proxy is at its limit of {settings.max_streams} concurrent streams; "
+            "retry shortly."
+        )
+    state.active_streams += 1
+    try:
+        upstream_response = await client.open(upstream_request.payload, context)
+    except BaseException:
+        state.active_streams -= 1
+        raise
+
+    async def on_close() -> None:
+        state.active_streams -= 1
+        await upstream_response.aclose()
+
+    events = stream_events(
+        client, upstream_response, upstream_request, prompt_tokens, settings.ping_interval
+    )
+    return EventStreamResponse(events, on_close=on_close)
+
+
+async def stream_events(
+    client: UpstreamClient,
+    response: httpx.Response,
+    upstream_request: UpstreamRequest,
+    prompt_tokens: int,
+    ping_interval: float,
+) -> AsyncIterator[bytes]:
+    """The SSE body: translated events, pings while the provider is silent, errors as events."""
+    translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
+    yield encode_events(translator.start())
+    try:
+        async for chunk in with_pings(client.chunks(response), ping_interval):
+            if chunk is None:
+                yield PING_FRAME
+                continue
+            events = translator.feed(chunk)
+            if events:
+                yield encode_events(events)
+        if not translator.finished:
+            raise BadGatewayError(
+                "The provider closed the stream before finishing the message; try again."
+            )
+        yield encode_events(translator.finish())
+    except ProxyError as error:
+        yield render_sse(error)
+
+
+async def count_tokens(request: Request) -> Response:
+    state = request.app.state.proxy
+    body = await parse_body(request, CountTokensRequest)
+    tools_by_name = {t.name: t for t in body.tools or []}
+    messages = convert_messages(body, state.settings.profile, tools_by_name)
+    payload: dict[str, Any] = {"messages": messages}
+    if body.tools:
+        payload["tools"] = convert_tools(body.tools, body.messages, state.settings.profile)
+    return _json({"input_tokens": estimate_tokens(payload)})
+
+
+def _model_entry(model_id: str, target: str) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": f"{model_id} → {target} (kimi-proxy)",
+        "created_at": MODEL_CREATED_AT,
+    }
+
+
+async def list_models(request: Request) -> Response:
+    settings = request.app.state.proxy.settings
+    router = settings.router
+    data = [_model_entry(alias, router.resolve(alias)) for alias in router.aliases]
+    return _json(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+async def get_model(request: Request) -> Response:
+    router = request.app.state.proxy.settings.router
+    model_id = request.path_params["model_id"]
+    return _json(_model_entry(model_id, router.resolve(model_id)))
+
+
+async def health(request: Request) -> Response:
+    state = request.app.state.proxy
+    settings = state.settings
+    return _json(
+        {
+            "status": "ok",
+            "version": __version__,
+            "provider": settings.profile.name,
+            "upstream_url": settings.upstream_url,
+            "models": {"big": settings.model, "small": settings.small_model},
+            "api_key_configured": settings.has_api_key,
+            "active_streams": state.active_streams,
+            "time": time.time(),
+        }
+    )
+
+
+async def hello(request: Request) -> Response:
+    """Claude Code's connectivity probe (`HEAD /api/hello`)."""
+    return Response(status_code=200)

@@ -1,0 +1,374 @@
+"""Anthropic Messages request → OpenAI Chat Completions request. Pure: no I/O.
+
+The conversation is walked once. Tool results are lifted out of user messages into `tool`
+messages placed right after the assistant message that made the calls, in call order; the rest
+of that user message (text, images) follows them. Calls left without a result, and results
+without a call, are repaired so strict providers accept the history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import InvalidRequestError
+from ..models import ModelRouter
+from ..protocol.anthropic import (
+    Base64Source,
+    ContentBlock,
+    DocumentBlock,
+    ImageBlock,
+    Message,
+    MessagesRequest,
+    RedactedThinkingBlock,
+    TextBlock,
+    TextSource,
+    ThinkingBlock,
+    Tool,
+    ToolChoice,
+    ToolReferenceBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UrlSource,
+)
+from ..providers import ModelLimits, ProviderProfile
+from .tools import (
+    ToolNames,
+    offered_tools,
+    openai_tool,
+    render_tool_reference,
+    upstream_tool_id,
+    upstream_tool_name,
+)
+
+log = logging.getLogger("kimi_proxy.request")
+
+INTERRUPTED_CALL = "[tool call interrupted: no result was returned]"
+EMPTY_RESULT = "(empty result)"
+BILLING_HEADER_PREFIX = "x-anthropic-billing-header"
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    """The provider payload plus what the response translators need to map back."""
+
+    payload: dict[str, Any]
+    client_model: str
+    upstream_model: str
+    limits: ModelLimits
+    tool_names: ToolNames
+    stop_sequences: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class _Conversation:
+    """Accumulates OpenAI messages; consecutive user/assistant messages are merged."""
+
+    profile: ProviderProfile
+    tools_by_name: dict[str, Tool]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    pending_calls: list[str] = field(default_factory=list)
+    upstream_ids: dict[str, str] = field(default_factory=dict)
+
+    def append(self, message: dict[str, Any]) -> None:
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last["role"] == message["role"] in ("user", "assistant"):
+            _merge_into(last, message)
+        else:
+            self.messages.append(message)
+
+    def upstream_id(self, block: ToolUseBlock) -> str:
+        if block.id not in self.upstream_ids:
+            if self.profile.kimi_tool_ids:
+                name = upstream_tool_name(block.name)
+                self.upstream_ids[block.id] = f"functions.{name}:{len(self.upstream_ids)}"
+            else:
+                self.upstream_ids[block.id] = upstream_tool_id(block.id)
+        return self.upstream_ids[block.id]
+
+    def close_pending_calls(self, results: dict[str, ToolResultBlock]) -> list[dict[str, Any]]:
+        """Emit one tool message per pending call in call order; return images to attach."""
+        images: list[dict[str, Any]] = []
+        for call_id in self.pending_calls:
+            result = results.pop(call_id, None)
+            if result is None:
+                text = INTERRUPTED_CALL
+            else:
+                text, result_images = self.render_result(result)
+                images.extend(result_images)
+            self.messages.append(
+                {"role": "tool", "tool_call_id": self.upstream_ids[call_id], "content": text}
+            )
+        self.pending_calls = []
+        return images
+
+    def render_result(self, result: ToolResultBlock) -> tuple[str, list[dict[str, Any]]]:
+        texts: list[str] = []
+        images: list[dict[str, Any]] = []
+        content = result.content
+        if isinstance(content, str):
+            texts.append(content)
+        elif content:
+            for block in content:
+                match block:
+                    case TextBlock(text=text):
+                        texts.append(text)
+                    case ToolReferenceBlock(tool_name=name):
+                        texts.append(render_tool_reference(name, self.tools_by_name))
+                    case ImageBlock():
+                        images.append(image_part(block))
+                        texts.append("[image returned by the tool: attached below]")
+                    case DocumentBlock():
+                        texts.append(document_text(block))
+                    case _:
+                        raise InvalidRequestError(
+                            f"Unsupported block type {block.type!r} inside a tool_result"
+                        )
+        text = "\n".join(t for t in texts if t) or EMPTY_RESULT
+        return (f"Error: {text}" if result.is_error else text), images
+
+
+def _merge_into(target: dict[str, Any], extra: dict[str, Any]) -> None:
+    target_parts = _as_parts(target.get("content"))
+    extra_parts = _as_parts(extra.get("content"))
+    parts = target_parts + extra_parts
+    target["content"] = _collapse_parts(parts) if parts else None
+    if extra.get("tool_calls"):
+        target.setdefault("tool_calls", []).extend(extra["tool_calls"])
+    for key, value in extra.items():
+        if key not in ("role", "content", "tool_calls"):
+            target[key] = (target[key] + "\n" + value) if key in target else value
+
+
+def _as_parts(content: Any) -> list[dict[str, Any]]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return list(content)
+
+
+def _collapse_parts(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """A plain string when every part is text (the most widely accepted form)."""
+    if all(p["type"] == "text" for p in parts):
+        return "\n\n".join(p["text"] for p in parts)
+    return parts
+
+
+def image_part(block: ImageBlock) -> dict[str, Any]:
+    source = block.source
+    if isinstance(source, Base64Source):
+        url = f"data:{source.media_type};base64,{source.data}"
+    else:
+        url = source.url
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def document_text(block: DocumentBlock) -> str:
+    if not isinstance(block.source, TextSource):
+        media = getattr(block.source, "media_type", None) or block.source.type
+        raise InvalidRequestError(
+            f"document blocks with a {media} source are not supported by this proxy: the "
+            "provider accepts text only. Send the document's text as a text document instead."
+        )
+    title = f" title={block.title!r}" if block.title else ""
+    return f"<document{title}>\n{block.source.data}\n</document>"
+
+
+def system_text(system: str | Sequence[TextBlock] | None) -> str:
+    """The system prompt as one string; Claude Code's per-version billing line is dropped."""
+    if system is None:
+        return ""
+    if isinstance(system, str):
+        return system
+    texts = [b.text for b in system if b.text and not b.text.startswith(BILLING_HEADER_PREFIX)]
+    return "\n\n".join(texts)
+
+
+def _blocks(message: Message) -> list[ContentBlock]:
+    if isinstance(message.content, str):
+        return [TextBlock(type="text", text=message.content)]
+    return message.content
+
+
+def _convert_assistant(conv: _Conversation, blocks: list[ContentBlock], index: int) -> None:
+    texts: list[str] = []
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in blocks:
+        match block:
+            case TextBlock(text=text):
+                if text:
+                    texts.append(text)
+            case ToolUseBlock():
+                calls.append({
+                    "id": conv.upstream_id(block),
+                    "type": "function",
+                    "function": {"name": upstream_tool_name(block.name),
+                                 "arguments": _json(block.input)},
+                })
+                conv.pending_calls.append(block.id)
+            case ThinkingBlock(thinking=thinking):
+                if thinking:
+                    reasoning.append(thinking)
+            case RedactedThinkingBlock():
+                pass
+            case _:
+                raise _unsupported(block.type, index, "an assistant")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    if calls:
+        message["tool_calls"] = calls
+    if reasoning and conv.profile.reasoning_history_field:
+        message[conv.profile.reasoning_history_field] = "\n".join(reasoning)
+    if message["content"] is not None or calls:
+        conv.append(message)
+
+
+def _convert_user(conv: _Conversation, blocks: list[ContentBlock], index: int) -> None:
+    results: dict[str, ToolResultBlock] = {}
+    parts: list[dict[str, Any]] = []
+    for block in blocks:
+        match block:
+            case ToolResultBlock():
+                results[block.tool_use_id] = block
+            case TextBlock(text=text):
+                if text:
+                    parts.append({"type": "text", "text": text})
+            case ImageBlock():
+                parts.append(image_part(block))
+            case DocumentBlock():
+                parts.append({"type": "text", "text": document_text(block)})
+            case ThinkingBlock() | RedactedThinkingBlock():
+                pass
+            case _:
+                raise _unsupported(block.type, index, "a user")
+    lead: list[dict[str, Any]] = conv.close_pending_calls(results)
+    for orphan in results.values():  # results whose call is not in the previous turn
+        text, images = conv.render_result(orphan)
+        lead.append({"type": "text", "text": f"[result of tool call {orphan.tool_use_id}]\n{text}"})
+        lead.extend(images)
+    if lead or parts:
+        conv.append({"role": "user", "content": _collapse_parts(lead + parts)})
+
+
+def _unsupported(block_type: str, index: int, where: str) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"messages.{index}: content block type {block_type!r} is not supported in {where} message"
+    )
+
+
+def _json(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()
+
+
+def referenced_tool_names(messages: Sequence[Message]) -> set[str]:
+    """Tool names loaded by tool search: every `tool_reference` inside a tool result."""
+    names: set[str] = set()
+    for message in messages:
+        if isinstance(message.content, str):
+            continue
+        for block in message.content:
+            if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
+                names.update(b.tool_name for b in block.content
+                             if isinstance(b, ToolReferenceBlock))
+    return names
+
+
+def convert_messages(
+    request: MessagesRequest | Any, profile: ProviderProfile, tools_by_name: dict[str, Tool]
+) -> list[dict[str, Any]]:
+    """The whole conversation as OpenAI messages (system first)."""
+    conv = _Conversation(profile=profile, tools_by_name=tools_by_name)
+    system = system_text(request.system)
+    if system:
+        conv.messages.append({"role": "system", "content": system})
+    for index, message in enumerate(request.messages):
+        blocks = _blocks(message)
+        if message.role == "assistant":
+            conv.close_pending_calls({})
+            _convert_assistant(conv, blocks, index)
+        elif message.role == "user":
+            _convert_user(conv, blocks, index)
+        else:
+            conv.close_pending_calls({})
+            text = "\n\n".join(b.text for b in blocks if isinstance(b, TextBlock) and b.text)
+            if text:
+                conv.messages.append({"role": "system", "content": text})
+    conv.close_pending_calls({})
+    return conv.messages
+
+
+def convert_tools(
+    tools: Sequence[Tool], messages: Sequence[Message], profile: ProviderProfile
+) -> list[dict[str, Any]]:
+    offered = offered_tools(tools, referenced_tool_names(messages))
+    if len(offered) > profile.max_tools:
+        log.warning("offering %d of %d tools: the provider accepts at most %d",
+                    profile.max_tools, len(offered), profile.max_tools)
+        offered = offered[: profile.max_tools]
+    return [openai_tool(t) for t in offered]
+
+
+def convert_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    match choice.type:
+        case "auto":
+            return "auto"
+        case "any":
+            return "required"
+        case "none":
+            return "none"
+        case "tool":
+            if not choice.name:
+                raise InvalidRequestError("tool_choice.name is required when tool_choice.type is 'tool'")
+            return {"type": "function", "function": {"name": upstream_tool_name(choice.name)}}
+
+
+def anthropic_to_openai_request(
+    request: MessagesRequest,
+    *,
+    router: ModelRouter,
+    profile: ProviderProfile,
+    max_output_tokens: int | None = None,
+) -> UpstreamRequest:
+    """Translate a validated Anthropic request into the provider's Chat Completions payload."""
+    model = router.resolve(request.model)
+    limits = profile.limits(model)
+    tools = request.tools or []
+    tools_by_name = {t.name: t for t in tools}
+    cap = min(limits.output_tokens, max_output_tokens or limits.output_tokens)
+    payload: dict[str, Any] = {
+        "model": model,
+        "messages": convert_messages(request, profile, tools_by_name),
+        "max_tokens": min(request.max_tokens, cap),
+        "stream": request.stream,
+    }
+    if request.stream:
+        payload["stream_options"] = {"include_usage": True}
+    openai_tools = convert_tools(tools, request.messages, profile)
+    if openai_tools:
+        payload["tools"] = openai_tools
+        if request.tool_choice is not None:
+            payload["tool_choice"] = convert_tool_choice(request.tool_choice)
+            if request.tool_choice.disable_parallel_tool_use:
+                payload["parallel_tool_calls"] = False
+    stops = tuple(s for s in request.stop_sequences or () if s)[: profile.max_stop_sequences]
+    if stops:
+        payload["stop"] = list(stops)
+    if request.temperature is not None:
+        payload["temperature"] = request.temperature * profile.temperature_scale
+    if request.top_p is not None:
+        payload["top_p"] = request.top_p
+    if request.top_k is not None and profile.supports_top_k:
+        payload["top_k"] = request.top_k
+    return UpstreamRequest(
+        payload=payload,
+        client_model=request.model,
+        upstream_model=model,
+        limits=limits,
+        tool_names=ToolNames(tools_by_name),
+        stop_sequences=stops,
+    )

@@ -1,0 +1,271 @@
+"""The streaming translator: OpenAI chat-completion chunks in, Anthropic stream events out.
+
+Theory of operation
+-------------------
+`StreamTranslator` is a sans-IO state machine, one per stream. The server calls `start()` once
+(→ `message_start`), `feed(chunk)` for every decoded upstream chunk (→ zero or more events, ready
+to send at once) and `finish()` when the provider ends the stream (→ closing events). Nothing is
+buffered that could be sent: every text, reasoning and tool-argument fragment leaves as a delta in
+the same `feed` call that received it.
+
+Anthropic allows one open content block at a time, with indexes contiguous from 0; only
+`_open_block` and `_close_block` emit `content_block_start` / `content_block_stop`, so every start
+has its stop. A change of kind (reasoning → text → tool call) closes the open block and opens the
+next. Reasoning becomes a `thinking` block closed with a `signature_delta` (empty: the proxy does
+not forge Anthropic signatures).
+
+Tool calls are keyed by the OpenAI `index`. The first call streams live. When a fragment of another
+call arrives, the open call is closed only if its arguments are already complete JSON; otherwise
+the other call's fragments are held until it can open. Held calls open in index order, so parallel
+calls come out in order even when the provider interleaves their fragments. Chunks with
+`tool_calls: []` or empty strings emit nothing.
+
+Usage may come on the finish chunk, on a trailing chunk with no choices, or in Groq's
+`x_groq.usage`; the latest one wins (never summed). `finish()` reports it in `message_delta`.
+A provider `error` object inside the stream raises the mapped `ProxyError`: the server turns it
+into an SSE `error` event — never a made-up stop reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from ..errors import error_from_stream_payload
+from .request import UpstreamRequest
+from .response import (
+    REASONING_FIELDS,
+    anthropic_usage,
+    chunk_usage,
+    matched_stop_sequence,
+    new_message_id,
+    stop_reason,
+)
+from .tools import anthropic_tool_id, new_nonce
+
+log = logging.getLogger("kimi_proxy.stream")
+
+Event = dict[str, Any]
+UNKNOWN_TOOL = "unknown_tool"
+
+
+@dataclass(slots=True)
+class _ToolCall:
+    upstream_id: str | None = None
+    name: str | None = None
+    held: list[str] = field(default_factory=list)  # fragments not yet sent
+    sent: list[str] = field(default_factory=list)  # fragments sent (for the completeness check)
+    block: int | None = None
+    closed: bool = False
+
+    def arguments_complete(self) -> bool:
+        try:
+            return isinstance(orjson.loads("".join(self.sent)), dict)
+        except orjson.JSONDecodeError:
+            return False
+
+
+@dataclass(slots=True)
+class _Block:
+    index: int
+    kind: str  # "text" | "thinking" | "tool_use"
+    call: _ToolCall | None = None
+
+
+class StreamTranslator:
+    """Per-stream state: the open block, the next index, the tool calls by OpenAI index."""
+
+    __slots__ = (
+        "_calls", "_finish_reason", "_input_estimate", "_matched_stop", "_nonce", "_open",
+        "_next_index", "_upstream", "_usage", "_used_tools", "message_id",
+    )
+
+    def __init__(
+        self, upstream: UpstreamRequest, *, message_id: str | None = None, input_tokens: int = 0
+    ) -> None:
+        self._upstream = upstream
+        self.message_id = message_id or new_message_id()
+        self._nonce = new_nonce()
+        self._input_estimate = input_tokens
+        self._next_index = 0
+        self._open: _Block | None = None
+        self._calls: dict[int, _ToolCall] = {}
+        self._finish_reason: str | None = None
+        self._matched_stop: str | None = None
+        self._usage: dict[str, Any] | None = None
+        self._used_tools = False
+
+    @property
+    def finished(self) -> bool:
+        """True once the provider has given a finish reason."""
+        return self._finish_reason is not None
+
+    def start(self) -> list[Event]:
+        return [{
+            "type": "message_start",
+            "message": {
+                "id": self.message_id,
+                "type": "message",
+                "role": "assistant",
+                "model": self._upstream.client_model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
+            },
+        }]
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        if "error" in chunk and chunk["error"]:
+            raise error_from_stream_payload(chunk, model=self._upstream.upstream_model)
+        usage = chunk_usage(chunk)
+        if usage:
+            self._usage = usage
+        events: list[Event] = []
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            for name in REASONING_FIELDS:
+                text = delta.get(name)
+                if text:
+                    self._append("thinking", "thinking_delta", "thinking", text, events)
+                    break
+            text = delta.get("content")
+            if text:
+                self._append("text", "text_delta", "text", text, events)
+            for fragment in delta.get("tool_calls") or ():
+                self._tool_fragment(fragment, events)
+            if choice.get("finish_reason"):
+                self._finish_reason = choice["finish_reason"]
+                self._matched_stop = matched_stop_sequence(
+                    choice, self._upstream.stop_sequences
+                ) or self._matched_stop
+        return events
+
+    def finish(self) -> list[Event]:
+        events: list[Event] = []
+        self._close_block(events)
+        while self._open_next_held_call(events, allow_unnamed=True):
+            self._close_block(events)
+        reason, sequence = stop_reason(
+            self._finish_reason, used_tools=self._used_tools, matched_stop=self._matched_stop
+        )
+        usage = anthropic_usage(self._usage)
+        if self._usage is None:
+            usage["input_tokens"] = self._input_estimate
+        events.append({
+            "type": "message_delta",
+            "delta": {"stop_reason": reason, "stop_sequence": sequence},
+            "usage": {
+                "input_tokens": usage["input_tokens"],
+                "output_tokens": usage["output_tokens"],
+                "cache_read_input_tokens": usage["cache_read_input_tokens"],
+            },
+        })
+        events.append({"type": "message_stop"})
+        return events
+
+    # -- blocks --------------------------------------------------------------------------
+
+    def _append(self, kind: str, delta_type: str, field_name: str, text: str,
+                events: list[Event]) -> None:
+        if self._open is None or self._open.kind != kind:
+            self._close_block(events)
+            self._open_block(kind, events)
+        assert self._open is not None
+        events.append({
+            "type": "content_block_delta",
+            "index": self._open.index,
+            "delta": {"type": delta_type, field_name: text},
+        })
+
+    def _open_block(self, kind: str, events: list[Event], call: _ToolCall | None = None) -> None:
+        index = self._next_index
+        self._next_index += 1
+        self._open = _Block(index=index, kind=kind, call=call)
+        if kind == "text":
+            block: dict[str, Any] = {"type": "text", "text": ""}
+        elif kind == "thinking":
+            block = {"type": "thinking", "thinking": "", "signature": ""}
+        else:
+            assert call is not None
+            call.block = index
+            self._used_tools = True
+            block = {
+                "type": "tool_use",
+                "id": anthropic_tool_id(call.upstream_id, self._nonce),
+                "name": self._upstream.tool_names.to_client(call.name or UNKNOWN_TOOL),
+                "input": {},
+            }
+        events.append({"type": "content_block_start", "index": index, "content_block": block})
+
+    def _close_block(self, events: list[Event]) -> None:
+        block = self._open
+        if block is None:
+            return
+        if block.kind == "thinking":
+            events.append({
+                "type": "content_block_delta",
+                "index": block.index,
+                "delta": {"type": "signature_delta", "signature": ""},
+            })
+        elif block.call is not None:
+            block.call.closed = True
+        events.append({"type": "content_block_stop", "index": block.index})
+        self._open = None
+
+    # -- tool calls ----------------------------------------------------------------------
+
+    def _tool_fragment(self, fragment: dict[str, Any], events: list[Event]) -> None:
+        key = fragment.get("index", 0)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._calls[key] = _ToolCall()
+        if fragment.get("id") and call.upstream_id is None:
+            call.upstream_id = fragment["id"]
+        function = fragment.get("function") or {}
+        if function.get("name") and call.name is None:
+            call.name = function["name"]
+        arguments = function.get("arguments") or ""
+        if call.closed:
+            if arguments.strip():
+                log.warning("dropping arguments for an already closed tool call %s", call.name)
+            return
+        if arguments:
+            call.held.append(arguments)
+        current = self._open.call if self._open is not None else None
+        if current is call:
+            self._send_held(call, events)
+            return
+        if call.name is None:
+            return  # a call opens once its name is known
+        if current is not None and not current.arguments_complete():
+            return  # the open call is still receiving its arguments: hold this one
+        self._close_block(events)
+        self._open_next_held_call(events, allow_unnamed=False)
+
+    def _open_next_held_call(self, events: list[Event], *, allow_unnamed: bool) -> bool:
+        """Open the lowest-index call not yet started, sending its held fragments."""
+        for key in sorted(self._calls):
+            call = self._calls[key]
+            if call.block is None and (call.name is not None or allow_unnamed):
+                self._open_block("tool_use", events, call)
+                self._send_held(call, events)
+                return True
+        return False
+
+    def _send_held(self, call: _ToolCall, events: list[Event]) -> None:
+        if not call.held or self._open is None:
+            return
+        fragment = "".join(call.held)
+        call.held.clear()
+        call.sent.append(fragment)
+        events.append({
+            "type": "content_block_delta",
+            "index": self._open.index,
+            "delta": {"type": "input_json_delta", "partial_json": fragment},
+        })

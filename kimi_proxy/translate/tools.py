@@ -1,0 +1,143 @@
+"""Tools: Anthropic tool definitions → OpenAI function tools, names and ids both ways.
+
+* Schemas are cleaned of JSON-Schema keywords strict providers reject (`$schema`, …) and made
+  `type: object` with `properties`.
+* Tool search: tools with `defer_loading: true` are offered only once a `tool_reference` in a
+  tool result names them (`referenced_tool_names`); the placeholder tool whose description says
+  never to call it is never offered. Server tools (`web_search_…`) are dropped with a log line.
+* Names must match `^[a-zA-Z0-9_-]{1,64}$` upstream; longer or odd names get a stable,
+  hash-suffixed alias, mapped back in responses through `ToolNames`.
+* Tool-call ids: a provider's ids (Kimi's look like `functions.Bash:0`) are carried inside the
+  Anthropic id (`toolu_kp<nonce>_<base64url>`) so they go back upstream exactly as the model
+  made them, while every Anthropic id stays unique and matches `^[a-zA-Z0-9_-]+$`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+from ..protocol.anthropic import Tool
+
+log = logging.getLogger("kimi_proxy.tools")
+
+_VALID_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+_NEVER_CALL = re.compile(r"\b(never|do not|don't) call\b", re.IGNORECASE)
+_REJECTED_SCHEMA_KEYS = frozenset({"$schema", "$id", "$comment", "examples", "deprecated"})
+_OUR_ID = re.compile(r"^toolu_kp[0-9a-f]{8}_([A-Za-z0-9_-]+)$")
+
+
+def clean_schema(schema: Any) -> Any:
+    """Remove keywords providers reject, recursively; never changes the meaning of the schema."""
+    if isinstance(schema, dict):
+        return {k: clean_schema(v) for k, v in schema.items() if k not in _REJECTED_SCHEMA_KEYS}
+    if isinstance(schema, list):
+        return [clean_schema(v) for v in schema]
+    return schema
+
+
+def function_parameters(input_schema: dict[str, Any] | None) -> dict[str, Any]:
+    schema = clean_schema(input_schema or {})
+    if not isinstance(schema, dict):
+        schema = {}
+    schema.setdefault("type", "object")
+    if schema["type"] == "object":
+        schema.setdefault("properties", {})
+    return schema
+
+
+def upstream_tool_name(name: str) -> str:
+    """A provider-safe name: unchanged when valid, else sanitized with a stable hash suffix."""
+    if _VALID_NAME.match(name):
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{re.sub(r'[^a-zA-Z0-9_-]', '_', name)[:55]}_{digest}"
+
+
+def is_server_tool(tool: Tool) -> bool:
+    return tool.type is not None and tool.type != "custom"
+
+
+def is_never_call_placeholder(tool: Tool) -> bool:
+    return tool.defer_loading and bool(_NEVER_CALL.search(tool.description or ""))
+
+
+def offered_tools(tools: Sequence[Tool], referenced: set[str]) -> list[Tool]:
+    """The tools the model may call now (tool search rules applied)."""
+    offered = []
+    for tool in tools:
+        if is_server_tool(tool):
+            log.info("dropping server tool %s (%s): the provider cannot run it", tool.name, tool.type)
+        elif is_never_call_placeholder(tool):
+            continue
+        elif tool.defer_loading and tool.name not in referenced:
+            continue
+        else:
+            offered.append(tool)
+    return offered
+
+
+def openai_tool(tool: Tool) -> dict[str, Any]:
+    function: dict[str, Any] = {
+        "name": upstream_tool_name(tool.name),
+        "parameters": function_parameters(tool.input_schema),
+    }
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def render_tool_reference(tool_name: str, tools_by_name: dict[str, Tool]) -> str:
+    """The text that stands for a `tool_reference`: the loaded tool's definition."""
+    tool = tools_by_name.get(tool_name)
+    if tool is None:
+        return f"Tool {tool_name} was requested but is not available."
+    schema = orjson.dumps(function_parameters(tool.input_schema)).decode()
+    return (
+        f"Tool loaded: {upstream_tool_name(tool.name)} is now available to call.\n"
+        f"Description: {tool.description or '(none)'}\nParameters (JSON Schema): {schema}"
+    )
+
+
+class ToolNames:
+    """Maps provider-side tool names back to the client's names for one request."""
+
+    __slots__ = ("_by_upstream",)
+
+    def __init__(self, client_names: Iterable[str] = ()) -> None:
+        self._by_upstream = {upstream_tool_name(n): n for n in client_names}
+
+    def to_client(self, upstream_name: str) -> str:
+        return self._by_upstream.get(upstream_name, upstream_name)
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(4)
+
+
+def anthropic_tool_id(upstream_id: str | None, nonce: str) -> str:
+    """A unique Anthropic id that carries the provider's id, reversibly."""
+    if not upstream_id:
+        return f"toolu_kp{nonce}_{secrets.token_hex(8)}"
+    encoded = base64.urlsafe_b64encode(upstream_id.encode()).rstrip(b"=").decode()
+    return f"toolu_kp{nonce}_{encoded}"
+
+
+def upstream_tool_id(anthropic_id: str) -> str:
+    """The provider's original id for one of our ids; any other id unchanged."""
+    match = _OUR_ID.match(anthropic_id)
+    if match is None:
+        return anthropic_id
+    encoded = match.group(1)
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return anthropic_id

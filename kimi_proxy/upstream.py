@@ -1,0 +1,189 @@
+"""The provider client: POST /chat/completions with retries, and the stream of decoded chunks.
+
+The only I/O seam to the provider. It owns no connection pool of its own: the app's lifespan
+creates one shared `httpx.AsyncClient` (tests inject one with a `MockTransport` or pointed at a
+scripted upstream server). Retries happen only while nothing has been sent to the client: the
+route opens the upstream response first and starts its own response only once that succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+)
+
+from .errors import (
+    BadGatewayError,
+    ProxyError,
+    error_from_provider_response,
+    error_from_transport,
+)
+from .sse import SSEDecoder
+
+log = logging.getLogger("kimi_proxy.upstream")
+
+MAX_RETRY_AFTER = 20.0  # a provider asking for a longer pause gets its 429 passed on instead
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What error mapping needs to know about the call."""
+
+    model: str
+    prompt_tokens: int = 0
+    context_window: int = 0
+
+
+class UpstreamFailure(Exception):
+    """A failed attempt: the mapped error, and whether another attempt may succeed."""
+
+    def __init__(self, error: ProxyError, *, retryable: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.retryable = retryable
+
+
+def _should_retry(exc: BaseException) -> bool:
+    if not isinstance(exc, UpstreamFailure) or not exc.retryable:
+        return False
+    return exc.error.retry_after is None or exc.error.retry_after <= MAX_RETRY_AFTER
+
+
+def _backoff(state: RetryCallState) -> float:
+    """Honour Retry-After; otherwise exponential backoff with full jitter (0.25 s · 2^n)."""
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, UpstreamFailure) and exc.error.retry_after is not None:
+        return exc.error.retry_after
+    return random.uniform(0, 0.25 * 2 ** (state.attempt_number - 1))
+
+
+class UpstreamClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        url: str,
+        api_key: str | None,
+        max_retries: int = 3,
+        retry_budget: float = 30.0,
+    ) -> None:
+        self._http = http
+        self._url = url
+        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._max_retries = max_retries
+        self._retry_budget = retry_budget
+        self.retries = 0  # attempts beyond the first, over the client's life (for metrics)
+
+    async def open(self, payload: dict[str, Any], context: CallContext) -> httpx.Response:
+        """Send the request (retrying connect errors, 429 and 5xx); a 2xx response, unread.
+
+        Raises the mapped `ProxyError` once retries are exhausted.
+        """
+        body = orjson.dumps(payload)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_retries + 1) | stop_after_delay(self._retry_budget),
+            wait=_backoff,
+            retry=retry_if_exception(_should_retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.retries += 1
+                        log.info(
+                            "retrying the provider (attempt %d)", attempt.retry_state.attempt_number
+                        )
+                    return await self._attempt(body, context)
+        except UpstreamFailure as failure:
+            raise failure.error from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _attempt(self, body: bytes, context: CallContext) -> httpx.Response:
+        request = self._http.build_request("POST", self._url, content=body, headers=self._headers)
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            retryable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise UpstreamFailure(
+                error_from_transport(exc, upstream=self._url), retryable=retryable
+            ) from exc
+        if response.status_code < 400:
+            return response
+        try:
+            data = await response.aread()
+        except httpx.HTTPError:
+            data = b""
+        finally:
+            await response.aclose()
+        error = error_from_provider_response(
+            response.status_code,
+            data,
+            response.headers,
+            model=context.model,
+            prompt_tokens=context.prompt_tokens,
+            context_window=context.context_window,
+        )
+        status = response.status_code
+        raise UpstreamFailure(error, retryable=status == 429 or status >= 500)
+
+    async def complete(self, payload: dict[str, Any], context: CallContext) -> dict[str, Any]:
+        """A non-streaming completion as a dict."""
+        response = await self.open(payload, context)
+        try:
+            data = await response.aread()
+        except httpx.HTTPError as exc:
+            raise error_from_transport(exc, upstream=self._url) from exc
+        finally:
+            await response.aclose()
+        try:
+            completion = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise BadGatewayError(
+                f"The provider answered with something that is not JSON: {data[:200]!r}"
+            ) from None
+        if not isinstance(completion, dict):
+            raise BadGatewayError("The provider answered with JSON that is not an object.")
+        return completion
+
+    async def chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+        """Decoded chunks of a streaming response, until `[DONE]` or the end of the body.
+
+        Transport failures mid-stream raise the mapped `ProxyError`.
+        """
+        decoder = SSEDecoder()
+        try:
+            async for raw in response.aiter_bytes():
+                for event in decoder.feed(raw):
+                    data = event.data
+                    if data == "[DONE]":
+                        return
+                    if not data:
+                        continue
+                    try:
+                        chunk = orjson.loads(data)
+                    except orjson.JSONDecodeError:
+                        raise BadGatewayError(
+                            f"The provider sent a malformed stream event: {data[:200]!r}"
+                        ) from None
+                    if not isinstance(chunk, dict):
+                        raise BadGatewayError(
+                            f"The provider sent an unexpected event: {data[:200]!r}"
+                        )
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise error_from_transport(exc, upstream=self._url) from exc

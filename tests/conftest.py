@@ -1,0 +1,1 @@
+"""Shared fixtures: a scripted OpenAI-compatible upstream owned by the test suite."""

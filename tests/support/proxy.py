@@ -1,0 +1,58 @@
+"""Run the real kimi-proxy server (uvicorn, uvloop, httptools) against a scripted upstream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+
+from kimi_proxy.app import create_app
+from kimi_proxy.config import Settings
+from support.upstream import Script, ScriptedUpstream, scripted_upstream, serve_in_thread
+
+TEST_KEY = "gsk_test_secret_key_do_not_log_1234567890"
+
+
+@dataclass
+class Harness:
+    url: str
+    upstream: ScriptedUpstream
+    settings: Settings
+
+    def client(self, **kwargs: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(base_url=self.url, api_key="anything", max_retries=0,
+                                   **kwargs)
+
+
+@contextmanager
+def serve_proxy(settings: Settings) -> Iterator[str]:
+    """The real app with the production server stack (uvloop, httptools)."""
+    with serve_in_thread(create_app(settings), loop="uvloop", http="httptools") as url:
+        yield url
+
+
+def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "upstream_url": upstream_url,
+        "api_key": TEST_KEY,
+        "model": "kimi-big",
+        "small_model": "kimi-small",
+        "ping_interval": 5.0,
+        "read_timeout": 5.0,
+        "connect_timeout": 2.0,
+        "max_retries": 2,
+        "retry_budget": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def proxy_for(script: Script, **overrides: Any) -> Iterator[Harness]:
+    with scripted_upstream(script) as upstream:
+        settings = proxy_settings(upstream.base_url, **overrides)
+        with serve_proxy(settings) as url:
+            yield Harness(url=url, upstream=upstream, settings=settings)
