@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -134,13 +135,14 @@ async def stream_events(
     translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
     yield encode_events(translator.start())
     try:
-        async for chunk in with_pings(client.chunks(response), ping_interval):
-            if chunk is None:
-                yield PING_FRAME
-                continue
-            events = translator.feed(chunk)
-            if events:
-                yield encode_events(events)
+        async with aclosing(with_pings(client.chunks(response), ping_interval)) as chunks:
+            async for chunk in chunks:
+                if chunk is None:
+                    yield PING_FRAME
+                    continue
+                events = translator.feed(chunk)
+                if events:
+                    yield encode_events(events)
         if not translator.finished:
             raise BadGatewayError(
                 "The provider closed the stream before finishing the message; try again."

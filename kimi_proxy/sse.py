@@ -31,6 +31,8 @@ class SSEDecoder:
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        if not chunk:
+            return []  # an empty piece must not forget a CR that ended the previous one
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False

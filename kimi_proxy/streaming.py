@@ -13,6 +13,8 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
+import anyio
+
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -40,13 +42,16 @@ async def with_pings(source: AsyncIterator[T], interval: float) -> AsyncIterator
                 return
             yield item
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                await pending
-        aclose = getattr(source, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        # Shielded: under Starlette's cancelled task group every await would be cancelled
+        # again, leaving the provider's stream open.
+        with anyio.CancelScope(shield=True):
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+                    await pending
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
 
 class EventStreamResponse(StreamingResponse):

@@ -16,9 +16,10 @@ not forge Anthropic signatures).
 
 Tool calls are keyed by the OpenAI `index`. The first call streams live. When a fragment of another
 call arrives, the open call is closed only if its arguments are already complete JSON; otherwise
-the other call's fragments are held until it can open. Held calls open in index order, so parallel
-calls come out in order even when the provider interleaves their fragments. Chunks with
-`tool_calls: []` or empty strings emit nothing.
+the other call's fragments are held until it can open, which it does as soon as the open call's
+arguments are complete. Held calls open in index order, so parallel calls come out in order even
+when the provider interleaves their fragments. Chunks with `tool_calls: []` or empty strings emit
+nothing.
 
 Usage may come on the finish chunk, on a trailing chunk with no choices, or in Groq's
 `x_groq.usage`; the latest one wins (never summed). `finish()` reports it in `message_delta`.
@@ -135,7 +136,7 @@ class StreamTranslator:
                     self._append("thinking", "thinking_delta", "thinking", text, events)
                     break
             text = delta.get("content")
-            if text:
+            if text is not None:
                 self._append("text", "text_delta", "text", text, events)
             for fragment in delta.get("tool_calls") or ():
                 self._tool_fragment(fragment, events)
@@ -240,6 +241,7 @@ class StreamTranslator:
         current = self._open.call if self._open is not None else None
         if current is call:
             self._send_held(call, events)
+            self._advance_calls(events)
             return
         if call.name is None:
             return  # a call opens once its name is known
@@ -247,6 +249,22 @@ class StreamTranslator:
             return  # the open call is still receiving its arguments: hold this one
         self._close_block(events)
         self._open_next_held_call(events, allow_unnamed=False)
+        self._advance_calls(events)
+
+    def _advance_calls(self, events: list[Event]) -> None:
+        """While the open call's arguments are complete, let a held call take its place.
+
+        Without this a held call would wait for its next fragment (or `finish`), and text
+        arriving meanwhile would jump ahead of it.
+        """
+        while (
+            self._open is not None
+            and self._open.call is not None
+            and any(c.block is None and c.name is not None for c in self._calls.values())
+            and self._open.call.arguments_complete()
+        ):
+            self._close_block(events)
+            self._open_next_held_call(events, allow_unnamed=False)
 
     def _open_next_held_call(self, events: list[Event], *, allow_unnamed: bool) -> bool:
         """Open the lowest-index call not yet started, sending its held fragments."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
@@ -21,10 +21,14 @@ class Harness:
     url: str
     upstream: ScriptedUpstream
     settings: Settings
+    clients: list[anthropic.Anthropic] = field(default_factory=list)
 
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.url, api_key="anything", max_retries=0,
-                                   **kwargs)
+        """An official SDK client pointed at the proxy (closed when the harness stops)."""
+        client = anthropic.Anthropic(base_url=self.url, api_key="anything", max_retries=0,
+                                     **kwargs)
+        self.clients.append(client)
+        return client
 
 
 @contextmanager
@@ -55,4 +59,9 @@ def proxy_for(script: Script, **overrides: Any) -> Iterator[Harness]:
     with scripted_upstream(script) as upstream:
         settings = proxy_settings(upstream.base_url, **overrides)
         with serve_proxy(settings) as url:
-            yield Harness(url=url, upstream=upstream, settings=settings)
+            harness = Harness(url=url, upstream=upstream, settings=settings)
+            try:
+                yield harness
+            finally:
+                for client in harness.clients:
+                    client.close()

@@ -25,20 +25,27 @@ Event = dict[str, Any]
 def upstream_for(
     body: dict[str, Any] | None = None, profile: ProviderProfile = GENERIC
 ) -> UpstreamRequest:
-    request = MessagesRequest.model_validate({
-        "model": "claude-opus-4-5",
-        "max_tokens": 1024,
-        "stream": True,
-        "messages": [{"role": "user", "content": "hi"}],
-        **(body or {}),
-    })
+    request = MessagesRequest.model_validate(
+        {
+            "model": "claude-opus-4-5",
+            "max_tokens": 1024,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+            **(body or {}),
+        }
+    )
     return anthropic_to_openai_request(request, router=ROUTER, profile=profile)
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> Chunk:
     choice: dict[str, Any] = {"index": 0, "delta": delta or {}, "finish_reason": finish}
-    return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": KIMI_K2,
-            "choices": [choice], **extra}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": KIMI_K2,
+        "choices": [choice],
+        **extra,
+    }
 
 
 def text(value: str) -> Chunk:
@@ -49,8 +56,9 @@ def reasoning(value: str, field: str = "reasoning") -> Chunk:
     return chunk({field: value})
 
 
-def tool(index: int, *, id: str | None = None, name: str | None = None,
-         args: str | None = None) -> Chunk:
+def tool(
+    index: int, *, id: str | None = None, name: str | None = None, args: str | None = None
+) -> Chunk:
     fragment: dict[str, Any] = {"index": index}
     if id is not None:
         fragment["id"] = id
@@ -70,8 +78,11 @@ def finish(reason: str = "stop", **extra: Any) -> Chunk:
 
 
 def usage(prompt: int, completion: int, cached: int | None = None) -> dict[str, Any]:
-    value: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                             "total_tokens": prompt + completion}
+    value: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
     if cached is not None:
         value["prompt_tokens_details"] = {"cached_tokens": cached}
     return value
@@ -176,8 +187,13 @@ def comparable_blocks(blocks: Iterable[Any]) -> list[dict[str, Any]]:
             case "text":
                 out.append({"type": "text", "text": data["text"]})
             case "thinking":
-                out.append({"type": "thinking", "thinking": data["thinking"],
-                            "signature": data["signature"]})
+                out.append(
+                    {
+                        "type": "thinking",
+                        "thinking": data["thinking"],
+                        "signature": data["signature"],
+                    }
+                )
             case "tool_use":
                 out.append({"type": "tool_use", "name": data["name"], "input": data["input"]})
             case other:

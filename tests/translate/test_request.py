@@ -130,11 +130,17 @@ def test_user_content_string_or_text_blocks(content: Any, expected: str) -> None
 
 @pytest.mark.parametrize("content", ["Remember X.", [text("Remember X.")]])
 def test_system_role_inside_messages_stays_in_place(content: Any) -> None:
-    out = messages({
-        "system": "top",
-        "messages": [user("hi"), {"role": "system", "content": content}, assistant("hello"),
-                     user("again")],
-    })
+    out = messages(
+        {
+            "system": "top",
+            "messages": [
+                user("hi"),
+                {"role": "system", "content": content},
+                assistant("hello"),
+                user("again"),
+            ],
+        }
+    )
     assert [m["role"] for m in out] == ["system", "user", "system", "assistant", "user"]
     assert out[2] == {"role": "system", "content": "Remember X."}
 
@@ -142,21 +148,32 @@ def test_system_role_inside_messages_stays_in_place(content: Any) -> None:
 @pytest.mark.parametrize(
     ("source", "url"),
     [
-        ({"type": "base64", "media_type": "image/png", "data": PNG}, f"data:image/png;base64,{PNG}"),
+        (
+            {"type": "base64", "media_type": "image/png", "data": PNG},
+            f"data:image/png;base64,{PNG}",
+        ),
         ({"type": "url", "url": "https://example.com/cat.png"}, "https://example.com/cat.png"),
     ],
 )
 def test_images_become_image_url_parts(source: dict[str, Any], url: str) -> None:
     out = messages({"messages": [user([text("look"), {"type": "image", "source": source}])]})
-    assert out == [{"role": "user", "content": [
-        {"type": "text", "text": "look"},
-        {"type": "image_url", "image_url": {"url": url}},
-    ]}]
+    assert out == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ],
+        }
+    ]
 
 
 def test_document_with_text_source_is_inlined() -> None:
-    doc = {"type": "document", "title": "notes.txt",
-           "source": {"type": "text", "media_type": "text/plain", "data": "line one"}}
+    doc = {
+        "type": "document",
+        "title": "notes.txt",
+        "source": {"type": "text", "media_type": "text/plain", "data": "line one"},
+    }
     out = messages({"messages": [user([doc, text("summarize")])]})
     assert len(out) == 1
     content = out[0]["content"]
@@ -167,8 +184,10 @@ def test_document_with_text_source_is_inlined() -> None:
 
 @pytest.mark.parametrize("where", ["user", "tool_result"])
 def test_pdf_document_is_a_clear_400(where: str) -> None:
-    doc = {"type": "document",
-           "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}
+    doc = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+    }
     if where == "user":
         history = [user([doc])]
     else:
@@ -186,8 +205,11 @@ def test_pdf_document_is_a_clear_400(where: str) -> None:
     [
         [user([{"type": "server_tool_use_v9", "id": "x"}])],
         [user("hi"), assistant([{"type": "server_tool_use_v9", "id": "x"}])],
-        [user("go"), assistant([tool_use("t1")]),
-         user([tool_result("t1", [{"type": "server_tool_use_v9"}])])],
+        [
+            user("go"),
+            assistant([tool_use("t1")]),
+            user([tool_result("t1", [{"type": "server_tool_use_v9"}])]),
+        ],
     ],
     ids=["user", "assistant", "tool_result"],
 )
@@ -199,13 +221,17 @@ def test_unknown_block_type_is_a_400_naming_it(history: list[dict[str, Any]]) ->
 
 
 def test_empty_text_blocks_are_dropped() -> None:
-    out = messages({"messages": [
-        user([text(""), text("real")]),
-        assistant([text(""), tool_use("t1")]),
-        user([tool_result("t1"), text("")]),
-        assistant([text("")]),
-        user("next"),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user([text(""), text("real")]),
+                assistant([text(""), tool_use("t1")]),
+                user([tool_result("t1"), text("")]),
+                assistant([text("")]),
+                user("next"),
+            ]
+        }
+    )
     assert out[0] == {"role": "user", "content": "real"}
     assert out[1]["content"] is None and len(out[1]["tool_calls"]) == 1
     assert out[2]["role"] == "tool"
@@ -218,8 +244,17 @@ def test_empty_text_blocks_are_dropped() -> None:
 
 
 def test_consecutive_same_role_messages_are_merged() -> None:
-    out = messages({"messages": [user("a"), user([text("b")]), assistant("c"),
-                                 assistant([text("d")]), user("e")]})
+    out = messages(
+        {
+            "messages": [
+                user("a"),
+                user([text("b")]),
+                assistant("c"),
+                assistant([text("d")]),
+                user("e"),
+            ]
+        }
+    )
     assert out == [
         {"role": "user", "content": "a\n\nb"},
         {"role": "assistant", "content": "c\n\nd"},
@@ -229,21 +264,28 @@ def test_consecutive_same_role_messages_are_merged() -> None:
 
 def test_merged_user_messages_keep_images_as_parts() -> None:
     out = messages({"messages": [user("a"), user([image_b64()])]})
-    assert out == [{"role": "user", "content": [
-        {"type": "text", "text": "a"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-    ]}]
+    assert out == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "a"},
+                {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+            ],
+        }
+    ]
 
 
 # -- thinking ---------------------------------------------------------------------------------
 
 THINKING_HISTORY = [
     user("hi"),
-    assistant([
-        {"type": "thinking", "thinking": "secret plan", "signature": "sig"},
-        {"type": "redacted_thinking", "data": "opaque-redacted"},
-        text("hello"),
-    ]),
+    assistant(
+        [
+            {"type": "thinking", "thinking": "secret plan", "signature": "sig"},
+            {"type": "redacted_thinking", "data": "opaque-redacted"},
+            text("hello"),
+        ]
+    ),
     user("more"),
 ]
 
@@ -270,11 +312,17 @@ def test_moonshot_sends_thinking_back_as_reasoning_content() -> None:
 
 
 def test_tool_use_becomes_tool_calls_with_ids_verbatim_on_generic() -> None:
-    out = messages({"messages": [
-        user("list"),
-        assistant([text("Listing."), tool_use("toolu_01ABC", "Bash", {"command": "ls -la"})]),
-        user([tool_result("toolu_01ABC", "a\nb")]),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user("list"),
+                assistant(
+                    [text("Listing."), tool_use("toolu_01ABC", "Bash", {"command": "ls -la"})]
+                ),
+                user([tool_result("toolu_01ABC", "a\nb")]),
+            ]
+        }
+    )
     call = out[1]["tool_calls"][0]
     assert out[1]["content"] == "Listing."
     assert call["id"] == "toolu_01ABC"
@@ -308,15 +356,28 @@ def test_groq_tool_ids_are_deterministic() -> None:
 
 
 def test_tool_results_follow_the_call_in_call_order_then_user_text() -> None:
-    out = messages({"messages": [
-        user("go"),
-        assistant([tool_use("t1"), tool_use("t2"), tool_use("t3")]),
-        user([tool_result("t3", "three"), text("and then?"), tool_result("t1", "one"),
-              tool_result("t2", "two")]),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user("go"),
+                assistant([tool_use("t1"), tool_use("t2"), tool_use("t3")]),
+                user(
+                    [
+                        tool_result("t3", "three"),
+                        text("and then?"),
+                        tool_result("t1", "one"),
+                        tool_result("t2", "two"),
+                    ]
+                ),
+            ]
+        }
+    )
     assert [m["role"] for m in out] == ["user", "assistant", "tool", "tool", "tool", "user"]
     assert [(m["tool_call_id"], m["content"]) for m in out[2:5]] == [
-        ("t1", "one"), ("t2", "two"), ("t3", "three")]
+        ("t1", "one"),
+        ("t2", "two"),
+        ("t3", "three"),
+    ]
     assert out[5] == {"role": "user", "content": "and then?"}
 
 
@@ -334,27 +395,42 @@ def test_tool_results_follow_the_call_in_call_order_then_user_text() -> None:
     ],
 )
 def test_tool_result_content_forms(content: Any, is_error: bool, expected: str) -> None:
-    out = messages({"messages": [
-        user("go"), assistant([tool_use("t1")]),
-        user([tool_result("t1", content, is_error=is_error)]),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user("go"),
+                assistant([tool_use("t1")]),
+                user([tool_result("t1", content, is_error=is_error)]),
+            ]
+        }
+    )
     assert out[2] == {"role": "tool", "tool_call_id": "t1", "content": expected}
     assert len(out) == 3
 
 
 def test_tool_result_images_are_attached_as_image_parts() -> None:
-    out = messages({"messages": [
-        user("screenshot"), assistant([tool_use("t1", "Screenshot")]),
-        user([tool_result("t1", [text("captured"), image_b64()]), text("what do you see?")]),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user("screenshot"),
+                assistant([tool_use("t1", "Screenshot")]),
+                user(
+                    [tool_result("t1", [text("captured"), image_b64()]), text("what do you see?")]
+                ),
+            ]
+        }
+    )
     tool_message = out[2]
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "t1"
     assert "captured" in tool_message["content"]
     assert PNG not in tool_message["content"] and "base64" not in tool_message["content"]
-    assert out[3] == {"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
-        {"type": "text", "text": "what do you see?"},
-    ]}
+    assert out[3] == {
+        "role": "user",
+        "content": [
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+            {"type": "text", "text": "what do you see?"},
+        ],
+    }
 
 
 @pytest.mark.parametrize("followed_by", ["end", "user_text", "assistant"])
@@ -371,10 +447,15 @@ def test_orphan_tool_use_gets_placeholder_tool_message(followed_by: str) -> None
 
 
 def test_orphan_result_without_call_becomes_user_text() -> None:
-    out = messages({"messages": [
-        user("go"), assistant("no tools here"),
-        user([tool_result("toolu_ghost", "stale output"), text("continue")]),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user("go"),
+                assistant("no tools here"),
+                user([tool_result("toolu_ghost", "stale output"), text("continue")]),
+            ]
+        }
+    )
     assert all(m["role"] != "tool" for m in out)
     last = out[-1]
     assert last["role"] == "user"
@@ -383,10 +464,15 @@ def test_orphan_result_without_call_becomes_user_text() -> None:
 
 
 def test_partial_results_leave_the_rest_interrupted() -> None:
-    out = messages({"messages": [
-        user("go"), assistant([tool_use("t1"), tool_use("t2")]),
-        user([tool_result("t2", "two")]),
-    ]})
+    out = messages(
+        {
+            "messages": [
+                user("go"),
+                assistant([tool_use("t1"), tool_use("t2")]),
+                user([tool_result("t2", "two")]),
+            ]
+        }
+    )
     assert out[2] == {"role": "tool", "tool_call_id": "t1", "content": INTERRUPTED_CALL}
     assert out[3] == {"role": "tool", "tool_call_id": "t2", "content": "two"}
 
@@ -402,22 +488,32 @@ def test_tool_parameters_are_cleaned_input_schema() -> None:
         "required": ["path"],
         "additionalProperties": False,
     }
-    upstream = translate({"messages": [user("hi")], "tools": [
-        {"name": "Read", "description": "Read a file.", "input_schema": schema}]})
-    assert upstream.payload["tools"] == [{"type": "function", "function": {
-        "name": "Read",
-        "description": "Read a file.",
-        "parameters": {
-            "type": "object",
-            "properties": {"path": {"type": "string", "description": "where"}},
-            "required": ["path"],
-            "additionalProperties": False,
-        },
-    }}]
+    upstream = translate(
+        {
+            "messages": [user("hi")],
+            "tools": [{"name": "Read", "description": "Read a file.", "input_schema": schema}],
+        }
+    )
+    assert upstream.payload["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "Read",
+                "description": "Read a file.",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"path": {"type": "string", "description": "where"}},
+                    "required": ["path"],
+                    "additionalProperties": False,
+                },
+            },
+        }
+    ]
 
 
-@pytest.mark.parametrize("schema", [None, {}, {"properties": {"a": {"type": "string"}}},
-                                    {"type": "object"}])
+@pytest.mark.parametrize(
+    "schema", [None, {}, {"properties": {"a": {"type": "string"}}}, {"type": "object"}]
+)
 def test_tool_parameters_always_object_with_properties(schema: Any) -> None:
     tool: dict[str, Any] = {"name": "T", "description": "d"}
     if schema is not None:
@@ -434,8 +530,12 @@ def _tool_search_request(reference: str | None) -> dict[str, Any]:
     if reference is not None:
         history += [
             assistant([tool_use("ts1", "ToolSearch", {"query": f"select:{reference}"})]),
-            user([tool_result("ts1", [{"type": "tool_reference", "tool_name": reference}]),
-                  text("Tool loaded.")]),
+            user(
+                [
+                    tool_result("ts1", [{"type": "tool_reference", "tool_name": reference}]),
+                    text("Tool loaded."),
+                ]
+            ),
         ]
     return {
         "messages": history,
@@ -443,10 +543,13 @@ def _tool_search_request(reference: str | None) -> dict[str, Any]:
             tool_def("Bash"),
             tool_def("ToolSearch"),
             tool_def("NotebookEdit", defer_loading=True),
-            {"name": "DeferredToolPlaceholder", "defer_loading": True,
-             "description": "Reserved placeholder that keeps deferred tool loading active; "
-                            "never call this tool.",
-             "input_schema": {"type": "object", "properties": {}}},
+            {
+                "name": "DeferredToolPlaceholder",
+                "defer_loading": True,
+                "description": "Reserved placeholder that keeps deferred tool loading active; "
+                "never call this tool.",
+                "input_schema": {"type": "object", "properties": {}},
+            },
         ],
     }
 
@@ -473,11 +576,16 @@ def test_never_call_placeholder_is_never_offered() -> None:
 
 
 def test_server_tools_are_dropped() -> None:
-    upstream = translate({"messages": [user("hi")], "tools": [
-        tool_def("Bash"),
-        {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
-        {"type": "text_editor_20250124", "name": "str_replace_editor"},
-    ]})
+    upstream = translate(
+        {
+            "messages": [user("hi")],
+            "tools": [
+                tool_def("Bash"),
+                {"type": "web_search_20250305", "name": "web_search", "max_uses": 5},
+                {"type": "text_editor_20250124", "name": "str_replace_editor"},
+            ],
+        }
+    )
     assert offered_names(upstream) == ["Bash"]
 
 
@@ -510,10 +618,25 @@ def test_invalid_tool_names_get_a_safe_alias_that_maps_back(name: str) -> None:
     assert offered_names(translate(body))[0] == alias  # stable
     assert upstream.payload["messages"][1]["tool_calls"][0]["function"]["name"] == alias
     assert upstream.payload["tool_choice"] == {"type": "function", "function": {"name": alias}}
-    completion = {"choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-        "role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_1", "type": "function",
-                        "function": {"name": alias, "arguments": "{}"}}]}}]}
+    completion = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": alias, "arguments": "{}"},
+                        }
+                    ],
+                },
+            }
+        ]
+    }
     reply = openai_to_anthropic_message(completion, upstream)
     assert reply["content"][0]["name"] == name
 
@@ -532,23 +655,28 @@ def test_distinct_long_names_get_distinct_aliases() -> None:
         ({"type": "auto"}, "auto", None),
         ({"type": "any"}, "required", None),
         ({"type": "none"}, "none", None),
-        ({"type": "tool", "name": "Bash"}, {"type": "function", "function": {"name": "Bash"}},
-         None),
+        (
+            {"type": "tool", "name": "Bash"},
+            {"type": "function", "function": {"name": "Bash"}},
+            None,
+        ),
         ({"type": "auto", "disable_parallel_tool_use": True}, "auto", False),
         ({"type": "any", "disable_parallel_tool_use": True}, "required", False),
     ],
 )
 def test_tool_choice(choice: dict[str, Any], expected: Any, parallel: bool | None) -> None:
-    payload = translate({"messages": [user("hi")], "tools": [tool_def("Bash")],
-                         "tool_choice": choice}).payload
+    payload = translate(
+        {"messages": [user("hi")], "tools": [tool_def("Bash")], "tool_choice": choice}
+    ).payload
     assert payload["tool_choice"] == expected
     assert payload.get("parallel_tool_calls") == parallel
 
 
 def test_tool_choice_tool_without_name_is_a_400() -> None:
     with pytest.raises(InvalidRequestError):
-        translate({"messages": [user("hi")], "tools": [tool_def("Bash")],
-                   "tool_choice": {"type": "tool"}})
+        translate(
+            {"messages": [user("hi")], "tools": [tool_def("Bash")], "tool_choice": {"type": "tool"}}
+        )
 
 
 def test_no_tools_means_no_tools_or_tool_choice() -> None:
@@ -570,10 +698,14 @@ def test_no_tools_means_no_tools_or_tool_choice() -> None:
         (MOONSHOT, "claude-opus-4-5", 128000, None, 32768),
     ],
 )
-def test_max_tokens_clamped(profile: ProviderProfile, model: str, requested: int,
-                            max_output: int | None, expected: int) -> None:
-    upstream = translate({"model": model, "max_tokens": requested, "messages": [user("hi")]},
-                         profile, max_output_tokens=max_output)
+def test_max_tokens_clamped(
+    profile: ProviderProfile, model: str, requested: int, max_output: int | None, expected: int
+) -> None:
+    upstream = translate(
+        {"model": model, "max_tokens": requested, "messages": [user("hi")]},
+        profile,
+        max_output_tokens=max_output,
+    )
     assert upstream.payload["max_tokens"] == expected
 
 
@@ -585,8 +717,9 @@ def test_groq_kimi_limits() -> None:
 
 
 def test_stop_sequences_become_stop_capped_at_four() -> None:
-    upstream = translate({"messages": [user("hi")],
-                          "stop_sequences": ["a", "", "b", "c", "d", "e"]})
+    upstream = translate(
+        {"messages": [user("hi")], "stop_sequences": ["a", "", "b", "c", "d", "e"]}
+    )
     assert upstream.payload["stop"] == ["a", "b", "c", "d"]
     assert upstream.stop_sequences == ("a", "b", "c", "d")
 
@@ -599,8 +732,9 @@ def test_no_stop_sequences_means_no_stop() -> None:
     ("profile", "expected_temperature"), [(GENERIC, 0.5), (GROQ, 0.5), (MOONSHOT, 0.3)]
 )
 def test_temperature_and_top_p(profile: ProviderProfile, expected_temperature: float) -> None:
-    payload = translate({"messages": [user("hi")], "temperature": 0.5, "top_p": 0.9},
-                        profile).payload
+    payload = translate(
+        {"messages": [user("hi")], "temperature": 0.5, "top_p": 0.9}, profile
+    ).payload
     assert payload["temperature"] == pytest.approx(expected_temperature)
     assert payload["top_p"] == 0.9
 
@@ -627,14 +761,16 @@ def test_stream_flag_and_usage_option(stream: bool) -> None:
 
 
 def test_claude_code_extra_fields_accepted_and_not_forwarded() -> None:
-    upstream = translate({
-        "messages": [user("hi")],
-        "thinking": {"type": "adaptive", "display": "updates"},
-        "output_config": {"effort": "high"},
-        "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
-        "metadata": {"user_id": '{"device_id": "abc"}'},
-        "some_future_field": {"x": 1},
-    })
+    upstream = translate(
+        {
+            "messages": [user("hi")],
+            "thinking": {"type": "adaptive", "display": "updates"},
+            "output_config": {"effort": "high"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
+            "metadata": {"user_id": '{"device_id": "abc"}'},
+            "some_future_field": {"x": 1},
+        }
+    )
     assert set(upstream.payload) == {"model", "messages", "max_tokens", "stream"}
 
 
@@ -666,8 +802,11 @@ ALLOWED_MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id"}
 def _captured_requests() -> list[Path]:
     if not FIXTURES.is_dir():
         return []
-    return sorted(p for p in FIXTURES.glob("*.json")
-                  if isinstance(data := json.loads(p.read_text()), dict) and "messages" in data)
+    return sorted(
+        p
+        for p in FIXTURES.glob("*.json")
+        if isinstance(data := json.loads(p.read_text()), dict) and "messages" in data
+    )
 
 
 def test_first_claude_code_request_translates() -> None:

@@ -18,15 +18,21 @@ ANTHROPIC_TOOL_ID = re.compile(r"^toolu_[a-zA-Z0-9_-]+$")
 CLIENT_MODEL = "claude-opus-4-5-20251101"
 
 
-def upstream_for(body: dict[str, Any] | None = None,
-                 profile: ProviderProfile = GENERIC) -> UpstreamRequest:
-    request = MessagesRequest.model_validate({
-        "model": CLIENT_MODEL, "max_tokens": 1024,
-        "messages": [{"role": "user", "content": "hi"}],
-        "tools": [{"name": "Bash", "input_schema": {"type": "object"}},
-                  {"name": "Read", "input_schema": {"type": "object"}}],
-        **(body or {}),
-    })
+def upstream_for(
+    body: dict[str, Any] | None = None, profile: ProviderProfile = GENERIC
+) -> UpstreamRequest:
+    request = MessagesRequest.model_validate(
+        {
+            "model": CLIENT_MODEL,
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [
+                {"name": "Bash", "input_schema": {"type": "object"}},
+                {"name": "Read", "input_schema": {"type": "object"}},
+            ],
+            **(body or {}),
+        }
+    )
     return anthropic_to_openai_request(request, router=ROUTER, profile=profile)
 
 
@@ -41,7 +47,9 @@ def completion(
     if tool_calls is not None:
         message["tool_calls"] = tool_calls
     result: dict[str, Any] = {
-        "id": "chatcmpl-1", "object": "chat.completion", "model": "moonshotai/kimi-k2",
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "moonshotai/kimi-k2",
         "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
     }
     if usage is not None:
@@ -50,8 +58,7 @@ def completion(
 
 
 def call(id: str | None, name: str, arguments: str) -> dict[str, Any]:
-    value: dict[str, Any] = {"type": "function", "function": {"name": name,
-                                                               "arguments": arguments}}
+    value: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": arguments}}
     if id is not None:
         value["id"] = id
     return value
@@ -75,12 +82,17 @@ def test_message_ids_are_unique_per_call() -> None:
 
 
 def test_text_and_tool_use_blocks() -> None:
-    reply = openai_to_anthropic_message(completion(
-        "Let me look.",
-        [call("functions.Bash:0", "Bash", '{"command": "ls"}'),
-         call("call_xyz", "Read", '{"path": "/etc/hosts"}')],
-        "tool_calls",
-    ), upstream_for())
+    reply = openai_to_anthropic_message(
+        completion(
+            "Let me look.",
+            [
+                call("functions.Bash:0", "Bash", '{"command": "ls"}'),
+                call("call_xyz", "Read", '{"path": "/etc/hosts"}'),
+            ],
+            "tool_calls",
+        ),
+        upstream_for(),
+    )
     text, first, second = reply["content"]
     assert text == {"type": "text", "text": "Let me look."}
     assert (first["type"], first["name"], first["input"]) == ("tool_use", "Bash", {"command": "ls"})
@@ -100,7 +112,8 @@ def test_tool_ids_unique_across_responses_even_when_provider_repeats_them() -> N
 
 def test_tool_call_without_id_still_gets_a_valid_id() -> None:
     reply = openai_to_anthropic_message(
-        completion(None, [call(None, "Bash", "{}")], "tool_calls"), upstream_for())
+        completion(None, [call(None, "Bash", "{}")], "tool_calls"), upstream_for()
+    )
     assert ANTHROPIC_TOOL_ID.match(reply["content"][0]["id"])
 
 
@@ -118,14 +131,16 @@ def test_tool_call_without_id_still_gets_a_valid_id() -> None:
 )
 def test_tool_arguments_parsed_or_repaired(arguments: str, expected: dict[str, Any]) -> None:
     reply = openai_to_anthropic_message(
-        completion(None, [call("c1", "Bash", arguments)], "tool_calls"), upstream_for())
+        completion(None, [call("c1", "Bash", arguments)], "tool_calls"), upstream_for()
+    )
     assert reply["content"][0]["input"] == expected
 
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_reasoning_becomes_a_leading_thinking_block(field: str) -> None:
     reply = openai_to_anthropic_message(
-        completion("Answer.", **{field: "Let me think."}), upstream_for())
+        completion("Answer.", **{field: "Let me think."}), upstream_for()
+    )
     assert reply["content"] == [
         {"type": "thinking", "thinking": "Let me think.", "signature": ""},
         {"type": "text", "text": "Answer."},
@@ -134,7 +149,8 @@ def test_reasoning_becomes_a_leading_thinking_block(field: str) -> None:
 
 def test_empty_content_gives_no_empty_text_block() -> None:
     reply = openai_to_anthropic_message(
-        completion("", [call("c1", "Bash", "{}")], "tool_calls"), upstream_for())
+        completion("", [call("c1", "Bash", "{}")], "tool_calls"), upstream_for()
+    )
     assert [b["type"] for b in reply["content"]] == ["tool_use"]
 
 
@@ -150,15 +166,15 @@ def test_empty_content_gives_no_empty_text_block() -> None:
 )
 def test_stop_reasons(finish_reason: str | None, stop_reason: str) -> None:
     tool_calls = [call("c1", "Bash", "{}")] if finish_reason == "tool_calls" else None
-    reply = openai_to_anthropic_message(
-        completion("x", tool_calls, finish_reason), upstream_for())
+    reply = openai_to_anthropic_message(completion("x", tool_calls, finish_reason), upstream_for())
     assert reply["stop_reason"] == stop_reason
     assert reply["stop_sequence"] is None
 
 
 def test_any_tool_use_makes_stop_reason_tool_use() -> None:
     reply = openai_to_anthropic_message(
-        completion(None, [call("c1", "Bash", "{}")], "stop"), upstream_for())
+        completion(None, [call("c1", "Bash", "{}")], "stop"), upstream_for()
+    )
     assert reply["stop_reason"] == "tool_use"
 
 
@@ -182,11 +198,18 @@ def test_unmatched_provider_stop_reason_is_end_turn(provider_stop: Any) -> None:
 @pytest.mark.parametrize(
     ("usage", "expected"),
     [
-        ({"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-         {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 0}),
-        ({"prompt_tokens": 100, "completion_tokens": 20,
-          "prompt_tokens_details": {"cached_tokens": 64}},
-         {"input_tokens": 36, "output_tokens": 20, "cache_read_input_tokens": 64}),
+        (
+            {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
+            {"input_tokens": 100, "output_tokens": 20, "cache_read_input_tokens": 0},
+        ),
+        (
+            {
+                "prompt_tokens": 100,
+                "completion_tokens": 20,
+                "prompt_tokens_details": {"cached_tokens": 64},
+            },
+            {"input_tokens": 36, "output_tokens": 20, "cache_read_input_tokens": 64},
+        ),
         (None, {"input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0}),
     ],
 )
@@ -205,14 +228,17 @@ def test_no_choices_is_an_api_error() -> None:
 def test_tool_id_round_trip_reaches_provider_as_its_original_id(provider_id: str) -> None:
     reply = openai_to_anthropic_message(
         completion(None, [call(provider_id, "Bash", '{"command": "pwd"}')], "tool_calls"),
-        upstream_for())
+        upstream_for(),
+    )
     block = reply["content"][0]
     assert ANTHROPIC_TOOL_ID.match(block["id"])
     history = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": reply["content"]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"],
-                                      "content": "/home"}]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": block["id"], "content": "/home"}],
+        },
     ]
     messages = upstream_for({"messages": history}).payload["messages"]
     assert messages[1]["tool_calls"][0]["id"] == provider_id
@@ -221,12 +247,17 @@ def test_tool_id_round_trip_reaches_provider_as_its_original_id(provider_id: str
 
 def test_groq_profile_sends_history_ids_in_kimi_form() -> None:
     reply = openai_to_anthropic_message(
-        completion(None, [call("call_abc", "Bash", "{}")], "tool_calls"), upstream_for())
+        completion(None, [call("call_abc", "Bash", "{}")], "tool_calls"), upstream_for()
+    )
     history = [
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": reply["content"]},
-        {"role": "user", "content": [{"type": "tool_result",
-                                      "tool_use_id": reply["content"][0]["id"], "content": "ok"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": reply["content"][0]["id"], "content": "ok"}
+            ],
+        },
     ]
     messages = upstream_for({"messages": history}, GROQ).payload["messages"]
     assert messages[1]["tool_calls"][0]["id"] == "functions.Bash:0"

@@ -27,8 +27,12 @@ from kimi_proxy.translate.stream import StreamTranslator
 
 ANTHROPIC_TOOL_ID = re.compile(r"^toolu_[a-zA-Z0-9_-]+$")
 GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "golden"
-TOOLS = {"tools": [{"name": "Bash", "input_schema": {"type": "object"}},
-                   {"name": "Read", "input_schema": {"type": "object"}}]}
+TOOLS = {
+    "tools": [
+        {"name": "Bash", "input_schema": {"type": "object"}},
+        {"name": "Read", "input_schema": {"type": "object"}},
+    ]
+}
 
 
 def normalized(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -57,18 +61,33 @@ def stop(index: int) -> dict[str, Any]:
     return {"type": "content_block_stop", "index": index}
 
 
-def message_delta(reason: str, output: int = 0, input: int = 0, cached: int = 0,
-                  sequence: str | None = None) -> dict[str, Any]:
-    return {"type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": sequence},
-            "usage": {"input_tokens": input, "output_tokens": output,
-                      "cache_read_input_tokens": cached}}
+def message_delta(
+    reason: str, output: int = 0, input: int = 0, cached: int = 0, sequence: str | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "message_delta",
+        "delta": {"stop_reason": reason, "stop_sequence": sequence},
+        "usage": {
+            "input_tokens": input,
+            "output_tokens": output,
+            "cache_read_input_tokens": cached,
+        },
+    }
 
 
-MESSAGE_START = {"type": "message_start", "message": {
-    "id": "msg_ID", "type": "message", "role": "assistant", "model": "claude-opus-4-5",
-    "content": [], "stop_reason": None, "stop_sequence": None,
-    "usage": {"input_tokens": 0, "output_tokens": 0}}}
+MESSAGE_START = {
+    "type": "message_start",
+    "message": {
+        "id": "msg_ID",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-opus-4-5",
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 0, "output_tokens": 0},
+    },
+}
 MESSAGE_STOP = {"type": "message_stop"}
 TEXT = {"type": "text", "text": ""}
 THINKING = {"type": "thinking", "thinking": "", "signature": ""}
@@ -79,11 +98,15 @@ def tool_block(name: str) -> dict[str, Any]:
 
 
 def test_text_stream() -> None:
-    events = run(upstream_for(), [
-        chunk({"role": "assistant", "content": ""}),
-        text("Hel"), text("lo"),
-        finish("stop", usage=usage(12, 2)),
-    ])
+    events = run(
+        upstream_for(),
+        [
+            chunk({"role": "assistant", "content": ""}),
+            text("Hel"),
+            text("lo"),
+            finish("stop", usage=usage(12, 2)),
+        ],
+    )
     check_grammar(events)
     assert normalized(events) == [
         MESSAGE_START,
@@ -98,9 +121,15 @@ def test_text_stream() -> None:
 
 @pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
 def test_reasoning_then_text(field: str) -> None:
-    events = run(upstream_for(), [
-        reasoning("Think", field), reasoning("ing.", field), text("Answer"), finish("stop"),
-    ])
+    events = run(
+        upstream_for(),
+        [
+            reasoning("Think", field),
+            reasoning("ing.", field),
+            text("Answer"),
+            finish("stop"),
+        ],
+    )
     check_grammar(events)
     assert normalized(events) == [
         MESSAGE_START,
@@ -140,21 +169,30 @@ def test_tool_call_first_fragment_carries_arguments() -> None:
     translator.start()
     events = translator.feed(tool(0, id="c1", name="Read", args='{"path":'))
     assert normalized(events) == [
-        start(0, tool_block("Read")), delta(0, "input_json_delta", partial_json='{"path":')]
+        start(0, tool_block("Read")),
+        delta(0, "input_json_delta", partial_json='{"path":'),
+    ]
 
 
 def test_two_parallel_calls_sequential() -> None:
-    events = run(upstream_for(TOOLS), [
-        text("Running both."),
-        tool(0, id="c0", name="Bash", args=""), tool(0, args='{"command":'),
-        tool(0, args='"ls"}'),
-        tool(1, id="c1", name="Read", args=""), tool(1, args='{"path": "/x"}'),
-        finish("tool_calls"),
-    ])
+    events = run(
+        upstream_for(TOOLS),
+        [
+            text("Running both."),
+            tool(0, id="c0", name="Bash", args=""),
+            tool(0, args='{"command":'),
+            tool(0, args='"ls"}'),
+            tool(1, id="c1", name="Read", args=""),
+            tool(1, args='{"path": "/x"}'),
+            finish("tool_calls"),
+        ],
+    )
     assert check_grammar(events) == ["text", "tool_use", "tool_use"]
     assert normalized(events) == [
         MESSAGE_START,
-        start(0, TEXT), delta(0, "text_delta", text="Running both."), stop(0),
+        start(0, TEXT),
+        delta(0, "text_delta", text="Running both."),
+        stop(0),
         start(1, tool_block("Bash")),
         delta(1, "input_json_delta", partial_json='{"command":'),
         delta(1, "input_json_delta", partial_json='"ls"}'),
@@ -167,23 +205,30 @@ def test_two_parallel_calls_sequential() -> None:
     ]
     message = sdk_accumulate(events)
     assert [(b.name, b.input) for b in message.content[1:]] == [
-        ("Bash", {"command": "ls"}), ("Read", {"path": "/x"})]
+        ("Bash", {"command": "ls"}),
+        ("Read", {"path": "/x"}),
+    ]
     assert message.content[1].id != message.content[2].id
 
 
 def test_interleaved_parallel_calls_come_out_in_index_order() -> None:
-    events = run(upstream_for(TOOLS), [
-        tool(0, id="c0", name="Bash", args='{"comm'),
-        tool(1, id="c1", name="Read", args='{"pa'),
-        tool(0, args='and": "ls"'),
-        tool(1, args='th": "/x"}'),
-        tool(0, args="}"),
-        finish("tool_calls"),
-    ])
+    events = run(
+        upstream_for(TOOLS),
+        [
+            tool(0, id="c0", name="Bash", args='{"comm'),
+            tool(1, id="c1", name="Read", args='{"pa'),
+            tool(0, args='and": "ls"'),
+            tool(1, args='th": "/x"}'),
+            tool(0, args="}"),
+            finish("tool_calls"),
+        ],
+    )
     assert check_grammar(events) == ["tool_use", "tool_use"]
     message = sdk_accumulate(events)
     assert [(b.name, b.input) for b in message.content] == [
-        ("Bash", {"command": "ls"}), ("Read", {"path": "/x"})]
+        ("Bash", {"command": "ls"}),
+        ("Read", {"path": "/x"}),
+    ]
     assert message.stop_reason == "tool_use"
 
 
@@ -192,21 +237,43 @@ def test_interleaved_call_opens_as_soon_as_the_first_completes() -> None:
     translator.start()
     translator.feed(tool(0, id="c0", name="Bash", args='{"a": 1'))
     assert translator.feed(tool(1, id="c1", name="Read", args='{"b"')) == []  # held
-    assert translator.feed(tool(0, args="}")) == [delta(0, "input_json_delta", partial_json="}")]
-    events = translator.feed(tool(1, args=": 2}"))
+    events = translator.feed(tool(0, args="}"))
     assert normalized(events) == [
-        stop(0), start(1, tool_block("Read")),
-        delta(1, "input_json_delta", partial_json='{"b": 2}'),
+        delta(0, "input_json_delta", partial_json="}"),
+        stop(0),
+        start(1, tool_block("Read")),
+        delta(1, "input_json_delta", partial_json='{"b"'),
+    ]
+    assert translator.feed(tool(1, args=": 2}")) == [
+        delta(1, "input_json_delta", partial_json=": 2}")
     ]
 
 
+def test_text_after_interleaved_calls_stays_after_them() -> None:
+    events = run(
+        upstream_for(TOOLS),
+        [
+            tool(0, id="c0", name="Bash", args=""),
+            tool(1, id="c1", name="Read", args="{}"),  # held: call 0 has no arguments yet
+            tool(0, args="{}"),
+            text("Done."),
+            finish("stop"),
+        ],
+    )
+    assert check_grammar(events) == ["tool_use", "tool_use", "text"]
+    assert [b.type for b in sdk_accumulate(events).content] == ["tool_use", "tool_use", "text"]
+
+
 def test_text_after_tool_call_opens_a_new_text_block() -> None:
-    events = run(upstream_for(TOOLS), [
-        text("Before."),
-        tool(0, id="c0", name="Bash", args="{}"),
-        text("After."),
-        finish("stop"),
-    ])
+    events = run(
+        upstream_for(TOOLS),
+        [
+            text("Before."),
+            tool(0, id="c0", name="Bash", args="{}"),
+            text("After."),
+            finish("stop"),
+        ],
+    )
     assert check_grammar(events) == ["text", "tool_use", "text"]
     message = sdk_accumulate(events)
     assert message.content[0].text == "Before."
@@ -235,7 +302,8 @@ def test_empty_chunks_emit_nothing(empty: dict[str, Any]) -> None:
     translator.feed(tool(0, id="c0", name="Bash", args='{"a"'))
     assert translator.feed(empty) == []  # nor while a tool call is open
     assert translator.feed(tool(0, args=": 1}")) == [
-        delta(0, "input_json_delta", partial_json=": 1}")]
+        delta(0, "input_json_delta", partial_json=": 1}")
+    ]
 
 
 def test_other_choices_are_ignored() -> None:
@@ -247,25 +315,38 @@ def test_other_choices_are_ignored() -> None:
 @pytest.mark.parametrize(
     ("chunks", "expected"),
     [
-        ([finish("stop", usage=usage(100, 7, cached=40))],
-         message_delta("end_turn", output=7, input=60, cached=40)),
-        ([finish("stop"), {"id": "x", "choices": [], "usage": usage(100, 7)}],
-         message_delta("end_turn", output=7, input=100)),
-        ([finish("stop", x_groq={"id": "req_1", "usage": usage(100, 7)})],
-         message_delta("end_turn", output=7, input=100)),
+        (
+            [finish("stop", usage=usage(100, 7, cached=40))],
+            message_delta("end_turn", output=7, input=60, cached=40),
+        ),
+        (
+            [finish("stop"), {"id": "x", "choices": [], "usage": usage(100, 7)}],
+            message_delta("end_turn", output=7, input=100),
+        ),
+        (
+            [finish("stop", x_groq={"id": "req_1", "usage": usage(100, 7)})],
+            message_delta("end_turn", output=7, input=100),
+        ),
         # Groq: usage on the finish chunk and again on a trailing chunk: counted once
-        ([finish("stop", x_groq={"usage": usage(100, 7)}),
-          {"id": "x", "choices": [], "usage": usage(100, 7)}],
-         message_delta("end_turn", output=7, input=100)),
+        (
+            [
+                finish("stop", x_groq={"usage": usage(100, 7)}),
+                {"id": "x", "choices": [], "usage": usage(100, 7)},
+            ],
+            message_delta("end_turn", output=7, input=100),
+        ),
         # latest wins
-        ([text("a", usage=usage(90, 1)), finish("stop", usage=usage(100, 7))],
-         message_delta("end_turn", output=7, input=100)),
+        (
+            [chunk({"content": "a"}, usage=usage(90, 1)), finish("stop", usage=usage(100, 7))],
+            message_delta("end_turn", output=7, input=100),
+        ),
         ([finish("stop", usage=None)], message_delta("end_turn")),
     ],
     ids=["finish-chunk", "trailing-chunk", "x_groq", "twice", "latest", "none"],
 )
-def test_usage_reported_in_message_delta(chunks: list[dict[str, Any]],
-                                         expected: dict[str, Any]) -> None:
+def test_usage_reported_in_message_delta(
+    chunks: list[dict[str, Any]], expected: dict[str, Any]
+) -> None:
     events = run(upstream_for(), [text("hi"), *chunks])
     check_grammar(events)
     assert events[-2] == expected
@@ -283,14 +364,20 @@ def test_input_estimate_used_when_provider_sends_no_usage() -> None:
     [
         ({"error": {"message": "Internal failure", "type": "server_error"}}, ApiError),
         ({"error": {"message": "Rate limited", "status_code": 429}}, RateLimitError),
-        ({"error": {"message": "Please reduce the length of the messages"}},
-         InvalidRequestError),
-        ({"error": {"message": "tool call validation failed", "code": "tool_use_failed",
-                    "failed_generation": "<|tool_call|>..."}}, ProxyError),
+        ({"error": {"message": "Please reduce the length of the messages"}}, InvalidRequestError),
+        (
+            {
+                "error": {
+                    "message": "tool call validation failed",
+                    "code": "tool_use_failed",
+                    "failed_generation": "<|tool_call|>...",
+                }
+            },
+            ProxyError,
+        ),
     ],
 )
-def test_error_inside_stream_raises(payload: dict[str, Any],
-                                    error_class: type[ProxyError]) -> None:
+def test_error_inside_stream_raises(payload: dict[str, Any], error_class: type[ProxyError]) -> None:
     translator = StreamTranslator(upstream_for())
     translator.start()
     translator.feed(text("partial"))
@@ -302,8 +389,12 @@ def test_error_inside_stream_raises(payload: dict[str, Any],
 
 @pytest.mark.parametrize(
     ("finish_reason", "stop_reason"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("content_filter", "refusal"),
-     (None, "end_turn")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("content_filter", "refusal"),
+        (None, "end_turn"),
+    ],
 )
 def test_stop_reason_mapping(finish_reason: str | None, stop_reason: str) -> None:
     chunks = [text("x")] + ([finish(finish_reason)] if finish_reason else [])
@@ -313,8 +404,9 @@ def test_stop_reason_mapping(finish_reason: str | None, stop_reason: str) -> Non
 
 @pytest.mark.parametrize("finish_reason", ["stop", "length", "tool_calls"])
 def test_stop_reason_tool_use_whenever_a_tool_use_was_emitted(finish_reason: str) -> None:
-    events = run(upstream_for(TOOLS), [tool(0, id="c", name="Bash", args="{}"),
-                                       finish(finish_reason)])
+    events = run(
+        upstream_for(TOOLS), [tool(0, id="c", name="Bash", args="{}"), finish(finish_reason)]
+    )
     check_grammar(events)
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
 

@@ -1,0 +1,165 @@
+"""The real server, driven by the official anthropic SDK and by raw HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from support.proxy import TEST_KEY, Harness
+from support.sse_client import BASIC, post_stream
+from support.streams import check_grammar, comparable_blocks
+from support.upstream import Pause, Stream, chunk, text_stream, tool_stream, usage
+
+TOOLS: list[Any] = [
+    {"name": "Read", "description": "Read a file",
+     "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}},
+    {"name": "Bash", "description": "Run a command",
+     "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
+]
+
+
+def _same_reply(proxy: Harness, script: Any, **kwargs: Any) -> None:
+    """The SDK's streamed final message equals the non-stream reply for the same script."""
+    proxy.upstream.script = script
+    client = proxy.client()
+    with client.messages.stream(**kwargs) as stream:
+        streamed = stream.get_final_message()
+    plain = client.messages.create(**kwargs)
+    assert comparable_blocks(streamed.content) == comparable_blocks(plain.content)
+    assert streamed.stop_reason == plain.stop_reason
+    assert streamed.model == plain.model == kwargs["model"]
+    assert streamed.id != plain.id
+    assert streamed.usage.output_tokens > 0
+
+
+def test_text_stream_and_non_stream_agree(proxy: Harness) -> None:
+    _same_reply(proxy, lambda b, n: text_stream("The quick brown fox jumps over the lazy dog."),
+                model="claude-opus-5-5", max_tokens=100,
+                messages=[{"role": "user", "content": "hi"}])
+    assert proxy.upstream.bodies[0]["model"] == "kimi-big"
+    assert proxy.upstream.bodies[0]["stream"] is True
+    assert proxy.upstream.bodies[1]["stream"] is False
+
+
+def test_sdk_text_stream_yields_text_live(proxy: Harness) -> None:
+    proxy.upstream.script = lambda b, n: text_stream("one two three four", pieces=4)
+    with proxy.client().messages.stream(model="claude-sonnet-5-5", max_tokens=50,
+                                        messages=[{"role": "user", "content": "x"}]) as s:
+        pieces = list(s.text_stream)
+    assert "".join(pieces) == "one two three four"
+    assert len(pieces) == 4
+
+
+def test_tool_calls_in_fragments_and_parallel(proxy: Harness) -> None:
+    calls = [("Read", {"file_path": "/etc/hosts"}), ("Bash", {"command": "ls -la"})]
+    _same_reply(proxy, lambda b, n: tool_stream(calls, text="Let me look.", fragments=4),
+                model="claude-opus-5-5", max_tokens=100, tools=TOOLS,
+                messages=[{"role": "user", "content": "look"}])
+    message = proxy.client().messages.create(model="claude-opus-5-5", max_tokens=100, tools=TOOLS,
+                                             messages=[{"role": "user", "content": "look"}])
+    uses = [b for b in message.content if b.type == "tool_use"]
+    assert [(u.name, u.input) for u in uses] == calls
+    assert message.stop_reason == "tool_use"
+    assert len({u.id for u in uses}) == 2
+
+
+def test_reasoning_becomes_thinking_block(proxy: Harness) -> None:
+    _same_reply(proxy, lambda b, n: text_stream("42", reasoning="Let me think."),
+                model="claude-opus-5-5", max_tokens=100,
+                messages=[{"role": "user", "content": "answer"}])
+    message = proxy.client().messages.create(model="claude-opus-5-5", max_tokens=100,
+                                             messages=[{"role": "user", "content": "answer"}])
+    assert [b.type for b in message.content] == ["thinking", "text"]
+
+
+def test_beta_query_and_small_model(proxy: Harness) -> None:
+    proxy.upstream.script = lambda b, n: text_stream("ok")
+    message = proxy.client().beta.messages.create(
+        model="claude-haiku-5-5", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+    assert message.model == "claude-haiku-5-5"
+    assert proxy.upstream.bodies[-1]["model"] == "kimi-small"
+
+
+def test_event_level_stream(proxy: Harness) -> None:
+    proxy.upstream.script = lambda b, n: tool_stream([("Read", {"file_path": "a"})], text="hi")
+    response, events = post_stream(proxy.url, {**BASIC, "tools": TOOLS})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert b"[DONE]" not in response.content
+    names = [name for name, _ in events]
+    assert all(name == data["type"] for name, data in events)
+    assert names[0] == "message_start" and names[-1] == "message_stop"
+    assert check_grammar([data for _, data in events]) == ["text", "tool_use"]
+    deltas = [d["delta"] for n, d in events if n == "content_block_delta"]
+    assert [d["type"] for d in deltas].count("input_json_delta") == 3
+    assert events[-2][1]["usage"]["input_tokens"] == 10
+
+
+def test_upstream_request_carries_key_and_usage_option(proxy: Harness) -> None:
+    proxy.upstream.script = lambda b, n: text_stream("ok")
+    post_stream(proxy.url, BASIC)
+    record = proxy.upstream.requests[-1]
+    assert record.headers["authorization"] == f"Bearer {TEST_KEY}"
+    assert record.body["stream_options"] == {"include_usage": True}
+
+
+def test_ping_while_upstream_is_silent() -> None:
+    from support.proxy import proxy_for
+
+    def slow(body: Any, n: int) -> Stream:
+        return Stream([chunk({"role": "assistant", "content": ""}), Pause(1.2),
+                       chunk({"content": "late"}), chunk({}, finish="stop", usage=usage())])
+
+    with proxy_for(slow, ping_interval=0.3) as proxy:
+        _, events = post_stream(proxy.url, BASIC)
+    names = [n for n, _ in events]
+    assert names.count("ping") >= 2
+    assert names.index("ping") > names.index("message_start")
+    assert names[-1] == "message_stop"
+
+
+def test_count_tokens_counts_system_and_tools(proxy: Harness) -> None:
+    with httpx.Client() as client:
+        bare = client.post(f"{proxy.url}/v1/messages/count_tokens?beta=true",
+                           json={"model": "claude-opus-5-5", "messages": BASIC["messages"]})
+        full = client.post(f"{proxy.url}/v1/messages/count_tokens",
+                           json={"model": "claude-opus-5-5", "messages": BASIC["messages"],
+                                 "system": "You are a careful assistant. " * 20,
+                                 "tools": TOOLS})
+    assert bare.status_code == full.status_code == 200
+    assert 0 < bare.json()["input_tokens"] < full.json()["input_tokens"]
+    assert full.json()["input_tokens"] > 150
+    sdk_count = proxy.client().messages.count_tokens(
+        model="claude-opus-5-5", messages=[{"role": "user", "content": "hi"}], tools=TOOLS)
+    assert sdk_count.input_tokens > bare.json()["input_tokens"]
+
+
+def test_claude_code_request_is_served(proxy: Harness) -> None:
+    from pathlib import Path
+
+    fixture = Path(__file__).parents[1] / "fixtures" / "claude_code" / "first_request.json"
+    body = json.loads(fixture.read_text())
+    proxy.upstream.script = lambda b, n: text_stream("Hello")
+    response, events = post_stream(proxy.url, body)
+    assert response.status_code == 200, response.text
+    assert check_grammar([d for _, d in events]) == ["text"]
+    sent = proxy.upstream.bodies[-1]
+    assert sent["max_tokens"] <= 16384
+    assert "DeferredToolPlaceholder" not in json.dumps(sent["tools"])
+    assert sent["messages"][0]["role"] == "system"
+
+
+def test_models_and_health(proxy: Harness) -> None:
+    with httpx.Client() as client:
+        models = client.get(f"{proxy.url}/v1/models").json()
+        health = client.get(f"{proxy.url}/health")
+        hello = client.head(f"{proxy.url}/api/hello")
+    ids = [m["id"] for m in models["data"]]
+    assert all("claude" in i for i in ids) and models["has_more"] is False
+    assert health.status_code == 200 and hello.status_code == 200
+    assert health.json()["api_key_configured"] is True
+    assert TEST_KEY not in health.text
+    page = proxy.client().models.list()
+    assert [m.id for m in page.data] == ids

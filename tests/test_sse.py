@@ -1,0 +1,128 @@
+"""SSE codec: the incremental WHATWG decoder and the Anthropic event encoder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kimi_proxy.sse import ServerSentEvent, SSEDecoder, encode_event, encode_events
+
+
+def decode(*pieces: bytes) -> list[ServerSentEvent]:
+    decoder = SSEDecoder()
+    events: list[ServerSentEvent] = []
+    for piece in pieces:
+        events += decoder.feed(piece)
+    return events
+
+
+def datas(*pieces: bytes) -> list[str]:
+    return [e.data for e in decode(*pieces)]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_line_endings(eol: bytes) -> None:
+    raw = eol.join([b"data: one", b"", b"data: two", b"data: lines", b"", b""])
+    assert datas(raw) == ["one", "two\nlines"]
+
+
+@pytest.mark.parametrize("eol", [b"\n", b"\r\n", b"\r"], ids=["LF", "CRLF", "CR"])
+def test_byte_at_a_time(eol: bytes) -> None:
+    raw = eol.join([b"event: ping", b"data: {}", b"", b"data: a", b"data: b", b"", b""])
+    assert decode(*(raw[i : i + 1] for i in range(len(raw)))) == [
+        ServerSentEvent("{}", "ping"),
+        ServerSentEvent("a\nb"),
+    ]
+
+
+def test_crlf_split_across_feeds_is_one_line_ending() -> None:
+    # were the LF read as a second line ending, "one" would be dispatched on its own
+    assert datas(b"data: one\r", b"\ndata: two\r", b"\n\r", b"\n") == ["one\ntwo"]
+
+
+def test_crlf_split_with_an_empty_feed_between() -> None:
+    assert datas(b"data: one\r", b"", b"\ndata: two\r\n\r\n") == ["one\ntwo"]
+
+
+def test_cr_at_end_then_other_line() -> None:
+    assert datas(b"data: one\r", b"data: two\r\r") == ["one\ntwo"]
+
+
+def test_comments_are_ignored() -> None:
+    assert decode(b": keep-alive\n\n:\ndata: x\n: inside\n\n") == [ServerSentEvent("x")]
+
+
+def test_event_names() -> None:
+    events = decode(b'event: message_start\ndata: {"a":1}\n\ndata: plain\n\n')
+    assert events == [ServerSentEvent('{"a":1}', "message_start"), ServerSentEvent("plain")]
+
+
+def test_event_name_without_data_is_reset() -> None:
+    assert decode(b"event: lonely\n\ndata: x\n\n") == [ServerSentEvent("x", "message")]
+
+
+def test_done_passes_through_as_data() -> None:
+    assert datas(b'data: {"x": 1}\n\ndata: [DONE]\n\n') == ['{"x": 1}', "[DONE]"]
+
+
+@pytest.mark.parametrize(
+    ("line", "data"),
+    [
+        (b"data:no-space", "no-space"),
+        (b"data:  two-spaces", " two-spaces"),
+        (b"data", ""),
+        (b"data:", ""),
+    ],
+)
+def test_field_value_rules(line: bytes, data: str) -> None:
+    assert datas(line + b"\n\n") == [data]
+
+
+def test_unknown_fields_ignored_and_id_kept() -> None:
+    events = decode(b"retry: 10\nfoo: bar\nid: 7\ndata: x\n\n")
+    assert events == [ServerSentEvent("x", "message", "7")]
+
+
+def test_incomplete_event_is_not_dispatched() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"data: partial") == []
+    assert decoder.feed(b"\n") == []
+    assert decoder.feed(b"\n") == [ServerSentEvent("partial")]
+
+
+def test_utf8_split_inside_a_character() -> None:
+    raw = 'data: {"text": "héllo 👋"}\n\n'.encode()
+    cut = raw.index("👋".encode()) + 2
+    assert datas(raw[:cut], raw[cut:]) == ['{"text": "héllo 👋"}']
+
+
+EVENTS = [
+    {"type": "message_start", "message": {"id": "msg_1", "content": []}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "line\nbreak ünïcode"},
+    },
+    {"type": "ping"},
+    {"type": "message_stop"},
+    {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+]
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=lambda e: e["type"])
+def test_every_frame_names_its_type(event: dict[str, object]) -> None:
+    frame = encode_event(event)
+    assert frame.endswith(b"\n\n")
+    lines = frame.decode().split("\n")
+    assert lines[0] == f"event: {event['type']}"
+    assert lines[1].startswith("data: ")
+    assert json.loads(lines[1][len("data: ") :]) == event
+    assert lines[2:] == ["", ""]  # one data line: no raw newline inside the JSON
+
+
+def test_encoder_round_trips_through_decoder() -> None:
+    decoded = decode(encode_events(EVENTS))
+    assert [e.event for e in decoded] == [e["type"] for e in EVENTS]
+    assert [json.loads(e.data) for e in decoded] == EVENTS
