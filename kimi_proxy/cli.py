@@ -104,7 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["code"]:
+        # Everything after `code` is Claude Code's, options included: argparse's REMAINDER
+        # rejects a leading option (`kimi-proxy code -p "..."`: "unrecognized arguments").
+        args = build_parser().parse_args(["code"])
+        args.claude_args = argv[1:]
+    else:
+        args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:

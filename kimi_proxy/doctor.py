@@ -23,11 +23,19 @@ async def _check(settings: Settings) -> bool:
         return False
     _say(True, "API key is set (not shown).")
     async with new_http_client(settings) as http:
-        client = UpstreamClient(http, url=settings.chat_completions_url,
-                                api_key=settings.api_key.get_secret_value(), max_retries=0)
+        client = UpstreamClient(
+            http,
+            url=settings.chat_completions_url,
+            api_key=settings.api_key.get_secret_value(),
+            max_retries=0,
+        )
         for model in dict.fromkeys((settings.model, settings.small_model)):
-            payload = {"model": model, "max_tokens": 1, "stream": True,
-                       "messages": [{"role": "user", "content": "Say OK."}]}
+            payload = {
+                "model": model,
+                "max_tokens": 1,
+                "stream": True,
+                "messages": [{"role": "user", "content": "Say OK."}],
+            }
             try:
                 response = await client.open(payload, CallContext(model=model))
                 try:
@@ -47,6 +55,8 @@ async def _check(settings: Settings) -> bool:
 
 def run_doctor(settings: Settings) -> int:
     ok = asyncio.run(_check(settings))
-    print("All good: run ./kimi.sh" if ok else "Fix the item marked ❌ and run doctor again.",
-          file=sys.stdout)
+    print(
+        "All good: run ./kimi.sh" if ok else "Fix the item marked ❌ and run doctor again.",
+        file=sys.stdout,
+    )
     return 0 if ok else 1

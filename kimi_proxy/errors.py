@@ -99,8 +99,15 @@ ERROR_BY_PROVIDER_STATUS: dict[int, type[ProxyError]] = {
     529: OverloadedError,
 }
 
-_CONTEXT_MARKERS = ("context_length", "context length", "maximum context", "too many tokens",
-                    "reduce the length", "prompt is too long", "context window")
+_CONTEXT_MARKERS = (
+    "context_length",
+    "context length",
+    "maximum context",
+    "too many tokens",
+    "reduce the length",
+    "prompt is too long",
+    "context window",
+)
 
 
 def provider_error_message(body: bytes | str) -> str:
@@ -133,8 +140,7 @@ def context_too_long(message: str, prompt_tokens: int, context_window: int) -> I
     tokens = max([n for n in numbers if n != context_window] or [prompt_tokens])
     tokens = max(tokens, context_window + 1)
     return InvalidRequestError(
-        f"prompt is too long: {tokens} tokens > {context_window} maximum "
-        f"(provider said: {message})"
+        f"prompt is too long: {tokens} tokens > {context_window} maximum (provider said: {message})"
     )
 
 
@@ -161,14 +167,18 @@ def error_from_provider_response(
     message = provider_error_message(body)
     if status in (400, 413, 422) and is_context_length_message(message) and context_window:
         return context_too_long(message, prompt_tokens, context_window)
-    cls = ERROR_BY_PROVIDER_STATUS.get(status) or (ApiError if status >= 500 else InvalidRequestError)
+    cls = ERROR_BY_PROVIDER_STATUS.get(status) or (
+        ApiError if status >= 500 else InvalidRequestError
+    )
     if cls is AuthenticationError:
         message = f"The provider rejected the API key ({message}). {KEY_ADVICE}"
     elif cls is PermissionDeniedError:
         message = f"The provider refused access ({message}). Check that your key may use {model}."
     elif cls is NotFoundError:
-        message = (f"The provider does not know model {model!r} ({message}). "
-                   "Set KIMI_MODEL / KIMI_SMALL_MODEL to a model your provider serves.")
+        message = (
+            f"The provider does not know model {model!r} ({message}). "
+            "Set KIMI_MODEL / KIMI_SMALL_MODEL to a model your provider serves."
+        )
     elif cls is RateLimitError:
         message = f"The provider is rate-limiting requests: {message}"
     elif status >= 500:

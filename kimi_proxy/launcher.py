@@ -54,12 +54,25 @@ def find_claude(install: bool = True, quiet: bool = False) -> str:
         )
     cache.mkdir(parents=True, exist_ok=True)
     if not quiet:
-        print(f"kimi-proxy: installing {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {cache} "
-              "(first run only)...", file=sys.stderr)
+        print(
+            f"kimi-proxy: installing {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {cache} "
+            "(first run only)...",
+            file=sys.stderr,
+        )
     result = subprocess.run(
-        [npm, "install", "--prefix", str(cache), "--no-audit", "--no-fund", "--loglevel=error",
-         f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}"],
-        capture_output=True, text=True, check=False,
+        [
+            npm,
+            "install",
+            "--prefix",
+            str(cache),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0 or not binary.exists():
         raise LaunchError(f"npm could not install Claude Code: {result.stderr.strip()[-500:]}")
@@ -90,8 +103,11 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KIMI_PROXY_PORT": str(settings.port), "KIMI_PROXY_HOST": settings.host}
     process = subprocess.Popen(
         [sys.executable, "-m", "kimi_proxy", "serve"],
-        stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env=env, start_new_session=True,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     log_file.close()
     deadline = time.monotonic() + HEALTH_WAIT_SECONDS
@@ -107,8 +123,10 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
             return process
         time.sleep(0.1)
     stop_proxy(process)
-    raise LaunchError(f"kimi-proxy did not answer {url}/health within {HEALTH_WAIT_SECONDS:.0f} s; "
-                      f"see {log_path}.")
+    raise LaunchError(
+        f"kimi-proxy did not answer {url}/health within {HEALTH_WAIT_SECONDS:.0f} s; "
+        f"see {log_path}."
+    )
 
 
 def stop_proxy(process: subprocess.Popen[bytes]) -> None:
@@ -137,8 +155,11 @@ def claude_env(settings: Settings, url: str) -> dict[str, str]:
 
 def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
     if not settings.has_api_key:
-        print(f"kimi-proxy: no provider API key. Set GROQ_API_KEY (or KIMI_API_KEY).\n"
-              f"  export GROQ_API_KEY=gsk_...   # {KEY_ADVICE}", file=sys.stderr)
+        print(
+            f"kimi-proxy: no provider API key. Set GROQ_API_KEY (or KIMI_API_KEY).\n"
+            f"  export GROQ_API_KEY=gsk_...   # {KEY_ADVICE}",
+            file=sys.stderr,
+        )
         return 2
     url = proxy_url(settings)
     started: subprocess.Popen[bytes] | None = None
@@ -146,8 +167,10 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
         claude = find_claude()
         state = probe_health(url)
         if state is False:
-            raise LaunchError(f"Port {settings.port} is taken by another program. "
-                              "Set KIMI_PROXY_PORT to a free port.")
+            raise LaunchError(
+                f"Port {settings.port} is taken by another program. "
+                "Set KIMI_PROXY_PORT to a free port."
+            )
         if state is None:
             started = start_proxy(settings, url)
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Claude Code handles Ctrl-C

@@ -57,7 +57,7 @@ MOONSHOT = ProviderProfile(
     kimi_tool_ids=True,
 )
 OPENROUTER = ProviderProfile(name="openrouter", supports_top_k=True)
-GENERIC = ProviderProfile(name="openai-compatible", models=_KIMI_MODELS, supports_top_k=True)
+GENERIC = ProviderProfile(name="openai-compatible", models=_KIMI_MODELS)
 
 PROFILE_BY_HOST_SUFFIX = {
     "groq.com": GROQ,

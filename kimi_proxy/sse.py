@@ -49,7 +49,7 @@ class SSEDecoder:
                 end, next_start = lf, lf + 1
             elif cr + 1 < length:
                 end = cr
-                next_start = cr + 2 if buffer[cr + 1:cr + 2] == b"\n" else cr + 1
+                next_start = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
             else:  # CR at the very end: its LF may come with the next chunk
                 end, next_start = cr, cr + 1
                 self._skip_lf = True

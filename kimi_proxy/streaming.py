@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import anyio
-
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 

@@ -114,8 +114,16 @@ class ToolResultBlock(_Open):
 ContentBlock = ResultContentBlock
 
 _KNOWN_BLOCK_TYPES = frozenset(
-    {"text", "image", "document", "tool_reference", "tool_use", "thinking",
-     "redacted_thinking", "tool_result"}
+    {
+        "text",
+        "image",
+        "document",
+        "tool_reference",
+        "tool_use",
+        "thinking",
+        "redacted_thinking",
+        "tool_result",
+    }
 )
 
 

@@ -31,9 +31,9 @@ from ..protocol.anthropic import (
     ToolReferenceBlock,
     ToolResultBlock,
     ToolUseBlock,
-    UrlSource,
 )
 from ..providers import ModelLimits, ProviderProfile
+from .agent_history import LocalCall, decode_transcript, is_progress_text
 from .tools import (
     ToolNames,
     offered_tools,
@@ -87,6 +87,17 @@ class _Conversation:
             else:
                 self.upstream_ids[block.id] = upstream_tool_id(block.id)
         return self.upstream_ids[block.id]
+
+    def local_call_id(self, call: LocalCall) -> str:
+        """The id of a call agent mode ran (numbered with the others for Kimi)."""
+        key = f"local:{len(self.upstream_ids)}:{call.id}"
+        if self.profile.kimi_tool_ids:
+            self.upstream_ids[key] = (
+                f"functions.{upstream_tool_name(call.name)}:{len(self.upstream_ids)}"
+            )
+        else:
+            self.upstream_ids[key] = call.id
+        return self.upstream_ids[key]
 
     def close_pending_calls(self, results: dict[str, ToolResultBlock]) -> list[dict[str, Any]]:
         """Emit one tool message per pending call in call order; return images to attach."""
@@ -200,23 +211,54 @@ def _convert_assistant(conv: _Conversation, blocks: list[ContentBlock], index: i
     for block in blocks:
         match block:
             case TextBlock(text=text):
-                if text:
+                if text and not is_progress_text(text):
                     texts.append(text)
             case ToolUseBlock():
-                calls.append({
-                    "id": conv.upstream_id(block),
-                    "type": "function",
-                    "function": {"name": upstream_tool_name(block.name),
-                                 "arguments": _json(block.input)},
-                })
+                calls.append(_tool_call(conv.upstream_id(block), block.name, _json(block.input)))
                 conv.pending_calls.append(block.id)
             case ThinkingBlock(thinking=thinking):
                 if thinking:
                     reasoning.append(thinking)
-            case RedactedThinkingBlock():
-                pass
+            case RedactedThinkingBlock(data=data):
+                local_calls = decode_transcript(data)
+                if local_calls:  # agent mode ran these itself: replay calls and results
+                    _append_assistant(
+                        conv,
+                        texts,
+                        reasoning,
+                        [
+                            _tool_call(conv.local_call_id(c), c.name, c.arguments)
+                            for c in local_calls
+                        ],
+                    )
+                    for call, local in zip(
+                        conv.messages[-1]["tool_calls"], local_calls, strict=True
+                    ):
+                        result = f"Error: {local.result}" if local.is_error else local.result
+                        conv.messages.append(
+                            {
+                                "role": "tool",
+                                "tool_call_id": call["id"],
+                                "content": result or EMPTY_RESULT,
+                            }
+                        )
+                    texts, reasoning = [], []
             case _:
                 raise _unsupported(block.type, index, "an assistant")
+    _append_assistant(conv, texts, reasoning, calls)
+
+
+def _tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": upstream_tool_name(name), "arguments": arguments},
+    }
+
+
+def _append_assistant(
+    conv: _Conversation, texts: list[str], reasoning: list[str], calls: list[dict[str, Any]]
+) -> None:
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
     if calls:
         message["tool_calls"] = calls
@@ -273,8 +315,9 @@ def referenced_tool_names(messages: Sequence[Message]) -> set[str]:
             continue
         for block in message.content:
             if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
-                names.update(b.tool_name for b in block.content
-                             if isinstance(b, ToolReferenceBlock))
+                names.update(
+                    b.tool_name for b in block.content if isinstance(b, ToolReferenceBlock)
+                )
     return names
 
 
@@ -307,8 +350,12 @@ def convert_tools(
 ) -> list[dict[str, Any]]:
     offered = offered_tools(tools, referenced_tool_names(messages))
     if len(offered) > profile.max_tools:
-        log.warning("offering %d of %d tools: the provider accepts at most %d",
-                    profile.max_tools, len(offered), profile.max_tools)
+        log.warning(
+            "offering %d of %d tools: the provider accepts at most %d",
+            profile.max_tools,
+            len(offered),
+            profile.max_tools,
+        )
         offered = offered[: profile.max_tools]
     return [openai_tool(t) for t in offered]
 
@@ -323,7 +370,9 @@ def convert_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
             return "none"
         case "tool":
             if not choice.name:
-                raise InvalidRequestError("tool_choice.name is required when tool_choice.type is 'tool'")
+                raise InvalidRequestError(
+                    "tool_choice.name is required when tool_choice.type is 'tool'"
+                )
             return {"type": "function", "function": {"name": upstream_tool_name(choice.name)}}
 
 

@@ -115,12 +115,14 @@ def openai_to_anthropic_message(
     nonce = new_nonce()
     for call in message.get("tool_calls") or []:
         function = call.get("function") or {}
-        content.append({
-            "type": "tool_use",
-            "id": anthropic_tool_id(call.get("id"), nonce),
-            "name": upstream.tool_names.to_client(function.get("name") or ""),
-            "input": parse_tool_arguments(function.get("arguments")),
-        })
+        content.append(
+            {
+                "type": "tool_use",
+                "id": anthropic_tool_id(call.get("id"), nonce),
+                "name": upstream.tool_names.to_client(function.get("name") or ""),
+                "input": parse_tool_arguments(function.get("arguments")),
+            }
+        )
     reason, sequence = stop_reason(
         choice.get("finish_reason"),
         used_tools=any(b["type"] == "tool_use" for b in content),

@@ -80,8 +80,17 @@ class StreamTranslator:
     """Per-stream state: the open block, the next index, the tool calls by OpenAI index."""
 
     __slots__ = (
-        "_calls", "_finish_reason", "_input_estimate", "_matched_stop", "_nonce", "_open",
-        "_next_index", "_upstream", "_usage", "_used_tools", "message_id",
+        "_calls",
+        "_finish_reason",
+        "_input_estimate",
+        "_matched_stop",
+        "_next_index",
+        "_nonce",
+        "_open",
+        "_upstream",
+        "_usage",
+        "_used_tools",
+        "message_id",
     )
 
     def __init__(
@@ -105,22 +114,24 @@ class StreamTranslator:
         return self._finish_reason is not None
 
     def start(self) -> list[Event]:
-        return [{
-            "type": "message_start",
-            "message": {
-                "id": self.message_id,
-                "type": "message",
-                "role": "assistant",
-                "model": self._upstream.client_model,
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
-            },
-        }]
+        return [
+            {
+                "type": "message_start",
+                "message": {
+                    "id": self.message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": self._upstream.client_model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": self._input_estimate, "output_tokens": 0},
+                },
+            }
+        ]
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        if "error" in chunk and chunk["error"]:
+        if chunk.get("error"):
             raise error_from_stream_payload(chunk, model=self._upstream.upstream_model)
         usage = chunk_usage(chunk)
         if usage:
@@ -136,15 +147,16 @@ class StreamTranslator:
                     self._append("thinking", "thinking_delta", "thinking", text, events)
                     break
             text = delta.get("content")
-            if text is not None:
+            if text:
                 self._append("text", "text_delta", "text", text, events)
             for fragment in delta.get("tool_calls") or ():
                 self._tool_fragment(fragment, events)
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
-                self._matched_stop = matched_stop_sequence(
-                    choice, self._upstream.stop_sequences
-                ) or self._matched_stop
+                self._matched_stop = (
+                    matched_stop_sequence(choice, self._upstream.stop_sequences)
+                    or self._matched_stop
+                )
         return events
 
     def finish(self) -> list[Event]:
@@ -158,31 +170,36 @@ class StreamTranslator:
         usage = anthropic_usage(self._usage)
         if self._usage is None:
             usage["input_tokens"] = self._input_estimate
-        events.append({
-            "type": "message_delta",
-            "delta": {"stop_reason": reason, "stop_sequence": sequence},
-            "usage": {
-                "input_tokens": usage["input_tokens"],
-                "output_tokens": usage["output_tokens"],
-                "cache_read_input_tokens": usage["cache_read_input_tokens"],
-            },
-        })
+        events.append(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": sequence},
+                "usage": {
+                    "input_tokens": usage["input_tokens"],
+                    "output_tokens": usage["output_tokens"],
+                    "cache_read_input_tokens": usage["cache_read_input_tokens"],
+                },
+            }
+        )
         events.append({"type": "message_stop"})
         return events
 
     # -- blocks --------------------------------------------------------------------------
 
-    def _append(self, kind: str, delta_type: str, field_name: str, text: str,
-                events: list[Event]) -> None:
+    def _append(
+        self, kind: str, delta_type: str, field_name: str, text: str, events: list[Event]
+    ) -> None:
         if self._open is None or self._open.kind != kind:
             self._close_block(events)
             self._open_block(kind, events)
         assert self._open is not None
-        events.append({
-            "type": "content_block_delta",
-            "index": self._open.index,
-            "delta": {"type": delta_type, field_name: text},
-        })
+        events.append(
+            {
+                "type": "content_block_delta",
+                "index": self._open.index,
+                "delta": {"type": delta_type, field_name: text},
+            }
+        )
 
     def _open_block(self, kind: str, events: list[Event], call: _ToolCall | None = None) -> None:
         index = self._next_index
@@ -209,11 +226,13 @@ class StreamTranslator:
         if block is None:
             return
         if block.kind == "thinking":
-            events.append({
-                "type": "content_block_delta",
-                "index": block.index,
-                "delta": {"type": "signature_delta", "signature": ""},
-            })
+            events.append(
+                {
+                    "type": "content_block_delta",
+                    "index": block.index,
+                    "delta": {"type": "signature_delta", "signature": ""},
+                }
+            )
         elif block.call is not None:
             block.call.closed = True
         events.append({"type": "content_block_stop", "index": block.index})
@@ -282,8 +301,10 @@ class StreamTranslator:
         fragment = "".join(call.held)
         call.held.clear()
         call.sent.append(fragment)
-        events.append({
-            "type": "content_block_delta",
-            "index": self._open.index,
-            "delta": {"type": "input_json_delta", "partial_json": fragment},
-        })
+        events.append(
+            {
+                "type": "content_block_delta",
+                "index": self._open.index,
+                "delta": {"type": "input_json_delta", "partial_json": fragment},
+            }
+        )

@@ -75,12 +75,12 @@ def offered_tools(tools: Sequence[Tool], referenced: set[str]) -> list[Tool]:
     offered = []
     for tool in tools:
         if is_server_tool(tool):
-            log.info("dropping server tool %s (%s): the provider cannot run it", tool.name, tool.type)
+            log.info(
+                "dropping server tool %s (%s): the provider cannot run it", tool.name, tool.type
+            )
         elif is_never_call_placeholder(tool):
             continue
-        elif tool.defer_loading and tool.name not in referenced:
-            continue
-        else:
+        elif not tool.defer_loading or tool.name in referenced:
             offered.append(tool)
     return offered
 

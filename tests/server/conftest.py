@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from support.proxy import Harness, proxy_for
 from support.upstream import text_stream
 

@@ -9,7 +9,6 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-
 from support.proxy import Harness, proxy_for
 from support.sse_client import BASIC, post_stream
 from support.upstream import (
@@ -55,8 +54,9 @@ def _shape(body: dict[str, Any], error_type: str) -> str:
 def test_provider_error_maps_to_anthropic_error(
     proxy: Harness, upstream_status: int, status: int, error_type: str, words: str, stream: bool
 ) -> None:
-    proxy.upstream.script = lambda b, n: error(upstream_status, "boom",
-                                               headers={"retry-after": "0"})
+    proxy.upstream.script = lambda b, n: error(
+        upstream_status, "boom", headers={"retry-after": "0"}
+    )
     with httpx.Client(timeout=20) as client:
         response = client.post(f"{proxy.url}/v1/messages", json={**BASIC, "stream": stream})
     assert response.status_code == status
@@ -80,7 +80,8 @@ def test_sdk_raises_the_matching_exception(proxy: Harness) -> None:
 
 def test_context_length_error_uses_anthropic_wording(proxy: Harness) -> None:
     proxy.upstream.script = lambda b, n: error(
-        400, "Please reduce the length of the messages or completion. context_length_exceeded")
+        400, "Please reduce the length of the messages or completion. context_length_exceeded"
+    )
     with httpx.Client() as client:
         response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
     message = _shape(response.json(), "invalid_request_error")
@@ -90,8 +91,11 @@ def test_context_length_error_uses_anthropic_wording(proxy: Harness) -> None:
 
 
 def test_429_once_then_success_is_retried(proxy: Harness) -> None:
-    proxy.upstream.script = lambda b, n: (error(429, "slow down", headers={"retry-after": "1"})
-                                          if n == 0 else text_stream("after retry"))
+    proxy.upstream.script = lambda b, n: (
+        error(429, "slow down", headers={"retry-after": "1"})
+        if n == 0
+        else text_stream("after retry")
+    )
     started = time.monotonic()
     _, events = post_stream(proxy.url, BASIC)
     assert time.monotonic() - started >= 0.9  # Retry-After honoured
@@ -112,7 +116,8 @@ def test_long_retry_after_is_passed_on_not_waited(proxy: Harness) -> None:
 
 def test_html_error_page(proxy: Harness) -> None:
     proxy.upstream.script = lambda b, n: Raw(
-        b"<html><body><h1>502 Bad Gateway</h1></body></html>", status=502)
+        b"<html><body><h1>502 Bad Gateway</h1></body></html>", status=502
+    )
     with httpx.Client() as client:
         response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
     assert response.status_code == 500
@@ -129,10 +134,12 @@ def _stream_error(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
 
 
 def test_error_object_inside_stream(proxy: Harness) -> None:
-    proxy.upstream.script = lambda b, n: Stream([
-        chunk({"content": "partial"}),
-        {"error": {"message": "tool call validation failed", "code": "tool_use_failed"}},
-    ])
+    proxy.upstream.script = lambda b, n: Stream(
+        [
+            chunk({"content": "partial"}),
+            {"error": {"message": "tool call validation failed", "code": "tool_use_failed"}},
+        ]
+    )
     _, events = post_stream(proxy.url, BASIC)
     assert "tool call validation failed" in _shape(_stream_error(events), "api_error")
 
@@ -187,8 +194,7 @@ def test_connection_refused(proxy: Harness) -> None:
 
 
 def test_no_key_configured() -> None:
-    with proxy_for(lambda b, n: text_stream("x"), api_key=None) as proxy, \
-            httpx.Client() as client:
+    with proxy_for(lambda b, n: text_stream("x"), api_key=None) as proxy, httpx.Client() as client:
         health = client.get(f"{proxy.url}/health").json()
         response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
     assert health["api_key_configured"] is False
@@ -199,9 +205,14 @@ def test_no_key_configured() -> None:
 
 def test_client_disconnect_cancels_upstream(proxy: Harness) -> None:
     proxy.upstream.script = lambda b, n: Stream(
-        [chunk({"content": "tick "})] + [Pause(0.05), chunk({"content": "tick "})] * 400)
-    with httpx.Client(timeout=10) as client, client.stream(
-            "POST", f"{proxy.url}/v1/messages", json={**BASIC, "stream": True}) as response:
+        [chunk({"content": "tick "})] + [Pause(0.05), chunk({"content": "tick "})] * 400
+    )
+    with (
+        httpx.Client(timeout=10) as client,
+        client.stream(
+            "POST", f"{proxy.url}/v1/messages", json={**BASIC, "stream": True}
+        ) as response,
+    ):
         for line in response.iter_lines():
             if "text_delta" in line:
                 break
@@ -222,29 +233,41 @@ BAD_INPUT = [
     (b'{"model": "m", "messages": "hi"}', 400, "messages"),
     (b'{"model": "m", "messages": [{"role": "robot", "content": "x"}]}', 400, "role"),
     (b'{"model": "m", "max_tokens": "lots", "messages": []}', 400, "max_tokens"),
-    (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "hologram"}]}]}',
-     400, "'hologram'"),
-    (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "document", '
-     b'"source": {"type": "base64", "media_type": "application/pdf", "data": "AA=="}}]}]}',
-     400, "application/pdf"),
-    (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}',
-     400, "text: Field required"),
+    (
+        b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "hologram"}]}]}',
+        400,
+        "'hologram'",
+    ),
+    (
+        b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "document", '
+        b'"source": {"type": "base64", "media_type": "application/pdf", "data": "AA=="}}]}]}',
+        400,
+        "application/pdf",
+    ),
+    (
+        b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}',
+        400,
+        "text: Field required",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("body", "status", "words"), BAD_INPUT)
 def test_bad_input(proxy: Harness, body: bytes, status: int, words: str) -> None:
     with httpx.Client() as client:
-        response = client.post(f"{proxy.url}/v1/messages", content=body,
-                               headers={"content-type": "application/json"})
+        response = client.post(
+            f"{proxy.url}/v1/messages", content=body, headers={"content-type": "application/json"}
+        )
     assert response.status_code == status
     assert words in _shape(response.json(), "invalid_request_error")
     assert proxy.upstream.requests == []
 
 
 def test_body_over_the_limit() -> None:
-    with proxy_for(lambda b, n: text_stream("x"), max_body_bytes=4096) as proxy, \
-            httpx.Client() as client:
+    with (
+        proxy_for(lambda b, n: text_stream("x"), max_body_bytes=4096) as proxy,
+        httpx.Client() as client,
+    ):
         big = {**BASIC, "messages": [{"role": "user", "content": "x" * 10000}]}
         response = client.post(f"{proxy.url}/v1/messages", json=big)
         assert response.status_code == 413
@@ -265,8 +288,9 @@ def test_unknown_route_and_method(proxy: Harness) -> None:
 def test_stream_limit_answers_overloaded() -> None:
     slow = Stream([chunk({"content": "a"}), Pause(2), chunk({}, finish="stop", usage=usage())])
     with proxy_for(lambda b, n: slow, max_streams=1) as proxy, httpx.Client(timeout=10) as client:
-        with client.stream("POST", f"{proxy.url}/v1/messages",
-                           json={**BASIC, "stream": True}) as first:
+        with client.stream(
+            "POST", f"{proxy.url}/v1/messages", json={**BASIC, "stream": True}
+        ) as first:
             lines = first.iter_lines()  # keep a reference: dropping it closes the connection
             next(lines)
             second = client.post(f"{proxy.url}/v1/messages", json={**BASIC, "stream": True})
@@ -275,7 +299,8 @@ def test_stream_limit_answers_overloaded() -> None:
             assert "message_stop" in "".join(lines)
         deadline = time.monotonic() + 2
         while client.get(f"{proxy.url}/health").json()["active_streams"] and (
-                time.monotonic() < deadline):
+            time.monotonic() < deadline
+        ):
             time.sleep(0.01)
         assert client.post(f"{proxy.url}/v1/messages", json={**BASIC, "stream": True}).is_success
 

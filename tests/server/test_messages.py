@@ -6,17 +6,22 @@ import json
 from typing import Any
 
 import httpx
-
 from support.proxy import TEST_KEY, Harness
 from support.sse_client import BASIC, post_stream
 from support.streams import check_grammar, comparable_blocks
 from support.upstream import Pause, Stream, chunk, text_stream, tool_stream, usage
 
 TOOLS: list[Any] = [
-    {"name": "Read", "description": "Read a file",
-     "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}}},
-    {"name": "Bash", "description": "Run a command",
-     "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}},
+    {
+        "name": "Read",
+        "description": "Read a file",
+        "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+    },
+    {
+        "name": "Bash",
+        "description": "Run a command",
+        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}},
+    },
 ]
 
 
@@ -35,9 +40,13 @@ def _same_reply(proxy: Harness, script: Any, **kwargs: Any) -> None:
 
 
 def test_text_stream_and_non_stream_agree(proxy: Harness) -> None:
-    _same_reply(proxy, lambda b, n: text_stream("The quick brown fox jumps over the lazy dog."),
-                model="claude-opus-5-5", max_tokens=100,
-                messages=[{"role": "user", "content": "hi"}])
+    _same_reply(
+        proxy,
+        lambda b, n: text_stream("The quick brown fox jumps over the lazy dog."),
+        model="claude-opus-5-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "hi"}],
+    )
     assert proxy.upstream.bodies[0]["model"] == "kimi-big"
     assert proxy.upstream.bodies[0]["stream"] is True
     assert proxy.upstream.bodies[1]["stream"] is False
@@ -45,8 +54,9 @@ def test_text_stream_and_non_stream_agree(proxy: Harness) -> None:
 
 def test_sdk_text_stream_yields_text_live(proxy: Harness) -> None:
     proxy.upstream.script = lambda b, n: text_stream("one two three four", pieces=4)
-    with proxy.client().messages.stream(model="claude-sonnet-5-5", max_tokens=50,
-                                        messages=[{"role": "user", "content": "x"}]) as s:
+    with proxy.client().messages.stream(
+        model="claude-sonnet-5-5", max_tokens=50, messages=[{"role": "user", "content": "x"}]
+    ) as s:
         pieces = list(s.text_stream)
     assert "".join(pieces) == "one two three four"
     assert len(pieces) == 4
@@ -54,11 +64,20 @@ def test_sdk_text_stream_yields_text_live(proxy: Harness) -> None:
 
 def test_tool_calls_in_fragments_and_parallel(proxy: Harness) -> None:
     calls = [("Read", {"file_path": "/etc/hosts"}), ("Bash", {"command": "ls -la"})]
-    _same_reply(proxy, lambda b, n: tool_stream(calls, text="Let me look.", fragments=4),
-                model="claude-opus-5-5", max_tokens=100, tools=TOOLS,
-                messages=[{"role": "user", "content": "look"}])
-    message = proxy.client().messages.create(model="claude-opus-5-5", max_tokens=100, tools=TOOLS,
-                                             messages=[{"role": "user", "content": "look"}])
+    _same_reply(
+        proxy,
+        lambda b, n: tool_stream(calls, text="Let me look.", fragments=4),
+        model="claude-opus-5-5",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "look"}],
+    )
+    message = proxy.client().messages.create(
+        model="claude-opus-5-5",
+        max_tokens=100,
+        tools=TOOLS,
+        messages=[{"role": "user", "content": "look"}],
+    )
     uses = [b for b in message.content if b.type == "tool_use"]
     assert [(u.name, u.input) for u in uses] == calls
     assert message.stop_reason == "tool_use"
@@ -66,18 +85,24 @@ def test_tool_calls_in_fragments_and_parallel(proxy: Harness) -> None:
 
 
 def test_reasoning_becomes_thinking_block(proxy: Harness) -> None:
-    _same_reply(proxy, lambda b, n: text_stream("42", reasoning="Let me think."),
-                model="claude-opus-5-5", max_tokens=100,
-                messages=[{"role": "user", "content": "answer"}])
-    message = proxy.client().messages.create(model="claude-opus-5-5", max_tokens=100,
-                                             messages=[{"role": "user", "content": "answer"}])
+    _same_reply(
+        proxy,
+        lambda b, n: text_stream("42", reasoning="Let me think."),
+        model="claude-opus-5-5",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "answer"}],
+    )
+    message = proxy.client().messages.create(
+        model="claude-opus-5-5", max_tokens=100, messages=[{"role": "user", "content": "answer"}]
+    )
     assert [b.type for b in message.content] == ["thinking", "text"]
 
 
 def test_beta_query_and_small_model(proxy: Harness) -> None:
     proxy.upstream.script = lambda b, n: text_stream("ok")
     message = proxy.client().beta.messages.create(
-        model="claude-haiku-5-5", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        model="claude-haiku-5-5", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    )
     assert message.model == "claude-haiku-5-5"
     assert proxy.upstream.bodies[-1]["model"] == "kimi-small"
 
@@ -109,8 +134,14 @@ def test_ping_while_upstream_is_silent() -> None:
     from support.proxy import proxy_for
 
     def slow(body: Any, n: int) -> Stream:
-        return Stream([chunk({"role": "assistant", "content": ""}), Pause(1.2),
-                       chunk({"content": "late"}), chunk({}, finish="stop", usage=usage())])
+        return Stream(
+            [
+                chunk({"role": "assistant", "content": ""}),
+                Pause(1.2),
+                chunk({"content": "late"}),
+                chunk({}, finish="stop", usage=usage()),
+            ]
+        )
 
     with proxy_for(slow, ping_interval=0.3) as proxy:
         _, events = post_stream(proxy.url, BASIC)
@@ -122,17 +153,25 @@ def test_ping_while_upstream_is_silent() -> None:
 
 def test_count_tokens_counts_system_and_tools(proxy: Harness) -> None:
     with httpx.Client() as client:
-        bare = client.post(f"{proxy.url}/v1/messages/count_tokens?beta=true",
-                           json={"model": "claude-opus-5-5", "messages": BASIC["messages"]})
-        full = client.post(f"{proxy.url}/v1/messages/count_tokens",
-                           json={"model": "claude-opus-5-5", "messages": BASIC["messages"],
-                                 "system": "You are a careful assistant. " * 20,
-                                 "tools": TOOLS})
+        bare = client.post(
+            f"{proxy.url}/v1/messages/count_tokens?beta=true",
+            json={"model": "claude-opus-5-5", "messages": BASIC["messages"]},
+        )
+        full = client.post(
+            f"{proxy.url}/v1/messages/count_tokens",
+            json={
+                "model": "claude-opus-5-5",
+                "messages": BASIC["messages"],
+                "system": "You are a careful assistant. " * 20,
+                "tools": TOOLS,
+            },
+        )
     assert bare.status_code == full.status_code == 200
     assert 0 < bare.json()["input_tokens"] < full.json()["input_tokens"]
     assert full.json()["input_tokens"] > 150
     sdk_count = proxy.client().messages.count_tokens(
-        model="claude-opus-5-5", messages=[{"role": "user", "content": "hi"}], tools=TOOLS)
+        model="claude-opus-5-5", messages=[{"role": "user", "content": "hi"}], tools=TOOLS
+    )
     assert sdk_count.input_tokens > bare.json()["input_tokens"]
 
 

@@ -25,8 +25,7 @@ class Harness:
 
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
         """An official SDK client pointed at the proxy (closed when the harness stops)."""
-        client = anthropic.Anthropic(base_url=self.url, api_key="anything", max_retries=0,
-                                     **kwargs)
+        client = anthropic.Anthropic(base_url=self.url, api_key="anything", max_retries=0, **kwargs)
         self.clients.append(client)
         return client
 

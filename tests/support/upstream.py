@@ -70,37 +70,48 @@ Script = Callable[[dict[str, Any], int], Reply]
 # -- reply builders ------------------------------------------------------------------------
 
 
-def chunk(delta: dict[str, Any] | None = None, finish: str | None = None,
-          usage: dict[str, Any] | None = None, choices: bool = True) -> dict[str, Any]:
-    body: dict[str, Any] = {"id": "chatcmpl-1", "object": "chat.completion.chunk",
-                            "model": "scripted"}
-    body["choices"] = ([{"index": 0, "delta": delta or {}, "finish_reason": finish}]
-                       if choices else [])
+def chunk(
+    delta: dict[str, Any] | None = None,
+    finish: str | None = None,
+    usage: dict[str, Any] | None = None,
+    choices: bool = True,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "model": "scripted",
+    }
+    body["choices"] = (
+        [{"index": 0, "delta": delta or {}, "finish_reason": finish}] if choices else []
+    )
     if usage is not None:
         body["usage"] = usage
     return body
 
 
 def usage(prompt: int = 10, completion: int = 5, cached: int = 0) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": cached}}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }
 
 
-def text_stream(text: str, pieces: int = 3, *, reasoning: str = "",
-                finish: str = "stop") -> Stream:
+def text_stream(text: str, pieces: int = 3, *, reasoning: str = "", finish: str = "stop") -> Stream:
     items: list[Any] = [chunk({"role": "assistant", "content": ""})]
     if reasoning:
         items.append(chunk({"reasoning": reasoning}))
     size = max(1, -(-len(text) // pieces))
-    items += [chunk({"content": text[i:i + size]}) for i in range(0, len(text), size)]
+    items += [chunk({"content": text[i : i + size]}) for i in range(0, len(text), size)]
     items.append(chunk({}, finish=finish))
     items.append(chunk(choices=False, usage=usage(completion=max(1, len(text) // 4))))
     return Stream(items)
 
 
-def tool_stream(calls: list[tuple[str, dict[str, Any]]], *, text: str = "",
-                fragments: int = 3) -> Stream:
+def tool_stream(
+    calls: list[tuple[str, dict[str, Any]]], *, text: str = "", fragments: int = 3
+) -> Stream:
     """Tool calls, each streamed as `fragments` pieces of its arguments."""
     items: list[Any] = [chunk({"role": "assistant", "content": ""})]
     if text:
@@ -108,38 +119,62 @@ def tool_stream(calls: list[tuple[str, dict[str, Any]]], *, text: str = "",
     for index, (name, args) in enumerate(calls):
         raw = json.dumps(args)
         size = max(1, -(-len(raw) // fragments))
-        parts = [raw[i:i + size] for i in range(0, len(raw), size)] or [""]
-        first = {"index": index, "id": f"functions.{name}:{index}", "type": "function",
-                 "function": {"name": name, "arguments": parts[0]}}
+        parts = [raw[i : i + size] for i in range(0, len(raw), size)] or [""]
+        first = {
+            "index": index,
+            "id": f"functions.{name}:{index}",
+            "type": "function",
+            "function": {"name": name, "arguments": parts[0]},
+        }
         items.append(chunk({"tool_calls": [first]}))
-        items += [chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
-                  for p in parts[1:]]
+        items += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": p}}]})
+            for p in parts[1:]
+        ]
     items.append(chunk({}, finish="tool_calls", usage=usage()))
     return Stream(items)
 
 
-def completion(text: str | None = None, tool_calls: list[tuple[str, dict[str, Any]]] = (),
-               *, reasoning: str | None = None, finish: str | None = None) -> Json:
+def completion(
+    text: str | None = None,
+    tool_calls: list[tuple[str, dict[str, Any]]] = (),
+    *,
+    reasoning: str | None = None,
+    finish: str | None = None,
+) -> Json:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if reasoning:
         message["reasoning"] = reasoning
     if tool_calls:
         message["tool_calls"] = [
-            {"id": f"functions.{n}:{i}", "type": "function",
-             "function": {"name": n, "arguments": json.dumps(a)}}
+            {
+                "id": f"functions.{n}:{i}",
+                "type": "function",
+                "function": {"name": n, "arguments": json.dumps(a)},
+            }
             for i, (n, a) in enumerate(tool_calls)
         ]
-    return Json({
-        "id": "chatcmpl-1", "object": "chat.completion", "model": "scripted",
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": finish or ("tool_calls" if tool_calls else "stop")}],
-        "usage": usage(),
-    })
+    return Json(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "scripted",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish or ("tool_calls" if tool_calls else "stop"),
+                }
+            ],
+            "usage": usage(),
+        }
+    )
 
 
 def error(status: int, message: str, *, headers: dict[str, str] | None = None) -> Json:
-    return Json({"error": {"message": message, "type": "error", "code": status}}, status,
-                headers or {})
+    return Json(
+        {"error": {"message": message, "type": "error", "code": status}}, status, headers or {}
+    )
 
 
 def stream_to_completion(stream: Stream) -> Json:
@@ -164,13 +199,22 @@ def stream_to_completion(stream: Stream) -> Json:
         message["reasoning"] = reasoning
     if calls:
         message["tool_calls"] = [
-            {"id": c["id"], "type": "function",
-             "function": {"name": c["name"], "arguments": c["args"]}}
+            {
+                "id": c["id"],
+                "type": "function",
+                "function": {"name": c["name"], "arguments": c["args"]},
+            }
             for _, c in sorted(calls.items())
         ]
-    return Json({"id": "chatcmpl-1", "object": "chat.completion", "model": "scripted",
-                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                 "usage": usage()})
+    return Json(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "scripted",
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": usage(),
+        }
+    )
 
 
 # -- the server ----------------------------------------------------------------------------
@@ -189,11 +233,13 @@ class ScriptedUpstream:
     def __init__(self, script: Script) -> None:
         self.script = script
         self.requests: list[Record] = []
-        self.app = Starlette(routes=[
-            Route("/v1/chat/completions", self._completions, methods=["POST"]),
-            Route("/chat/completions", self._completions, methods=["POST"]),
-            Route("/v1/models", self._models, methods=["GET"]),
-        ])
+        self.app = Starlette(
+            routes=[
+                Route("/v1/chat/completions", self._completions, methods=["POST"]),
+                Route("/chat/completions", self._completions, methods=["POST"]),
+                Route("/v1/models", self._models, methods=["GET"]),
+            ]
+        )
         self.base_url = ""
 
     @property
@@ -201,8 +247,10 @@ class ScriptedUpstream:
         return [r.body for r in self.requests]
 
     async def _models(self, request: Request) -> Response:
-        return Response(json.dumps({"object": "list", "data": [{"id": "scripted"}]}),
-                        media_type="application/json")
+        return Response(
+            json.dumps({"object": "list", "data": [{"id": "scripted"}]}),
+            media_type="application/json",
+        )
 
     async def _completions(self, request: Request) -> Response:
         body = json.loads(await request.body())
@@ -220,14 +268,23 @@ class ScriptedUpstream:
             return Response(b"", status_code=504)
         if isinstance(reply, Json):
             record.finished = True
-            return Response(json.dumps(reply.body), status_code=reply.status,
-                            media_type="application/json", headers=reply.headers)
+            return Response(
+                json.dumps(reply.body),
+                status_code=reply.status,
+                media_type="application/json",
+                headers=reply.headers,
+            )
         if isinstance(reply, Raw):
             record.finished = True
-            return Response(reply.body, status_code=reply.status,
-                            media_type=reply.content_type, headers=reply.headers)
-        return StreamingResponse(self._stream(reply, record), status_code=reply.status,
-                                 media_type="text/event-stream")
+            return Response(
+                reply.body,
+                status_code=reply.status,
+                media_type=reply.content_type,
+                headers=reply.headers,
+            )
+        return StreamingResponse(
+            self._stream(reply, record), status_code=reply.status, media_type="text/event-stream"
+        )
 
     async def _stream(self, reply: Stream, record: Record) -> Any:
         try:
@@ -260,9 +317,16 @@ def free_port() -> int:
 def serve_in_thread(app: Any, *, loop: str = "asyncio", http: str = "h11") -> Iterator[str]:
     """Run an ASGI app with uvicorn in a background thread; yields its base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            loop=loop, http=http, lifespan="on",
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        loop=loop,
+        http=http,
+        lifespan="on",
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

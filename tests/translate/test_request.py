@@ -13,7 +13,7 @@ import pytest
 from kimi_proxy.errors import InvalidRequestError
 from kimi_proxy.models import ModelRouter
 from kimi_proxy.protocol.anthropic import MessagesRequest
-from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, ProviderProfile
+from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, OPENROUTER, ProviderProfile
 from kimi_proxy.translate.request import (
     EMPTY_RESULT,
     INTERRUPTED_CALL,
@@ -744,7 +744,9 @@ def test_sampling_parameters_absent_unless_given() -> None:
     assert not {"temperature", "top_p", "top_k"} & payload.keys()
 
 
-@pytest.mark.parametrize(("profile", "sent"), [(GROQ, False), (MOONSHOT, False), (GENERIC, True)])
+@pytest.mark.parametrize(
+    ("profile", "sent"), [(GROQ, False), (MOONSHOT, False), (GENERIC, False), (OPENROUTER, True)]
+)
 def test_top_k_only_where_supported(profile: ProviderProfile, sent: bool) -> None:
     payload = translate({"messages": [user("hi")], "top_k": 40}, profile).payload
     assert ("top_k" in payload) is sent

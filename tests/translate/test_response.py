@@ -224,7 +224,9 @@ def test_no_choices_is_an_api_error() -> None:
         openai_to_anthropic_message({"choices": []}, upstream_for())
 
 
-@pytest.mark.parametrize("provider_id", ["call_abc123", "functions.Bash:0", "chatcmpl-tool-9f/x"])
+@pytest.mark.parametrize(
+    "provider_id", ["call_abc123", "functions.Bash:0", "chatcmpl-tool-9f/x", "call_???~~~>>>"]
+)
 def test_tool_id_round_trip_reaches_provider_as_its_original_id(provider_id: str) -> None:
     reply = openai_to_anthropic_message(
         completion(None, [call(provider_id, "Bash", '{"command": "pwd"}')], "tool_calls"),
