@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import httpx
 from starlette.applications import Starlette
@@ -19,21 +18,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import routes
+from .agent.sandbox import Sandbox
+from .agent.tools import LocalTools, parse_tool_names
 from .config import Settings
 from .errors import ApiError, InvalidRequestError, NotFoundError, ProxyError, render_json
+from .state import ProxyState
 from .upstream import UpstreamClient
 
 log = logging.getLogger("kimi_proxy.app")
-
-
-@dataclass(slots=True)
-class ProxyState:
-    """Per-process state shared by the routes. Nothing here is per-conversation."""
-
-    settings: Settings
-    upstream: UpstreamClient
-    active_streams: int = 0
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
@@ -90,6 +82,7 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
     api_key = (
         settings.api_key.get_secret_value() if settings.has_api_key and settings.api_key else None
     )
+    local_names = parse_tool_names(settings.local_tools)
     state = ProxyState(
         settings=settings,
         upstream=UpstreamClient(
@@ -99,6 +92,7 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
             max_retries=settings.max_retries,
             retry_budget=settings.retry_budget,
         ),
+        local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
     )
 
     @asynccontextmanager

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .agent.tools import parse_tool_names
 from .models import ModelRouter
 from .providers import GROQ_URL, KIMI_K2, ProviderProfile, profile_by_name, profile_for_url
 
@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=_env("log_level", "KIMI_LOG_LEVEL"))
     debug: bool = Field(False, validation_alias=_env("debug", "KIMI_DEBUG"))
 
+    @field_validator("local_tools")
+    @classmethod
+    def _known_local_tools(cls, value: str) -> str:
+        parse_tool_names(value)  # raises on an unknown name
+        return value
+
     @cached_property
     def profile(self) -> ProviderProfile:
         if self.provider:
@@ -86,19 +92,7 @@ class Settings(BaseSettings):
         return self.api_key is not None and bool(self.api_key.get_secret_value().strip())
 
 
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def list_setting(value: str) -> list[str]:
-    """Comma-separated settings (`KIMI_LOCAL_TOOLS=Read,LS`, `KIMI_CORS_ORIGINS=…`)."""
-    return _split(value)
-
-
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with CLI overrides (None means: not given)."""
     given = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**given)  # type: ignore[arg-type]
-
-
-__all__ = ["Settings", "list_setting", "load_settings", "os"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any, TypeVar
 
@@ -14,6 +14,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from . import __version__
+from .agent.loop import AgentLoop
+from .agent.tools import tool_definitions
 from .errors import (
     KEY_ADVICE,
     AuthenticationError,
@@ -24,10 +26,17 @@ from .errors import (
     RequestTooLargeError,
     render_sse,
 )
-from .protocol.anthropic import CountTokensRequest, MessagesRequest, describe_validation_error
-from .sse import encode_events
+from .protocol.anthropic import (
+    CountTokensRequest,
+    MessagesRequest,
+    Tool,
+    describe_validation_error,
+)
+from .sse import encode_event, encode_events
+from .state import ProxyState
 from .streaming import PING_FRAME, EventStreamResponse, with_pings
 from .tokens import estimate_tokens
+from .translate.accumulate import accumulate_message
 from .translate.request import (
     UpstreamRequest,
     anthropic_to_openai_request,
@@ -36,6 +45,7 @@ from .translate.request import (
 )
 from .translate.response import openai_to_anthropic_message
 from .translate.stream import StreamTranslator
+from .translate.tools import upstream_tool_name
 from .upstream import CallContext, UpstreamClient
 
 M = TypeVar("M", bound=BaseModel)
@@ -81,11 +91,13 @@ async def parse_body(request: Request, model: type[M]) -> M:
 
 
 async def create_message(request: Request) -> Response:
-    state = request.app.state.proxy
+    state: ProxyState = request.app.state.proxy
     settings = state.settings
     message_request = await parse_body(request, MessagesRequest)
     if not settings.has_api_key:
         raise AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
+    if state.local_tools is not None:
+        message_request = with_local_tool_definitions(message_request, state.local_tools.enabled)
     upstream_request = anthropic_to_openai_request(
         message_request,
         router=settings.router,
@@ -98,30 +110,95 @@ async def create_message(request: Request) -> Response:
         prompt_tokens=prompt_tokens,
         context_window=upstream_request.limits.context_window,
     )
-    client: UpstreamClient = state.upstream
+    client = state.upstream
+    if state.local_tools is not None:
+        return await agent_response(state, message_request.stream, upstream_request, context)
     if not message_request.stream:
         completion = await client.complete(upstream_request.payload, context)
         return _json(openai_to_anthropic_message(completion, upstream_request))
-    if state.active_streams >= settings.max_streams:
-        raise OverloadedError(
-            f"The proxy is at its limit of {settings.max_streams} concurrent streams; "
-            "retry shortly."
-        )
-    state.active_streams += 1
+    release = acquire_stream_slot(state)
     try:
         upstream_response = await client.open(upstream_request.payload, context)
     except BaseException:
-        state.active_streams -= 1
+        release()
         raise
 
     async def on_close() -> None:
-        state.active_streams -= 1
+        release()
         await upstream_response.aclose()
 
     events = stream_events(
         client, upstream_response, upstream_request, prompt_tokens, settings.ping_interval
     )
     return EventStreamResponse(events, on_close=on_close)
+
+
+def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
+    """Count a stream against `KIMI_MAX_STREAMS`; beyond it answer 529 at once, never queue."""
+    limit = state.settings.max_streams
+    if state.active_streams >= limit:
+        raise OverloadedError(
+            f"The proxy is at its limit of {limit} concurrent streams; retry shortly."
+        )
+    state.active_streams += 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            state.active_streams -= 1
+
+    return release
+
+
+def with_local_tool_definitions(
+    request: MessagesRequest, enabled: tuple[str, ...]
+) -> MessagesRequest:
+    """Offer the proxy's local tools that the client did not define itself."""
+    have = {tool.name for tool in request.tools or ()}
+    missing = [Tool.model_validate(t) for t in tool_definitions(enabled) if t["name"] not in have]
+    if not missing:
+        return request
+    return request.model_copy(update={"tools": [*(request.tools or ()), *missing]})
+
+
+async def agent_response(
+    state: ProxyState, stream: bool, upstream_request: UpstreamRequest, context: CallContext
+) -> Response:
+    """Agent mode: the proxy runs its local tools in a loop within this one turn."""
+    assert state.local_tools is not None
+    settings = state.settings
+    loop = AgentLoop(
+        client=state.upstream,
+        tools=state.local_tools,
+        payload=upstream_request.payload,
+        context=context,
+        max_iterations=settings.max_tool_iterations,
+        ping_interval=settings.ping_interval,
+    )
+    translator = StreamTranslator(
+        upstream_request,
+        input_tokens=context.prompt_tokens,
+        local_tools=frozenset(upstream_tool_name(n) for n in state.local_tools.enabled),
+    )
+    if not stream:
+        async with aclosing(loop.events(translator)) as events:
+            return _json(accumulate_message([event async for event in events]))
+    release = acquire_stream_slot(state)
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async with aclosing(loop.events(translator)) as events:
+                async for event in events:
+                    yield encode_event(event)
+        except ProxyError as error:
+            yield render_sse(error)
+
+    async def on_close() -> None:
+        release()
+
+    return EventStreamResponse(body(), on_close=on_close)
 
 
 async def stream_events(

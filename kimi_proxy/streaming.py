@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import anyio
@@ -23,7 +23,7 @@ PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def with_pings(source: AsyncIterator[T], interval: float) -> AsyncIterator[T | None]:
+async def with_pings(source: AsyncIterator[T], interval: float) -> AsyncGenerator[T | None, None]:
     """Items of `source`; `None` whenever it has been silent for `interval` seconds."""
     pending: asyncio.Future[T] | None = None
     try:
@@ -51,6 +51,12 @@ async def with_pings(source: AsyncIterator[T], interval: float) -> AsyncIterator
             aclose = getattr(source, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+
+async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
+    """Run a close even inside a cancelled scope (Starlette cancels on client disconnect)."""
+    with anyio.CancelScope(shield=True):
+        await close()
 
 
 class EventStreamResponse(StreamingResponse):

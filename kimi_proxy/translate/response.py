@@ -37,12 +37,15 @@ def new_message_id() -> str:
 def stop_reason(
     finish_reason: str | None, *, used_tools: bool, matched_stop: str | None
 ) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence). Any emitted tool_use makes it `tool_use`."""
+    """(stop_reason, stop_sequence): `tool_use` exactly when a tool_use block was emitted."""
     if used_tools:
         return "tool_use", None
     if matched_stop is not None:
         return "stop_sequence", matched_stop
-    return STOP_REASON_BY_FINISH.get(finish_reason or "stop", "end_turn"), None
+    reason = STOP_REASON_BY_FINISH.get(finish_reason or "stop", "end_turn")
+    # `tool_use` without a tool_use block (no calls, or all run by agent mode) would leave
+    # the client waiting for calls that never come.
+    return ("end_turn" if reason == "tool_use" else reason), None
 
 
 def matched_stop_sequence(choice: dict[str, Any], stop_sequences: Sequence[str]) -> str | None:

@@ -36,6 +36,7 @@ from typing import Any
 import orjson
 
 from ..errors import error_from_stream_payload
+from .agent_history import LocalCall, encode_transcript
 from .request import UpstreamRequest
 from .response import (
     REASONING_FIELDS,
@@ -70,6 +71,16 @@ class _ToolCall:
 
 
 @dataclass(slots=True)
+class StepResult:
+    """What one upstream call of an agent-mode turn produced, once it ended."""
+
+    events: list[Event]
+    text: str
+    local_calls: list[LocalCall]
+    client_calls: bool
+
+
+@dataclass(slots=True)
 class _Block:
     index: int
     kind: str  # "text" | "thinking" | "tool_use"
@@ -83,10 +94,15 @@ class StreamTranslator:
         "_calls",
         "_finish_reason",
         "_input_estimate",
+        "_last_usage",
+        "_local",
         "_matched_stop",
         "_next_index",
         "_nonce",
         "_open",
+        "_output_tokens",
+        "_step_client_calls",
+        "_step_text",
         "_upstream",
         "_usage",
         "_used_tools",
@@ -94,9 +110,15 @@ class StreamTranslator:
     )
 
     def __init__(
-        self, upstream: UpstreamRequest, *, message_id: str | None = None, input_tokens: int = 0
+        self,
+        upstream: UpstreamRequest,
+        *,
+        message_id: str | None = None,
+        input_tokens: int = 0,
+        local_tools: frozenset[str] = frozenset(),
     ) -> None:
         self._upstream = upstream
+        self._local = local_tools
         self.message_id = message_id or new_message_id()
         self._nonce = new_nonce()
         self._input_estimate = input_tokens
@@ -106,7 +128,11 @@ class StreamTranslator:
         self._finish_reason: str | None = None
         self._matched_stop: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._last_usage: dict[str, Any] | None = None
+        self._output_tokens = 0
         self._used_tools = False
+        self._step_text: list[str] = []
+        self._step_client_calls = False
 
     @property
     def finished(self) -> bool:
@@ -148,6 +174,7 @@ class StreamTranslator:
                     break
             text = delta.get("content")
             if text:
+                self._step_text.append(text)
                 self._append("text", "text_delta", "text", text, events)
             for fragment in delta.get("tool_calls") or ():
                 self._tool_fragment(fragment, events)
@@ -159,16 +186,66 @@ class StreamTranslator:
                 )
         return events
 
-    def finish(self) -> list[Event]:
+    def end_step(self) -> StepResult:
+        """End one upstream call: close what is open, send held client calls, and hand back
+        the local calls (agent mode) for the proxy to run. The message stays open."""
         events: list[Event] = []
         self._close_block(events)
         while self._open_next_held_call(events, allow_unnamed=True):
             self._close_block(events)
+        local_calls = [
+            LocalCall(
+                id=call.upstream_id or f"call_{self._nonce}_{self._next_index}_{key}",
+                name=call.name or UNKNOWN_TOOL,
+                arguments="".join(call.held),
+            )
+            for key, call in sorted(self._calls.items())
+            if call.block is None and call.name in self._local
+        ]
+        result = StepResult(
+            events=events,
+            text="".join(self._step_text),
+            local_calls=local_calls,
+            client_calls=self._step_client_calls,
+        )
+        if self._usage is not None:
+            self._output_tokens += int(self._usage.get("completion_tokens") or 0)
+            self._last_usage = self._usage
+        self._usage = None
+        self._calls = {}
+        self._step_text = []
+        self._step_client_calls = False
+        return result
+
+    def note(self, text: str) -> list[Event]:
+        """A text block of the proxy's own (agent-mode progress), complete at once."""
+        events: list[Event] = []
+        self._close_block(events)
+        self._append("text", "text_delta", "text", text, events)
+        self._close_block(events)
+        return events
+
+    def transcript(self, calls: list[LocalCall]) -> list[Event]:
+        """The `redacted_thinking` block that carries a step's local calls and results."""
+        if not calls:
+            return []
+        events: list[Event] = []
+        self._close_block(events)
+        index = self._next_index
+        self._next_index += 1
+        block = {"type": "redacted_thinking", "data": encode_transcript(calls)}
+        events.append({"type": "content_block_start", "index": index, "content_block": block})
+        events.append({"type": "content_block_stop", "index": index})
+        return events
+
+    def finish(self) -> list[Event]:
+        events = self.end_step().events
         reason, sequence = stop_reason(
             self._finish_reason, used_tools=self._used_tools, matched_stop=self._matched_stop
         )
-        usage = anthropic_usage(self._usage)
-        if self._usage is None:
+        usage = anthropic_usage(self._last_usage)
+        usage["output_tokens"] = self._output_tokens
+        if self._last_usage is None:
             usage["input_tokens"] = self._input_estimate
         events.append(
             {
@@ -212,7 +289,7 @@ class StreamTranslator:
         else:
             assert call is not None
             call.block = index
-            self._used_tools = True
+            self._used_tools = self._step_client_calls = True
             block = {
                 "type": "tool_use",
                 "id": anthropic_tool_id(call.upstream_id, self._nonce),
@@ -262,8 +339,8 @@ class StreamTranslator:
             self._send_held(call, events)
             self._advance_calls(events)
             return
-        if call.name is None:
-            return  # a call opens once its name is known
+        if call.name is None or call.name in self._local:
+            return  # a call opens once its name is known; local calls never open
         if current is not None and not current.arguments_complete():
             return  # the open call is still receiving its arguments: hold this one
         self._close_block(events)
@@ -279,17 +356,21 @@ class StreamTranslator:
         while (
             self._open is not None
             and self._open.call is not None
-            and any(c.block is None and c.name is not None for c in self._calls.values())
+            and any(self._waiting(c) for c in self._calls.values())
             and self._open.call.arguments_complete()
         ):
             self._close_block(events)
             self._open_next_held_call(events, allow_unnamed=False)
 
+    def _waiting(self, call: _ToolCall) -> bool:
+        """A client call, named, not yet started."""
+        return call.block is None and call.name is not None and call.name not in self._local
+
     def _open_next_held_call(self, events: list[Event], *, allow_unnamed: bool) -> bool:
-        """Open the lowest-index call not yet started, sending its held fragments."""
+        """Open the lowest-index client call not yet started, sending its held fragments."""
         for key in sorted(self._calls):
             call = self._calls[key]
-            if call.block is None and (call.name is not None or allow_unnamed):
+            if self._waiting(call) or (allow_unnamed and call.block is None and call.name is None):
                 self._open_block("tool_use", events, call)
                 self._send_held(call, events)
                 return True

@@ -142,6 +142,8 @@ def check_grammar(events: list[Event]) -> list[str]:
                 assert block["input"] == {}
                 assert block["name"]
                 assert block["id"]
+            elif block["type"] == "redacted_thinking":
+                assert block["data"], "redacted_thinking carries its data at start"
             else:
                 assert block == EMPTY_START[block["type"]], block
             thinking_signed = False

@@ -1,0 +1,168 @@
+"""Agent mode: the proxy runs some tools itself, looping model calls within one client turn.
+
+One Anthropic message spans the whole loop: `message_start` once, then per step a progress line,
+the model's own text streamed live as it arrives, the client's tool calls streamed as `tool_use`
+blocks, and — after the proxy has run the step's local calls — a `redacted_thinking` block with
+their transcript (see `translate.agent_history`). The loop ends when the model answers without
+local calls, when it calls a client tool (the client must run it), or at the iteration limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..errors import BadGatewayError
+from ..streaming import close_shielded, with_pings
+from ..translate.agent_history import (
+    STARTING,
+    LocalCall,
+    executing_line,
+    limit_line,
+    thinking_line,
+    tool_line,
+)
+from ..translate.stream import Event, StreamTranslator
+from ..upstream import CallContext, UpstreamClient
+from .sandbox import ToolError
+from .tools import READ_ONLY, LocalTools
+
+PING: Event = {"type": "ping"}
+
+
+@dataclass(slots=True)
+class AgentLoop:
+    client: UpstreamClient
+    tools: LocalTools
+    payload: dict[str, Any]
+    context: CallContext
+    max_iterations: int
+    ping_interval: float
+
+    async def events(self, translator: StreamTranslator) -> AsyncGenerator[Event, None]:
+        """Every event of the turn; raises `ProxyError` on failure (after what was sent)."""
+        for event in translator.start():
+            yield event
+        for event in translator.note(STARTING):
+            yield event
+        messages = list(self.payload["messages"])
+        for step in range(1, self.max_iterations + 1):
+            for event in translator.note(thinking_line(step)):
+                yield event
+            async for event in self._model_call(translator, messages):
+                yield event
+            result = translator.end_step()
+            for event in result.events:
+                yield event
+            if not result.local_calls:
+                break
+            if step == self.max_iterations:
+                for event in translator.note(limit_line(self.max_iterations)):
+                    yield event
+                break
+            names = [call.name for call in result.local_calls]
+            for event in translator.note(executing_line(names)):
+                yield event
+            done: list[LocalCall] = []
+            async for item in self._run_calls(result.local_calls, translator):
+                if isinstance(item, LocalCall):
+                    done.append(item)
+                else:
+                    yield item
+            for event in translator.transcript(done):
+                yield event
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": result.text or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.arguments},
+                        }
+                        for c in done
+                    ],
+                }
+            )
+            messages += [
+                {
+                    "role": "tool",
+                    "tool_call_id": c.id,
+                    "content": (f"Error: {c.result}" if c.is_error else c.result)
+                    or "(empty result)",
+                }
+                for c in done
+            ]
+            if result.client_calls:
+                break  # the client runs its own calls; the model continues next turn
+        for event in translator.finish():
+            yield event
+
+    async def _model_call(
+        self, translator: StreamTranslator, messages: list[dict[str, Any]]
+    ) -> AsyncIterator[Event]:
+        payload = {
+            **self.payload,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        response = await self.client.open(payload, self.context)
+        try:
+            async with contextlib.aclosing(
+                with_pings(self.client.chunks(response), self.ping_interval)
+            ) as chunks:
+                async for chunk in chunks:
+                    if chunk is None:
+                        yield PING
+                        continue
+                    for event in translator.feed(chunk):
+                        yield event
+        finally:
+            await close_shielded(response.aclose)
+        if not translator.finished:
+            raise BadGatewayError("The provider closed the stream before finishing the step.")
+
+    async def _run_calls(
+        self, calls: list[LocalCall], translator: StreamTranslator
+    ) -> AsyncIterator[Event | LocalCall]:
+        """Run the calls in order; consecutive read-only calls run concurrently."""
+        total = len(calls)
+        position = 0
+        while position < total:
+            batch = [calls[position]]
+            if calls[position].name in READ_ONLY:
+                while (
+                    position + len(batch) < total and calls[position + len(batch)].name in READ_ONLY
+                ):
+                    batch.append(calls[position + len(batch)])
+            for offset, call in enumerate(batch):
+                for event in translator.note(tool_line(call.name, position + offset + 1, total)):
+                    yield event
+            for finished in await asyncio.gather(*(self._run_one(c) for c in batch)):
+                yield finished
+            position += len(batch)
+
+    async def _run_one(self, call: LocalCall) -> LocalCall:
+        try:
+            args = orjson.loads(call.arguments or "{}")
+            if not isinstance(args, dict):
+                raise ToolError("Tool arguments must be a JSON object.")
+            output = await self.tools.run(call.name, args)
+            return LocalCall(call.id, call.name, call.arguments, output, False)
+        except orjson.JSONDecodeError:
+            return LocalCall(
+                call.id, call.name, call.arguments, "Tool arguments are not valid JSON.", True
+            )
+        except ToolError as exc:
+            return LocalCall(call.id, call.name, call.arguments, str(exc), True)
+        except OSError as exc:
+            return LocalCall(
+                call.id, call.name, call.arguments, f"{type(exc).__name__}: {exc}", True
+            )

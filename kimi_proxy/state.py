@@ -1,0 +1,18 @@
+"""Per-process state shared by the routes. Nothing here is per-conversation: workers are
+stateless and scale out behind any load balancer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .agent.tools import LocalTools
+from .config import Settings
+from .upstream import UpstreamClient
+
+
+@dataclass(slots=True)
+class ProxyState:
+    settings: Settings
+    upstream: UpstreamClient
+    local_tools: LocalTools | None = None
+    active_streams: int = 0
