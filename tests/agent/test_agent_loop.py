@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-
 from support.proxy import Harness, proxy_for
 from support.sse_client import BASIC, parse_sse
 from support.streams import check_grammar
