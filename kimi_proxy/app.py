@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,6 +24,8 @@ from .agent.sandbox import Sandbox
 from .agent.tools import LocalTools, parse_tool_names
 from .config import Settings
 from .errors import ApiError, InvalidRequestError, NotFoundError, ProxyError, render_json
+from .observability import Metrics, ObservabilityMiddleware, request_record
+from .security import SecurityMiddleware
 from .state import ProxyState
 from .upstream import UpstreamClient
 
@@ -52,8 +56,15 @@ def error_response(error: ProxyError) -> Response:
     )
 
 
+def _note_error(request: Request, error: ProxyError) -> None:
+    record = request_record(request.scope.get("state", {}))
+    if record is not None:
+        record.error_type = error.error_type
+
+
 async def _proxy_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ProxyError)
+    _note_error(request, exc)
     return error_response(exc)
 
 
@@ -71,9 +82,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(
-        ApiError(f"Internal proxy error ({type(exc).__name__}); see the proxy log.")
-    )
+    error = ApiError(f"Internal proxy error ({type(exc).__name__}); see the proxy log.")
+    _note_error(request, error)
+    return error_response(error)
 
 
 def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Starlette:
@@ -93,6 +104,7 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
             retry_budget=settings.retry_budget,
         ),
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
+        metrics=Metrics(),
     )
 
     @asynccontextmanager
@@ -103,7 +115,29 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
             if owns_client:
                 await client.aclose()
 
+    metrics = state.metrics
+    middleware = [Middleware(ObservabilityMiddleware, metrics=metrics)]
+    if settings.cors_origin_list:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origin_list,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                expose_headers=["request-id"],
+                max_age=600,
+            )
+        )
+    middleware.append(
+        Middleware(
+            SecurityMiddleware,
+            allowed_hosts=settings.allowed_host_list,
+            cors_origins=settings.cors_origin_list,
+            auth_token=settings.auth_token.get_secret_value() if settings.auth_token else None,
+        )
+    )
     app = Starlette(
+        middleware=middleware,
         routes=[
             Route("/v1/messages", routes.create_message, methods=["POST"]),
             Route("/v1/messages/count_tokens", routes.count_tokens, methods=["POST"]),
@@ -111,6 +145,7 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
             Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
             Route("/api/hello", routes.hello, methods=["GET", "HEAD"]),
+            Route("/metrics", routes.metrics, methods=["GET"]),
         ],
         exception_handlers={
             ProxyError: _proxy_error,

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from .config import Settings, load_settings
+from .observability import DEFAULT_DEBUG_LOG, setup_logging
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -67,9 +68,9 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    secrets = [s.get_secret_value() for s in (settings.api_key, settings.auth_token) if s]
+    log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
+    setup_logging(settings.log_level, log_file, secrets)
     if not settings.has_api_key:
         logging.getLogger("kimi_proxy").warning(
             "no provider API key configured: set GROQ_API_KEY or KIMI_API_KEY "

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=_env("log_level", "KIMI_LOG_LEVEL"))
     debug: bool = Field(False, validation_alias=_env("debug", "KIMI_DEBUG"))
 
+    body_timeout: float = Field(
+        30.0, gt=0, validation_alias=_env("body_timeout", "KIMI_BODY_TIMEOUT")
+    )
+
     @field_validator("local_tools")
     @classmethod
     def _known_local_tools(cls, value: str) -> str:
@@ -84,12 +88,28 @@ class Settings(BaseSettings):
         return ModelRouter.default_rules(self.model, self.small_model)
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        return _comma_list(self.cors_origins)
+
+    @property
+    def allowed_host_list(self) -> list[str]:
+        """Extra allowed `Host` names; binding beyond loopback allows any unless listed."""
+        hosts = _comma_list(self.allowed_hosts)
+        if not hosts and self.host not in ("127.0.0.1", "localhost", "::1"):
+            return ["*"]
+        return hosts
+
+    @property
     def chat_completions_url(self) -> str:
         return self.upstream_url.rstrip("/") + "/chat/completions"
 
     @property
     def has_api_key(self) -> bool:
         return self.api_key is not None and bool(self.api_key.get_secret_value().strip())
+
+
+def _comma_list(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

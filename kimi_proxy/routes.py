@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -9,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -26,6 +29,7 @@ from .errors import (
     RequestTooLargeError,
     render_sse,
 )
+from .observability import NO_RECORD, LazyJson, RequestRecord, request_record
 from .protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
@@ -49,6 +53,7 @@ from .translate.tools import upstream_tool_name
 from .upstream import CallContext, UpstreamClient
 
 M = TypeVar("M", bound=BaseModel)
+flow_log = logging.getLogger("kimi_proxy.flow")
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
@@ -56,21 +61,25 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def read_json_body(request: Request, limit: int) -> Any:
-    """The request body as JSON, refusing bodies over `limit` bytes before reading them all."""
+async def read_json_body(request: Request, limit: int, timeout: float) -> Any:
+    """The request body as JSON: at most `limit` bytes (refused before reading them all),
+    arriving within `timeout` seconds (a slow sender cannot hold a worker)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestTooLargeError(f"Request body is {declared} bytes; the limit is {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidRequestError("The client disconnected while sending the body.") from None
+    except TimeoutError:
+        raise InvalidRequestError(f"The request body took over {timeout:g} s to arrive.") from None
     body = b"".join(chunks)
     if not body:
         raise InvalidRequestError("Request body is empty; send a JSON object.")
@@ -81,7 +90,8 @@ async def read_json_body(request: Request, limit: int) -> Any:
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
-    data = await read_json_body(request, request.app.state.proxy.settings.max_body_bytes)
+    settings = request.app.state.proxy.settings
+    data = await read_json_body(request, settings.max_body_bytes, settings.body_timeout)
     if not isinstance(data, dict):
         raise InvalidRequestError("Request body must be a JSON object.")
     try:
@@ -93,7 +103,11 @@ async def parse_body(request: Request, model: type[M]) -> M:
 async def create_message(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
     settings = state.settings
+    record = request_record(request.scope["state"])
     message_request = await parse_body(request, MessagesRequest)
+    if record is not None:
+        record.stream = message_request.stream
+        record.model_asked = message_request.model
     if not settings.has_api_key:
         raise AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
     if state.local_tools is not None:
@@ -105,20 +119,29 @@ async def create_message(request: Request) -> Response:
         max_output_tokens=settings.max_output_tokens,
     )
     prompt_tokens = estimate_tokens(upstream_request.payload)
+    if record is not None:
+        record.model_used = upstream_request.upstream_model
+    flow_log.debug("upstream request: %s", LazyJson(upstream_request.payload))
     context = CallContext(
         model=upstream_request.upstream_model,
         prompt_tokens=prompt_tokens,
         context_window=upstream_request.limits.context_window,
     )
     client = state.upstream
+    on_retry = record.count_retry if record is not None else None
     if state.local_tools is not None:
-        return await agent_response(state, message_request.stream, upstream_request, context)
+        return await agent_response(
+            state, message_request.stream, upstream_request, context, record
+        )
     if not message_request.stream:
-        completion = await client.complete(upstream_request.payload, context)
-        return _json(openai_to_anthropic_message(completion, upstream_request))
+        completion = await client.complete(upstream_request.payload, context, on_retry)
+        message = openai_to_anthropic_message(completion, upstream_request)
+        if record is not None:
+            record.tokens(message["usage"])
+        return _json(message)
     release = acquire_stream_slot(state)
     try:
-        upstream_response = await client.open(upstream_request.payload, context)
+        upstream_response = await client.open(upstream_request.payload, context, on_retry)
     except BaseException:
         release()
         raise
@@ -127,8 +150,9 @@ async def create_message(request: Request) -> Response:
         release()
         await upstream_response.aclose()
 
+    translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
     events = stream_events(
-        client, upstream_response, upstream_request, prompt_tokens, settings.ping_interval
+        client, upstream_response, translator, settings.ping_interval, record or NO_RECORD
     )
     return EventStreamResponse(events, on_close=on_close)
 
@@ -141,6 +165,7 @@ def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
             f"The proxy is at its limit of {limit} concurrent streams; retry shortly."
         )
     state.active_streams += 1
+    state.metrics.active_streams.inc()
     released = False
 
     def release() -> None:
@@ -148,6 +173,7 @@ def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
         if not released:
             released = True
             state.active_streams -= 1
+            state.metrics.active_streams.dec()
 
     return release
 
@@ -164,7 +190,11 @@ def with_local_tool_definitions(
 
 
 async def agent_response(
-    state: ProxyState, stream: bool, upstream_request: UpstreamRequest, context: CallContext
+    state: ProxyState,
+    stream: bool,
+    upstream_request: UpstreamRequest,
+    context: CallContext,
+    record: RequestRecord | None,
 ) -> Response:
     """Agent mode: the proxy runs its local tools in a loop within this one turn."""
     assert state.local_tools is not None
@@ -184,15 +214,22 @@ async def agent_response(
     )
     if not stream:
         async with aclosing(loop.events(translator)) as events:
-            return _json(accumulate_message([event async for event in events]))
+            message = accumulate_message([event async for event in events])
+        if record is not None:
+            record.tokens(message["usage"])
+        return _json(message)
     release = acquire_stream_slot(state)
 
     async def body() -> AsyncIterator[bytes]:
         try:
             async with aclosing(loop.events(translator)) as events:
                 async for event in events:
+                    if event["type"] == "message_delta" and record is not None:
+                        record.tokens(event["usage"])
                     yield encode_event(event)
         except ProxyError as error:
+            if record is not None:
+                record.error_type = error.error_type
             yield render_sse(error)
 
     async def on_close() -> None:
@@ -204,12 +241,12 @@ async def agent_response(
 async def stream_events(
     client: UpstreamClient,
     response: httpx.Response,
-    upstream_request: UpstreamRequest,
-    prompt_tokens: int,
+    translator: StreamTranslator,
     ping_interval: float,
+    record: RequestRecord,
 ) -> AsyncIterator[bytes]:
     """The SSE body: translated events, pings while the provider is silent, errors as events."""
-    translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
+    debug = flow_log.isEnabledFor(logging.DEBUG)
     yield encode_events(translator.start())
     try:
         async with aclosing(with_pings(client.chunks(response), ping_interval)) as chunks:
@@ -218,14 +255,22 @@ async def stream_events(
                     yield PING_FRAME
                     continue
                 events = translator.feed(chunk)
+                if debug:
+                    flow_log.debug("chunk %s -> events %s", LazyJson(chunk), LazyJson(events))
                 if events:
+                    if record.ttft_ms is None:
+                        record.first_token()
                     yield encode_events(events)
         if not translator.finished:
             raise BadGatewayError(
                 "The provider closed the stream before finishing the message; try again."
             )
-        yield encode_events(translator.finish())
+        closing = translator.finish()
+        record.tokens(closing[-2]["usage"])
+        yield encode_events(closing)
     except ProxyError as error:
+        record.error_type = error.error_type
+        flow_log.debug("stream error: %s", error.message)
         yield render_sse(error)
 
 
@@ -284,6 +329,12 @@ async def health(request: Request) -> Response:
             "time": time.time(),
         }
     )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    registry = request.app.state.proxy.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
 async def hello(request: Request) -> Response:

@@ -3,10 +3,11 @@ stateless and scale out behind any load balancer."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .agent.tools import LocalTools
 from .config import Settings
+from .observability import Metrics
 from .upstream import UpstreamClient
 
 
@@ -15,4 +16,5 @@ class ProxyState:
     settings: Settings
     upstream: UpstreamClient
     local_tools: LocalTools | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     active_streams: int = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,9 +86,13 @@ class UpstreamClient:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._max_retries = max_retries
         self._retry_budget = retry_budget
-        self.retries = 0  # attempts beyond the first, over the client's life (for metrics)
 
-    async def open(self, payload: dict[str, Any], context: CallContext) -> httpx.Response:
+    async def open(
+        self,
+        payload: dict[str, Any],
+        context: CallContext,
+        on_retry: Callable[[], None] | None = None,
+    ) -> httpx.Response:
         """Send the request (retrying connect errors, 429 and 5xx); a 2xx response, unread.
 
         Raises the mapped `ProxyError` once retries are exhausted.
@@ -104,7 +108,8 @@ class UpstreamClient:
             async for attempt in retrying:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
-                        self.retries += 1
+                        if on_retry is not None:
+                            on_retry()
                         log.info(
                             "retrying the provider (attempt %d)", attempt.retry_state.attempt_number
                         )
@@ -141,9 +146,14 @@ class UpstreamClient:
         status = response.status_code
         raise UpstreamFailure(error, retryable=status == 429 or status >= 500)
 
-    async def complete(self, payload: dict[str, Any], context: CallContext) -> dict[str, Any]:
+    async def complete(
+        self,
+        payload: dict[str, Any],
+        context: CallContext,
+        on_retry: Callable[[], None] | None = None,
+    ) -> dict[str, Any]:
         """A non-streaming completion as a dict."""
-        response = await self.open(payload, context)
+        response = await self.open(payload, context, on_retry)
         try:
             data = await response.aread()
         except httpx.HTTPError as exc:

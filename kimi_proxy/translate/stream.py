@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from ..errors import error_from_stream_payload
+from ..errors import ApiError, error_from_stream_payload
 from .agent_history import LocalCall, encode_transcript
 from .request import UpstreamRequest
 from .response import (
@@ -64,10 +64,15 @@ class _ToolCall:
     closed: bool = False
 
     def arguments_complete(self) -> bool:
+        """The arguments sent so far form a JSON object (nothing yet: not complete)."""
         try:
             return isinstance(orjson.loads("".join(self.sent)), dict)
         except orjson.JSONDecodeError:
             return False
+
+    def arguments_broken(self) -> bool:
+        """Ended with arguments that are not a JSON object (none at all means `{}`)."""
+        return bool("".join(self.sent).strip()) and not self.arguments_complete()
 
 
 @dataclass(slots=True)
@@ -193,6 +198,14 @@ class StreamTranslator:
         self._close_block(events)
         while self._open_next_held_call(events, allow_unnamed=True):
             self._close_block(events)
+        broken = [
+            c.name for c in self._calls.values() if c.block is not None and c.arguments_broken()
+        ]
+        if broken:
+            raise ApiError(
+                f"The provider sent a call to {broken[0]} whose arguments are not valid JSON "
+                "(they never closed); try again."
+            )
         local_calls = [
             LocalCall(
                 id=call.upstream_id or f"call_{self._nonce}_{self._next_index}_{key}",

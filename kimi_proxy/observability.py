@@ -1,0 +1,191 @@
+"""The operator's view: one structured log line per request, Prometheus metrics, a debug log.
+
+`ObservabilityMiddleware` (pure ASGI) gives each request a `RequestRecord` (in
+`scope["state"]`), a `request-id` response header, and — when the response has finished,
+streams included — one JSON log line and its metrics. Routes fill in what only they know:
+the models, time to first token, tokens and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("kimi_proxy.access")
+DEFAULT_DEBUG_LOG = Path("/tmp/kimi_streaming_debug.log")
+_KEY_PATTERN = re.compile(r"(gsk_|sk-)[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.monotonic)
+    stream: bool | None = None
+    model_asked: str | None = None
+    model_used: str | None = None
+    status: int = 0
+    error_type: str | None = None
+    ttft_ms: float | None = None
+    latency_ms: float = 0.0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    retries: int = 0
+
+    def count_retry(self) -> None:
+        self.retries += 1
+
+    def tokens(self, usage: dict[str, Any]) -> None:
+        self.input_tokens = usage.get("input_tokens")
+        self.output_tokens = usage.get("output_tokens")
+
+    def first_token(self) -> None:
+        if self.ttft_ms is None:
+            self.ttft_ms = round((time.monotonic() - self.started) * 1000, 2)
+
+    def as_json(self) -> bytes:
+        data = asdict(self)
+        del data["started"]
+        return orjson.dumps(data)
+
+
+NO_RECORD = RequestRecord("", "", "")  # for callers outside the middleware (tests, tools)
+
+
+class LazyJson:
+    """Serialised only if a debug line is actually written."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __str__(self) -> str:
+        return orjson.dumps(self.value, default=str).decode()
+
+
+class Metrics:
+    """Prometheus metrics in a registry of the app's own (so test apps never collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "kimi_requests", "Requests by path and status", ["path", "status"], registry=r
+        )
+        self.errors = Counter("kimi_errors", "Errors by Anthropic error type", ["type"], registry=r)
+        self.active_streams = Gauge("kimi_active_streams", "Streams in flight", registry=r)
+        self.latency = Histogram(
+            "kimi_request_seconds",
+            "Request latency",
+            ["path"],
+            registry=r,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+        )
+        self.ttft = Histogram(
+            "kimi_ttft_seconds",
+            "Time to first token",
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.tokens = Counter("kimi_tokens", "Tokens by direction", ["direction"], registry=r)
+        self.retries = Counter("kimi_upstream_retries", "Upstream retries", registry=r)
+
+    def observe(self, record: RequestRecord) -> None:
+        self.requests.labels(record.path, str(record.status)).inc()
+        self.latency.labels(record.path).observe(record.latency_ms / 1000)
+        if record.error_type:
+            self.errors.labels(record.error_type).inc()
+        if record.ttft_ms is not None:
+            self.ttft.observe(record.ttft_ms / 1000)
+        if record.input_tokens:
+            self.tokens.labels("in").inc(record.input_tokens)
+        if record.output_tokens:
+            self.tokens.labels("out").inc(record.output_tokens)
+        if record.retries:
+            self.retries.inc(record.retries)
+
+
+class ObservabilityMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        record = RequestRecord(f"req_{secrets.token_hex(12)}", scope["method"], scope["path"])
+        scope.setdefault("state", {})["record"] = record
+        header = (b"request-id", record.request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
+            self.metrics.observe(record)
+            if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
+                access_log.info("%s", record.as_json().decode())
+
+
+class RedactSecrets(logging.Filter):
+    """Replace API keys and tokens in every log record with `[REDACTED]`."""
+
+    def __init__(self, secrets_to_hide: list[str]) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets_to_hide if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _KEY_PATTERN.sub("[REDACTED]", message)
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "[REDACTED]")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def setup_logging(level: str, log_file: Path | None, secrets_to_hide: list[str]) -> None:
+    """Console logging at `level`; with `log_file`, a rotated debug log of the full event flow.
+    Every handler redacts secrets."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if log_file else level.upper())
+    redact = RedactSecrets(secrets_to_hide)
+    console = logging.StreamHandler()
+    console.setLevel(level.upper())
+    console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handlers: list[logging.Handler] = [console]
+    if log_file:
+        rotating = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=20_000_000, backupCount=3, encoding="utf-8"
+        )
+        rotating.setLevel(logging.DEBUG)
+        rotating.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handlers.append(rotating)
+    for handler in handlers:
+        handler.addFilter(redact)
+        root.addHandler(handler)
+    for noisy in ("httpcore", "httpx", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def request_record(scope_state: dict[str, Any]) -> RequestRecord | None:
+    record = scope_state.get("record")
+    return record if isinstance(record, RequestRecord) else None

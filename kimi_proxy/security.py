@@ -1,0 +1,92 @@
+"""Security at the door, as pure ASGI middleware (it never hides the client's disconnect).
+
+* `Host` must be an allowed host: loopback names by default, so a DNS-rebinding page cannot
+  reach a local proxy; add names with `KIMI_ALLOWED_HOSTS` (`*` allows any).
+* A browser request (it carries `Origin`) is refused unless the origin is listed in
+  `KIMI_CORS_ORIGINS`: web pages cannot drive the proxy behind the user's back. CORS itself
+  (preflight included) is Starlette's `CORSMiddleware`, added only for listed origins.
+* With `KIMI_PROXY_AUTH_TOKEN` set, every request but `GET /health` must carry it as
+  `x-api-key` or `Authorization: Bearer`, compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import AuthenticationError, PermissionDeniedError, ProxyError, render_json
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+OPEN_PATHS = frozenset({"/health"})
+
+
+def _host_name(host: str) -> str:
+    if host.startswith("["):  # [::1]:8090
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class SecurityMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        allowed_hosts: list[str],
+        cors_origins: list[str],
+        auth_token: str | None,
+    ) -> None:
+        self.app = app
+        self.any_host = "*" in allowed_hosts
+        self.allowed_hosts = {h.lower() for h in (*LOOPBACK_NAMES, *allowed_hosts)}
+        self.cors_origins = set(cors_origins)
+        self.token = auth_token.encode() if auth_token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = self._check(scope)
+        if error is None:
+            await self.app(scope, receive, send)
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": render_json(error)})
+
+    def _check(self, scope: Scope) -> ProxyError | None:
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        if not self.any_host and _host_name(host) not in self.allowed_hosts:
+            return PermissionDeniedError(
+                f"Host {host!r} is not allowed. Add it to KIMI_ALLOWED_HOSTS to serve it."
+            )
+        origin = headers.get(b"origin")
+        if origin is not None and origin.decode("latin-1") not in self.cors_origins:
+            return PermissionDeniedError(
+                "Requests from web pages are refused. List the page's origin in "
+                "KIMI_CORS_ORIGINS to allow it."
+            )
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            if scope["method"] == "OPTIONS" and origin is not None:
+                return None  # CORS preflight: answered by CORSMiddleware, carries no token
+            if not self._authorized(headers):
+                return AuthenticationError(
+                    "Missing or wrong proxy token: send KIMI_PROXY_AUTH_TOKEN as x-api-key or "
+                    "as Authorization: Bearer."
+                )
+        return None
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        assert self.token is not None
+        candidates = [headers.get(b"x-api-key", b"")]
+        authorization = headers.get(b"authorization", b"")
+        if authorization[:7].lower() == b"bearer ":
+            candidates.append(authorization[7:].strip())
+        results = [hmac.compare_digest(c, self.token) for c in candidates]
+        return any(results)

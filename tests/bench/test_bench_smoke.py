@@ -1,0 +1,54 @@
+"""The benchmark's workload is Claude-Code-shaped and valid (fast: no servers, no benchmark)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.workload import anthropic_request, openai_request  # noqa: E402
+from kimi_proxy.protocol.anthropic import MessagesRequest, ToolResultBlock  # noqa: E402
+
+
+def test_request_has_claude_code_size_and_shape() -> None:
+    body = anthropic_request()
+    size = len(orjson.dumps(body))
+    assert 45_000 <= size <= 55_000
+    assert body["stream"] is True
+    assert len(body["system"]) == 3
+    assert len(body["tools"]) == 12
+    assert all(tool["input_schema"]["type"] == "object" for tool in body["tools"])
+    assert sum(len(orjson.dumps(tool["input_schema"])) for tool in body["tools"]) > 10_000
+    roles = [m["role"] for m in body["messages"]]
+    assert roles[0] == "user" and roles[-1] == "user" and "assistant" in roles
+    results = [
+        block
+        for message in body["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block["type"] == "tool_result"
+    ]
+    assert len(results) >= 2
+
+
+def test_request_validates_as_a_messages_request() -> None:
+    parsed = MessagesRequest.model_validate(anthropic_request())
+    assert parsed.tools is not None and len(parsed.tools) == 12
+    assert isinstance(parsed.system, list) and len(parsed.system) == 3
+    blocks = [b for m in parsed.messages if isinstance(m.content, list) for b in m.content]
+    assert any(isinstance(b, ToolResultBlock) for b in blocks)
+
+
+def test_generator_is_deterministic_and_direct_body_is_comparable() -> None:
+    body = anthropic_request(stream=False)
+    assert body == anthropic_request(stream=False)
+    translated = openai_request(body)
+    assert translated["stream"] is False
+    assert any(m["role"] == "tool" for m in translated["messages"])
+    ratio = len(orjson.dumps(translated)) / len(orjson.dumps(body))
+    assert 0.8 <= ratio <= 1.2

@@ -1,0 +1,187 @@
+"""The real Claude Code CLI, headless, through the real proxy, to the scripted model.
+
+Each test checks what Claude Code reports (its stream-json output), what it left on disk, and
+what the provider saw (the OpenAI requests the proxy sent to the scripted upstream).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support.claude import RunClaude
+from support.model import (
+    LONG_PIECES,
+    LONG_TEXT,
+    MISSING_FILE,
+    OFF_SCRIPT,
+    ScriptedModel,
+    always,
+    fail_first,
+    outage,
+    rate_limited,
+)
+from support.proxy import proxy_for
+
+pytestmark = pytest.mark.e2e
+
+
+def tool_names(body: dict[str, Any]) -> list[str]:
+    return [t["function"]["name"] for t in body.get("tools", [])]
+
+
+def tool_messages_after_last_call(body: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The ids of the last assistant message's tool calls, and the tool messages after it."""
+    messages = body["messages"]
+    index = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+    ids = [c["id"] for c in messages[index].get("tool_calls") or []]
+    return ids, [m for m in messages[index + 1 :] if m["role"] == "tool"]
+
+
+def test_long_streamed_answer_arrives_intact(claude: RunClaude) -> None:
+    assert len(LONG_TEXT) > 20_000
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-LONG: tell me a long story", "--include-partial-messages")
+    run.assert_success(LONG_TEXT)
+    texts = [b["text"] for b in run.assistant_blocks if b["type"] == "text"]
+    assert texts == [LONG_TEXT]
+    # It streamed: Claude Code saw the text arrive in many deltas, in one well-formed message.
+    events = [line["event"] for line in run.of_type("stream_event")]
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds[:3] + kinds[-3:]
+    assert kinds.count("content_block_start") == 1
+    deltas = [e["delta"]["text"] for e in events if e["type"] == "content_block_delta"]
+    assert len(deltas) > LONG_PIECES // 2
+    assert "".join(deltas) == LONG_TEXT
+    [body] = proxy.upstream.bodies
+    assert body["stream"] is True
+    assert body["model"] == "kimi-big"
+    assert proxy.upstream.requests[0].finished
+
+
+@pytest.mark.parametrize("provider", [None, "groq"])
+def test_write_edit_bash_and_a_failed_read(
+    claude: RunClaude, project: Path, provider: str | None
+) -> None:
+    overrides = {"provider": provider} if provider else {}
+    with proxy_for(ScriptedModel(), **overrides) as proxy:
+        run = claude(proxy.url, "E2E-FILES: make notes, change them, run a command")
+    run.assert_success("Done. Bash printed e2e-42; reading the missing file failed.")
+
+    # What Claude Code did: four tools, in order; the file is there, edited.
+    assert [u["name"] for u in run.tool_uses] == ["Write", "Edit", "Bash", "Read"]
+    assert (project / "notes.txt").read_text() == "alpha\ngamma\n"
+    results = {r["tool_use_id"]: r for r in run.tool_results}
+    read_use = run.tool_uses[3]
+    assert read_use["input"]["file_path"] == f"{project}/{MISSING_FILE}"
+    assert results[read_use["id"]].get("is_error") is True
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", u["id"]) for u in run.tool_uses)
+
+    # What the provider saw: one request per step, each result after the call that made it.
+    bodies = proxy.upstream.bodies
+    assert len(bodies) == 5, [tool_names(b) for b in bodies]
+    for step, body in enumerate(bodies[1:], start=1):
+        ids, tools = tool_messages_after_last_call(body)
+        assert [m["tool_call_id"] for m in tools] == ids and len(ids) == 1, step
+        if provider == "groq":
+            assert all(re.fullmatch(r"functions\.\w+:\d+", i) for i in ids), ids
+    _, [bash_result] = tool_messages_after_last_call(bodies[3])
+    assert "e2e-42" in bash_result["content"]
+    _, [read_result] = tool_messages_after_last_call(bodies[4])
+    assert read_result["content"].startswith("Error:"), read_result
+    assert all(b["model"] == "kimi-big" for b in bodies)
+
+
+def test_two_tool_calls_in_one_turn(claude: RunClaude, project: Path) -> None:
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-PARALLEL: do two things")
+    run.assert_success("Both done: second-2.")
+    assert (project / "first.txt").read_text() == "first\n"
+
+    # Claude Code got both calls in one message, after the text that came first.
+    uses = run.tool_uses
+    assert [u["name"] for u in uses] == ["Write", "Bash"]
+    messages = {line["message"]["id"] for line in run.of_type("assistant")[:3]}
+    assert len(messages) == 1, "the text and both calls belong to one assistant message"
+    assert run.assistant_blocks[0] == {"type": "text", "text": "Doing two things at once."}
+    assert {r["tool_use_id"] for r in run.tool_results} == {u["id"] for u in uses}
+
+    # The provider got both results back, in call order, right after the calls.
+    bodies = proxy.upstream.bodies
+    assert len(bodies) == 2
+    messages_sent = bodies[1]["messages"]
+    index = max(i for i, m in enumerate(messages_sent) if m["role"] == "assistant")
+    call_ids = [c["id"] for c in messages_sent[index]["tool_calls"]]
+    assert len(call_ids) == 2 and len(set(call_ids)) == 2
+    following = messages_sent[index + 1 : index + 3]
+    assert [m["role"] for m in following] == ["tool", "tool"]
+    assert [m["tool_call_id"] for m in following] == call_ids
+    assert "first.txt" in following[0]["content"]
+    assert "second-2" in following[1]["content"]
+
+
+def test_tool_search_loads_a_deferred_tool(claude: RunClaude, project: Path) -> None:
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-NOTEBOOK: fix my notebook")
+    result = run.assert_success()
+    assert result["result"].startswith("Notebook edited"), run.describe()
+    assert OFF_SCRIPT not in result["result"]
+    assert [u["name"] for u in run.tool_uses] == ["Write", "Read", "ToolSearch", "NotebookEdit"]
+    assert not any(r.get("is_error") for r in run.tool_results), run.tool_results
+    notebook = json.loads((project / "nb.ipynb").read_text())
+    assert "".join(notebook["cells"][0]["source"]) == "print('after')"
+
+    bodies = proxy.upstream.bodies
+    assert len(bodies) == 5
+    # Requests 0-2 come before the ToolSearch result; 3 and 4 after it.
+    assert ["NotebookEdit" in tool_names(b) for b in bodies] == [False, False, False, True, True]
+    assert not any("DeferredToolPlaceholder" in tool_names(b) for b in bodies)
+    ids, [search_result] = tool_messages_after_last_call(bodies[3])
+    assert search_result["tool_call_id"] == ids[0]
+    assert "NotebookEdit" in search_result["content"]
+    assert "notebook_path" in search_result["content"], "the reference shows the definition"
+    [notebook_edit] = [t for t in bodies[3]["tools"] if t["function"]["name"] == "NotebookEdit"]
+    assert "notebook_path" in notebook_edit["function"]["parameters"]["properties"]
+
+
+def test_model_haiku_reaches_the_small_model(claude: RunClaude) -> None:
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-HELLO: hi", "--model", "haiku")
+    run.assert_success("Hello from the scripted model.")
+    assert "haiku" in run.init["model"]
+    models = [b["model"] for b in proxy.upstream.bodies]
+    assert models and all(m == "kimi-small" for m in models), models
+
+
+@pytest.mark.parametrize("proxy_retries", [0, 2], ids=["client-retries", "proxy-retries"])
+def test_rate_limited_once_then_the_session_completes(
+    claude: RunClaude, proxy_retries: int
+) -> None:
+    model = ScriptedModel(failures=fail_first(1, lambda: rate_limited("1")))
+    with proxy_for(model, max_retries=proxy_retries) as proxy:
+        run = claude(proxy.url, "E2E-HELLO: hi", CLAUDE_CODE_MAX_RETRIES="2")
+    run.assert_success("Hello from the scripted model.")
+    assert len(proxy.upstream.requests) == 2
+    if proxy_retries:
+        assert run.retries == [], "the proxy retried; Claude Code never saw the 429"
+    else:
+        [retry] = run.retries
+        assert retry["error_status"] == 429, retry
+    assert run.seconds < 30
+
+
+def test_provider_down_for_good_ends_with_the_proxys_message(claude: RunClaude) -> None:
+    with proxy_for(ScriptedModel(failures=always(outage)), max_retries=1) as proxy:
+        run = claude(proxy.url, "E2E-HELLO: hi", CLAUDE_CODE_MAX_RETRIES="1", timeout=90)
+    result = run.result
+    assert run.returncode != 0, run.describe()
+    assert result["is_error"] is True
+    assert result["api_error_status"] == 500, run.describe()
+    assert "The provider failed with HTTP 500: scripted provider outage" in result["result"]
+    # Claude Code tried twice (CLAUDE_CODE_MAX_RETRIES=1); the proxy twice per try (max_retries=1).
+    assert len(run.retries) == 1
+    assert len(proxy.upstream.requests) == 4
+    assert run.seconds < 30, run.describe()

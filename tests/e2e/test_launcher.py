@@ -1,0 +1,166 @@
+"""The one-command launchers (`./kimi.sh`, `kimi-proxy code`) with the real Claude Code CLI.
+
+The launcher finds `claude` on PATH (a symlink to the pinned CLI), starts the proxy against the
+scripted upstream unless one answers already, runs Claude Code and stops what it started.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from support.claude import headless_args, hermetic_env, run_claude
+from support.model import ScriptedModel
+from support.proxy import proxy_for
+from support.upstream import ScriptedUpstream, free_port, scripted_upstream
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+KIMI_SH = REPO / "kimi.sh"
+HELLO = "Hello from the scripted model."
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def venv(tmp_path: Path) -> Path:
+    """A KIMI_VENV that kimi.sh accepts as set up: it runs this test run's kimi-proxy.
+
+    Its stamp is newer than pyproject.toml, so kimi.sh does not reinstall anything, and the
+    developer's own venv is left untouched.
+    """
+    path = tmp_path / "venv"
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "kimi-proxy").symlink_to(Path(sys.prefix) / "bin" / "kimi-proxy")
+    (path / ".kimi-proxy-installed").touch()
+    return path
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path, claude_bin: Path) -> Path:
+    """A PATH entry where `claude` is the pinned CLI."""
+    path = tmp_path / "bin"
+    path.mkdir()
+    (path / "claude").symlink_to(claude_bin)
+    return path
+
+
+@pytest.fixture
+def upstream() -> Iterator[ScriptedUpstream]:
+    with scripted_upstream(ScriptedModel()) as server:
+        yield server
+
+
+def launcher_env(
+    home: Path, bin_dir: Path, venv: Path, upstream_url: str, port: int, **extra: str
+) -> dict[str, str]:
+    env = hermetic_env(
+        home,
+        GROQ_API_KEY="test",
+        KIMI_UPSTREAM_URL=upstream_url,
+        KIMI_PROXY_PORT=str(port),
+        KIMI_MODEL="kimi-big",
+        KIMI_SMALL_MODEL="kimi-small",
+        KIMI_VENV=str(venv),
+        KIMI_LAUNCHER_LOG=str(home / "launcher.log"),
+        **extra,
+    )
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    return env
+
+
+def launcher_command(which: str, venv: Path) -> list[str]:
+    return [str(KIMI_SH)] if which == "kimi.sh" else [str(venv / "bin" / "kimi-proxy"), "code"]
+
+
+@pytest.mark.parametrize("which", ["kimi.sh", "kimi-proxy code"])
+def test_launcher_runs_claude_code_and_stops_its_proxy(
+    which: str,
+    upstream: ScriptedUpstream,
+    home: Path,
+    project: Path,
+    bin_dir: Path,
+    venv: Path,
+) -> None:
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
+    run = run_claude(
+        [*launcher_command(which, venv), *headless_args("E2E-HELLO: hi")],
+        cwd=project,
+        env=env,
+        timeout=90,
+    )
+    run.assert_success(HELLO)
+    assert "setting up" not in run.stderr, "kimi.sh reinstalled a venv that was set up"
+    assert run.init["cwd"] == str(project)
+    [request] = upstream.requests
+    assert request.headers["authorization"] == "Bearer test"
+    assert request.body["model"] == "kimi-big"
+    assert not listening(port), "the proxy the launcher started is still running"
+
+
+def test_kimi_sh_without_a_key_stops_before_starting_anything(
+    tmp_path: Path, home: Path, project: Path
+) -> None:
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "claude-ran"
+    fake = bin_dir / "claude"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    fake.chmod(0o755)
+    venv = tmp_path / "no-venv-yet"
+    port = free_port()
+    env = hermetic_env(
+        home,
+        KIMI_PROXY_PORT=str(port),
+        KIMI_VENV=str(venv),
+        KIMI_LAUNCHER_LOG=str(home / "launcher.log"),
+    )
+    env["PATH"] = f"{bin_dir}:{env['PATH']}"
+    run = run_claude([str(KIMI_SH), "-p", "hi"], cwd=project, env=env, timeout=30)
+    assert run.returncode != 0
+    assert "GROQ_API_KEY" in run.stderr
+    assert run.stdout == ""
+    assert not venv.exists(), "kimi.sh set up a venv before checking the key"
+    assert not marker.exists(), "kimi.sh ran Claude Code without a key"
+    assert not (home / "launcher.log").exists(), "kimi.sh started the proxy without a key"
+    assert not listening(port)
+
+
+def test_kimi_proxy_code_without_a_key_names_it(
+    tmp_path: Path, home: Path, project: Path, venv: Path
+) -> None:
+    env = hermetic_env(home, KIMI_PROXY_PORT=str(free_port()))
+    run = run_claude(
+        [str(venv / "bin" / "kimi-proxy"), "code", "-p", "hi"], cwd=project, env=env, timeout=30
+    )
+    assert run.returncode != 0
+    assert "GROQ_API_KEY" in run.stderr
+    assert run.stdout == ""
+
+
+def test_kimi_sh_reuses_a_running_proxy_and_leaves_it_running(
+    home: Path, project: Path, bin_dir: Path, venv: Path
+) -> None:
+    with proxy_for(ScriptedModel()) as proxy:
+        port = int(proxy.url.rsplit(":", 1)[1])
+        # A proxy the launcher started itself would use this dead upstream and fail.
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        env = launcher_env(home, bin_dir, venv, dead, port)
+        run = run_claude(
+            [str(KIMI_SH), *headless_args("E2E-HELLO: hi")], cwd=project, env=env, timeout=90
+        )
+        run.assert_success(HELLO)
+        assert len(proxy.upstream.requests) == 1, "the running proxy served the session"
+        health = httpx.get(f"{proxy.url}/health", timeout=5)
+        assert health.status_code == 200, "the launcher stopped a proxy it did not start"
+        assert not (home / "launcher.log").exists(), "the launcher started a second proxy"

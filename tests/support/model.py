@@ -1,0 +1,328 @@
+"""A scripted model for end-to-end tests: it decides from the conversation what to do next.
+
+The scripted upstream (support/upstream.py) calls a script with each OpenAI Chat Completions
+request the proxy sends. `ScriptedModel` is such a script that behaves like a (very predictable)
+model: it finds the user's task in the conversation, picks the behaviour whose keyword the task
+contains, and that behaviour looks at what happened so far (the tool calls it made, the tool
+results that came back) to choose the next reply: another tool call or a final answer.
+
+Because every step is derived from the request, a proxy that loses or garbles part of the
+conversation makes the model go off script, and the final answer says so ("OFF SCRIPT: ...").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from support.upstream import Reply, Stream, chunk, error, text_stream, usage
+
+OFF_SCRIPT = "OFF SCRIPT"
+
+
+def content_text(content: Any) -> str:
+    """The text of an OpenAI message's content (a string, or a list of parts)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
+
+
+@dataclass
+class Call:
+    id: str
+    name: str
+    args: dict[str, Any]
+    result: str | None  # the tool message's content, None if no result came back
+
+
+class Conversation:
+    """Read-only views of one OpenAI request body."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        self.body = body
+        self.messages: list[dict[str, Any]] = body.get("messages", [])
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t["function"]["name"] for t in self.body.get("tools", [])]
+
+    @property
+    def task(self) -> str:
+        """All user text (Claude Code's first user message carries reminders, then the prompt)."""
+        return "\n".join(
+            content_text(m.get("content")) for m in self.messages if m.get("role") == "user"
+        )
+
+    @property
+    def cwd(self) -> str | None:
+        """The working directory Claude Code announces in its environment section."""
+        for message in self.messages:
+            found = re.search(
+                r"Primary working directory: (\S+)", content_text(message.get("content"))
+            )
+            if found:
+                return found.group(1)
+        return None
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every tool call in the conversation, in order, with its result."""
+        results = {
+            m.get("tool_call_id"): content_text(m.get("content"))
+            for m in self.messages
+            if m.get("role") == "tool"
+        }
+        calls = []
+        for message in self.messages:
+            if message.get("role") != "assistant":
+                continue
+            for call in message.get("tool_calls") or []:
+                try:
+                    args = json.loads(call["function"]["arguments"] or "{}")
+                except json.JSONDecodeError:
+                    args = {"unparsable": call["function"]["arguments"]}
+                calls.append(
+                    Call(call["id"], call["function"]["name"], args, results.get(call["id"]))
+                )
+        return calls
+
+    @property
+    def last_turn(self) -> list[Call]:
+        """The tool calls of the latest assistant message (empty if it made none)."""
+        calls = self.calls
+        for message in reversed(self.messages):
+            if message.get("role") == "assistant":
+                ids = {c["id"] for c in message.get("tool_calls") or []}
+                return [c for c in calls if c.id in ids]
+        return []
+
+
+# -- reply builders ------------------------------------------------------------------------
+
+_serial = 0
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any]], text: str = "") -> Stream:
+    """A streamed assistant turn with tool calls, each with an id unique in the session.
+
+    Arguments arrive in several fragments, like a real provider streams them.
+    """
+    global _serial
+    items: list[Any] = [chunk({"role": "assistant", "content": ""})]
+    if text:
+        items.append(chunk({"content": text}))
+    for index, (name, args) in enumerate(calls):
+        _serial += 1
+        raw = json.dumps(args)
+        step = max(1, len(raw) // 3)
+        parts = [raw[i : i + step] for i in range(0, len(raw), step)]
+        first = {
+            "index": index,
+            "id": f"functions.{name}:{_serial}",
+            "type": "function",
+            "function": {"name": name, "arguments": parts[0]},
+        }
+        items.append(chunk({"tool_calls": [first]}))
+        items += [
+            chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
+            for part in parts[1:]
+        ]
+    items.append(chunk({}, finish="tool_calls", usage=usage()))
+    return Stream(items)
+
+
+def answer(text: str, pieces: int = 3) -> Stream:
+    return text_stream(text, pieces=pieces)
+
+
+def off_script(conversation: Conversation, why: str) -> Stream:
+    last = [(c.name, (c.result or "")[:200]) for c in conversation.last_turn]
+    return answer(f"{OFF_SCRIPT}: {why}; last turn: {last!r}")
+
+
+# -- behaviours ----------------------------------------------------------------------------
+
+Behaviour = Callable[[Conversation], Reply]
+
+LONG_TEXT = "".join(
+    f"Line {i:04d}: the quick brown fox jumps over the lazy dog — ünïcödé ✓ {'#' * (i % 17)}\n"
+    for i in range(280)
+)  # about 20 KB, several thousand tokens
+LONG_PIECES = 400
+
+MISSING_FILE = "does-not-exist.txt"
+NOTEBOOK_CELL_ID = "cell-e2e-1"
+
+
+def long_answer(conversation: Conversation) -> Reply:
+    return answer(LONG_TEXT, pieces=LONG_PIECES)
+
+
+def hello(conversation: Conversation) -> Reply:
+    return answer("Hello from the scripted model.")
+
+
+def files(conversation: Conversation) -> Reply:
+    """Write notes.txt, Edit it, run a Bash command, Read a missing file, then report."""
+    cwd = conversation.cwd
+    if cwd is None:
+        return off_script(conversation, "no working directory in the conversation")
+    notes = f"{cwd}/notes.txt"
+    done = [c.name for c in conversation.calls]
+    last = conversation.last_turn
+    if not done:
+        return tool_calls(("Write", {"file_path": notes, "content": "alpha\nbeta\n"}))
+    if len(last) != 1 or last[0].result is None:
+        return off_script(conversation, "expected the result of one tool call")
+    step = last[0]
+    if step.name == "Write" and "notes.txt" in step.result:
+        return tool_calls(
+            ("Edit", {"file_path": notes, "old_string": "beta", "new_string": "gamma"})
+        )
+    if step.name == "Edit" and "notes.txt" in step.result:
+        return tool_calls(
+            ("Bash", {"command": "echo e2e-$((6*7))", "description": "Print a number"})
+        )
+    if step.name == "Bash":
+        return tool_calls(("Read", {"file_path": f"{cwd}/{MISSING_FILE}"}))
+    if step.name == "Read":
+        bash = next(c for c in conversation.calls if c.name == "Bash")
+        outcome = "failed" if step.result.startswith("Error:") else "worked"
+        return answer(
+            f"Done. Bash printed {bash.result.strip()}; reading the missing file {outcome}."
+        )
+    return off_script(conversation, f"unexpected step {step.name}")
+
+
+def parallel(conversation: Conversation) -> Reply:
+    """Two tool calls in one turn (Write and Bash), then a report of both results."""
+    cwd = conversation.cwd
+    if cwd is None:
+        return off_script(conversation, "no working directory in the conversation")
+    if not conversation.calls:
+        return tool_calls(
+            ("Write", {"file_path": f"{cwd}/first.txt", "content": "first\n"}),
+            ("Bash", {"command": "echo second-$((1+1))", "description": "Print a word"}),
+            text="Doing two things at once.",
+        )
+    last = conversation.last_turn
+    if [c.name for c in last] != ["Write", "Bash"] or any(c.result is None for c in last):
+        return off_script(conversation, "expected results for Write and Bash")
+    return answer(f"Both done: {last[1].result.strip()}.")
+
+
+def notebook(conversation: Conversation) -> Reply:
+    """Write a notebook, Read it, load NotebookEdit with ToolSearch, edit the cell it read."""
+    cwd = conversation.cwd
+    if cwd is None:
+        return off_script(conversation, "no working directory in the conversation")
+    path = f"{cwd}/nb.ipynb"
+    last = conversation.last_turn
+    if not conversation.calls:
+        nb = {
+            "cells": [
+                {
+                    "cell_type": "code",
+                    "execution_count": None,
+                    "id": NOTEBOOK_CELL_ID,
+                    "metadata": {},
+                    "outputs": [],
+                    "source": ["print('before')"],
+                }
+            ],
+            "metadata": {},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        }
+        return tool_calls(("Write", {"file_path": path, "content": json.dumps(nb, indent=1)}))
+    if len(last) != 1 or last[0].result is None:
+        return off_script(conversation, "expected the result of one tool call")
+    step = last[0]
+    if step.name == "Write":
+        return tool_calls(("Read", {"file_path": path}))
+    if step.name == "Read":
+        if "NotebookEdit" in conversation.tool_names:
+            return off_script(conversation, "NotebookEdit offered before ToolSearch loaded it")
+        return tool_calls(("ToolSearch", {"query": "select:NotebookEdit", "max_results": 1}))
+    if step.name == "ToolSearch":
+        if "NotebookEdit" not in conversation.tool_names:
+            return off_script(conversation, "ToolSearch did not make NotebookEdit callable")
+        read = next(c for c in conversation.calls if c.name == "Read")
+        cell = re.search(r'<cell id="([^"]+)"', read.result or "")
+        if cell is None:
+            return off_script(conversation, "no cell id in the Read result")
+        return tool_calls(
+            (
+                "NotebookEdit",
+                {
+                    "notebook_path": path,
+                    "cell_id": cell.group(1),
+                    "new_source": "print('after')",
+                    "edit_mode": "replace",
+                },
+            )
+        )
+    if step.name == "NotebookEdit":
+        return answer(f"Notebook edited: {step.result[:80]}")
+    return off_script(conversation, f"unexpected step {step.name}")
+
+
+BEHAVIOURS: dict[str, Behaviour] = {
+    "E2E-LONG": long_answer,
+    "E2E-HELLO": hello,
+    "E2E-FILES": files,
+    "E2E-PARALLEL": parallel,
+    "E2E-NOTEBOOK": notebook,
+}
+
+
+class ScriptedModel:
+    """A script for the scripted upstream: picks a behaviour by a keyword in the user's task.
+
+    `failures` (call number -> reply) replaces chosen calls with provider errors; `seen` keeps
+    the request bodies in order (the upstream records them too, with headers).
+    """
+
+    def __init__(
+        self,
+        behaviours: dict[str, Behaviour] | None = None,
+        failures: Callable[[int], Reply | None] | None = None,
+    ) -> None:
+        self.behaviours = behaviours or BEHAVIOURS
+        self.failures = failures
+
+    def __call__(self, body: dict[str, Any], call: int) -> Reply:
+        if self.failures is not None:
+            failure = self.failures(call)
+            if failure is not None:
+                return failure
+        conversation = Conversation(body)
+        task = conversation.task
+        for keyword, behaviour in self.behaviours.items():
+            if keyword in task:
+                return behaviour(conversation)
+        return off_script(conversation, "no behaviour for this task")
+
+
+def fail_first(times: int, reply: Callable[[], Reply]) -> Callable[[int], Reply | None]:
+    """Provider failures for the first `times` calls."""
+    return lambda call: reply() if call < times else None
+
+
+def always(reply: Callable[[], Reply]) -> Callable[[int], Reply | None]:
+    return lambda call: reply()
+
+
+def rate_limited(retry_after: str = "0") -> Reply:
+    return error(
+        429, "Rate limit reached for model (scripted)", headers={"retry-after": retry_after}
+    )
+
+
+def outage() -> Reply:
+    return error(500, "scripted provider outage")
