@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -76,6 +77,9 @@ def serve(settings: Settings) -> int:
             "no provider API key configured: set GROQ_API_KEY or KIMI_API_KEY "
             "(requests will get 401 until then)"
         )
+    # uvicorn drains live streams on SIGTERM (up to the grace period), then re-raises the
+    # signal through the previous handler: a no-op one makes a drained shutdown exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

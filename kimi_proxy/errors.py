@@ -30,6 +30,18 @@ KEY_ADVICE = (
 )
 
 
+_KEY_PATTERN = re.compile(r"(gsk_|sk-)[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}")
+
+
+def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Text with API keys and bearer tokens replaced by `[REDACTED]`."""
+    text = _KEY_PATTERN.sub("[REDACTED]", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[REDACTED]")
+    return text
+
+
 class ProxyError(Exception):
     """An error with an HTTP status and an Anthropic error type."""
 
@@ -111,7 +123,12 @@ _CONTEXT_MARKERS = (
 
 
 def provider_error_message(body: bytes | str) -> str:
-    """The human message inside a provider's error body (JSON or not), shortened."""
+    """The human message inside a provider's error body (JSON or not), shortened, with
+    anything that looks like a key redacted (providers echo keys back)."""
+    return redact(_provider_error_message(body))
+
+
+def _provider_error_message(body: bytes | str) -> str:
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
     try:
         data = orjson.loads(text)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import re
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,9 +20,10 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .errors import redact
+
 access_log = logging.getLogger("kimi_proxy.access")
 DEFAULT_DEBUG_LOG = Path("/tmp/kimi_streaming_debug.log")
-_KEY_PATTERN = re.compile(r"(gsk_|sk-)[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}")
 
 
 @dataclass(slots=True)
@@ -154,9 +154,7 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _KEY_PATTERN.sub("[REDACTED]", message)
-        for secret in self.secrets:
-            redacted = redacted.replace(secret, "[REDACTED]")
+        redacted = redact(message, self.secrets)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

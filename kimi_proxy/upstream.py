@@ -29,6 +29,7 @@ from .errors import (
     ProxyError,
     error_from_provider_response,
     error_from_transport,
+    redact,
 )
 from .sse import SSEDecoder
 
@@ -81,6 +82,7 @@ class UpstreamClient:
     ) -> None:
         self._http = http
         self._url = url
+        self._api_key = api_key
         self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -143,6 +145,8 @@ class UpstreamClient:
             prompt_tokens=context.prompt_tokens,
             context_window=context.context_window,
         )
+        if self._api_key:
+            error.message = redact(error.message, (self._api_key,))
         status = response.status_code
         raise UpstreamFailure(error, retryable=status == 429 or status >= 500)
 

@@ -87,7 +87,7 @@ class UnknownBlock(_Open):
 
 def _block_tag(value: Any) -> str:
     kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-    return kind if kind in _KNOWN_BLOCK_TYPES else "unknown"
+    return kind if isinstance(kind, str) and kind in _KNOWN_BLOCK_TYPES else "unknown"
 
 
 ResultContentBlock = Annotated[

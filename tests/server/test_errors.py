@@ -244,6 +244,8 @@ BAD_INPUT = [
         400,
         "application/pdf",
     ),
+    # found by the fuzz test: a block type that is not a string crashed the union tagger
+    (b'{"model": "m", "messages": [{"role": "user", "content": [{"type": []}]}]}', 400, "type"),
     (
         b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "text"}]}]}',
         400,

@@ -1,0 +1,489 @@
+"""Turns bench/results/results.json into docs/BENCHMARKS.md and docs/benchmarks.png.
+
+`python -m bench.report` re-renders both from the last results without running anything.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import re
+import sys
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = (
+    "kimi-proxy",
+    "starlette",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "orjson",
+    "pydantic",
+    "pydantic-core",
+    "tenacity",
+    "psutil",
+    "py-spy",
+)
+
+# Targets from issue 6.
+TTFT_P50_MS = 1.0
+TTFT_P99_MS = 5.0
+THROUGHPUT_RATIO = 0.5
+MAX_RSS_MB = 250
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    with open("/proc/cpuinfo") as handle:
+        for line in handle:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "-"
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem / 2**30, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "packages": versions,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+# -- profile ------------------------------------------------------------------------------
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+
+
+def _short(path: str) -> str:
+    for marker in ("site-packages/", str(ROOT) + "/", "/lib/python3."):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
+    return path
+
+
+def _frame(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if not match:
+        return frame.strip()
+    return f"{match['func']} ({_short(match['file'])})"
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Self and inclusive sample counts per function from py-spy's `raw` (collapsed) output."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";") if "(" in f]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+        file = frames[-1].rpartition("(")[2].rstrip(")")
+        packages[file.split("/", 1)[0] if "/" in file else f"stdlib:{file}"] += count
+    # Frames on (nearly) every stack say nothing: the event loop, uvicorn's server, runpy.
+    common = [(name, n) for name, n in inclusive.most_common() if n < 0.95 * total]
+    return {
+        "samples": total,
+        "self": own.most_common(top),
+        "inclusive": common[: top * 2],
+        "by_file": packages.most_common(top),
+    }
+
+
+# -- markdown -----------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return "–" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
+def _pf(ok: bool) -> str:
+    return "**PASS**" if ok else "**FAIL**"
+
+
+def cpu_us_per_chunk(result: dict[str, Any]) -> float:
+    events = result["events"] + result.get("warmup_events", 0)
+    return result["proxy_cpu_s"] / events * 1e6 if events else float("nan")
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    rows: list[tuple[str, str, bool]] = []
+    low = [r for r in results["streaming"] if r["concurrency"] <= 64]
+    added50 = {r["concurrency"]: _added(r, "p50") for r in low}
+    added99 = {r["concurrency"]: _added(r, "p99") for r in low}
+    rows.append(
+        (
+            f"added TTFT p50 ≤ {TTFT_P50_MS:g} ms at concurrency 1–64",
+            ", ".join(f"c={c}: {v:.2f} ms" for c, v in added50.items()),
+            all(v <= TTFT_P50_MS for v in added50.values()),
+        )
+    )
+    rows.append(
+        (
+            f"added TTFT p99 ≤ {TTFT_P99_MS:g} ms at concurrency 1–64",
+            ", ".join(f"c={c}: {v:.2f} ms" for c, v in added99.items()),
+            all(v <= TTFT_P99_MS for v in added99.values()),
+        )
+    )
+    at64 = next((r for r in results["streaming"] if r["concurrency"] == 64), None)
+    if at64:
+        ratio = at64["proxy"]["events_per_s"] / at64["direct"]["events_per_s"]
+        rows.append(
+            (
+                f"events/s through the proxy ≥ {THROUGHPUT_RATIO:.0%} of direct at 64 streams",
+                f"{at64['proxy']['events_per_s']:,.0f} vs {at64['direct']['events_per_s']:,.0f}"
+                f" = {ratio:.1%}",
+                ratio >= THROUGHPUT_RATIO,
+            )
+        )
+    many = results.get("open_streams")
+    if many:
+        rss = many["proxy_peak_rss_hwm"] / 2**20
+        errors = many["proxy"]["errors"] + many["proxy"]["requests"] - many["streams"]
+        rows.append(
+            (
+                f"{many['streams']:,} concurrent streams: zero errors",
+                f"{many['proxy']['ok']:,} ok, {max(errors, many['proxy']['errors'])} errors",
+                many["proxy"]["errors"] == 0 and many["proxy"]["ok"] == many["streams"],
+            )
+        )
+        rows.append(
+            (
+                f"{many['streams']:,} concurrent streams: proxy peak RSS ≤ {MAX_RSS_MB} MB",
+                f"{rss:.0f} MB (idle {many['proxy_idle_rss'] / 2**20:.0f} MB)",
+                rss <= MAX_RSS_MB,
+            )
+        )
+    flushing = results.get("flushing")
+    if flushing:
+        gaps = flushing["proxy"]["gaps"]
+        ok = (
+            flushing["proxy"]["errors"] == 0
+            and gaps["count"] > 0
+            and gaps["min"] >= flushing["interval_ms"] / 2
+            and gaps["max"] <= flushing["interval_ms"] * 1.5
+        )
+        rows.append(
+            (
+                "each upstream chunk leaves the proxy before the next is read "
+                f"({flushing['interval_ms']:g} ms pacing)",
+                f"inter-arrival min {gaps['min']:.1f} / p50 {gaps['p50']:.1f} / "
+                f"max {gaps['max']:.1f} ms over {gaps['count']} gaps",
+                ok,
+            )
+        )
+    return rows
+
+
+def _added(row: dict[str, Any], q: str) -> float:
+    return float(row["proxy"]["ttft_ms"][q] - row["direct"]["ttft_ms"][q])
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    cfg = results["config"]
+    out: list[str] = []
+    w = out.append
+    w("# Benchmarks: kimi-proxy against the provider itself\n")
+    w(
+        "Generated by `.venv/bin/python -m bench.run` (see `bench/README.md`); raw numbers in "
+        "`bench/results/results.json`. Do not edit by hand: re-run the benchmark.\n"
+    )
+    w(
+        f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
+        f"Linux {m['kernel']}, Python {m['python']}. Upstream, proxy and load client are "
+        f"separate processes on this one machine (loopback), sharing its {m['cores']} cores. "
+        f"Whole run: {results['duration_s']:.0f} s.\n"
+    )
+    source = results.get("proxy_source")
+    if source:
+        dirty = source["uncommitted"]
+        note = f", plus uncommitted changes to {', '.join(dirty)}" if dirty else ""
+        w(
+            f"Proxy code: `kimi_proxy` from the {source['source']} "
+            f"(commit {source['commit']}{note}).\n"
+        )
+    versions = ", ".join(f"{k} {v}" for k, v in m["packages"].items())
+    w(f"Packages: {versions}.\n")
+    body = results["body_bytes"]
+    w(
+        f"Request: a generated Claude-Code-shaped body (`bench/workload.py`): "
+        f"{body['proxy_stream']:,} bytes to the proxy (3 system blocks, 12 tools, 8 turns with "
+        f"tool results); the direct client sends the proxy's own translation of it, "
+        f"{body['direct_stream']:,} bytes. Response: {cfg['chunks']} content chunks of "
+        f"{cfg['size']} characters (+ role, finish, usage and `[DONE]` events), written as fast "
+        "as the upstream can.\n"
+    )
+    w("![added latency and throughput by concurrency](benchmarks.png)\n")
+
+    w("## Targets\n")
+    w("| Target | Measured | Result |")
+    w("| --- | --- | --- |")
+    for name, measured, ok in targets(results):
+        w(f"| {name} | {measured} | {_pf(ok)} |")
+    w("")
+
+    w("## Streaming\n")
+    w(
+        "TTFT = time from sending the request to the first text delta at the client. Added = "
+        "proxy − direct at the same percentile. Events/s = content deltas received per second "
+        "over the whole level (one per upstream content chunk on both sides). CPU/chunk = proxy "
+        "process CPU time (user+system) over the level ÷ content chunks it streamed (per-request "
+        "work amortized in). Proxy CPU = that CPU time ÷ wall time (100% = one core: its event "
+        "loop is single-threaded).\n"
+    )
+    w(
+        "| Concurrency | Requests | Errors direct / proxy | TTFT p50 direct / proxy / added "
+        "(ms) | TTFT p99 direct / proxy / added (ms) | Total p50 direct / proxy (ms) | Total p99 "
+        "direct / proxy (ms) | Events/s direct | Events/s proxy | Ratio | Proxy CPU/chunk | "
+        "Proxy CPU |"
+    )
+    w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in results["streaming"]:
+        d, p = row["direct"], row["proxy"]
+        ratio = p["events_per_s"] / d["events_per_s"] if d["events_per_s"] else float("nan")
+        w(
+            f"| {row['concurrency']} | {d['requests']} / {p['requests']} "
+            f"| {d['errors']} / {p['errors']} "
+            f"| {_ms(d['ttft_ms']['p50'])} / {_ms(p['ttft_ms']['p50'])} / "
+            f"**{_ms(_added(row, 'p50'))}** "
+            f"| {_ms(d['ttft_ms']['p99'])} / {_ms(p['ttft_ms']['p99'])} / "
+            f"**{_ms(_added(row, 'p99'))}** "
+            f"| {_ms(d['total_ms']['p50'])} / {_ms(p['total_ms']['p50'])} "
+            f"| {_ms(d['total_ms']['p99'])} / {_ms(p['total_ms']['p99'])} "
+            f"| {d['events_per_s']:,.0f} | {p['events_per_s']:,.0f} | {ratio:.1%} "
+            f"| {cpu_us_per_chunk(p):.0f} µs | {p['proxy_cpu_s'] / p['process_wall_s']:.0%} |"
+        )
+    w("")
+    w(
+        "Client and upstream CPU (seconds over each measurement, direct / proxy), to show the "
+        "load client is not the bottleneck:\n"
+    )
+    w("| Concurrency | Client CPU | Upstream CPU | Wall (s) |")
+    w("| ---: | ---: | ---: | ---: |")
+    for row in results["streaming"]:
+        d, p = row["direct"], row["proxy"]
+        w(
+            f"| {row['concurrency']} | {d['client_cpu_s']:.2f} / {p['client_cpu_s']:.2f} "
+            f"| {d['upstream_cpu_s']:.2f} / {p['upstream_cpu_s']:.2f} "
+            f"| {d['wall_s']:.2f} / {p['wall_s']:.2f} |"
+        )
+    w("")
+
+    w("## Non-streaming\n")
+    w("Time to the whole JSON body (the same upstream reply as one completion).\n")
+    w(
+        "| Concurrency | Requests | Errors direct / proxy | p50 direct / proxy / added (ms) | "
+        "p99 direct / proxy / added (ms) | Requests/s direct / proxy | Proxy CPU/request |"
+    )
+    w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for row in results["non_streaming"]:
+        d, p = row["direct"], row["proxy"]
+        cpu = p["proxy_cpu_s"] / max(1, p["requests"] + row["concurrency"]) * 1e3
+        w(
+            f"| {row['concurrency']} | {d['requests']} / {p['requests']} "
+            f"| {d['errors']} / {p['errors']} "
+            f"| {_ms(d['total_ms']['p50'])} / {_ms(p['total_ms']['p50'])} / "
+            f"**{_ms(p['total_ms']['p50'] - d['total_ms']['p50'])}** "
+            f"| {_ms(d['total_ms']['p99'])} / {_ms(p['total_ms']['p99'])} / "
+            f"**{_ms(p['total_ms']['p99'] - d['total_ms']['p99'])}** "
+            f"| {d['requests_per_s']:,.0f} / {p['requests_per_s']:,.0f} | {cpu:.2f} ms |"
+        )
+    w("")
+
+    flushing = results.get("flushing")
+    if flushing:
+        w("## Event flushing\n")
+        w(
+            f"One stream at a time, upstream pacing {flushing['interval_ms']:g} ms between "
+            f"{flushing['chunks']} content chunks, 3 requests per side. Inter-arrival of "
+            "consecutive text deltas at the client: batching would show gaps near 0 ms next to "
+            f"gaps near {2 * flushing['interval_ms']:g} ms.\n"
+        )
+        w("| Side | Gaps | Min (ms) | p50 (ms) | Max (ms) | Gaps < 25 ms | Errors |")
+        w("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for side in ("direct", "proxy"):
+            g = flushing[side]["gaps"]
+            w(
+                f"| {side} | {g['count']} | {g['min']:.1f} | {g['p50']:.1f} | {g['max']:.1f} "
+                f"| {g['under_25ms']} | {flushing[side]['errors']} |"
+            )
+        w("")
+
+    many = results.get("open_streams")
+    if many:
+        w(f"## {many['streams']:,} concurrent open streams\n")
+        w(
+            f"A fresh proxy process; the upstream sends {many['chunks']} chunks, one per "
+            f"{many['interval_ms']:g} ms; all {many['streams']:,} streams are opened at once. "
+            "Peak RSS is the kernel's high-water mark (VmHWM) of the proxy process; the sampled "
+            "maximum (psutil, every 20 ms) is shown next to it.\n"
+        )
+        d, p = many["direct"], many["proxy"]
+        w("| Side | OK | Errors | TTFT p50 / p99 (ms) | Total p50 / p99 (ms) | Error kinds |")
+        w("| --- | ---: | ---: | ---: | ---: | --- |")
+        for side, r in (("direct", d), ("proxy", p)):
+            kinds = "; ".join(f"{k} ×{v}" for k, v in r["error_kinds"].items()) or "–"
+            w(
+                f"| {side} | {r['ok']} | {r['errors']} | {_ms(r['ttft_ms']['p50'])} / "
+                f"{_ms(r['ttft_ms']['p99'])} | {_ms(r['total_ms']['p50'])} / "
+                f"{_ms(r['total_ms']['p99'])} | {kinds} |"
+            )
+        w("")
+        w(
+            f"Proxy RSS: idle {many['proxy_idle_rss'] / 2**20:.0f} MB, peak "
+            f"{many['proxy_peak_rss_hwm'] / 2**20:.0f} MB (sampled max "
+            f"{many['proxy_peak_rss_sampled'] / 2**20:.0f} MB), after "
+            f"{many['proxy_rss_after'] / 2**20:.0f} MB. Proxy CPU for the phase: "
+            f"{p['proxy_cpu_s']:.2f} s = {cpu_us_per_chunk(p):.0f} µs per chunk.\n"
+        )
+
+    profile = results.get("profile")
+    if profile and profile.get("summary"):
+        s = profile["summary"]
+        w("## Profile (py-spy, 64 concurrent streams)\n")
+        w(
+            f"{s['samples']:,} samples of the proxy's running thread (idle time excluded) while "
+            "the load client ran 64 concurrent streams "
+            f"({profile['events_per_s_while_profiled']:,.0f} events/s under the profiler). "
+            f"Flame graph: `{profile.get('flamegraph', '–')}` "
+            "(under bench/results/, not committed). Commands:\n"
+        )
+        w("```")
+        for command in profile["commands"]:
+            w(command.replace(str(ROOT) + "/", ""))
+        w("```\n")
+        w("Where the time goes, by the file of the innermost Python frame (self time):\n")
+        w("| File | Share |")
+        w("| --- | ---: |")
+        for name, n in s["by_file"][:12]:
+            w(f"| `{name}` | {n / s['samples']:.1%} |")
+        w("\nInclusive time (the function and everything it calls):\n")
+        w("| Function | Share |")
+        w("| --- | ---: |")
+        for name, n in s["inclusive"][:25]:
+            w(f"| `{name}` | {n / s['samples']:.1%} |")
+        w("\nSelf time (the innermost frame; C calls such as orjson count in their caller):\n")
+        w("| Function | Share |")
+        w("| --- | ---: |")
+        for name, n in s["self"][:15]:
+            w(f"| `{name}` | {n / s['samples']:.1%} |")
+        w("")
+
+    analysis = ROOT / "bench" / "analysis.md"
+    if analysis.exists():
+        w(analysis.read_text().rstrip() + "\n")
+
+    w("## Method\n")
+    w(
+        "- One command starts the scripted upstream (`bench/upstream.py`: raw asyncio + "
+        "httptools on uvloop, pre-encoded SSE chunks, no delays), the real `python -m kimi_proxy "
+        "serve` in front of it (`KIMI_API_KEY=bench`, `KIMI_MAX_STREAMS="
+        f"{cfg['max_streams']}`), and for every measurement a load client in its own process "
+        "(`bench/loadgen.py`: raw asyncio + httptools, one keep-alive connection per concurrent "
+        "worker). The same client code measures direct and proxy.\n"
+        "- Each level: every worker first sends one warm-up request (not measured), then the "
+        f"workers share max({cfg['min_requests']}, {cfg['rounds']} × concurrency) requests, "
+        f"stopping early after {cfg['max_seconds']:g} s.\n"
+        "- A request is an error when the status is not 200, the connection fails, an `error` "
+        "event arrives, the stream lacks its final event, or the number of text deltas differs "
+        "from the chunks sent.\n"
+        "- All three processes share the machine's cores, so at high concurrency the proxy "
+        "competes with the client and upstream for CPU; the direct numbers are the limit of this "
+        "machine, not of a real provider.\n"
+    )
+    return "\n".join(out)
+
+
+# -- chart --------------------------------------------------------------------------------
+
+
+def write_chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["streaming"]
+    levels = [r["concurrency"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot(levels, [_added(r, "p50") for r in rows], "o-", label="added TTFT p50")
+    left.plot(levels, [_added(r, "p99") for r in rows], "s-", label="added TTFT p99")
+    left.axhline(TTFT_P50_MS, color="tab:blue", ls=":", lw=1, label="target p50 (1 ms)")
+    left.axhline(TTFT_P99_MS, color="tab:orange", ls=":", lw=1, label="target p99 (5 ms)")
+    left.set_xscale("log", base=2)
+    left.set_yscale("symlog", linthresh=1)
+    left.set_xticks(levels, [str(c) for c in levels])
+    left.set_xlabel("concurrent streams")
+    left.set_ylabel("proxy − direct TTFT (ms)")
+    left.set_title("Added time to first token")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+
+    right.plot(levels, [r["direct"]["events_per_s"] for r in rows], "o-", label="direct")
+    right.plot(levels, [r["proxy"]["events_per_s"] for r in rows], "s-", label="through proxy")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xticks(levels, [str(c) for c in levels])
+    right.set_xlabel("concurrent streams")
+    right.set_ylabel("streamed content events / s")
+    right.set_title("Throughput")
+    right.grid(alpha=0.3, which="both")
+    right.legend(fontsize=8)
+    for r in rows:
+        ratio = r["proxy"]["events_per_s"] / r["direct"]["events_per_s"]
+        right.annotate(
+            f"{ratio:.0%}",
+            (r["concurrency"], r["proxy"]["events_per_s"]),
+            textcoords="offset points",
+            xytext=(0, -14),
+            ha="center",
+            fontsize=8,
+        )
+    fig.suptitle(f"kimi-proxy vs direct upstream — {results['machine']['date']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    results = orjson.loads((ROOT / "bench" / "results" / "results.json").read_bytes())
+    docs = ROOT / "docs"
+    docs.mkdir(exist_ok=True)
+    write_chart(results, docs / "benchmarks.png")
+    (docs / "BENCHMARKS.md").write_text(render(results))
+    print(f"wrote {docs / 'BENCHMARKS.md'} and {docs / 'benchmarks.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

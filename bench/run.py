@@ -1,0 +1,494 @@
+"""The benchmark, in one command: `.venv/bin/python -m bench.run` (see bench/README.md).
+
+Starts the scripted upstream (`bench.upstream`) and the real `kimi-proxy serve` in front of it,
+each its own process, then runs the load client (`bench.loadgen`, its own process per
+measurement) against the upstream directly and through the proxy, side by side:
+
+1. streaming at 1, 16, 64 and 256 concurrent requests (upstream as fast as it can);
+2. non-streaming at 1 and 64;
+3. event flushing: one stream at a time from a 50 ms-paced upstream, inter-arrival of deltas;
+4. a py-spy profile of the proxy under the 64-stream load (skipped without py-spy);
+5. 1,000 concurrent open streams from a slow upstream (1 chunk per 100 ms) against a fresh
+   proxy process: peak RSS and errors.
+
+Writes bench/results/results.json (raw), docs/BENCHMARKS.md and docs/benchmarks.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from . import report
+from .workload import anthropic_request, openai_request
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, timeout: float = 5) -> Any:
+    data = orjson.dumps(body) if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return orjson.loads(response.read())
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            http("GET", url, timeout=1)
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} did not become healthy")
+
+
+class Processes:
+    """The upstream and proxy processes, with their logs under bench/results/."""
+
+    def __init__(self, max_streams: int, proxy_src: Path) -> None:
+        self.proxy_src = proxy_src
+        self.upstream_port = free_port()
+        self.proxy_port = free_port()
+        self.max_streams = max_streams
+        self.upstream: subprocess.Popen[bytes] | None = None
+        self.proxy: subprocess.Popen[bytes] | None = None
+        self.proxy_generation = 0
+
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT
+    ) -> subprocess.Popen[bytes]:
+        log = open(RESULTS / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_upstream(self) -> None:
+        args = [sys.executable, "-m", "bench.upstream", "--port", str(self.upstream_port)]
+        self.upstream = self._spawn("upstream", args, dict(os.environ))
+        wait_healthy(f"http://{HOST}:{self.upstream_port}/health", self.upstream)
+
+    def start_proxy(self) -> None:
+        env = dict(os.environ)
+        env.update(
+            KIMI_API_KEY="bench",
+            KIMI_MAX_STREAMS=str(self.max_streams),
+            KIMI_LOG_LEVEL="warning",
+            PYTHONPATH=str(self.proxy_src),
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "kimi_proxy",
+            "serve",
+            "--upstream-url",
+            f"http://{HOST}:{self.upstream_port}/v1",
+            "--port",
+            str(self.proxy_port),
+        ]
+        self.proxy = self._spawn("proxy", args, env, cwd=self.proxy_src)
+        self.proxy_generation += 1
+        wait_healthy(f"http://{HOST}:{self.proxy_port}/health", self.proxy)
+
+    def restart_proxy(self) -> None:
+        self.stop(self.proxy)
+        self.proxy_port = free_port()
+        self.start_proxy()
+
+    @staticmethod
+    def stop(process: subprocess.Popen[bytes] | None) -> None:
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully on it
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop_all(self) -> None:
+        self.stop(self.proxy)
+        self.stop(self.upstream)
+
+    def configure(self, chunks: int, size: int, interval: float = 0.0) -> None:
+        body = {"chunks": chunks, "size": size, "interval": interval}
+        http("POST", f"http://{HOST}:{self.upstream_port}/_bench/config", body)
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def peak_rss(pid: int) -> int:
+    """The kernel's high-water mark of resident memory (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextlib.contextmanager
+def rss_sampler(process: psutil.Process, interval: float = 0.02) -> Iterator[list[int]]:
+    samples: list[int] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(psutil.Error):
+                samples.append(process.memory_info().rss)
+            stop.wait(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.procs = Processes(max_streams=args.max_streams, proxy_src=args.proxy_src)
+        self.results: dict[str, Any] = {"streaming": [], "non_streaming": []}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.bodies: dict[tuple[str, bool], Path] = {}
+        sizes: dict[str, int] = {}
+        for stream in (True, False):
+            anthropic = anthropic_request(stream=stream)
+            openai = openai_request(anthropic)
+            for side, body in (("proxy", anthropic), ("direct", openai)):
+                path = RESULTS / f"body_{side}_{'stream' if stream else 'plain'}.json"
+                data = orjson.dumps(body)
+                path.write_bytes(data)
+                self.bodies[(side, stream)] = path
+                sizes[f"{side}_{'stream' if stream else 'plain'}"] = len(data)
+        self.results["body_bytes"] = sizes
+
+    # -- one measurement
+    def load(
+        self,
+        side: str,
+        *,
+        stream: bool,
+        concurrency: int,
+        requests: int,
+        max_seconds: float,
+        expected: int,
+        record: bool = False,
+        warmup: bool = True,
+    ) -> dict[str, Any]:
+        port = self.procs.proxy_port if side == "proxy" else self.procs.upstream_port
+        job = {
+            "side": side,
+            "stream": stream,
+            "concurrency": concurrency,
+            "requests": requests,
+            "max_seconds": max_seconds,
+            "expected_events": expected,
+            "body_file": str(self.bodies[(side, stream)]),
+            "host": HOST,
+            "port": port,
+            "record_arrivals": record,
+            "warmup": warmup,
+        }
+        assert self.procs.proxy is not None and self.procs.upstream is not None
+        proxy = psutil.Process(self.procs.proxy.pid)
+        upstream = psutil.Process(self.procs.upstream.pid)
+        client = subprocess.Popen(
+            [sys.executable, "-m", "bench.loadgen", orjson.dumps(job).decode()],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+        )
+        # Proxy CPU is counted over the whole client run, warm-up requests (one per worker)
+        # included; the client reports their events too, so CPU per chunk divides by both.
+        proxy_cpu0, upstream_cpu0, t0 = cpu_seconds(proxy), cpu_seconds(upstream), time.time()
+        out, _ = client.communicate(timeout=max_seconds + 120)
+        elapsed = time.time() - t0
+        result: dict[str, Any] = orjson.loads(out)
+        result["proxy_cpu_s"] = cpu_seconds(proxy) - proxy_cpu0
+        result["upstream_cpu_s"] = cpu_seconds(upstream) - upstream_cpu0
+        result["process_wall_s"] = elapsed
+        return result
+
+    # -- phases
+    def streaming(self) -> None:
+        args = self.args
+        self.procs.configure(args.chunks, args.size)
+        for concurrency in args.levels:
+            requests = max(args.min_requests, concurrency * args.rounds)
+            pair = {}
+            for side in ("direct", "proxy"):
+                result = self.load(
+                    side,
+                    stream=True,
+                    concurrency=concurrency,
+                    requests=requests,
+                    max_seconds=args.max_seconds,
+                    expected=args.chunks,
+                )
+                pair[side] = result
+                self._say(side, result)
+            self.results["streaming"].append({"concurrency": concurrency, **pair})
+
+    def non_streaming(self) -> None:
+        args = self.args
+        self.procs.configure(args.chunks, args.size)
+        for concurrency in (1, 64):
+            requests = max(args.min_requests, concurrency * args.rounds)
+            pair = {}
+            for side in ("direct", "proxy"):
+                pair[side] = self.load(
+                    side,
+                    stream=False,
+                    concurrency=concurrency,
+                    requests=requests,
+                    max_seconds=args.max_seconds,
+                    expected=0,
+                )
+                self._say(side, pair[side])
+            self.results["non_streaming"].append({"concurrency": concurrency, **pair})
+
+    def flushing(self) -> None:
+        chunks, interval = 40, 0.05
+        self.procs.configure(chunks, self.args.size, interval)
+        out = {"interval_ms": interval * 1e3, "chunks": chunks}
+        for side in ("direct", "proxy"):
+            result = self.load(
+                side,
+                stream=True,
+                concurrency=1,
+                requests=3,
+                max_seconds=30,
+                expected=chunks,
+                record=True,
+                warmup=False,
+            )
+            gaps = result.pop("gaps_ms")
+            result["gaps"] = {
+                "count": len(gaps),
+                "min": min(gaps, default=float("nan")),
+                "p50": _quantile(gaps, 0.5),
+                "max": max(gaps, default=float("nan")),
+                "under_25ms": sum(1 for g in gaps if g < 25),
+            }
+            out[side] = result
+            self._say(side, result, extra=f"gaps {result['gaps']}")
+        self.results["flushing"] = out
+
+    def profile(self) -> None:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(py_spy).exists() or self.args.no_profile:
+            self.results["profile"] = None
+            return
+        assert self.procs.proxy is not None
+        self.procs.configure(self.args.chunks, self.args.size)
+        duration = self.args.profile_seconds
+        profiles: dict[str, Any] = {"commands": []}
+        outputs = (("raw", RESULTS / "profile.txt"), ("flamegraph", RESULTS / "profile.svg"))
+        for fmt, path in outputs:
+            command = [
+                py_spy,
+                "record",
+                "--pid",
+                str(self.procs.proxy.pid),
+                "--rate",
+                "250",
+                "--duration",
+                str(duration),
+                "--format",
+                fmt,
+                "--output",
+                str(path),
+            ]
+            spy = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            time.sleep(0.3)
+            result = self.load(
+                "proxy",
+                stream=True,
+                concurrency=64,
+                requests=1_000_000,
+                max_seconds=duration + 1,
+                expected=self.args.chunks,
+            )
+            _, err = spy.communicate(timeout=60)
+            if spy.returncode:
+                profiles["error"] = err.decode(errors="replace")[-500:]
+                break
+            profiles["commands"].append(" ".join(command))
+            profiles[fmt] = str(path.relative_to(ROOT))
+            profiles.setdefault("events_per_s_while_profiled", result["events_per_s"])
+        if "raw" in profiles:
+            profiles["summary"] = report.summarize_profile(RESULTS / "profile.txt")
+        self.results["profile"] = profiles
+
+    def many_streams(self) -> None:
+        """1,000 concurrent open streams from a slow upstream, against a fresh proxy."""
+        chunks, interval, streams = 30, 0.1, self.args.open_streams
+        self.procs.restart_proxy()
+        assert self.procs.proxy is not None
+        proxy = psutil.Process(self.procs.proxy.pid)
+        self.procs.configure(chunks, self.args.size, interval)
+        idle_rss = proxy.memory_info().rss
+        out: dict[str, Any] = {"streams": streams, "chunks": chunks, "interval_ms": interval * 1e3}
+        out["direct"] = self.load(
+            "direct",
+            stream=True,
+            concurrency=streams,
+            requests=streams,
+            max_seconds=60,
+            expected=chunks,
+            warmup=False,
+        )
+        self._say("direct", out["direct"])
+        with rss_sampler(proxy) as samples:
+            out["proxy"] = self.load(
+                "proxy",
+                stream=True,
+                concurrency=streams,
+                requests=streams,
+                max_seconds=60,
+                expected=chunks,
+                warmup=False,
+            )
+        out["proxy_idle_rss"] = idle_rss
+        out["proxy_peak_rss_sampled"] = max(samples, default=0)
+        out["proxy_peak_rss_hwm"] = peak_rss(proxy.pid)
+        out["proxy_rss_after"] = proxy.memory_info().rss
+        peak = out["proxy_peak_rss_hwm"] / 2**20
+        self._say("proxy", out["proxy"], extra=f"peak RSS {peak:.0f} MB")
+        self.results["open_streams"] = out
+
+    def _say(self, side: str, result: dict[str, Any], extra: str = "") -> None:
+        mode = "stream" if result["stream"] else "plain "
+        print(
+            f"  {mode} c={result['concurrency']:<5} {side:<6} n={result['requests']:<6} "
+            f"err={result['errors']:<3} ttft p50={result['ttft_ms']['p50']:8.2f} ms "
+            f"p99={result['ttft_ms']['p99']:8.2f} ms  events/s={result['events_per_s']:9.0f} "
+            f"proxy cpu={result['proxy_cpu_s']:.2f}s {extra}",
+            flush=True,
+        )
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        self.results["machine"] = report.machine_info()
+        self.results["config"] = {
+            k: v for k, v in vars(self.args).items() if isinstance(v, int | float | str | list)
+        }
+        try:
+            self.procs.start_upstream()
+            self.procs.start_proxy()
+            print("streaming (upstream as fast as it can):", flush=True)
+            self.streaming()
+            print("non-streaming:", flush=True)
+            self.non_streaming()
+            print("event flushing (50 ms-paced upstream):", flush=True)
+            self.flushing()
+            print("profile (py-spy, 64 streams):", flush=True)
+            self.profile()
+            print(f"{self.args.open_streams} concurrent open streams (fresh proxy):", flush=True)
+            self.many_streams()
+        finally:
+            self.procs.stop_all()
+        self.results["duration_s"] = time.time() - started
+        return self.results
+
+
+def proxy_source(ref: str | None) -> tuple[Path, dict[str, Any]]:
+    """Where the proxy runs from: the working tree, or `git archive REF` under bench/results/."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    if ref is None:
+        changed = git("status", "--porcelain", "--", "kimi_proxy").splitlines()
+        info = {"source": "working tree", "commit": git("rev-parse", "--short", "HEAD")}
+        info["uncommitted"] = [line[3:] for line in changed]
+        return ROOT, info
+    dest = RESULTS / "proxy-src"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", ref, "kimi_proxy"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(dest, filter="data")
+    commit = git("rev-parse", "--short", ref)
+    return dest, {"source": f"git {ref}", "commit": commit, "uncommitted": []}
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--chunks", type=int, default=100, help="content chunks per response")
+    parser.add_argument("--size", type=int, default=16, help="characters per content chunk")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--rounds", type=int, default=8, help="requests per worker per level")
+    parser.add_argument("--min-requests", type=int, default=300, help="requests per level, min")
+    parser.add_argument("--max-seconds", type=float, default=15, help="cap per measurement")
+    parser.add_argument("--open-streams", type=int, default=1000)
+    parser.add_argument("--max-streams", type=int, default=2000, help="KIMI_MAX_STREAMS")
+    parser.add_argument("--profile-seconds", type=int, default=8)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--docs", default=str(ROOT / "docs"), help="where BENCHMARKS.md goes")
+    parser.add_argument(
+        "--proxy-ref",
+        help="benchmark kimi_proxy as committed at this git ref (default: the working tree)",
+    )
+    args = parser.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.proxy_src, source = proxy_source(args.proxy_ref)
+    sys.path.insert(0, str(args.proxy_src))  # the workload's translation uses the same code
+    print(f"proxy: {source}", flush=True)
+    bench = Bench(args)
+    bench.results["proxy_source"] = source
+    results = bench.run()
+    (RESULTS / "results.json").write_bytes(
+        orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    report.write_chart(results, docs / "benchmarks.png")
+    (docs / "BENCHMARKS.md").write_text(report.render(results))
+    print(f"wrote {docs / 'BENCHMARKS.md'}, {docs / 'benchmarks.png'}, {RESULTS / 'results.json'}")
+    print(f"total {results['duration_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

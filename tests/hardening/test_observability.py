@@ -1,0 +1,74 @@
+"""The operator's view: request log lines, request ids, metrics, doctor."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+from support.proxy import TEST_KEY, proxy_for
+from support.sse_client import BASIC, post_stream
+from support.upstream import Reply, error, scripted_upstream, text_stream
+
+from kimi_proxy.config import Settings
+from kimi_proxy.doctor import run_doctor
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "kimi_proxy.access"]
+
+
+def test_one_structured_line_per_request_and_request_id(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="kimi_proxy.access")
+
+    def script(body: object, n: int) -> Reply:
+        return error(429, "slow", headers={"retry-after": "0"}) if n == 0 else text_stream("hi")
+
+    with proxy_for(script) as proxy:
+        response, _ = post_stream(proxy.url, {**BASIC, "model": "claude-haiku-5-5"})
+        with httpx.Client() as client:
+            bad = client.post(f"{proxy.url}/v1/messages", content=b"{")
+    lines = access_lines(caplog)
+    assert len(lines) == 2
+    ok, failed = lines
+    assert ok["request_id"] == response.headers["request-id"]
+    assert str(ok["request_id"]).startswith("req_")
+    assert ok["status"] == 200 and ok["stream"] is True
+    assert ok["model_asked"] == "claude-haiku-5-5" and ok["model_used"] == "kimi-small"
+    assert ok["retries"] == 1
+    assert isinstance(ok["ttft_ms"], float) and ok["ttft_ms"] <= ok["latency_ms"]
+    assert ok["input_tokens"] == 10 and ok["output_tokens"] == 1
+    assert failed["status"] == 400 and failed["error_type"] == "invalid_request_error"
+    assert failed["request_id"] == bad.headers["request-id"]
+
+
+def test_metrics_endpoint() -> None:
+    with proxy_for(lambda b, n: text_stream("abc")) as proxy, httpx.Client() as client:
+        post_stream(proxy.url, BASIC)
+        client.post(f"{proxy.url}/v1/messages", content=b"{")
+        text = client.get(f"{proxy.url}/metrics").text
+    assert 'kimi_requests_total{path="/v1/messages",status="200"} 1.0' in text
+    assert 'kimi_errors_total{type="invalid_request_error"} 1.0' in text
+    assert "kimi_active_streams 0.0" in text
+    assert "kimi_ttft_seconds_count 1.0" in text
+    assert 'kimi_tokens_total{direction="out"}' in text
+    assert "kimi_upstream_retries_total" in text
+    assert "kimi_request_seconds_bucket" in text
+
+
+def test_doctor_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+    with scripted_upstream(lambda b, n: text_stream("OK")) as upstream:
+        good = Settings(upstream_url=upstream.base_url, api_key=TEST_KEY, model="kimi-big")
+        assert run_doctor(good) == 0
+        assert "streams a reply" in capsys.readouterr().out
+        assert upstream.bodies[0]["max_tokens"] == 1
+        upstream.script = lambda b, n: error(401, "Invalid API Key")
+        assert run_doctor(good) == 1
+        out = capsys.readouterr().out
+        assert "GROQ_API_KEY" in out and TEST_KEY not in out
+        upstream.script = lambda b, n: error(404, "model not found")
+        assert run_doctor(good) == 1
+        assert "KIMI_MODEL" in capsys.readouterr().out
+    assert run_doctor(Settings(api_key=None)) == 1
+    assert "No API key" in capsys.readouterr().out
