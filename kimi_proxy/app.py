@@ -10,7 +10,9 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -33,18 +35,26 @@ log = logging.getLogger("kimi_proxy.app")
 
 
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The shared upstream client: httpx's API over aiohttp's connection pool and C parser.
+
+    Measured (bench/): h11's pure-Python parsing was a fifth of the proxy's CPU, and it hands
+    over one chunked-encoding piece at a time; aiohttp gives whatever bytes arrived together,
+    so a burst of provider chunks leaves the proxy as one write.
+    """
     timeout = httpx.Timeout(
         connect=settings.connect_timeout,
         read=settings.read_timeout,
         write=settings.read_timeout,
         pool=settings.connect_timeout,
     )
-    limits = httpx.Limits(
-        max_connections=settings.max_streams + 16,
-        max_keepalive_connections=min(settings.max_streams, 100),
-        keepalive_expiry=60,
-    )
-    return httpx.AsyncClient(timeout=timeout, limits=limits, trust_env=False)
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=settings.max_streams + 16, keepalive_timeout=60, ttl_dns_cache=300
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(client=session))
 
 
 def error_response(error: ProxyError) -> Response:

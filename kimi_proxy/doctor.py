@@ -39,7 +39,7 @@ async def _check(settings: Settings) -> bool:
             try:
                 response = await client.open(payload, CallContext(model=model))
                 try:
-                    async for _chunk in client.chunks(response):
+                    async for _batch in client.chunk_batches(response):
                         pass
                 finally:
                     await response.aclose()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
+import aiohttp
 import httpx
 import orjson
 
@@ -217,12 +218,32 @@ def error_from_stream_payload(payload: dict[str, Any], *, model: str) -> ProxyEr
     return ApiError(f"The provider failed mid-stream ({model}): {message}")
 
 
+def transport_failure_kind(exc: httpx.HTTPError) -> str:
+    """`connect`, `connect_timeout`, `read_timeout` or `broken`, from the httpx exception or,
+    behind the aiohttp transport (whose own mapping to httpx types is coarse), its cause."""
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError) or (
+        cause is None and isinstance(exc, httpx.ConnectError)
+    ):
+        return "connect"
+    if isinstance(cause, aiohttp.ConnectionTimeoutError) or (
+        cause is None and isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
+    ):
+        return "connect_timeout"
+    if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError) or (
+        cause is None and isinstance(exc, httpx.TimeoutException)
+    ):
+        return "read_timeout"
+    return "broken"
+
+
 def error_from_transport(exc: httpx.HTTPError, *, upstream: str) -> ProxyError:
     """Map an httpx exception (no HTTP answer from the provider) to an Anthropic error."""
-    if isinstance(exc, httpx.TimeoutException):
-        phase = "connecting to" if isinstance(exc, httpx.ConnectTimeout) else "waiting for"
+    kind = transport_failure_kind(exc)
+    if kind in ("connect_timeout", "read_timeout"):
+        phase = "connecting to" if kind == "connect_timeout" else "waiting for"
         return GatewayTimeoutError(f"Timed out {phase} the provider at {upstream}.")
-    if isinstance(exc, httpx.ConnectError):
+    if kind == "connect":
         return BadGatewayError(
             f"Cannot connect to the provider at {upstream}: {exc or type(exc).__name__}. "
             "Check KIMI_UPSTREAM_URL and your network."

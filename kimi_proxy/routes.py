@@ -38,7 +38,7 @@ from .protocol.anthropic import (
 )
 from .sse import encode_event, encode_events
 from .state import ProxyState
-from .streaming import PING_FRAME, EventStreamResponse, with_pings
+from .streaming import EventStreamResponse
 from .tokens import estimate_tokens
 from .translate.accumulate import accumulate_message
 from .translate.request import (
@@ -151,10 +151,8 @@ async def create_message(request: Request) -> Response:
         await upstream_response.aclose()
 
     translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
-    events = stream_events(
-        client, upstream_response, translator, settings.ping_interval, record or NO_RECORD
-    )
-    return EventStreamResponse(events, on_close=on_close)
+    events = stream_events(client, upstream_response, translator, record or NO_RECORD)
+    return EventStreamResponse(events, ping_interval=settings.ping_interval, on_close=on_close)
 
 
 def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
@@ -205,7 +203,6 @@ async def agent_response(
         payload=upstream_request.payload,
         context=context,
         max_iterations=settings.max_tool_iterations,
-        ping_interval=settings.ping_interval,
     )
     translator = StreamTranslator(
         upstream_request,
@@ -235,28 +232,26 @@ async def agent_response(
     async def on_close() -> None:
         release()
 
-    return EventStreamResponse(body(), on_close=on_close)
+    return EventStreamResponse(body(), ping_interval=settings.ping_interval, on_close=on_close)
 
 
 async def stream_events(
     client: UpstreamClient,
     response: httpx.Response,
     translator: StreamTranslator,
-    ping_interval: float,
     record: RequestRecord,
 ) -> AsyncIterator[bytes]:
     """The SSE body: translated events, pings while the provider is silent, errors as events."""
     debug = flow_log.isEnabledFor(logging.DEBUG)
     yield encode_events(translator.start())
     try:
-        async with aclosing(with_pings(client.chunks(response), ping_interval)) as chunks:
-            async for chunk in chunks:
-                if chunk is None:
-                    yield PING_FRAME
-                    continue
-                events = translator.feed(chunk)
+        async with aclosing(client.chunk_batches(response)) as batches:
+            async for batch in batches:
+                events = []
+                for chunk in batch:  # everything one network read brought: one write out
+                    events += translator.feed(chunk)
                 if debug:
-                    flow_log.debug("chunk %s -> events %s", LazyJson(chunk), LazyJson(events))
+                    flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
                 if events:
                     if record.ttft_ms is None:
                         record.first_token()

@@ -36,8 +36,15 @@ class SSEDecoder:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
-        buffer = self._buffer + chunk
+        buffer = self._buffer + chunk if self._buffer else chunk
         events: list[ServerSentEvent] = []
+        if b"\r" not in buffer:  # fast path: LF-only streams (what providers send)
+            *lines, self._buffer = buffer.split(b"\n")
+            for line in lines:
+                event = self._line(line.decode("utf-8", "replace"))
+                if event is not None:
+                    events.append(event)
+            return events
         start = 0
         length = len(buffer)
         while start < length:

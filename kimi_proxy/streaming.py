@@ -1,60 +1,30 @@
-"""Streaming plumbing for the routes: keep-alive pings and an SSE response that always cleans up.
+"""The SSE response: keep-alive pings, and cleanup that always happens.
 
-`EventStreamResponse` runs Starlette's streaming (which watches for the client's disconnect and
-cancels the body iterator at once) and then, whatever happened, runs `on_close`: the upstream
-response is closed even when the client left before the first byte, so no provider connection
-keeps generating tokens for nobody.
+`EventStreamResponse` streams the body the moment each piece exists. It keeps one timer task
+per stream (not per chunk): when nothing was sent for `ping_interval` seconds — the provider is
+thinking — it sends a `ping` event, so clients and idle proxies keep the stream open. Starlette
+watches for the client's disconnect and cancels the body at once; whatever happened, `on_close`
+runs afterwards, so the upstream response is closed even when the client left before the first
+byte and no provider connection keeps generating tokens for nobody.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-T = TypeVar("T")
-
 PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-async def with_pings(source: AsyncIterator[T], interval: float) -> AsyncGenerator[T | None, None]:
-    """Items of `source`; `None` whenever it has been silent for `interval` seconds."""
-    pending: asyncio.Future[T] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(source))
-            done, _ = await asyncio.wait((pending,), timeout=interval)
-            if not done:
-                yield None
-                continue
-            finished, pending = pending, None
-            try:
-                item = finished.result()
-            except StopAsyncIteration:
-                return
-            yield item
-    finally:
-        # Shielded: under Starlette's cancelled task group every await would be cancelled
-        # again, leaving the provider's stream open.
-        with anyio.CancelScope(shield=True):
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-                    await pending
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
-
-
 async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
-    """Run a close even inside a cancelled scope (Starlette cancels on client disconnect)."""
+    """Run a close even inside a cancelled scope (Starlette cancels on client disconnect):
+    there every await would be cancelled again, leaving the provider's stream open."""
     with anyio.CancelScope(shield=True):
         await close()
 
@@ -64,13 +34,41 @@ class EventStreamResponse(StreamingResponse):
         self,
         content: AsyncIterator[bytes],
         *,
+        ping_interval: float,
         on_close: Callable[[], Awaitable[None]],
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             content, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
         )
+        self._ping_interval = ping_interval
         self._on_close = on_close
+        self._last_sent = 0.0
+
+    async def stream_response(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        self._last_sent = loop.time()
+        keepalive = asyncio.create_task(self._keepalive(send))
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._last_sent = loop.time()
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _keepalive(self, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._last_sent + self._ping_interval - loop.time())
+            if loop.time() - self._last_sent >= self._ping_interval:
+                await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
+                self._last_sent = loop.time()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -78,6 +76,5 @@ class EventStreamResponse(StreamingResponse):
         finally:
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
-            await self._on_close()
+                await close_shielded(aclose)
+            await close_shielded(self._on_close)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from .errors import (
     error_from_provider_response,
     error_from_transport,
     redact,
+    transport_failure_kind,
 )
 from .sse import SSEDecoder
 
@@ -121,11 +122,14 @@ class UpstreamClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _attempt(self, body: bytes, context: CallContext) -> httpx.Response:
-        request = self._http.build_request("POST", self._url, content=body, headers=self._headers)
+        # The body goes out from a one-shot iterator so the open response does not keep the
+        # ~50 KB request alive for the whole stream (it matters with hundreds of streams).
+        headers = {**self._headers, "content-length": str(len(body))}
+        request = self._http.build_request("POST", self._url, content=_once(body), headers=headers)
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            retryable = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            retryable = transport_failure_kind(exc) in ("connect", "connect_timeout")
             raise UpstreamFailure(
                 error_from_transport(exc, upstream=self._url), retryable=retryable
             ) from exc
@@ -174,30 +178,43 @@ class UpstreamClient:
             raise BadGatewayError("The provider answered with JSON that is not an object.")
         return completion
 
-    async def chunks(self, response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
-        """Decoded chunks of a streaming response, until `[DONE]` or the end of the body.
+    async def chunk_batches(
+        self, response: httpx.Response
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Decoded chunks of a streaming response, a list per network read (so what arrived
+        together leaves together), until `[DONE]` or the end of the body.
 
         Transport failures mid-stream raise the mapped `ProxyError`.
         """
         decoder = SSEDecoder()
         try:
             async for raw in response.aiter_bytes():
+                batch: list[dict[str, Any]] = []
                 for event in decoder.feed(raw):
                     data = event.data
                     if data == "[DONE]":
+                        if batch:
+                            yield batch
                         return
-                    if not data:
-                        continue
-                    try:
-                        chunk = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        raise BadGatewayError(
-                            f"The provider sent a malformed stream event: {data[:200]!r}"
-                        ) from None
-                    if not isinstance(chunk, dict):
-                        raise BadGatewayError(
-                            f"The provider sent an unexpected event: {data[:200]!r}"
-                        )
-                    yield chunk
+                    if data:
+                        batch.append(_decode_chunk(data))
+                if batch:
+                    yield batch
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, upstream=self._url) from exc
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+def _decode_chunk(data: str) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise BadGatewayError(
+            f"The provider sent a malformed stream event: {data[:200]!r}"
+        ) from None
+    if not isinstance(chunk, dict):
+        raise BadGatewayError(f"The provider sent an unexpected event: {data[:200]!r}")
+    return chunk

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ..errors import BadGatewayError
-from ..streaming import close_shielded, with_pings
+from ..streaming import close_shielded
 from ..translate.agent_history import (
     STARTING,
     LocalCall,
@@ -32,8 +32,6 @@ from ..upstream import CallContext, UpstreamClient
 from .sandbox import ToolError
 from .tools import READ_ONLY, LocalTools
 
-PING: Event = {"type": "ping"}
-
 
 @dataclass(slots=True)
 class AgentLoop:
@@ -42,7 +40,6 @@ class AgentLoop:
     payload: dict[str, Any]
     context: CallContext
     max_iterations: int
-    ping_interval: float
 
     async def events(self, translator: StreamTranslator) -> AsyncGenerator[Event, None]:
         """Every event of the turn; raises `ProxyError` on failure (after what was sent)."""
@@ -115,15 +112,11 @@ class AgentLoop:
         }
         response = await self.client.open(payload, self.context)
         try:
-            async with contextlib.aclosing(
-                with_pings(self.client.chunks(response), self.ping_interval)
-            ) as chunks:
-                async for chunk in chunks:
-                    if chunk is None:
-                        yield PING
-                        continue
-                    for event in translator.feed(chunk):
-                        yield event
+            async with contextlib.aclosing(self.client.chunk_batches(response)) as batches:
+                async for batch in batches:
+                    for chunk in batch:
+                        for event in translator.feed(chunk):
+                            yield event
         finally:
             await close_shielded(response.aclose)
         if not translator.finished:

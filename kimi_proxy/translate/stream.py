@@ -97,6 +97,7 @@ class StreamTranslator:
 
     __slots__ = (
         "_calls",
+        "_client_model",
         "_finish_reason",
         "_input_estimate",
         "_last_usage",
@@ -108,7 +109,9 @@ class StreamTranslator:
         "_output_tokens",
         "_step_client_calls",
         "_step_text",
-        "_upstream",
+        "_stop_sequences",
+        "_tool_names",
+        "_upstream_model",
         "_usage",
         "_used_tools",
         "message_id",
@@ -122,7 +125,11 @@ class StreamTranslator:
         input_tokens: int = 0,
         local_tools: frozenset[str] = frozenset(),
     ) -> None:
-        self._upstream = upstream
+        # Only what the reply needs: not the request payload, which can be freed once sent.
+        self._client_model = upstream.client_model
+        self._upstream_model = upstream.upstream_model
+        self._tool_names = upstream.tool_names
+        self._stop_sequences = upstream.stop_sequences
         self._local = local_tools
         self.message_id = message_id or new_message_id()
         self._nonce = new_nonce()
@@ -152,7 +159,7 @@ class StreamTranslator:
                     "id": self.message_id,
                     "type": "message",
                     "role": "assistant",
-                    "model": self._upstream.client_model,
+                    "model": self._client_model,
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
@@ -163,7 +170,7 @@ class StreamTranslator:
 
     def feed(self, chunk: dict[str, Any]) -> list[Event]:
         if chunk.get("error"):
-            raise error_from_stream_payload(chunk, model=self._upstream.upstream_model)
+            raise error_from_stream_payload(chunk, model=self._upstream_model)
         usage = chunk_usage(chunk)
         if usage:
             self._usage = usage
@@ -186,8 +193,7 @@ class StreamTranslator:
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
                 self._matched_stop = (
-                    matched_stop_sequence(choice, self._upstream.stop_sequences)
-                    or self._matched_stop
+                    matched_stop_sequence(choice, self._stop_sequences) or self._matched_stop
                 )
         return events
 
@@ -306,7 +312,7 @@ class StreamTranslator:
             block = {
                 "type": "tool_use",
                 "id": anthropic_tool_id(call.upstream_id, self._nonce),
-                "name": self._upstream.tool_names.to_client(call.name or UNKNOWN_TOOL),
+                "name": self._tool_names.to_client(call.name or UNKNOWN_TOOL),
                 "input": {},
             }
         events.append({"type": "content_block_start", "index": index, "content_block": block})
