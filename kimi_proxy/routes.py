@@ -140,17 +140,22 @@ async def create_message(request: Request) -> Response:
             record.tokens(message["usage"])
         return _json(message)
     release = acquire_stream_slot(state)
+    translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
+    body = orjson.dumps(upstream_request.payload)
+    # Nothing but the encoded body needs the parsed request any more: let it go before waiting
+    # for the provider (with hundreds of streams opening at once, it is most of the memory).
+    del message_request, upstream_request
     try:
-        upstream_response = await client.open(upstream_request.payload, context, on_retry)
+        upstream_response = await client.open(body, context, on_retry)
     except BaseException:
         release()
         raise
+    del body
 
     async def on_close() -> None:
         release()
         await upstream_response.aclose()
 
-    translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
     events = stream_events(client, upstream_response, translator, record or NO_RECORD)
     return EventStreamResponse(events, ping_interval=settings.ping_interval, on_close=on_close)
 

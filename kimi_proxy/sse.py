@@ -21,30 +21,47 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    __slots__ = ("_buffer", "_data", "_event", "_id", "_skip_lf")
+    __slots__ = ("_buffer", "_data", "_dispatched_event", "_event", "_id", "_skip_lf")
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._data: list[str] = []
+        self._data: list[bytes] = []
         self._event = ""
+        self._dispatched_event = "message"
         self._id: str | None = None
         self._skip_lf = False
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
+        """Complete events in `chunk` (plus what earlier pieces left over)."""
+        events: list[ServerSentEvent] = []
+        for line in self._lines(chunk):
+            data = self._line(line)
+            if data is not None:
+                text = data.decode("utf-8", "replace")
+                events.append(ServerSentEvent(text, self._dispatched_event, self._id))
+        return events
+
+    def feed_data(self, chunk: bytes) -> list[bytes]:
+        """Only the data of each complete event, as bytes: the provider-stream hot path (no
+        event objects, no decoding — `orjson.loads` takes bytes)."""
+        found: list[bytes] = []
+        for line in self._lines(chunk):
+            data = self._line(line)
+            if data is not None:
+                found.append(data)
+        return found
+
+    def _lines(self, chunk: bytes) -> list[bytes]:
         if not chunk:
             return []  # an empty piece must not forget a CR that ended the previous one
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False
         buffer = self._buffer + chunk if self._buffer else chunk
-        events: list[ServerSentEvent] = []
         if b"\r" not in buffer:  # fast path: LF-only streams (what providers send)
             *lines, self._buffer = buffer.split(b"\n")
-            for line in lines:
-                event = self._line(line.decode("utf-8", "replace"))
-                if event is not None:
-                    events.append(event)
-            return events
+            return lines
+        lines = []
         start = 0
         length = len(buffer)
         while start < length:
@@ -60,33 +77,36 @@ class SSEDecoder:
             else:  # CR at the very end: its LF may come with the next chunk
                 end, next_start = cr, cr + 1
                 self._skip_lf = True
-            event = self._line(buffer[start:end].decode("utf-8", "replace"))
-            if event is not None:
-                events.append(event)
+            lines.append(buffer[start:end])
             start = next_start
         self._buffer = buffer[start:]
-        return events
+        return lines
 
-    def _line(self, line: str) -> ServerSentEvent | None:
+    def _line(self, line: bytes) -> bytes | None:
+        """Apply one line; the event's data when the line completes an event."""
+        if line[:5] == b"data:":
+            self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+            return None
         if not line:
             if not self._data:
                 self._event = ""
                 return None
-            event = ServerSentEvent("\n".join(self._data), self._event or "message", self._id)
+            data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+            self._dispatched_event = self._event or "message"
             self._data = []
             self._event = ""
-            return event
-        if line.startswith(":"):
+            return data
+        if line[:1] == b":":
             return None
-        name, _, value = line.partition(":")
-        if value.startswith(" "):
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
             value = value[1:]
-        if name == "data":
+        if name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            self._id = value.decode("utf-8", "replace")
+        elif name == b"data":  # a bare `data` line: an empty data value
             self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id" and "\0" not in value:
-            self._id = value
         return None
 
 

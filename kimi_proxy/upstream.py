@@ -92,7 +92,7 @@ class UpstreamClient:
 
     async def open(
         self,
-        payload: dict[str, Any],
+        payload: dict[str, Any] | bytes,
         context: CallContext,
         on_retry: Callable[[], None] | None = None,
     ) -> httpx.Response:
@@ -100,7 +100,7 @@ class UpstreamClient:
 
         Raises the mapped `ProxyError` once retries are exhausted.
         """
-        body = orjson.dumps(payload)
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._max_retries + 1) | stop_after_delay(self._retry_budget),
             wait=_backoff,
@@ -190,9 +190,8 @@ class UpstreamClient:
         try:
             async for raw in response.aiter_bytes():
                 batch: list[dict[str, Any]] = []
-                for event in decoder.feed(raw):
-                    data = event.data
-                    if data == "[DONE]":
+                for data in decoder.feed_data(raw):
+                    if data == b"[DONE]":
                         if batch:
                             yield batch
                         return
@@ -208,13 +207,15 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def _decode_chunk(data: str) -> dict[str, Any]:
+def _decode_chunk(data: bytes) -> dict[str, Any]:
     try:
         chunk = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise BadGatewayError(
-            f"The provider sent a malformed stream event: {data[:200]!r}"
+            f"The provider sent a malformed stream event: {data[:200].decode(errors='replace')!r}"
         ) from None
     if not isinstance(chunk, dict):
-        raise BadGatewayError(f"The provider sent an unexpected event: {data[:200]!r}")
+        raise BadGatewayError(
+            f"The provider sent an unexpected event: {data[:200].decode(errors='replace')!r}"
+        )
     return chunk
