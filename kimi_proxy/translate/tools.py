@@ -35,13 +35,42 @@ _REJECTED_SCHEMA_KEYS = frozenset({"$schema", "$id", "$comment", "examples", "de
 _OUR_ID = re.compile(r"^toolu_kp[0-9a-f]{8}_([A-Za-z0-9_-]+)$")
 
 
+_SCHEMA_MAPS = frozenset(
+    {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+)  # name -> schema
+_SCHEMA_LISTS = frozenset({"anyOf", "oneOf", "allOf", "prefixItems"})  # [schema]
+_SCHEMA_ONE = frozenset(
+    {
+        "items",
+        "additionalProperties",
+        "not",
+        "if",
+        "then",
+        "else",
+        "contains",
+        "propertyNames",
+        "unevaluatedProperties",
+    }
+)  # schema
+
+
 def clean_schema(schema: Any) -> Any:
-    """Remove keywords providers reject, recursively; never changes the meaning of the schema."""
-    if isinstance(schema, dict):
-        return {k: clean_schema(v) for k, v in schema.items() if k not in _REJECTED_SCHEMA_KEYS}
-    if isinstance(schema, list):
-        return [clean_schema(v) for v in schema]
-    return schema
+    """Remove keywords providers reject, walking only where schemas are: property *names*
+    (a parameter called `examples`) and values (`default`, `enum`, `const`) stay untouched."""
+    if not isinstance(schema, dict):
+        return schema
+    cleaned: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _REJECTED_SCHEMA_KEYS:
+            continue
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            value = {name: clean_schema(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list):
+            value = [clean_schema(sub) for sub in value]
+        elif key in _SCHEMA_ONE:
+            value = clean_schema(value)
+        cleaned[key] = value
+    return cleaned
 
 
 def function_parameters(input_schema: dict[str, Any] | None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from kimi_proxy.translate.request import (
     anthropic_to_openai_request,
 )
 from kimi_proxy.translate.response import openai_to_anthropic_message
+from kimi_proxy.translate.tools import function_parameters
 
 BIG, SMALL = KIMI_K2, "llama-3.1-8b-instant"
 ROUTER = ModelRouter.default_rules(big=BIG, small=SMALL)
@@ -866,3 +867,30 @@ def test_tool_search_followup_loads_the_referenced_tool() -> None:
     assert tool_messages[0]["tool_call_id"] == "functions.ToolSearch:0"
     assert "NotebookEdit" in tool_messages[0]["content"]
     assert "Jupyter notebook" in tool_messages[0]["content"]
+
+
+def test_schema_cleaning_keeps_property_names_and_values() -> None:
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "examples": {
+                "type": "array",
+                "examples": [["a"]],
+                "items": {"$id": "x", "type": "string"},
+            },
+            "deprecated": {"type": "boolean", "default": {"examples": 1}},
+            "mode": {"anyOf": [{"const": "a", "$comment": "c"}, {"enum": ["$schema"]}]},
+        },
+        "required": ["examples"],
+    }
+    cleaned = function_parameters(schema)
+    assert cleaned == {
+        "type": "object",
+        "properties": {
+            "examples": {"type": "array", "items": {"type": "string"}},
+            "deprecated": {"type": "boolean", "default": {"examples": 1}},
+            "mode": {"anyOf": [{"const": "a"}, {"enum": ["$schema"]}]},
+        },
+        "required": ["examples"],
+    }
