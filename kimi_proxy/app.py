@@ -24,9 +24,15 @@ from starlette.routing import Route
 from . import routes
 from .agent.sandbox import Sandbox
 from .agent.tools import LocalTools, parse_tool_names
-from .config import Settings
+from .config import Settings, load_settings
 from .errors import ApiError, InvalidRequestError, NotFoundError, ProxyError, render_json
-from .observability import Metrics, ObservabilityMiddleware, request_record
+from .observability import (
+    DEFAULT_DEBUG_LOG,
+    Metrics,
+    ObservabilityMiddleware,
+    request_record,
+    setup_logging,
+)
 from .security import SecurityMiddleware
 from .state import ProxyState
 from .upstream import UpstreamClient
@@ -95,6 +101,20 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     error = ApiError(f"Internal proxy error ({type(exc).__name__}); see the proxy log.")
     _note_error(request, error)
     return error_response(error)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Console logging, and the redacted debug log with `--debug` / `KIMI_LOG_FILE`."""
+    secrets = [s.get_secret_value() for s in (settings.api_key, settings.auth_token) if s]
+    log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
+    setup_logging(settings.log_level, log_file, secrets)
+
+
+def app_from_env() -> Starlette:
+    """The app of one worker process (`kimi-proxy serve --workers N`)."""
+    settings = load_settings()
+    configure_logging(settings)
+    return create_app(settings)
 
 
 def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Starlette:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from pydantic import ValidationError
 
-from .config import Settings, load_settings
-from .observability import DEFAULT_DEBUG_LOG, setup_logging
+from .config import Settings, load_settings, settings_to_env
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -30,6 +31,7 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     flag("--max-tool-iterations", type=int, help="model calls per turn in agent mode (15)")
     flag("--log-file", help="debug log with the full event flow (KIMI_LOG_FILE)")
     flag("--log-level", help="info, debug, warning (KIMI_LOG_LEVEL)")
+    flag("--workers", type=int, help="worker processes (KIMI_WORKERS, default 1)")
     flag(
         "--debug",
         action="store_true",
@@ -53,6 +55,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         "log_file",
         "log_level",
         "debug",
+        "workers",
     )
     return load_settings(**{name: getattr(args, name, None) for name in names})
 
@@ -60,7 +63,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import configure_logging, create_app
 
     if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
         print(
@@ -69,9 +72,7 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    secrets = [s.get_secret_value() for s in (settings.api_key, settings.auth_token) if s]
-    log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
-    setup_logging(settings.log_level, log_file, secrets)
+    configure_logging(settings)
     if not settings.has_api_key:
         logging.getLogger("kimi_proxy").warning(
             "no provider API key configured: set GROQ_API_KEY or KIMI_API_KEY "
@@ -80,8 +81,15 @@ def serve(settings: Settings) -> int:
     # uvicorn drains live streams on SIGTERM (up to the grace period), then re-raises the
     # signal through the previous handler: a no-op one makes a drained shutdown exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if settings.workers > 1:  # stateless workers: each process builds its app from the env
+        os.environ.update(settings_to_env(settings))
+        target: Any = "kimi_proxy.app:app_from_env"
+    else:
+        target = create_app(settings)
     uvicorn.run(
-        create_app(settings),
+        target,
+        factory=settings.workers > 1,
+        workers=settings.workers,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

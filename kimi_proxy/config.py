@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=_env("log_level", "KIMI_LOG_LEVEL"))
     debug: bool = Field(False, validation_alias=_env("debug", "KIMI_DEBUG"))
 
+    workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
     body_timeout: float = Field(
         30.0, gt=0, validation_alias=_env("body_timeout", "KIMI_BODY_TIMEOUT")
     )
@@ -106,6 +107,20 @@ class Settings(BaseSettings):
     @property
     def has_api_key(self) -> bool:
         return self.api_key is not None and bool(self.api_key.get_secret_value().strip())
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """Every setting as its environment variable: how worker processes get the CLI's flags."""
+    env: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        alias = field.validation_alias
+        if value is None or not isinstance(alias, AliasChoices):
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[str(alias.choices[1])] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
 
 
 def _comma_list(value: str) -> list[str]:

@@ -200,3 +200,53 @@ def test_sigterm_drains_live_streams_then_exits_zero(tmp_path: Path) -> None:
                 server.wait()
             log.close()
     assert results == ["message_stop"] * 50, (tmp_path / "server.log").read_text()
+
+
+def test_stateless_workers_get_the_command_line_settings(tmp_path: Path) -> None:
+    with scripted_upstream(lambda b, n: text_stream("from a worker")) as upstream:
+        port = free_port()
+        env = {**os.environ, "KIMI_API_KEY": TEST_KEY, "KIMI_LOG_LEVEL": "warning"}
+        log = (tmp_path / "server.log").open("wb")
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kimi_proxy",
+                "serve",
+                "--workers",
+                "2",
+                "--port",
+                str(port),
+                "--upstream-url",
+                upstream.base_url,
+                "--model",
+                "flag-model",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{url}/health", timeout=0.5)
+                    break
+                except httpx.HTTPError:
+                    assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
+                    time.sleep(0.1)
+            for _ in range(6):
+                _, events = post_stream(url, BASIC)
+                assert events[-1][0] == "message_stop"
+            assert {b["model"] for b in upstream.bodies} == {"flag-model"}
+            workers = [
+                c
+                for c in psutil.Process(server.pid).children()
+                if "spawn_main" in " ".join(c.cmdline())
+            ]
+            assert len(workers) == 2
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
