@@ -222,7 +222,8 @@ def render(results: dict[str, Any]) -> str:
         f"Measured {m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, "
         f"Linux {m['kernel']}, Python {m['python']}. Upstream, proxy and load client are "
         f"separate processes on this one machine (loopback), sharing its {m['cores']} cores. "
-        f"Whole run: {results['duration_s']:.0f} s.\n"
+        f"Whole run: {results['duration_s']:.0f} s. Proxy worker processes: "
+        f"{cfg.get('workers', 1)} (`kimi-proxy serve --workers`).\n"
     )
     source = results.get("proxy_source")
     if source:

@@ -73,8 +73,9 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 20
 class Processes:
     """The upstream and proxy processes, with their logs under bench/results/."""
 
-    def __init__(self, max_streams: int, proxy_src: Path) -> None:
+    def __init__(self, max_streams: int, proxy_src: Path, workers: int = 1) -> None:
         self.proxy_src = proxy_src
+        self.workers = workers
         self.upstream_port = free_port()
         self.proxy_port = free_port()
         self.max_streams = max_streams
@@ -110,6 +111,8 @@ class Processes:
             f"http://{HOST}:{self.upstream_port}/v1",
             "--port",
             str(self.proxy_port),
+            "--workers",
+            str(self.workers),
         ]
         self.proxy = self._spawn("proxy", args, env, cwd=self.proxy_src)
         self.proxy_generation += 1
@@ -140,18 +143,33 @@ class Processes:
         http("POST", f"http://{HOST}:{self.upstream_port}/_bench/config", body)
 
 
+def _family(process: psutil.Process) -> list[psutil.Process]:
+    """The process and its children (the workers of `kimi-proxy serve --workers N`)."""
+    try:
+        return [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return [process]
+
+
 def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    total = 0.0
+    for member in _family(process):
+        with contextlib.suppress(psutil.Error):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def peak_rss(pid: int) -> int:
-    """The kernel's high-water mark of resident memory (VmHWM), in bytes."""
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
+    """The kernel's high-water mark of resident memory (VmHWM), in bytes, summed over the
+    process and its workers."""
+    total = 0
+    for member in _family(psutil.Process(pid)):
+        with contextlib.suppress(OSError), open(f"/proc/{member.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) * 1024
+    return total
 
 
 @contextlib.contextmanager
@@ -177,7 +195,9 @@ def rss_sampler(process: psutil.Process, interval: float = 0.02) -> Iterator[lis
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.procs = Processes(max_streams=args.max_streams, proxy_src=args.proxy_src)
+        self.procs = Processes(
+            max_streams=args.max_streams, proxy_src=args.proxy_src, workers=args.workers
+        )
         self.results: dict[str, Any] = {"streaming": [], "non_streaming": []}
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.bodies: dict[tuple[str, bool], Path] = {}
@@ -465,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-streams", type=int, default=2000, help="KIMI_MAX_STREAMS")
     parser.add_argument("--profile-seconds", type=int, default=8)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="kimi-proxy serve --workers")
     parser.add_argument("--docs", default=str(ROOT / "docs"), help="where BENCHMARKS.md goes")
     parser.add_argument(
         "--proxy-ref",
