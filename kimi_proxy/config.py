@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     )
     model: str = Field(KIMI_K2, validation_alias=_env("model", "KIMI_MODEL"))
     small_model: str = Field(KIMI_K2, validation_alias=_env("small_model", "KIMI_SMALL_MODEL"))
+    model_rules: str = Field(
+        "haiku=small", validation_alias=_env("model_rules", "KIMI_MODEL_RULES")
+    )
     max_output_tokens: int | None = Field(
         None, ge=1, validation_alias=_env("max_output_tokens", "KIMI_MAX_OUTPUT_TOKENS")
     )
@@ -72,6 +75,12 @@ class Settings(BaseSettings):
         30.0, gt=0, validation_alias=_env("body_timeout", "KIMI_BODY_TIMEOUT")
     )
 
+    @field_validator("model_rules")
+    @classmethod
+    def _valid_model_rules(cls, value: str) -> str:
+        ModelRouter.from_spec(value, "big", "small")  # raises on a malformed rule
+        return value
+
     @field_validator("local_tools")
     @classmethod
     def _known_local_tools(cls, value: str) -> str:
@@ -86,7 +95,7 @@ class Settings(BaseSettings):
 
     @cached_property
     def router(self) -> ModelRouter:
-        return ModelRouter.default_rules(self.model, self.small_model)
+        return ModelRouter.from_spec(self.model_rules, self.model, self.small_model)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -24,6 +24,21 @@ class ModelRouter:
     def default_rules(cls, big: str, small: str) -> ModelRouter:
         return cls(big=big, small=small, rules=(("haiku", small),))
 
+    @classmethod
+    def from_spec(cls, spec: str, big: str, small: str) -> ModelRouter:
+        """`KIMI_MODEL_RULES`: `substring=target` pairs, comma-separated, tried in order;
+        a target is `big`, `small` or a provider model id (`opus=moonshotai/kimi-k2-instruct`)."""
+        rules = []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            needle, sep, target = part.partition("=")
+            if not sep or not needle.strip() or not target.strip():
+                raise ValueError(f"model rule {part!r} is not substring=target")
+            target = target.strip()
+            rules.append((needle.strip().lower(), {"big": big, "small": small}.get(target, target)))
+        return cls(big=big, small=small, rules=tuple(rules))
+
     def resolve(self, client_model: str) -> str:
         lowered = client_model.lower()
         for needle, target in self.rules:

@@ -894,3 +894,19 @@ def test_schema_cleaning_keeps_property_names_and_values() -> None:
         },
         "required": ["examples"],
     }
+
+
+def test_model_rules_are_configurable() -> None:
+    from kimi_proxy.config import Settings
+
+    router = Settings(
+        model="big-m",
+        small_model="small-m",
+        model_rules="haiku=small, opus=moonshotai/kimi-k2-instruct,sonnet=big",
+    ).router
+    assert router.resolve("claude-haiku-5-5") == "small-m"
+    assert router.resolve("claude-OPUS-5-5") == "moonshotai/kimi-k2-instruct"
+    assert router.resolve("claude-sonnet-5-5") == "big-m"
+    assert router.resolve("anything-else") == "big-m"
+    with pytest.raises(ValueError, match="substring=target"):
+        Settings(model_rules="haiku")
