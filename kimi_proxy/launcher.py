@@ -37,19 +37,21 @@ def claude_code_cache() -> Path:
     return Path(base) / "kimi-proxy" / f"claude-code-{CLAUDE_CODE_VERSION}"
 
 
-def find_claude(install: bool = True, quiet: bool = False) -> str:
+def find_claude() -> str:
     """`claude` from PATH, else the pinned CLI from the npm registry (installed once, cached)."""
-    on_path = shutil.which("claude")
-    if on_path:
-        return on_path
+    return shutil.which("claude") or str(pinned_claude_code())
+
+
+def pinned_claude_code(quiet: bool = False) -> Path:
+    """The pinned Claude Code CLI in the cache, installed there with npm when missing."""
     cache = claude_code_cache()
     binary = cache / "node_modules" / ".bin" / "claude"
     if binary.exists():
-        return str(binary)
+        return binary
     npm = shutil.which("npm")
-    if not install or npm is None:
+    if npm is None:
         raise LaunchError(
-            "Claude Code is not installed and npm was not found. Install Node.js (with npm), "
+            f"Claude Code is not installed and npm was not found. Install Node.js (with npm), "
             f"or install Claude Code yourself: npm install -g {CLAUDE_CODE_PACKAGE}"
         )
     cache.mkdir(parents=True, exist_ok=True)
@@ -72,11 +74,15 @@ def find_claude(install: bool = True, quiet: bool = False) -> str:
         ],
         capture_output=True,
         text=True,
+        timeout=900,
         check=False,
     )
     if result.returncode != 0 or not binary.exists():
-        raise LaunchError(f"npm could not install Claude Code: {result.stderr.strip()[-500:]}")
-    return str(binary)
+        raise LaunchError(
+            f"npm could not install {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {cache}: "
+            f"{result.stderr.strip()[-1500:]}"
+        )
+    return binary
 
 
 def proxy_url(settings: Settings) -> str:

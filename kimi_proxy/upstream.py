@@ -168,15 +168,7 @@ class UpstreamClient:
             raise error_from_transport(exc, upstream=self._url) from exc
         finally:
             await response.aclose()
-        try:
-            completion = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise BadGatewayError(
-                f"The provider answered with something that is not JSON: {data[:200]!r}"
-            ) from None
-        if not isinstance(completion, dict):
-            raise BadGatewayError("The provider answered with JSON that is not an object.")
-        return completion
+        return _json_object(data, "answered with")
 
     async def chunk_batches(
         self, response: httpx.Response
@@ -196,7 +188,7 @@ class UpstreamClient:
                             yield batch
                         return
                     if data:
-                        batch.append(_decode_chunk(data))
+                        batch.append(_json_object(data, "sent a stream event"))
                 if batch:
                     yield batch
         except httpx.HTTPError as exc:
@@ -207,15 +199,15 @@ async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
 
 
-def _decode_chunk(data: bytes) -> dict[str, Any]:
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    """A JSON object from the provider, or a 502 saying what came instead."""
     try:
-        chunk = orjson.loads(data)
+        value = orjson.loads(data)
     except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        shown = data[:200].decode(errors="replace")
         raise BadGatewayError(
-            f"The provider sent a malformed stream event: {data[:200].decode(errors='replace')!r}"
-        ) from None
-    if not isinstance(chunk, dict):
-        raise BadGatewayError(
-            f"The provider sent an unexpected event: {data[:200].decode(errors='replace')!r}"
+            f"The provider {what} something malformed (not a JSON object): {shown!r}"
         )
-    return chunk
+    return value

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -22,7 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kimi_proxy.launcher import CLAUDE_CODE_PACKAGE, CLAUDE_CODE_VERSION, claude_code_cache
+from kimi_proxy.launcher import (
+    CLAUDE_CODE_VERSION,
+    LaunchError,
+    claude_code_cache,
+    pinned_claude_code,
+)
 
 ALLOWED_TOOLS = "Bash Read Write Edit ToolSearch NotebookEdit"
 
@@ -34,38 +38,12 @@ class ClaudeUnavailable(Exception):
 def pinned_claude() -> Path:
     """The pinned Claude Code binary in the launcher's cache, installed with npm if missing."""
     cache = claude_code_cache()
-    binary = cache / "node_modules" / ".bin" / "claude"
-    if not binary.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            raise ClaudeUnavailable(
-                f"The end-to-end tests need Claude Code {CLAUDE_CODE_VERSION}, which is not in "
-                f"{cache}, and npm is not on PATH to install it. Install Node.js with npm "
-                f"(or run: npm install --prefix {cache} "
-                f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION})."
-            )
-        cache.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [
-                npm,
-                "install",
-                "--prefix",
-                str(cache),
-                "--no-audit",
-                "--no-fund",
-                "--loglevel=error",
-                f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if result.returncode != 0 or not binary.exists():
-            raise ClaudeUnavailable(
-                f"npm could not install {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into "
-                f"{cache}: {result.stderr.strip()[-1500:]}"
-            )
+    try:
+        binary = pinned_claude_code(quiet=True)
+    except LaunchError as exc:
+        raise ClaudeUnavailable(
+            f"The end-to-end tests need Claude Code {CLAUDE_CODE_VERSION} in {cache}: {exc}"
+        ) from None
     version = subprocess.run(
         [str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False
     )
