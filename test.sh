@@ -11,7 +11,7 @@ stamp="$VENV/.kimi-proxy-test-deps"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
   "$VENV/bin/python" -m pip install -q -e '.[test]'
-  touch "$stamp"
+  touch "$stamp" "$VENV/.kimi-proxy-installed"  # kimi.sh's stamp: the package is in too
 fi
 "$VENV/bin/ruff" check kimi_proxy tests bench
 "$VENV/bin/ruff" format --check kimi_proxy tests bench

@@ -146,6 +146,7 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
                 await client.aclose()
 
     metrics = state.metrics
+    metrics.active_streams.set_function(lambda: state.active_streams)
     middleware = [Middleware(ObservabilityMiddleware, metrics=metrics)]
     if settings.cors_origin_list:
         middleware.append(

@@ -168,7 +168,6 @@ def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
             f"The proxy is at its limit of {limit} concurrent streams; retry shortly."
         )
     state.active_streams += 1
-    state.metrics.active_streams.inc()
     released = False
 
     def release() -> None:
@@ -176,7 +175,6 @@ def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
         if not released:
             released = True
             state.active_streams -= 1
-            state.metrics.active_streams.dec()
 
     return release
 

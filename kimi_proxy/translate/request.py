@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from ..errors import InvalidRequestError
 from ..models import ModelRouter
 from ..protocol.anthropic import (
@@ -302,8 +304,6 @@ def _unsupported(block_type: str, index: int, where: str) -> InvalidRequestError
 
 
 def _json(value: Any) -> str:
-    import orjson
-
     return orjson.dumps(value).decode()
 
 

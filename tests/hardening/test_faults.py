@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from support.proxy import TEST_KEY, Harness, proxy_for
+from support.proxy import TEST_KEY, Harness, proxy_for, wait_healthy
 from support.sse_client import BASIC, parse_sse, post_stream
 from support.upstream import Pause, Stream, chunk, free_port, scripted_upstream, text_stream, usage
 
@@ -164,14 +164,7 @@ def test_sigterm_drains_live_streams_then_exits_zero(tmp_path: Path) -> None:
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=0.5)
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline, "server did not start"
-                    time.sleep(0.05)
+            wait_healthy(url, 20, tmp_path / "server.log")
             results: list[Any] = []
 
             def stream_one() -> None:
@@ -228,14 +221,7 @@ def test_stateless_workers_get_the_command_line_settings(tmp_path: Path) -> None
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    httpx.get(f"{url}/health", timeout=0.5)
-                    break
-                except httpx.HTTPError:
-                    assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
-                    time.sleep(0.1)
+            wait_healthy(url, 30, tmp_path / "server.log")
             for _ in range(6):
                 _, events = post_stream(url, BASIC)
                 assert events[-1][0] == "message_stop"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 
 from kimi_proxy.app import create_app
 from kimi_proxy.config import Settings
@@ -64,3 +67,16 @@ def proxy_for(script: Script, **overrides: Any) -> Iterator[Harness]:
             finally:
                 for client in harness.clients:
                     client.close()
+
+
+def wait_healthy(url: str, seconds: float, log: Path | None = None) -> None:
+    """Wait until a proxy answers `GET /health` (a started subprocess, say)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(f"{url}/health", timeout=0.5)
+            return
+        except httpx.HTTPError:
+            detail = log.read_text() if log is not None and log.exists() else ""
+            assert time.monotonic() < deadline, f"{url} did not come up. {detail}"
+            time.sleep(0.05)
