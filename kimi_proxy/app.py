@@ -73,9 +73,7 @@ def error_response(error: ProxyError) -> Response:
 
 
 def _note_error(request: Request, error: ProxyError) -> None:
-    record = request_record(request.scope.get("state", {}))
-    if record is not None:
-        record.error_type = error.error_type
+    request_record(request.scope).error_type = error.error_type
 
 
 async def _proxy_error(request: Request, exc: Exception) -> Response:

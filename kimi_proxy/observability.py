@@ -60,9 +60,6 @@ class RequestRecord:
         return orjson.dumps(data)
 
 
-NO_RECORD = RequestRecord("", "", "")  # for callers outside the middleware (tests, tools)
-
-
 class LazyJson:
     """Serialised only if a debug line is actually written."""
 
@@ -184,6 +181,9 @@ def setup_logging(level: str, log_file: Path | None, secrets_to_hide: list[str])
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def request_record(scope_state: dict[str, Any]) -> RequestRecord | None:
-    record = scope_state.get("record")
-    return record if isinstance(record, RequestRecord) else None
+def request_record(scope: Scope) -> RequestRecord:
+    """The request's record; a detached one when the app runs without the middleware."""
+    record = scope.get("state", {}).get("record")
+    if isinstance(record, RequestRecord):
+        return record
+    return RequestRecord("", scope.get("method", ""), scope.get("path", ""))

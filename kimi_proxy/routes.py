@@ -29,7 +29,7 @@ from .errors import (
     RequestTooLargeError,
     render_sse,
 )
-from .observability import NO_RECORD, LazyJson, RequestRecord, request_record
+from .observability import LazyJson, RequestRecord, request_record
 from .protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
@@ -103,11 +103,10 @@ async def parse_body(request: Request, model: type[M]) -> M:
 async def create_message(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
     settings = state.settings
-    record = request_record(request.scope["state"])
+    record = request_record(request.scope)
     message_request = await parse_body(request, MessagesRequest)
-    if record is not None:
-        record.stream = message_request.stream
-        record.model_asked = message_request.model
+    record.stream = message_request.stream
+    record.model_asked = message_request.model
     if not settings.has_api_key:
         raise AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
     if state.local_tools is not None:
@@ -119,8 +118,7 @@ async def create_message(request: Request) -> Response:
         max_output_tokens=settings.max_output_tokens,
     )
     prompt_tokens = estimate_tokens(upstream_request.payload)
-    if record is not None:
-        record.model_used = upstream_request.upstream_model
+    record.model_used = upstream_request.upstream_model
     flow_log.debug("upstream request: %s", LazyJson(upstream_request.payload))
     context = CallContext(
         model=upstream_request.upstream_model,
@@ -128,16 +126,14 @@ async def create_message(request: Request) -> Response:
         context_window=upstream_request.limits.context_window,
     )
     client = state.upstream
-    on_retry = record.count_retry if record is not None else None
     if state.local_tools is not None:
         return await agent_response(
             state, message_request.stream, upstream_request, context, record
         )
     if not message_request.stream:
-        completion = await client.complete(upstream_request.payload, context, on_retry)
+        completion = await client.complete(upstream_request.payload, context, record.count_retry)
         message = openai_to_anthropic_message(completion, upstream_request)
-        if record is not None:
-            record.tokens(message["usage"])
+        record.tokens(message["usage"])
         return _json(message)
     release = acquire_stream_slot(state)
     translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
@@ -146,7 +142,7 @@ async def create_message(request: Request) -> Response:
     # for the provider (with hundreds of streams opening at once, it is most of the memory).
     del message_request, upstream_request
     try:
-        upstream_response = await client.open(body, context, on_retry)
+        upstream_response = await client.open(body, context, record.count_retry)
     except BaseException:
         release()
         raise
@@ -156,7 +152,7 @@ async def create_message(request: Request) -> Response:
         release()
         await upstream_response.aclose()
 
-    events = stream_events(client, upstream_response, translator, record or NO_RECORD)
+    events = stream_events(client, upstream_response, translator, record)
     return EventStreamResponse(events, ping_interval=settings.ping_interval, on_close=on_close)
 
 
@@ -195,7 +191,7 @@ async def agent_response(
     stream: bool,
     upstream_request: UpstreamRequest,
     context: CallContext,
-    record: RequestRecord | None,
+    record: RequestRecord,
 ) -> Response:
     """Agent mode: the proxy runs its local tools in a loop within this one turn."""
     assert state.local_tools is not None
@@ -215,8 +211,7 @@ async def agent_response(
     if not stream:
         async with aclosing(loop.events(translator)) as events:
             message = accumulate_message([event async for event in events])
-        if record is not None:
-            record.tokens(message["usage"])
+        record.tokens(message["usage"])
         return _json(message)
     release = acquire_stream_slot(state)
 
@@ -224,12 +219,13 @@ async def agent_response(
         try:
             async with aclosing(loop.events(translator)) as events:
                 async for event in events:
-                    if event["type"] == "message_delta" and record is not None:
+                    if event["type"] == "content_block_delta" and record.ttft_ms is None:
+                        record.first_token()
+                    elif event["type"] == "message_delta":
                         record.tokens(event["usage"])
                     yield encode_event(event)
         except ProxyError as error:
-            if record is not None:
-                record.error_type = error.error_type
+            record.error_type = error.error_type
             yield render_sse(error)
 
     async def on_close() -> None:
