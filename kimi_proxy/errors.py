@@ -7,7 +7,9 @@
     ├── NotFoundError            404 not_found_error
     ├── RequestTooLargeError     413 request_too_large
     ├── RateLimitError           429 rate_limit_error   (carries retry_after)
-    ├── ApiError                 500 api_error          (also 502: upstream unreachable/broken)
+    ├── ApiError                 500 api_error
+    │   ├── BadGatewayError      502 api_error          (provider unreachable, broken stream)
+    │   └── ModelOutputError     500 api_error          (the model's tool call was invalid)
     ├── GatewayTimeoutError      504 timeout_error
     └── OverloadedError          529 overloaded_error
 
@@ -90,6 +92,16 @@ class BadGatewayError(ApiError):
     status = 502
 
 
+class ModelOutputError(ApiError):
+    """The model's own output failed the provider's validation (Groq's `tool_use_failed`).
+
+    Not the client's fault, so not a 400 (Claude Code turns off features after 400s); another
+    attempt usually succeeds, so the upstream client retries it before answering.
+    """
+
+    status = 500
+
+
 class GatewayTimeoutError(ProxyError):
     status, error_type = 504, "timeout_error"
 
@@ -112,6 +124,7 @@ ERROR_BY_PROVIDER_STATUS: dict[int, type[ProxyError]] = {
     529: OverloadedError,
 }
 
+MODEL_OUTPUT_FAILURE = b"tool_use_failed"
 _CONTEXT_MARKERS = (
     "context_length",
     "context length",
@@ -185,6 +198,11 @@ def error_from_provider_response(
     message = provider_error_message(body)
     if status in (400, 413, 422) and is_context_length_message(message) and context_window:
         return context_too_long(message, prompt_tokens, context_window)
+    if status == 400 and MODEL_OUTPUT_FAILURE in body:
+        return ModelOutputError(
+            f"The model produced an invalid tool call and the provider rejected it ({message}); "
+            "try again."
+        )
     cls = ERROR_BY_PROVIDER_STATUS.get(status) or (
         ApiError if status >= 500 else InvalidRequestError
     )
@@ -211,6 +229,8 @@ def error_from_stream_payload(payload: dict[str, Any], *, model: str) -> ProxyEr
     err = payload.get("error")
     message = provider_error_message(orjson.dumps(payload)) if err is not None else str(payload)
     code = err.get("status_code") or err.get("code") if isinstance(err, dict) else None
+    if code == MODEL_OUTPUT_FAILURE.decode():
+        return ModelOutputError(f"The model produced an invalid tool call mid-stream: {message}")
     if isinstance(code, int) and code in ERROR_BY_PROVIDER_STATUS:
         return ERROR_BY_PROVIDER_STATUS[code](f"The provider failed mid-stream: {message}")
     if is_context_length_message(message):

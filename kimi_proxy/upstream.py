@@ -26,6 +26,7 @@ from tenacity import (
 
 from .errors import (
     BadGatewayError,
+    ModelOutputError,
     ProxyError,
     error_from_provider_response,
     error_from_transport,
@@ -152,7 +153,8 @@ class UpstreamClient:
         if self._api_key:
             error.message = redact(error.message, (self._api_key,))
         status = response.status_code
-        raise UpstreamFailure(error, retryable=status == 429 or status >= 500)
+        retryable = status == 429 or status >= 500 or isinstance(error, ModelOutputError)
+        raise UpstreamFailure(error, retryable=retryable)
 
     async def complete(
         self,

@@ -317,3 +317,33 @@ def test_json_error_body_for_unexpected_failures(proxy: Harness) -> None:
         response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
     assert response.status_code == 500
     assert "no choices" in _shape(response.json(), "api_error")
+
+
+GROQ_TOOL_USE_FAILED = {
+    "error": {
+        "message": "Failed to call a function. Please adjust your prompt.",
+        "type": "invalid_request_error",
+        "code": "tool_use_failed",
+        "failed_generation": "<|tool_call|>...",
+    }
+}
+
+
+def test_invalid_model_tool_call_is_retried_then_not_a_400(proxy: Harness) -> None:
+    """Groq rejects Kimi's own malformed tool calls with a 400; that is not the client's
+    fault (Claude Code drops features after 400s), and another attempt usually works."""
+    proxy.upstream.script = lambda b, n: (
+        Json(GROQ_TOOL_USE_FAILED, 400) if n == 0 else text_stream("second try")
+    )
+    _, events = post_stream(proxy.url, BASIC)
+    assert events[-1][0] == "message_stop" and len(proxy.upstream.requests) == 2
+    proxy.upstream.requests.clear()
+    proxy.upstream.script = lambda b, n: Json(GROQ_TOOL_USE_FAILED, 400)
+    with httpx.Client() as client:
+        response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
+    assert response.status_code == 500
+    assert "invalid tool call" in _shape(response.json(), "api_error")
+    assert len(proxy.upstream.requests) == 3
+    proxy.upstream.script = lambda b, n: Stream([chunk({"content": "a"}), GROQ_TOOL_USE_FAILED])
+    _, events = post_stream(proxy.url, BASIC)
+    assert "invalid tool call mid-stream" in _shape(_stream_error(events), "api_error")
