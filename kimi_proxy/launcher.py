@@ -179,9 +179,13 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
             )
         if state is None:
             started = start_proxy(settings, url)
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Claude Code handles Ctrl-C
+        claude_code = subprocess.Popen([claude, *claude_args], env=claude_env(settings, url))
+        # Ctrl-C is Claude Code's (it interrupts a turn); the launcher waits it out. Ignored
+        # only after the start, so Claude Code does not inherit an ignored SIGINT.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            return subprocess.call([claude, *claude_args], env=claude_env(settings, url))
+            code = claude_code.wait()
+            return 128 - code if code < 0 else code  # killed by signal N: the shell's 128+N
         finally:
             signal.signal(signal.SIGINT, previous)
     except LaunchError as exc:

@@ -164,3 +164,44 @@ def test_kimi_sh_reuses_a_running_proxy_and_leaves_it_running(
         health = httpx.get(f"{proxy.url}/health", timeout=5)
         assert health.status_code == 200, "the launcher stopped a proxy it did not start"
         assert not (home / "launcher.log").exists(), "the launcher started a second proxy"
+
+
+def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
+    tmp_path: Path, home: Path, venv: Path, upstream: ScriptedUpstream
+) -> None:
+    """Ctrl-C in the terminal goes to the whole foreground group: Claude Code gets it (it uses
+    it to interrupt a turn), the proxy in its own session does not, and when Claude Code exits
+    the launcher stops the proxy it started."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    marker = tmp_path / "claude-started"
+    fake = fake_bin / "claude"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 30\n")
+    fake.chmod(0o755)
+    port = free_port()
+    env = launcher_env(home, fake_bin, venv, upstream.base_url, port)
+    launcher = subprocess.Popen(
+        [str(KIMI_SH)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline and launcher.poll() is None, "claude never ran"
+            time.sleep(0.05)
+        assert listening(port), "the proxy is up while Claude Code runs"
+        os.killpg(launcher.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        assert launcher.wait(timeout=20) == 130  # 128 + SIGINT, as a shell reports it
+        assert not listening(port), "the proxy was left running"
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.communicate()
