@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
+from pydantic_core import PydanticUndefined
 
 from .config import Settings, load_settings, settings_to_env
 
@@ -18,46 +19,22 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
-    flag = parser.add_argument
-    flag("--host", help="address to bind (KIMI_PROXY_HOST, default 127.0.0.1)")
-    flag("--port", type=int, help="port to listen on (KIMI_PROXY_PORT, default 8090)")
-    flag("--upstream-url", help="OpenAI-compatible base URL (KIMI_UPSTREAM_URL, default Groq)")
-    flag("--model", help="provider model for Claude's main models (KIMI_MODEL)")
-    flag("--small-model", help="provider model for haiku ids (KIMI_SMALL_MODEL)")
-    flag("--max-output-tokens", type=int, help="cap on max_tokens (KIMI_MAX_OUTPUT_TOKENS)")
-    flag("--provider", help="provider profile: groq, moonshot, openrouter, openai-compatible")
-    flag("--local-tools", help="tools the proxy runs itself, e.g. LS,Read,Glob,Grep or all")
-    flag("--working-dir", help="directory local tools are confined to (KIMI_WORKING_DIR)")
-    flag("--max-tool-iterations", type=int, help="model calls per turn in agent mode (15)")
-    flag("--log-file", help="debug log with the full event flow (KIMI_LOG_FILE)")
-    flag("--log-level", help="info, debug, warning (KIMI_LOG_LEVEL)")
-    flag("--workers", type=int, help="worker processes (KIMI_WORKERS, default 1)")
-    flag(
-        "--debug",
-        action="store_true",
-        default=None,
-        help="debug log (to KIMI_LOG_FILE or /tmp/kimi_streaming_debug.log)",
-    )
+    """A flag for every setting (`--upstream-url` for `upstream_url`), naming its variable."""
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[1] if isinstance(alias, AliasChoices) else name.upper()
+        default = (
+            "" if field.default in (None, "", PydanticUndefined) else f", default {field.default}"
+        )
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=f"({env}{default})")
+        else:
+            parser.add_argument(flag, metavar=name.upper(), help=f"({env}{default})")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    names = (
-        "host",
-        "port",
-        "upstream_url",
-        "model",
-        "small_model",
-        "max_output_tokens",
-        "provider",
-        "local_tools",
-        "working_dir",
-        "max_tool_iterations",
-        "log_file",
-        "log_level",
-        "debug",
-        "workers",
-    )
-    return load_settings(**{name: getattr(args, name, None) for name in names})
+    return load_settings(**{name: getattr(args, name, None) for name in Settings.model_fields})
 
 
 def serve(settings: Settings) -> int:

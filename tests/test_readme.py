@@ -58,3 +58,14 @@ def test_curl_commands_work_as_printed() -> None:
     assert '"status":"ok"' in health
     assert "event: message_start" in stream and "event: message_stop" in stream
     assert "Hello from five words here." in "".join(re.findall(r'"text":"([^"]*)"', stream))
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    from pydantic import AliasChoices
+
+    from kimi_proxy.config import Settings
+
+    for name, field in Settings.model_fields.items():
+        assert isinstance(field.validation_alias, AliasChoices)
+        env, flag = field.validation_alias.choices[1], "--" + name.replace("_", "-")
+        assert f"`{env}`" in README and f"`{flag}`" in README, name
