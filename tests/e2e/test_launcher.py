@@ -25,6 +25,16 @@ KIMI_SH = REPO / "kimi.sh"
 HELLO = "Hello from the scripted model."
 
 
+def stop_listener(port: int) -> None:
+    """Kill whatever process still listens on `port` (cleanup after a failed test)."""
+    import psutil
+
+    for conn in psutil.net_connections("tcp"):
+        listens = conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN
+        if listens and conn.pid:
+            psutil.Process(conn.pid).kill()
+
+
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(1.0)
@@ -205,3 +215,4 @@ def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
         if launcher.poll() is None:
             os.killpg(launcher.pid, signal.SIGKILL)
         launcher.communicate()
+        stop_listener(port)  # a failed run must not leave a proxy behind for later tests
