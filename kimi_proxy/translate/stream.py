@@ -108,6 +108,7 @@ class StreamTranslator:
         "_open",
         "_output_tokens",
         "_step_client_calls",
+        "_step_finished",
         "_step_text",
         "_stop_sequences",
         "_tool_names",
@@ -137,8 +138,9 @@ class StreamTranslator:
         self._next_index = 0
         self._open: _Block | None = None
         self._calls: dict[int, _ToolCall] = {}
-        self._finish_reason: str | None = None
+        self._finish_reason: str | None = None  # of the last upstream call that finished
         self._matched_stop: str | None = None
+        self._step_finished = False
         self._usage: dict[str, Any] | None = None
         self._last_usage: dict[str, Any] | None = None
         self._output_tokens = 0
@@ -148,8 +150,8 @@ class StreamTranslator:
 
     @property
     def finished(self) -> bool:
-        """True once the provider has given a finish reason."""
-        return self._finish_reason is not None
+        """True once the provider has given a finish reason for the current upstream call."""
+        return self._step_finished
 
     def start(self) -> list[Event]:
         return [
@@ -191,6 +193,9 @@ class StreamTranslator:
             for fragment in delta.get("tool_calls") or ():
                 self._tool_fragment(fragment, events)
             if choice.get("finish_reason"):
+                if not self._step_finished:
+                    self._matched_stop = None  # a new upstream call: only its own stop counts
+                self._step_finished = True
                 self._finish_reason = choice["finish_reason"]
                 self._matched_stop = (
                     matched_stop_sequence(choice, self._stop_sequences) or self._matched_stop
@@ -234,6 +239,7 @@ class StreamTranslator:
         self._calls = {}
         self._step_text = []
         self._step_client_calls = False
+        self._step_finished = False
         return result
 
     def note(self, text: str) -> list[Event]:

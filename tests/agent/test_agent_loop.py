@@ -206,3 +206,19 @@ def test_client_without_tools_gets_local_definitions(agent: Harness) -> None:
     offered = agent.upstream.bodies[0]["tools"]
     read = next(t for t in offered if t["function"]["name"] == "Read")
     assert read["function"]["parameters"]["required"] == ["file_path"]
+
+
+def test_a_later_step_cut_short_is_an_error_not_an_answer(workdir: Path) -> None:
+    """Each upstream call must finish on its own: step 1's finish does not vouch for step 2."""
+    from support.upstream import Stream, chunk
+
+    def script(body: dict[str, Any], n: int) -> Reply:
+        if n == 0:
+            return tool_stream([("LS", {})])
+        return Stream([chunk({"content": "half an ans"})], done=False)
+
+    with proxy_for(script, local_tools="LS", working_dir=workdir) as harness:
+        events = stream(harness, BASIC)
+    assert events[-1]["type"] == "error"
+    assert "before finishing" in events[-1]["error"]["message"]
+    assert not any(e["type"] == "message_stop" for e in events)
