@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import os
 import shutil
@@ -379,8 +380,8 @@ class Bench:
         self.procs.configure(chunks, self.args.size, interval)
         idle_rss = proxy.memory_info().rss
         out: dict[str, Any] = {"streams": streams, "chunks": chunks, "interval_ms": interval * 1e3}
-        out["direct"] = self.load(
-            "direct",
+        burst = functools.partial(
+            self.load,
             stream=True,
             concurrency=streams,
             requests=streams,
@@ -388,17 +389,10 @@ class Bench:
             expected=chunks,
             warmup=False,
         )
+        out["direct"] = burst("direct")
         self._say("direct", out["direct"])
         with rss_sampler(proxy) as samples:
-            out["proxy"] = self.load(
-                "proxy",
-                stream=True,
-                concurrency=streams,
-                requests=streams,
-                max_seconds=60,
-                expected=chunks,
-                warmup=False,
-            )
+            out["proxy"] = burst("proxy")
         out["proxy_idle_rss"] = idle_rss
         out["proxy_peak_rss_sampled"] = max(samples, default=0)
         out["proxy_peak_rss_hwm"] = peak_rss(proxy.pid)
