@@ -247,13 +247,15 @@ async def stream_events(
         async with aclosing(client.chunk_batches(response)) as batches:
             async for batch in batches:
                 events = []
-                for chunk in batch:  # everything one network read brought: one write out
+                for chunk in batch:  # everything one network read brought: one write out,
                     events += translator.feed(chunk)
+                    if events and record.ttft_ms is None:  # but the first token goes at once
+                        record.first_token()
+                        yield encode_events(events)
+                        events = []
                 if debug:
                     flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
                 if events:
-                    if record.ttft_ms is None:
-                        record.first_token()
                     yield encode_events(events)
         if not translator.finished:
             raise BadGatewayError(
