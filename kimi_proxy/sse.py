@@ -21,7 +21,7 @@ class ServerSentEvent:
 
 
 class SSEDecoder:
-    __slots__ = ("_buffer", "_data", "_dispatched_event", "_event", "_id", "_skip_lf")
+    __slots__ = ("_buffer", "_data", "_dispatched_event", "_event", "_id", "_skip_lf", "_started")
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -30,6 +30,7 @@ class SSEDecoder:
         self._dispatched_event = "message"
         self._id: str | None = None
         self._skip_lf = False
+        self._started = False
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
         """Complete events in `chunk` (plus what earlier pieces left over)."""
@@ -58,6 +59,12 @@ class SSEDecoder:
             chunk = chunk[1:]
         self._skip_lf = False
         buffer = self._buffer + chunk if self._buffer else chunk
+        if not self._started:  # a stream may open with a UTF-8 byte order mark
+            if len(buffer) < 3 and b"\xef\xbb\xbf".startswith(buffer):
+                self._buffer = buffer
+                return []
+            self._started = True
+            buffer = buffer.removeprefix(b"\xef\xbb\xbf")
         if b"\r" not in buffer:  # fast path: LF-only streams (what providers send)
             *lines, self._buffer = buffer.split(b"\n")
             return lines

@@ -126,3 +126,10 @@ def test_encoder_round_trips_through_decoder() -> None:
     decoded = decode(encode_events(EVENTS))
     assert [e.event for e in decoded] == [e["type"] for e in EVENTS]
     assert [json.loads(e.data) for e in decoded] == EVENTS
+
+
+def test_leading_byte_order_mark_is_ignored_even_split() -> None:
+    decoder = SSEDecoder()
+    pieces = [b"\xef", b"\xbb", b"\xbfdata: {}\n", b"\n"]
+    events = [e for piece in pieces for e in decoder.feed(piece)]
+    assert [e.data for e in events] == ["{}"]

@@ -346,9 +346,16 @@ def convert_messages(
 
 
 def convert_tools(
-    tools: Sequence[Tool], messages: Sequence[Message], profile: ProviderProfile
+    tools: Sequence[Tool],
+    messages: Sequence[Message],
+    profile: ProviderProfile,
+    chosen: str | None = None,
 ) -> list[dict[str, Any]]:
-    offered = offered_tools(tools, referenced_tool_names(messages))
+    """The function tools to offer; a deferred tool that `tool_choice` names counts as loaded."""
+    loaded = referenced_tool_names(messages)
+    if chosen:
+        loaded.add(chosen)
+    offered = offered_tools(tools, loaded)
     if len(offered) > profile.max_tools:
         log.warning(
             "offering %d of %d tools: the provider accepts at most %d",
@@ -397,7 +404,8 @@ def anthropic_to_openai_request(
     }
     if request.stream:
         payload["stream_options"] = {"include_usage": True}
-    openai_tools = convert_tools(tools, request.messages, profile)
+    chosen = request.tool_choice.name if request.tool_choice is not None else None
+    openai_tools = convert_tools(tools, request.messages, profile, chosen)
     if openai_tools:
         payload["tools"] = openai_tools
         if request.tool_choice is not None:

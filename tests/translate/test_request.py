@@ -910,3 +910,17 @@ def test_model_rules_are_configurable() -> None:
     assert router.resolve("anything-else") == "big-m"
     with pytest.raises(ValueError, match="substring=target"):
         Settings(model_rules="haiku")
+
+
+def test_tool_choice_naming_a_deferred_tool_offers_it() -> None:
+    body = {
+        "messages": [user("edit the notebook")],
+        "tools": [
+            {"name": "Read", "input_schema": {"type": "object"}},
+            {"name": "NotebookEdit", "defer_loading": True, "input_schema": {"type": "object"}},
+        ],
+        "tool_choice": {"type": "tool", "name": "NotebookEdit"},
+    }
+    payload = translate(body).payload
+    assert [t["function"]["name"] for t in payload["tools"]] == ["Read", "NotebookEdit"]
+    assert payload["tool_choice"] == {"type": "function", "function": {"name": "NotebookEdit"}}
