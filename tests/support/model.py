@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from support.upstream import Reply, Stream, chunk, error, text_stream, usage
+from support.upstream import Reply, Stream, error, text_stream, tool_stream
 
 OFF_SCRIPT = "OFF SCRIPT"
 
@@ -113,27 +113,9 @@ def tool_calls(*calls: tuple[str, dict[str, Any]], text: str = "") -> Stream:
     Arguments arrive in several fragments, like a real provider streams them.
     """
     global _serial
-    items: list[Any] = [chunk({"role": "assistant", "content": ""})]
-    if text:
-        items.append(chunk({"content": text}))
-    for index, (name, args) in enumerate(calls):
-        _serial += 1
-        raw = json.dumps(args)
-        step = max(1, len(raw) // 3)
-        parts = [raw[i : i + step] for i in range(0, len(raw), step)]
-        first = {
-            "index": index,
-            "id": f"functions.{name}:{_serial}",
-            "type": "function",
-            "function": {"name": name, "arguments": parts[0]},
-        }
-        items.append(chunk({"tool_calls": [first]}))
-        items += [
-            chunk({"tool_calls": [{"index": index, "function": {"arguments": part}}]})
-            for part in parts[1:]
-        ]
-    items.append(chunk({}, finish="tool_calls", usage=usage()))
-    return Stream(items)
+    stream = tool_stream(list(calls), text=text, first_id=_serial + 1)
+    _serial += len(calls)
+    return stream
 
 
 def answer(text: str, pieces: int = 3) -> Stream:

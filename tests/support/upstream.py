@@ -110,9 +110,14 @@ def text_stream(text: str, pieces: int = 3, *, reasoning: str = "", finish: str 
 
 
 def tool_stream(
-    calls: list[tuple[str, dict[str, Any]]], *, text: str = "", fragments: int = 3
+    calls: list[tuple[str, dict[str, Any]]],
+    *,
+    text: str = "",
+    fragments: int = 3,
+    first_id: int = 0,
 ) -> Stream:
-    """Tool calls, each streamed as `fragments` pieces of its arguments."""
+    """Tool calls, each streamed as `fragments` pieces of its arguments; ids are
+    `functions.NAME:N` counting from `first_id`."""
     items: list[Any] = [chunk({"role": "assistant", "content": ""})]
     if text:
         items.append(chunk({"content": text}))
@@ -122,7 +127,7 @@ def tool_stream(
         parts = [raw[i : i + size] for i in range(0, len(raw), size)] or [""]
         first = {
             "index": index,
-            "id": f"functions.{name}:{index}",
+            "id": f"functions.{name}:{first_id + index}",
             "type": "function",
             "function": {"name": name, "arguments": parts[0]},
         }
