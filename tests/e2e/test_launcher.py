@@ -25,6 +25,17 @@ KIMI_SH = REPO / "kimi.sh"
 HELLO = "Hello from the scripted model."
 
 
+def fake_claude(tmp_path: Path, then: str = "") -> tuple[Path, Path]:
+    """A PATH entry whose `claude` only touches a marker file (then runs `then`)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "claude-ran"
+    fake = bin_dir / "claude"
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\n{then}\n")
+    fake.chmod(0o755)
+    return bin_dir, marker
+
+
 def stop_listener(port: int) -> None:
     """Kill whatever process still listens on `port` (cleanup after a failed test)."""
     import psutil
@@ -121,12 +132,7 @@ def test_launcher_runs_claude_code_and_stops_its_proxy(
 def test_kimi_sh_without_a_key_stops_before_starting_anything(
     tmp_path: Path, home: Path, project: Path
 ) -> None:
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    marker = tmp_path / "claude-ran"
-    fake = bin_dir / "claude"
-    fake.write_text(f"#!/bin/sh\ntouch {marker}\n")
-    fake.chmod(0o755)
+    bin_dir, marker = fake_claude(tmp_path)
     venv = tmp_path / "no-venv-yet"
     port = free_port()
     env = hermetic_env(
@@ -187,12 +193,7 @@ def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
     import subprocess
     import time
 
-    fake_bin = tmp_path / "fake-bin"
-    fake_bin.mkdir()
-    marker = tmp_path / "claude-started"
-    fake = fake_bin / "claude"
-    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexec sleep 30\n")
-    fake.chmod(0o755)
+    fake_bin, marker = fake_claude(tmp_path, then="exec sleep 30")
     port = free_port()
     env = launcher_env(home, fake_bin, venv, upstream.base_url, port)
     launcher = subprocess.Popen(
