@@ -27,6 +27,7 @@ from ..translate.agent_history import (
     thinking_line,
     tool_line,
 )
+from ..translate.request import tool_call, tool_message, tool_result_text
 from ..translate.stream import Event, StreamTranslator
 from ..upstream import CallContext, UpstreamClient
 from .sandbox import ToolError
@@ -77,25 +78,10 @@ class AgentLoop:
                 {
                     "role": "assistant",
                     "content": result.text or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.name, "arguments": c.arguments},
-                        }
-                        for c in done
-                    ],
+                    "tool_calls": [tool_call(c.id, c.name, c.arguments) for c in done],
                 }
             )
-            messages += [
-                {
-                    "role": "tool",
-                    "tool_call_id": c.id,
-                    "content": (f"Error: {c.result}" if c.is_error else c.result)
-                    or "(empty result)",
-                }
-                for c in done
-            ]
+            messages += [tool_message(c.id, tool_result_text(c.result, c.is_error)) for c in done]
             if result.client_calls:
                 break  # the client runs its own calls; the model continues next turn
         for event in translator.finish():

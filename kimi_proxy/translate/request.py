@@ -111,9 +111,7 @@ class _Conversation:
             else:
                 text, result_images = self.render_result(result)
                 images.extend(result_images)
-            self.messages.append(
-                {"role": "tool", "tool_call_id": self.upstream_ids[call_id], "content": text}
-            )
+            self.messages.append(tool_message(self.upstream_ids[call_id], text))
         self.pending_calls = []
         return images
 
@@ -139,8 +137,17 @@ class _Conversation:
                         raise InvalidRequestError(
                             f"Unsupported block type {block.type!r} inside a tool_result"
                         )
-        text = "\n".join(t for t in texts if t) or EMPTY_RESULT
-        return (f"Error: {text}" if result.is_error else text), images
+        return tool_result_text("\n".join(t for t in texts if t), result.is_error), images
+
+
+def tool_result_text(text: str, is_error: bool) -> str:
+    """A tool result as the provider sees it: errors marked, never empty."""
+    text = text or EMPTY_RESULT
+    return f"Error: {text}" if is_error else text
+
+
+def tool_message(call_id: str, text: str) -> dict[str, Any]:
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
 def _merge_into(target: dict[str, Any], extra: dict[str, Any]) -> None:
@@ -216,7 +223,7 @@ def _convert_assistant(conv: _Conversation, blocks: list[ContentBlock], index: i
                 if text and not is_progress_text(text):
                     texts.append(text)
             case ToolUseBlock():
-                calls.append(_tool_call(conv.upstream_id(block), block.name, _json(block.input)))
+                calls.append(tool_call(conv.upstream_id(block), block.name, _json(block.input)))
                 conv.pending_calls.append(block.id)
             case ThinkingBlock(thinking=thinking):
                 if thinking:
@@ -224,33 +231,21 @@ def _convert_assistant(conv: _Conversation, blocks: list[ContentBlock], index: i
             case RedactedThinkingBlock(data=data):
                 local_calls = decode_transcript(data)
                 if local_calls:  # agent mode ran these itself: replay calls and results
-                    _append_assistant(
-                        conv,
-                        texts,
-                        reasoning,
-                        [
-                            _tool_call(conv.local_call_id(c), c.name, c.arguments)
-                            for c in local_calls
-                        ],
-                    )
-                    for call, local in zip(
-                        conv.messages[-1]["tool_calls"], local_calls, strict=True
-                    ):
-                        result = f"Error: {local.result}" if local.is_error else local.result
-                        conv.messages.append(
-                            {
-                                "role": "tool",
-                                "tool_call_id": call["id"],
-                                "content": result or EMPTY_RESULT,
-                            }
-                        )
+                    replayed = [
+                        tool_call(conv.local_call_id(c), c.name, c.arguments) for c in local_calls
+                    ]
+                    _append_assistant(conv, texts, reasoning, replayed)
+                    conv.messages += [
+                        tool_message(call["id"], tool_result_text(local.result, local.is_error))
+                        for call, local in zip(replayed, local_calls, strict=True)
+                    ]
                     texts, reasoning = [], []
             case _:
                 raise _unsupported(block.type, index, "an assistant")
     _append_assistant(conv, texts, reasoning, calls)
 
 
-def _tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
     return {
         "id": call_id,
         "type": "function",
