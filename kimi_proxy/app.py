@@ -103,7 +103,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def configure_logging(settings: Settings) -> None:
     """Console logging, and the redacted debug log with `--debug` / `KIMI_LOG_FILE`."""
-    secrets = [s.get_secret_value() for s in (settings.api_key, settings.auth_token) if s]
+    secrets = [s for s in (settings.api_key_value, settings.auth_token_value) if s]
     log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
     setup_logging(settings.log_level, log_file, secrets)
 
@@ -118,9 +118,7 @@ def app_from_env() -> Starlette:
 def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Starlette:
     owns_client = http_client is None
     client = http_client or new_http_client(settings)
-    api_key = (
-        settings.api_key.get_secret_value() if settings.has_api_key and settings.api_key else None
-    )
+    api_key = settings.api_key_value
     local_names = parse_tool_names(settings.local_tools)
     state = ProxyState(
         settings=settings,
@@ -162,7 +160,7 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
             SecurityMiddleware,
             allowed_hosts=settings.allowed_host_list,
             cors_origins=settings.cors_origin_list,
-            auth_token=settings.auth_token.get_secret_value() if settings.auth_token else None,
+            auth_token=settings.auth_token_value,
         )
     )
     app = Starlette(

@@ -18,7 +18,8 @@ def _say(ok: bool, text: str) -> None:
 
 
 async def _check(settings: Settings) -> bool:
-    if not settings.has_api_key or settings.api_key is None:
+    api_key = settings.api_key_value
+    if api_key is None:
         _say(False, f"No API key. {KEY_ADVICE}")
         return False
     _say(True, "API key is set (not shown).")
@@ -26,7 +27,7 @@ async def _check(settings: Settings) -> bool:
         client = UpstreamClient(
             http,
             url=settings.chat_completions_url,
-            api_key=settings.api_key.get_secret_value(),
+            api_key=api_key,
             max_retries=0,
         )
         for model in dict.fromkeys((settings.model, settings.small_model)):

@@ -149,7 +149,7 @@ def stop_proxy(process: subprocess.Popen[bytes]) -> None:
 def claude_env(settings: Settings, url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["ANTHROPIC_BASE_URL"] = url
-    token = settings.auth_token.get_secret_value() if settings.auth_token else None
+    token = settings.auth_token_value
     env["ANTHROPIC_API_KEY"] = token or "kimi-proxy"
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
     # Claude Code's background and title work uses the small model: keep it a haiku id so the
