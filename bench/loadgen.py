@@ -53,6 +53,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.lost = False
+        self.keep_alive = False
         self.waiter: asyncio.Future[None] | None = None
         self._reset()
 
@@ -86,6 +87,8 @@ class Connection(asyncio.Protocol):
     # -- httptools
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        # Read here: once the message is complete httptools has reset it and always says no.
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, data: bytes) -> None:
         now = time.perf_counter()
@@ -139,7 +142,7 @@ class Connection(asyncio.Protocol):
         if outcome.ok and self.stream and outcome.events != expected_events:
             outcome.ok = False
             outcome.error = f"{outcome.events} content events, expected {expected_events}"
-        if not self.parser.should_keep_alive():
+        if not self.keep_alive:
             self.transport.close()
             self.lost = True
         return outcome

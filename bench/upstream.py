@@ -91,6 +91,7 @@ class Script:
 
 
 class Stats:
+    connections = 0
     requests = 0
     streams_done = 0
     streams_cut = 0
@@ -112,6 +113,7 @@ class UpstreamProtocol(asyncio.Protocol):
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        Stats.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -176,7 +178,8 @@ class UpstreamProtocol(asyncio.Protocol):
             UpstreamProtocol.script = Script(**config)
             transport.write(_json_response(200, {"ok": True, **config}))
         elif path == b"/_bench/stats":
-            stats = {k: getattr(Stats, k) for k in ("requests", "streams_done", "streams_cut")}
+            names = ("connections", "requests", "streams_done", "streams_cut")
+            stats = {k: getattr(Stats, k) for k in names}
             transport.write(_json_response(200, stats))
         elif path == b"/health":
             transport.write(_json_response(200, {"status": "ok"}))

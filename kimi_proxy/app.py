@@ -6,6 +6,7 @@ a test injects its own. Errors of every kind leave as Anthropic-shaped JSON.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -108,11 +109,27 @@ def configure_logging(settings: Settings) -> None:
     setup_logging(settings.log_level, log_file, secrets)
 
 
+def tune_garbage_collector() -> None:
+    """For a serving process, once its app is built: what exists now lives for the process.
+
+    Measured (bench/): with CPython's defaults the collector took about a tenth of the proxy's
+    CPU under load, mostly full collections walking the ~70,000 objects of the imported
+    libraries and pydantic schemas again and again. Freezing them takes them out of every
+    collection; rarer young collections (a few ms each) do the rest. Cyclic garbage is still
+    collected: a request leaves about 80 container objects in cycles (httpx/aiohttp responses).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 50)
+
+
 def app_from_env() -> Starlette:
     """The app of one worker process (`kimi-proxy serve --workers N`)."""
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings)
+    app = create_app(settings)
+    tune_garbage_collector()
+    return app
 
 
 def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Starlette:

@@ -40,7 +40,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from .app import configure_logging, create_app
+    from .app import configure_logging, create_app, tune_garbage_collector
 
     if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
         print(
@@ -63,6 +63,7 @@ def serve(settings: Settings) -> int:
         target: Any = "kimi_proxy.app:app_from_env"
     else:
         target = create_app(settings)
+        tune_garbage_collector()
     uvicorn.run(
         target,
         factory=settings.workers > 1,

@@ -52,3 +52,39 @@ def test_generator_is_deterministic_and_direct_body_is_comparable() -> None:
     assert any(m["role"] == "tool" for m in translated["messages"])
     ratio = len(orjson.dumps(translated)) / len(orjson.dumps(body))
     assert 0.8 <= ratio <= 1.2
+
+
+async def test_load_client_keeps_its_connections_alive(tmp_path: Path) -> None:
+    """One connection per concurrent worker for the whole level: a client that reconnected
+    for every request would charge each side a TCP and HTTP handshake per request."""
+    import asyncio
+
+    from bench import loadgen, upstream
+
+    server = await asyncio.get_running_loop().create_server(
+        upstream.UpstreamProtocol, "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    upstream.UpstreamProtocol.script = upstream.Script(chunks=5, size=8)
+    before = upstream.Stats.connections
+    body = tmp_path / "body.json"
+    body.write_bytes(orjson.dumps(openai_request()))
+    try:
+        result = await loadgen.run(
+            {
+                "side": "direct",
+                "stream": True,
+                "concurrency": 2,
+                "requests": 10,
+                "max_seconds": 10,
+                "expected_events": 5,
+                "body_file": str(body),
+                "host": "127.0.0.1",
+                "port": port,
+            }
+        )
+    finally:
+        server.close()
+        upstream.UpstreamProtocol.script = upstream.Script()
+    assert result["ok"] == 10 and result["errors"] == 0
+    assert upstream.Stats.connections - before == 2
