@@ -10,6 +10,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import httpx
@@ -41,6 +42,30 @@ from .upstream import UpstreamClient
 log = logging.getLogger("kimi_proxy.app")
 
 
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        """Keep nothing (and skip wrapping every response in urllib objects to find out)."""
+
+
+class StatelessAsyncClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` without a cookie jar. The proxy serves many users through one
+    client: a cookie one user's request brought back must not ride along on the next user's
+    request, and stateless workers must not depend on which one served before."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._none = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._none
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("this client keeps no cookies")
+
+
 def new_http_client(settings: Settings) -> httpx.AsyncClient:
     """The shared upstream client: httpx's API over aiohttp's connection pool and C parser.
 
@@ -61,7 +86,7 @@ def new_http_client(settings: Settings) -> httpx.AsyncClient:
         )
         return aiohttp.ClientSession(connector=connector, trust_env=False)
 
-    return httpx.AsyncClient(timeout=timeout, transport=AiohttpTransport(client=session))
+    return StatelessAsyncClient(timeout=timeout, transport=AiohttpTransport(client=session))
 
 
 def error_response(error: ProxyError) -> Response:

@@ -12,7 +12,7 @@ import logging
 import logging.handlers
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,10 @@ class RequestRecord:
             self.ttft_ms = round((time.monotonic() - self.started) * 1000, 2)
 
     def as_json(self) -> bytes:
-        data = asdict(self)
-        del data["started"]
-        return orjson.dumps(data)
+        return orjson.dumps({name: getattr(self, name) for name in _LOGGED_FIELDS})
+
+
+_LOGGED_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name != "started")
 
 
 class LazyJson:

@@ -84,6 +84,7 @@ class UpstreamClient:
     ) -> None:
         self._http = http
         self._url = url
+        self._target = httpx.URL(url)  # parsed once, not on every request
         self._api_key = api_key
         self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
         if api_key:
@@ -126,7 +127,9 @@ class UpstreamClient:
         # The body goes out from a one-shot iterator so the open response does not keep the
         # ~50 KB request alive for the whole stream (it matters with hundreds of streams).
         headers = {**self._headers, "content-length": str(len(body))}
-        request = self._http.build_request("POST", self._url, content=_once(body), headers=headers)
+        request = self._http.build_request(
+            "POST", self._target, content=_once(body), headers=headers
+        )
         try:
             response = await self._http.send(request, stream=True)
         except httpx.HTTPError as exc:

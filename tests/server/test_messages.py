@@ -9,7 +9,7 @@ import httpx
 from support.proxy import TEST_KEY, Harness
 from support.sse_client import BASIC, post_stream
 from support.streams import check_grammar, comparable_blocks
-from support.upstream import Pause, Stream, chunk, text_stream, tool_stream, usage
+from support.upstream import Pause, Stream, chunk, completion, text_stream, tool_stream, usage
 
 TOOLS: list[Any] = [
     {
@@ -202,3 +202,16 @@ def test_models_and_health(proxy: Harness) -> None:
     assert TEST_KEY not in health.text
     page = proxy.client().models.list()
     assert [m.id for m in page.data] == ids
+
+
+def test_provider_cookies_are_not_carried_to_the_next_request(proxy: Harness) -> None:
+    """One client serves every user: a cookie set on one user's reply stays out of the next."""
+    reply = completion("hi")
+    reply.headers["set-cookie"] = "__cf_bm=user-a; Path=/; HttpOnly"
+    proxy.upstream.script = lambda b, n: reply
+    client = proxy.client()
+    for _ in range(2):
+        client.messages.create(
+            model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert [r.headers.get("cookie") for r in proxy.upstream.requests[-2:]] == [None, None]
