@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import re
@@ -115,12 +116,19 @@ def offered_tools(tools: Sequence[Tool], referenced: set[str]) -> list[Tool]:
 
 
 def openai_tool(tool: Tool) -> dict[str, Any]:
+    """The provider's definition of `tool`. Clients send the same tools with every request,
+    so definitions are cached: the result is shared and must not be changed."""
+    return _openai_tool(tool.name, tool.description, orjson.dumps(tool.input_schema))
+
+
+@functools.lru_cache(maxsize=512)
+def _openai_tool(name: str, description: str | None, schema_json: bytes) -> dict[str, Any]:
     function: dict[str, Any] = {
-        "name": upstream_tool_name(tool.name),
-        "parameters": function_parameters(tool.input_schema),
+        "name": upstream_tool_name(name),
+        "parameters": function_parameters(orjson.loads(schema_json)),
     }
-    if tool.description:
-        function["description"] = tool.description
+    if description:
+        function["description"] = description
     return {"type": "function", "function": function}
 
 

@@ -512,6 +512,23 @@ def test_tool_parameters_are_cleaned_input_schema() -> None:
     ]
 
 
+def test_tool_definitions_follow_the_request_not_an_earlier_one() -> None:
+    """Definitions are cached across requests (Claude Code resends the same tools each time);
+    a tool whose schema or description changed under the same name is sent as it is now."""
+
+    def offered(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+        tool = {"name": "Run", "description": description, "input_schema": schema}
+        payload = translate({"messages": [user("hi")], "tools": [tool]}).payload
+        return payload["tools"][0]["function"]  # type: ignore[no-any-return]
+
+    first = {"type": "object", "properties": {"cmd": {"type": "string"}}}
+    second = {"type": "object", "properties": {"argv": {"type": "array"}}}
+    assert offered("Run it.", first)["parameters"]["properties"] == first["properties"]
+    assert offered("Run it.", second)["parameters"]["properties"] == second["properties"]
+    assert offered("Run it now.", second)["description"] == "Run it now."
+    assert offered("Run it.", first) == offered("Run it.", first)
+
+
 @pytest.mark.parametrize(
     "schema", [None, {}, {"properties": {"a": {"type": "string"}}}, {"type": "object"}]
 )
