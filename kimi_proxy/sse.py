@@ -46,10 +46,16 @@ class SSEDecoder:
         """Only the data of each complete event, as bytes: the provider-stream hot path (no
         event objects, no decoding — `orjson.loads` takes bytes)."""
         found: list[bytes] = []
+        pending = self._data
         for line in self._lines(chunk):
-            data = self._line(line)
-            if data is not None:
-                found.append(data)
+            if line[:6] == b"data: ":  # the two lines of nearly every event, inline
+                pending.append(line[6:])
+            elif not line and pending:
+                found.append(self._dispatch())
+            else:
+                data = self._line(line)
+                if data is not None:
+                    found.append(data)
         return found
 
     def _lines(self, chunk: bytes) -> list[bytes]:
@@ -89,6 +95,15 @@ class SSEDecoder:
         self._buffer = buffer[start:]
         return lines
 
+    def _dispatch(self) -> bytes:
+        """End the event being read (a blank line after data): its data."""
+        pending = self._data
+        data = pending[0] if len(pending) == 1 else b"\n".join(pending)
+        self._dispatched_event = self._event or "message"
+        pending.clear()
+        self._event = ""
+        return data
+
     def _line(self, line: bytes) -> bytes | None:
         """Apply one line; the event's data when the line completes an event."""
         if line[:5] == b"data:":
@@ -98,11 +113,7 @@ class SSEDecoder:
             if not self._data:
                 self._event = ""
                 return None
-            data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-            self._dispatched_event = self._event or "message"
-            self._data = []
-            self._event = ""
-            return data
+            return self._dispatch()
         if line[:1] == b":":
             return None
         name, _, value = line.partition(b":")

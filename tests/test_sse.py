@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kimi_proxy.sse import ServerSentEvent, SSEDecoder, encode_event, encode_events
 
@@ -133,3 +136,27 @@ def test_leading_byte_order_mark_is_ignored_even_split() -> None:
     pieces = [b"\xef", b"\xbb", b"\xbfdata: {}\n", b"\n"]
     events = [e for piece in pieces for e in decoder.feed(piece)]
     assert [e.data for e in events] == ["{}"]
+
+
+_LINES = st.sampled_from(
+    [b"data: {}", b"data:x", b"data", b"data:  two spaces", b"event: e", b"id: 7", b": note", b""]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(_LINES, max_size=20),
+    eol=st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+)
+def test_data_fast_path_equals_full_decoding(
+    lines: list[bytes], eol: bytes, cuts: list[int]
+) -> None:
+    """`feed_data` (the provider hot path) yields exactly the data of the events `feed` decodes,
+    whatever the fields, line endings and network pieces."""
+    raw = eol.join([*lines, b"", b""])
+    bounds = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
+    pieces = [raw[a:b] for a, b in itertools.pairwise(bounds)]
+    fast = SSEDecoder()
+    found = [data for piece in pieces for data in fast.feed_data(piece)]
+    assert [d.decode() for d in found] == datas(*pieces)
