@@ -180,6 +180,7 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
     max_seconds: float = job["max_seconds"]
     expected: int = job["expected_events"]
     warmup: bool = job.get("warmup", True)
+    stagger: float = job.get("stagger_s", 0.0)
     with open(job["body_file"], "rb") as handle:
         raw = build_request(side, job["host"], job["port"], handle.read())
     loop = asyncio.get_running_loop()
@@ -196,7 +197,7 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
     warmed = [0]
     warmup_events = [0]
 
-    async def worker(ready: asyncio.Event, deadline_box: list[float]) -> None:
+    async def worker(number: int, ready: asyncio.Event, deadline_box: list[float]) -> None:
         nonlocal remaining
         conn: Connection | None = None
         try:
@@ -209,6 +210,8 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
             conn = None
         warmed[0] += 1
         await ready.wait()
+        if stagger:  # independent users: first requests spread evenly, not one burst
+            await asyncio.sleep(stagger * number / concurrency)
         while remaining > 0 and time.perf_counter() < deadline_box[0]:
             remaining -= 1
             try:
@@ -224,7 +227,7 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
 
     ready = asyncio.Event()
     deadline_box = [float("inf")]
-    tasks = [asyncio.create_task(worker(ready, deadline_box)) for _ in range(concurrency)]
+    tasks = [asyncio.create_task(worker(n, ready, deadline_box)) for n in range(concurrency)]
     # Every worker connects (and warms up) before the clock starts.
     settle_deadline = time.perf_counter() + 30
     while warmed[0] < concurrency and time.perf_counter() < settle_deadline:

@@ -5,10 +5,13 @@ each its own process, then runs the load client (`bench.loadgen`, its own proces
 measurement) against the upstream directly and through the proxy, side by side:
 
 1. streaming at 1, 16, 64 and 256 concurrent requests (upstream as fast as it can);
-2. non-streaming at 1 and 64;
-3. event flushing: one stream at a time from a 50 ms-paced upstream, inter-arrival of deltas;
-4. a py-spy profile of the proxy under the 64-stream load (skipped without py-spy);
-5. 1,000 concurrent open streams from a slow upstream (1 chunk per 100 ms) against a fresh
+2. the same at a provider's pace (one chunk per 5 ms) at 1, 16 and 64: added TTFT unsaturated;
+   both phases also measure the pass-through floor (`bench.passthrough`: the proxy's server
+   stack forwarding bytes untouched), so the stack's own cost and the proxy's are told apart;
+3. non-streaming at 1 and 64;
+4. event flushing: one stream at a time from a 50 ms-paced upstream, inter-arrival of deltas;
+5. a py-spy profile of the proxy under the 64-stream load (skipped without py-spy);
+6. 1,000 concurrent open streams from a slow upstream (1 chunk per 100 ms) against a fresh
    proxy process: peak RSS and errors.
 
 Writes bench/results/results.json (raw), docs/BENCHMARKS.md and docs/benchmarks.png.
@@ -43,6 +46,7 @@ from .workload import anthropic_request, openai_request
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
+SIDES = ("direct", "floor", "proxy")  # the upstream itself, the pass-through floor, the proxy
 
 
 def free_port() -> int:
@@ -80,8 +84,10 @@ class Processes:
         self.upstream_port = free_port()
         self.proxy_port = free_port()
         self.max_streams = max_streams
+        self.floor_port = free_port()
         self.upstream: subprocess.Popen[bytes] | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
+        self.floor: subprocess.Popen[bytes] | None = None
         self.proxy_generation = 0
 
     def _spawn(
@@ -119,6 +125,14 @@ class Processes:
         self.proxy_generation += 1
         wait_healthy(f"http://{HOST}:{self.proxy_port}/health", self.proxy)
 
+    def start_floor(self) -> None:
+        """The pass-through floor (`bench/passthrough.py`), from the same proxy source."""
+        env = dict(os.environ, PYTHONPATH=str(self.proxy_src))
+        upstream = f"http://{HOST}:{self.upstream_port}/v1"
+        args = [sys.executable, "-m", "bench.passthrough", "--upstream-url", upstream]
+        self.floor = self._spawn("floor", [*args, "--port", str(self.floor_port)], env)
+        wait_healthy(f"http://{HOST}:{self.floor_port}/health", self.floor)
+
     def restart_proxy(self) -> None:
         self.stop(self.proxy)
         self.proxy_port = free_port()
@@ -136,6 +150,7 @@ class Processes:
             process.wait()
 
     def stop_all(self) -> None:
+        self.stop(self.floor)
         self.stop(self.proxy)
         self.stop(self.upstream)
 
@@ -226,23 +241,28 @@ class Bench:
         expected: int,
         record: bool = False,
         warmup: bool = True,
+        stagger: float = 0.0,
     ) -> dict[str, Any]:
-        port = self.procs.proxy_port if side == "proxy" else self.procs.upstream_port
+        ports = {"proxy": self.procs.proxy_port, "floor": self.procs.floor_port}
+        port = ports.get(side, self.procs.upstream_port)
+        wire = "proxy" if side == "proxy" else "direct"  # the floor speaks the upstream's API
         job = {
-            "side": side,
+            "side": wire,
             "stream": stream,
             "concurrency": concurrency,
             "requests": requests,
             "max_seconds": max_seconds,
             "expected_events": expected,
-            "body_file": str(self.bodies[(side, stream)]),
+            "body_file": str(self.bodies[(wire, stream)]),
             "host": HOST,
             "port": port,
             "record_arrivals": record,
             "warmup": warmup,
+            "stagger_s": stagger,
         }
-        assert self.procs.proxy is not None and self.procs.upstream is not None
-        proxy = psutil.Process(self.procs.proxy.pid)
+        middle = self.procs.floor if side == "floor" else self.procs.proxy
+        assert middle is not None and self.procs.upstream is not None
+        proxy = psutil.Process(middle.pid)  # the process in the middle: proxy or floor
         upstream = psutil.Process(self.procs.upstream.pid)
         client = subprocess.Popen(
             [sys.executable, "-m", "bench.loadgen", orjson.dumps(job).decode()],
@@ -255,6 +275,7 @@ class Bench:
         out, _ = client.communicate(timeout=max_seconds + 120)
         elapsed = time.time() - t0
         result: dict[str, Any] = orjson.loads(out)
+        result["side"] = side
         result["proxy_cpu_s"] = cpu_seconds(proxy) - proxy_cpu0
         result["upstream_cpu_s"] = cpu_seconds(upstream) - upstream_cpu0
         result["process_wall_s"] = elapsed
@@ -266,8 +287,8 @@ class Bench:
         self.procs.configure(args.chunks, args.size)
         for concurrency in args.levels:
             requests = max(args.min_requests, concurrency * args.rounds)
-            pair = {}
-            for side in ("direct", "proxy"):
+            sides = {}
+            for side in SIDES:
                 result = self.load(
                     side,
                     stream=True,
@@ -276,9 +297,34 @@ class Bench:
                     max_seconds=args.max_seconds,
                     expected=args.chunks,
                 )
-                pair[side] = result
+                sides[side] = result
                 self._say(side, result)
-            self.results["streaming"].append({"concurrency": concurrency, **pair})
+            self.results["streaming"].append({"concurrency": concurrency, **sides})
+
+    def paced(self) -> None:
+        """Streams at a provider's pace (one chunk per `--pace-ms`), so nothing is saturated:
+        what the proxy adds to time to first token when it is not queueing. The workers start
+        spread over one stream's length, as independent users would: started together, the
+        closed-loop workers would stay in step and every request would queue behind 63 others."""
+        args = self.args
+        interval = args.pace_ms / 1e3
+        self.procs.configure(args.chunks, args.size, interval)
+        out: dict[str, Any] = {"interval_ms": args.pace_ms, "chunks": args.chunks, "levels": []}
+        for concurrency in (1, 16, 64):
+            sides = {}
+            for side in SIDES:
+                sides[side] = self.load(
+                    side,
+                    stream=True,
+                    concurrency=concurrency,
+                    requests=concurrency * 8,
+                    max_seconds=args.max_seconds,
+                    expected=args.chunks,
+                    stagger=interval * args.chunks,  # arrivals spread over one stream's length
+                )
+                self._say(side, sides[side])
+            out["levels"].append({"concurrency": concurrency, **sides})
+        self.results["paced"] = out
 
     def non_streaming(self) -> None:
         args = self.args
@@ -420,8 +466,11 @@ class Bench:
         try:
             self.procs.start_upstream()
             self.procs.start_proxy()
+            self.procs.start_floor()
             print("streaming (upstream as fast as it can):", flush=True)
             self.streaming()
+            print(f"streaming at a provider's pace ({self.args.pace_ms:g} ms a chunk):", flush=True)
+            self.paced()
             print("non-streaming:", flush=True)
             self.non_streaming()
             print("event flushing (50 ms-paced upstream):", flush=True)
@@ -475,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=16, help="requests per worker per level")
     parser.add_argument("--min-requests", type=int, default=600, help="requests per level, min")
     parser.add_argument("--max-seconds", type=float, default=15, help="cap per measurement")
+    parser.add_argument("--pace-ms", type=float, default=5, help="chunk interval, paced phase")
     parser.add_argument("--open-streams", type=int, default=1000)
     parser.add_argument("--max-streams", type=int, default=2000, help="KIMI_MAX_STREAMS")
     parser.add_argument("--profile-seconds", type=int, default=8)

@@ -88,3 +88,37 @@ async def test_load_client_keeps_its_connections_alive(tmp_path: Path) -> None:
         upstream.UpstreamProtocol.script = upstream.Script()
     assert result["ok"] == 10 and result["errors"] == 0
     assert upstream.Stats.connections - before == 2
+
+
+async def test_pass_through_floor_forwards_the_stream_untouched() -> None:
+    """The floor the proxy is compared with relays the upstream's bytes as they are."""
+    import asyncio
+
+    import httpx
+
+    from bench import passthrough, upstream
+
+    server = await asyncio.get_running_loop().create_server(
+        upstream.UpstreamProtocol, "127.0.0.1", 0
+    )
+    port = server.sockets[0].getsockname()[1]
+    upstream.UpstreamProtocol.script = script = upstream.Script(chunks=3, size=8)
+    url = f"http://127.0.0.1:{port}/v1"
+    provider = passthrough.upstream_client(url)
+    app = passthrough.passthrough_app(provider, url)
+    try:
+        async with (
+            provider,
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://floor"
+            ) as client,
+        ):
+            reply = await client.post("/v1/chat/completions", content=b'{"stream":true}')
+    finally:
+        server.close()
+        upstream.UpstreamProtocol.script = upstream.Script()
+    events = [frame.split(b"\r\n", 1)[1][:-2] for frame in script.content]  # chunked framing off
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "text/event-stream"
+    assert all(event in reply.content for event in events)
+    assert reply.content.endswith(b"data: [DONE]\n\n")

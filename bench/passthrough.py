@@ -1,0 +1,83 @@
+"""The pass-through floor: the proxy's server stack forwarding bytes untouched.
+
+`python -m bench.passthrough --upstream-url http://127.0.0.1:9100/v1 --port 9102`
+
+A raw ASGI app on the same uvicorn (uvloop, httptools) with the proxy's own upstream client
+(`kimi_proxy.app.new_http_client`: httpx over aiohttp's pool): it reads the body, posts it to
+the upstream's `/chat/completions` and streams the answer back as it arrives, with no parsing,
+validation or translation. What it adds over the direct upstream is what the stack itself costs
+(an extra loopback hop, HTTP parsing both ways, the event loop); what the proxy adds over it is
+the proxy's own work.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import httpx
+import uvicorn
+
+from kimi_proxy.app import new_http_client, tune_garbage_collector
+from kimi_proxy.config import load_settings
+
+
+def upstream_client(upstream_url: str) -> httpx.AsyncClient:
+    """The proxy's own provider client, as `kimi-proxy serve` builds it."""
+    return new_http_client(load_settings(upstream_url=upstream_url, api_key="bench"))
+
+
+def passthrough_app(client: httpx.AsyncClient, upstream_url: str) -> Any:
+    target = httpx.URL(upstream_url.rstrip("/") + "/chat/completions")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        pieces = []
+        more = True
+        while more:
+            message = await receive()
+            pieces.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+        request = client.build_request("POST", target, content=b"".join(pieces), headers=headers)
+        response = await client.send(request, stream=True)
+        try:
+            kind = response.headers.get("content-type", "application/json").encode()
+            start = {"status": response.status_code, "headers": [(b"content-type", kind)]}
+            await send({"type": "http.response.start", **start})
+            async for data in response.aiter_bytes():
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            await response.aclose()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream-url", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9102)
+    args = parser.parse_args()
+    app = passthrough_app(upstream_client(args.upstream_url), args.upstream_url)
+    tune_garbage_collector()  # the proxy's own process setup
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
