@@ -181,17 +181,17 @@ class StreamTranslator:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            for name in REASONING_FIELDS:
-                text = delta.get(name)
-                if text:
-                    self._append("thinking", "thinking_delta", "thinking", text, events)
-                    break
-            text = delta.get("content")
-            if text:
-                self._step_text.append(text)
-                self._append("text", "text_delta", "text", text, events)
-            for fragment in delta.get("tool_calls") or ():
-                self._tool_fragment(fragment, events)
+            if len(delta) == 1 and "content" in delta:  # nearly every chunk: text alone
+                self._text(delta["content"], events)
+            elif delta:
+                for name in REASONING_FIELDS:
+                    text = delta.get(name)
+                    if text:
+                        self._append("thinking", "thinking_delta", "thinking", text, events)
+                        break
+                self._text(delta.get("content"), events)
+                for fragment in delta.get("tool_calls") or ():
+                    self._tool_fragment(fragment, events)
             if choice.get("finish_reason"):
                 if not self._step_finished:
                     self._matched_stop = None  # a new upstream call: only its own stop counts
@@ -287,6 +287,11 @@ class StreamTranslator:
         return events
 
     # -- blocks --------------------------------------------------------------------------
+
+    def _text(self, text: str | None, events: list[Event]) -> None:
+        if text:
+            self._step_text.append(text)
+            self._append("text", "text_delta", "text", text, events)
 
     def _append(
         self, kind: str, delta_type: str, field_name: str, text: str, events: list[Event]
