@@ -160,3 +160,29 @@ def test_data_fast_path_equals_full_decoding(
     fast = SSEDecoder()
     found = [data for piece in pieces for data in fast.feed_data(piece)]
     assert [d.decode() for d in found] == datas(*pieces)
+
+
+_FRAMES = st.sampled_from(
+    [
+        b'data: {"a":1}\n\n',
+        b"data: \n\n",
+        b"data: x\ndata: y\n\n",
+        b"data:z\n\n",
+        b": c\n\n",
+        b"event: e\ndata: 1\n\n",
+        b"id: 3\ndata: 2\n\n",
+        b"data: 3\n\n\n",
+        b"data: [DONE]\n\n",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.lists(_FRAMES, min_size=1, max_size=5), max_size=8))
+def test_event_aligned_pieces_decode_like_any_others(pieces: list[list[bytes]]) -> None:
+    """Reads that end on event boundaries (the usual case, decoded in one split) give what
+    full decoding gives, whatever mix of fields they hold."""
+    raw = [b"".join(frames) for frames in pieces]
+    fast = SSEDecoder()
+    found = [data for piece in raw for data in fast.feed_data(piece)]
+    assert [d.decode() for d in found] == datas(*raw)
