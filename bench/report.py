@@ -269,9 +269,12 @@ def render(results: dict[str, Any]) -> str:
 
     w("## Streaming\n")
     w(
+        f"Each level runs as {results['config'].get('repeats', 1)} interleaved repeats (direct, "
+        "floor, proxy, direct, …) so that a noisy moment on the shared machine hits every side; "
+        "rates and percentiles are the median of the repeats, counts and CPU times their sum. "
         "TTFT = time from sending the request to the first text delta at the client. Added = "
         "proxy − direct at the same percentile. Events/s = content deltas received per second "
-        "over the whole level (one per upstream content chunk on both sides). CPU/chunk = proxy "
+        "while the load ran (one per upstream content chunk on both sides). CPU/chunk = proxy "
         "process CPU time (user+system) over the level ÷ content chunks it streamed (per-request "
         "work amortized in). Proxy CPU = that CPU time ÷ wall time (100% = one core: its event "
         "loop is single-threaded).\n"
@@ -493,7 +496,8 @@ def render(results: dict[str, Any]) -> str:
         "worker). The same client code measures direct and proxy.\n"
         "- Each level: every worker first sends one warm-up request (not measured), then the "
         f"workers share max({cfg['min_requests']}, {cfg['rounds']} × concurrency) requests, "
-        f"stopping early after {cfg['max_seconds']:g} s.\n"
+        f"stopping early after {cfg['max_seconds']:g} s (streaming levels: split over "
+        f"{cfg.get('repeats', 1)} interleaved repeats).\n"
         "- A request is an error when the status is not 200, the connection fails, an `error` "
         "event arrives, the stream lacks its final event, or the number of text deltas differs "
         "from the chunks sent.\n"

@@ -27,6 +27,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -286,19 +287,21 @@ class Bench:
         args = self.args
         self.procs.configure(args.chunks, args.size)
         for concurrency in args.levels:
-            requests = max(args.min_requests, concurrency * args.rounds)
-            sides = {}
-            for side in SIDES:
-                result = self.load(
-                    side,
-                    stream=True,
-                    concurrency=concurrency,
-                    requests=requests,
-                    max_seconds=args.max_seconds,
-                    expected=args.chunks,
-                )
-                sides[side] = result
-                self._say(side, result)
+            requests = max(args.min_requests, concurrency * args.rounds) // args.repeats
+            parts: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+            for _ in range(args.repeats):  # interleaved, so a noisy moment hits every side
+                for side in SIDES:
+                    result = self.load(
+                        side,
+                        stream=True,
+                        concurrency=concurrency,
+                        requests=requests,
+                        max_seconds=args.max_seconds / args.repeats,
+                        expected=args.chunks,
+                    )
+                    parts[side].append(result)
+                    self._say(side, result)
+            sides = {side: combine(results) for side, results in parts.items()}
             self.results["streaming"].append({"concurrency": concurrency, **sides})
 
     def paced(self) -> None:
@@ -509,6 +512,28 @@ def proxy_source(ref: str | None) -> tuple[Path, dict[str, Any]]:
     return dest, {"source": f"git {ref}", "commit": commit, "uncommitted": []}
 
 
+SUMMED = ("requests", "ok", "errors", "events", "warmup_events")
+SUMMED += ("proxy_cpu_s", "upstream_cpu_s", "client_cpu_s", "wall_s", "process_wall_s")
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One measurement from its interleaved repeats: counts and times summed, rates and
+    percentiles the median of the repeats (robust to a noisy moment on a shared machine)."""
+    out = dict(parts[0], repeats=len(parts))
+    for key in SUMMED:
+        out[key] = sum(part[key] for part in parts)
+    for key in ("events_per_s", "requests_per_s"):
+        out[key] = statistics.median(part[key] for part in parts)
+    for key in ("ttft_ms", "total_ms"):
+        out[key] = {q: statistics.median(part[key][q] for part in parts) for q in parts[0][key]}
+    kinds: dict[str, int] = {}
+    for part in parts:
+        for kind, count in part["error_kinds"].items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    out["error_kinds"] = kinds
+    return out
+
+
 def _quantile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -522,6 +547,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=16, help="characters per content chunk")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 16, 64, 256])
     parser.add_argument("--rounds", type=int, default=16, help="requests per worker per level")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="interleaved repeats of each streaming level"
+    )
     parser.add_argument("--min-requests", type=int, default=600, help="requests per level, min")
     parser.add_argument("--max-seconds", type=float, default=15, help="cap per measurement")
     parser.add_argument("--pace-ms", type=float, default=5, help="chunk interval, paced phase")
