@@ -218,8 +218,10 @@ def _ratio(result: dict[str, Any], direct: dict[str, Any]) -> str:
 
 
 def _cpu_ms(result: dict[str, Any], row: dict[str, Any]) -> str:
-    """CPU time of the middle process per request (warm-up requests included)."""
-    return f"{result['proxy_cpu_s'] / max(1, result['requests'] + row['concurrency']) * 1e3:.2f}"
+    """CPU time of the middle process per request (warm-up requests, one per worker and
+    repeat, included)."""
+    served = result["requests"] + row["concurrency"] * result.get("repeats", 1)
+    return f"{result['proxy_cpu_s'] / max(1, served) * 1e3:.2f}"
 
 
 def render(results: dict[str, Any]) -> str:
