@@ -107,7 +107,6 @@ class Processes:
         env.update(
             KIMI_API_KEY="bench",
             KIMI_MAX_STREAMS=str(self.max_streams),
-            KIMI_LOG_LEVEL="warning",
             PYTHONPATH=str(self.proxy_src),
         )
         args = [
