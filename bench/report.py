@@ -211,6 +211,11 @@ def _added(row: dict[str, Any], q: str, side: str = "proxy") -> float:
     return float(row[side]["ttft_ms"][q] - row["direct"]["ttft_ms"][q])
 
 
+def _floor_and_proxy(row: dict[str, Any], q: str) -> str:
+    """Added TTFT at percentile `q` of the floor and (bold) of the proxy."""
+    return f"{_ms(_added(row, q, 'floor'))} / **{_ms(_added(row, q))}**"
+
+
 def _ratio(result: dict[str, Any], direct: dict[str, Any]) -> str:
     if not direct["events_per_s"]:
         return "–"
@@ -339,8 +344,8 @@ def render(results: dict[str, Any]) -> str:
             d, f, p = row["direct"], row["floor"], row["proxy"]
             w(
                 f"| {row['concurrency']} "
-                f"| {_ms(_added(row, 'p50', 'floor'))} / **{_ms(_added(row, 'p50'))}** "
-                f"| {_ms(_added(row, 'p99', 'floor'))} / **{_ms(_added(row, 'p99'))}** "
+                f"| {_floor_and_proxy(row, 'p50')} "
+                f"| {_floor_and_proxy(row, 'p99')} "
                 f"| {d['events_per_s']:,.0f} / {f['events_per_s']:,.0f} / "
                 f"{p['events_per_s']:,.0f} "
                 f"| {_ratio(f, d)} / {_ratio(p, d)} "
@@ -375,10 +380,10 @@ def render(results: dict[str, Any]) -> str:
                 f"| {row['concurrency']} | {p['requests']} | {errors} "
                 f"| {_ms(d['ttft_ms']['p50'])} / {_ms(f['ttft_ms']['p50'])} / "
                 f"{_ms(p['ttft_ms']['p50'])} "
-                f"| {_ms(_added(row, 'p50', 'floor'))} / **{_ms(_added(row, 'p50'))}** "
+                f"| {_floor_and_proxy(row, 'p50')} "
                 f"| {_ms(d['ttft_ms']['p99'])} / {_ms(f['ttft_ms']['p99'])} / "
                 f"{_ms(p['ttft_ms']['p99'])} "
-                f"| {_ms(_added(row, 'p99', 'floor'))} / **{_ms(_added(row, 'p99'))}** "
+                f"| {_floor_and_proxy(row, 'p99')} "
                 f"| {cpu_us_per_chunk(f):.0f} / {cpu_us_per_chunk(p):.0f} µs "
                 f"| {p['proxy_cpu_s'] / p['process_wall_s']:.0%} |"
             )
@@ -393,7 +398,6 @@ def render(results: dict[str, Any]) -> str:
     w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in results["non_streaming"]:
         d, p = row["direct"], row["proxy"]
-        cpu = p["proxy_cpu_s"] / max(1, p["requests"] + row["concurrency"]) * 1e3
         w(
             f"| {row['concurrency']} | {d['requests']} / {p['requests']} "
             f"| {d['errors']} / {p['errors']} "
@@ -401,7 +405,7 @@ def render(results: dict[str, Any]) -> str:
             f"**{_ms(p['total_ms']['p50'] - d['total_ms']['p50'])}** "
             f"| {_ms(d['total_ms']['p99'])} / {_ms(p['total_ms']['p99'])} / "
             f"**{_ms(p['total_ms']['p99'] - d['total_ms']['p99'])}** "
-            f"| {d['requests_per_s']:,.0f} / {p['requests_per_s']:,.0f} | {cpu:.2f} ms |"
+            f"| {d['requests_per_s']:,.0f} / {p['requests_per_s']:,.0f} | {_cpu_ms(p, row)} ms |"
         )
     w("")
 

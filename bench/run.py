@@ -511,8 +511,10 @@ def proxy_source(ref: str | None) -> tuple[Path, dict[str, Any]]:
     return dest, {"source": f"git {ref}", "commit": commit, "uncommitted": []}
 
 
-SUMMED = ("requests", "ok", "errors", "events", "warmup_events")
-SUMMED += ("proxy_cpu_s", "upstream_cpu_s", "client_cpu_s", "wall_s", "process_wall_s")
+SUMMED = (
+    *("requests", "ok", "errors", "events", "warmup_events"),
+    *("proxy_cpu_s", "upstream_cpu_s", "client_cpu_s", "wall_s", "process_wall_s"),
+)
 
 
 def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:

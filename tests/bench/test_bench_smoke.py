@@ -1,16 +1,22 @@
-"""The benchmark's workload is Claude-Code-shaped and valid (fast: no servers, no benchmark)."""
+"""The benchmark's own pieces: a Claude-Code-shaped workload, a load client that keeps its
+connections, a floor that relays bytes untouched (fast: in-process servers, no benchmark)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench import loadgen, passthrough, upstream  # noqa: E402
 from bench.workload import anthropic_request, openai_request  # noqa: E402
 from kimi_proxy.protocol.anthropic import MessagesRequest, ToolResultBlock  # noqa: E402
 
@@ -54,22 +60,27 @@ def test_generator_is_deterministic_and_direct_body_is_comparable() -> None:
     assert 0.8 <= ratio <= 1.2
 
 
-async def test_load_client_keeps_its_connections_alive(tmp_path: Path) -> None:
-    """One connection per concurrent worker for the whole level: a client that reconnected
-    for every request would charge each side a TCP and HTTP handshake per request."""
-    import asyncio
-
-    from bench import loadgen, upstream
-
+@contextlib.asynccontextmanager
+async def bench_upstream(script: upstream.Script) -> AsyncIterator[int]:
+    """The benchmark's scripted upstream in this event loop, on a free port, playing `script`."""
     server = await asyncio.get_running_loop().create_server(
         upstream.UpstreamProtocol, "127.0.0.1", 0
     )
-    port = server.sockets[0].getsockname()[1]
-    upstream.UpstreamProtocol.script = upstream.Script(chunks=5, size=8)
+    upstream.UpstreamProtocol.script = script
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        upstream.UpstreamProtocol.script = upstream.Script()
+
+
+async def test_load_client_keeps_its_connections_alive(tmp_path: Path) -> None:
+    """One connection per concurrent worker for the whole level: a client that reconnected
+    for every request would charge each side a TCP and HTTP handshake per request."""
     before = upstream.Stats.connections
     body = tmp_path / "body.json"
     body.write_bytes(orjson.dumps(openai_request()))
-    try:
+    async with bench_upstream(upstream.Script(chunks=5, size=8)) as port:
         result = await loadgen.run(
             {
                 "side": "direct",
@@ -83,30 +94,17 @@ async def test_load_client_keeps_its_connections_alive(tmp_path: Path) -> None:
                 "port": port,
             }
         )
-    finally:
-        server.close()
-        upstream.UpstreamProtocol.script = upstream.Script()
     assert result["ok"] == 10 and result["errors"] == 0
     assert upstream.Stats.connections - before == 2
 
 
 async def test_pass_through_floor_forwards_the_stream_untouched() -> None:
     """The floor the proxy is compared with relays the upstream's bytes as they are."""
-    import asyncio
-
-    import httpx
-
-    from bench import passthrough, upstream
-
-    server = await asyncio.get_running_loop().create_server(
-        upstream.UpstreamProtocol, "127.0.0.1", 0
-    )
-    port = server.sockets[0].getsockname()[1]
-    upstream.UpstreamProtocol.script = script = upstream.Script(chunks=3, size=8)
-    url = f"http://127.0.0.1:{port}/v1"
-    provider = passthrough.upstream_client(url)
-    app = passthrough.passthrough_app(provider, url)
-    try:
+    script = upstream.Script(chunks=3, size=8)
+    async with bench_upstream(script) as port:
+        url = f"http://127.0.0.1:{port}/v1"
+        provider = passthrough.upstream_client(url)
+        app = passthrough.passthrough_app(provider, url)
         async with (
             provider,
             httpx.AsyncClient(
@@ -114,9 +112,6 @@ async def test_pass_through_floor_forwards_the_stream_untouched() -> None:
             ) as client,
         ):
             reply = await client.post("/v1/chat/completions", content=b'{"stream":true}')
-    finally:
-        server.close()
-        upstream.UpstreamProtocol.script = upstream.Script()
     events = [frame.split(b"\r\n", 1)[1][:-2] for frame in script.content]  # chunked framing off
     assert reply.status_code == 200
     assert reply.headers["content-type"] == "text/event-stream"
