@@ -3,7 +3,7 @@
 `python -m bench.passthrough --upstream-url http://127.0.0.1:9100/v1 --port 9102`
 
 A raw ASGI app on the same uvicorn (uvloop, httptools) with the proxy's own upstream client
-(`kimi_proxy.app.new_http_client`: httpx over aiohttp's pool): it reads the body, posts it to
+(`kimi_proxy.app.new_http_client`: httpx over its keep-alive pool): it reads the body, posts it to
 the upstream's `/chat/completions` and streams the answer back as it arrives, with no parsing,
 validation or translation. What it adds over the direct upstream is what the stack itself costs
 (an extra loopback hop, HTTP parsing both ways, the event loop); what the proxy adds over it is

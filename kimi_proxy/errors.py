@@ -23,7 +23,6 @@ from __future__ import annotations
 import re
 from typing import Any, ClassVar
 
-import aiohttp
 import httpx
 import orjson
 
@@ -239,20 +238,12 @@ def error_from_stream_payload(payload: dict[str, Any], *, model: str) -> ProxyEr
 
 
 def transport_failure_kind(exc: httpx.HTTPError) -> str:
-    """`connect`, `connect_timeout`, `read_timeout` or `broken`, from the httpx exception or,
-    behind the aiohttp transport (whose own mapping to httpx types is coarse), its cause."""
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientConnectorError) or (
-        cause is None and isinstance(exc, httpx.ConnectError)
-    ):
+    """`connect`, `connect_timeout`, `read_timeout` or `broken`, from the httpx exception."""
+    if isinstance(exc, httpx.ConnectError):
         return "connect"
-    if isinstance(cause, aiohttp.ConnectionTimeoutError) or (
-        cause is None and isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-    ):
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
         return "connect_timeout"
-    if isinstance(cause, aiohttp.ServerTimeoutError | TimeoutError) or (
-        cause is None and isinstance(exc, httpx.TimeoutException)
-    ):
+    if isinstance(exc, httpx.TimeoutException):
         return "read_timeout"
     return "broken"
 

@@ -1,0 +1,273 @@
+"""The provider connection pool (`kimi_proxy.transport`) against servers that send exact bytes.
+
+The rest of the suite runs every proxy test through this transport (the scripted upstream is a
+real HTTP server); here are the wire cases a provider can produce that the scripted upstream
+does not: reuse and stale keep-alive connections, bodies delimited by close, interim answers,
+garbage, truncation, timeouts, TLS and a consumer slower than the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+import trustme
+
+from kimi_proxy.transport import HIGH_WATER, Connection, HttptoolsTransport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+@asynccontextmanager
+async def server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    connections: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=tls)
+    port = srv.sockets[0].getsockname()[1]
+    scheme = "https" if tls else "http"
+    try:
+        yield f"{scheme}://localhost:{port}/v1/chat/completions"
+    finally:
+        srv.close()
+        for writer in connections:
+            writer.close()
+
+
+def client(transport: HttptoolsTransport | None = None, read: float = 5.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=transport or HttptoolsTransport(), timeout=httpx.Timeout(5.0, read=read)
+    )
+
+
+async def test_keep_alive_connection_is_reused_and_the_request_arrives_whole() -> None:
+    seen: list[bytes] = []
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(OK)
+
+    async with server(handler) as url, client() as http:
+        for n in range(3):
+            response = await http.post(url, content=b'{"n":%d}' % n, headers={"x-k": "v"})
+            assert (response.status_code, response.content) == (200, b"ok")
+    assert connections == 1
+    assert seen[2].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"\r\nx-k: v\r\n" in seen[2] and seen[2].endswith(b'\r\n\r\n{"n":2}')
+
+
+async def test_a_chunked_stream_arrives_in_order_as_sent() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for n in range(5):
+            writer.write(b"7\r\ndata: %d\r\n" % n)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.write(b"0\r\n\r\n")
+
+    async with (
+        server(handler) as url,
+        client() as http,
+        http.stream("POST", url, content=b"{}") as response,
+    ):
+        pieces = [piece async for piece in response.aiter_bytes()]
+    assert b"".join(pieces) == b"".join(b"data: %d" % n for n in range(5))
+    assert len(pieces) > 1  # streamed as it came, not buffered to the end
+
+
+async def test_a_connection_the_provider_closed_while_idle_is_replaced() -> None:
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await read_request(reader)
+        writer.write(OK)  # keep-alive promised, then closed after one answer
+
+    async with server(handler) as url, client() as http:
+        assert (await http.post(url, content=b"1")).content == b"ok"
+        await asyncio.sleep(0.05)
+        assert (await http.post(url, content=b"2")).content == b"ok"
+    assert connections == 2
+
+
+async def test_a_reused_connection_that_dies_before_answering_is_retried_once() -> None:
+    transport = HttptoolsTransport()
+    calls = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        while True:
+            await read_request(reader)
+            calls += 1
+            if calls == 2:
+                return  # the race: closed just as the second request went out
+            writer.write(OK)
+
+    async with server(handler) as url, client(transport) as http:
+        await http.post(url, content=b"1")
+        idle = transport._idle[("http", "localhost", int(url.split(":")[2].split("/")[0]))][0]
+        idle.closed = False  # as if the close had not arrived yet
+        assert (await http.post(url, content=b"2")).content == b"ok"
+    assert calls == 3
+
+
+async def test_a_body_delimited_by_the_close_of_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
+
+    async with server(handler) as url, client() as http:
+        assert (await http.post(url, content=b"{}")).content == b"all of it"
+
+
+async def test_an_interim_answer_is_skipped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n" + OK)
+
+    async with server(handler) as url, client() as http:
+        response = await http.post(url, content=b"{}")
+    assert (response.status_code, response.content) == (200, b"ok")
+    assert "link" not in response.headers
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",  # closed without a word
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n",
+    ],
+    ids=["silent-close", "garbage", "short-body", "unterminated-chunks"],
+)
+async def test_a_broken_answer_is_a_protocol_error(answer: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    async with server(handler) as url, client() as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(url, content=b"{}")
+
+
+async def test_silence_is_a_read_timeout_before_and_during_the_body() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(0.3)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n")
+        await asyncio.sleep(10)
+
+    async with server(handler) as url, client(read=0.1) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post(url, content=b"{}")
+    async with (
+        server(handler) as url,
+        client(read=0.5) as http,
+        http.stream("POST", url, content=b"{}") as response,
+    ):
+        with pytest.raises(httpx.ReadTimeout):
+            await response.aread()
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with server(read_request) as url:
+        pass  # closed: nothing listens there now
+    async with client() as http:
+        with pytest.raises(httpx.ConnectError):
+            await http.post(url, content=b"{}")
+
+
+async def test_tls_is_verified_against_the_trusted_authorities() -> None:
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_tls)
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+
+    async with server(handler, tls=server_tls) as url:
+        async with client(HttptoolsTransport(ssl_context=trusted)) as http:
+            assert (await http.post(url, content=b"{}")).content == b"ok"
+        async with client() as http:  # the system's authorities do not know this one
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await http.post(url, content=b"{}")
+
+
+async def test_all_connections_busy_is_a_pool_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await asyncio.sleep(10)
+
+    timeout = httpx.Timeout(5.0, pool=0.1)
+    transport = HttptoolsTransport(max_connections=1)
+    async with (
+        server(handler) as url,
+        httpx.AsyncClient(transport=transport, timeout=timeout) as http,
+        http.stream("POST", url, content=b"{}"),
+    ):
+        with pytest.raises(httpx.PoolTimeout):
+            await http.post(url, content=b"{}")
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def test_reading_pauses_while_a_slow_consumer_has_too_much_waiting() -> None:
+    conn = Connection(("http", "provider", 80))
+    wire = FakeTransport()
+    conn.connection_made(wire)
+    conn.data_received(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+    piece = b"x" * 4096
+    frame = b"%x\r\n%s\r\n" % (len(piece), piece)
+    for _ in range(HIGH_WATER // len(piece) + 1):
+        conn.data_received(frame)
+    assert not wire.reading
+    body = conn.body(read_timeout=1.0)
+    first = await anext(body)
+    assert len(first) > HIGH_WATER  # everything waiting, as one piece
+    assert wire.reading
+    conn.data_received(b"0\r\n\r\n")
+    assert [rest async for rest in body] == []
