@@ -2,8 +2,8 @@
 
 `python -m bench.passthrough --upstream-url http://127.0.0.1:9100/v1 --port 9102`
 
-A raw ASGI app on the same uvicorn (uvloop, httptools) with the proxy's own upstream client
-(`kimi_proxy.app.new_http_client`: httpx over its keep-alive pool): it reads the body, posts it to
+A raw ASGI app on the same uvicorn (uvloop, httptools) with the proxy's own upstream transport
+(`kimi_proxy.app.new_transport`, called as the proxy calls it): it reads the body, posts it to
 the upstream's `/chat/completions` and streams the answer back as it arrives, with no parsing,
 validation or translation. What it adds over the direct upstream is what the stack itself costs
 (an extra loopback hop, HTTP parsing both ways, the event loop); what the proxy adds over it is
@@ -18,16 +18,21 @@ from typing import Any
 import httpx
 import uvicorn
 
-from kimi_proxy.app import new_http_client, tune_garbage_collector
-from kimi_proxy.config import load_settings
+from kimi_proxy.app import new_transport, tune_garbage_collector, upstream_timeout
+from kimi_proxy.config import Settings, load_settings
 
 
-def upstream_client(upstream_url: str) -> httpx.AsyncClient:
-    """The proxy's own provider client, as `kimi-proxy serve` builds it."""
-    return new_http_client(load_settings(upstream_url=upstream_url, api_key="bench"))
+def provider_transport(upstream_url: str) -> httpx.AsyncBaseTransport:
+    """The proxy's own provider pool, as `kimi-proxy serve` builds it."""
+    return new_transport(_settings(upstream_url))
 
 
-def passthrough_app(client: httpx.AsyncClient, upstream_url: str) -> Any:
+def _settings(upstream_url: str) -> Settings:
+    return load_settings(upstream_url=upstream_url, api_key="bench")
+
+
+def passthrough_app(transport: httpx.AsyncBaseTransport, upstream_url: str) -> Any:
+    timeout = {"timeout": upstream_timeout(_settings(upstream_url)).as_dict()}
     target = httpx.URL(upstream_url.rstrip("/") + "/chat/completions")
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -44,8 +49,9 @@ def passthrough_app(client: httpx.AsyncClient, upstream_url: str) -> Any:
             pieces.append(message.get("body", b""))
             more = message.get("more_body", False)
         headers = {"content-type": "application/json", "authorization": "Bearer bench"}
-        request = client.build_request("POST", target, content=b"".join(pieces), headers=headers)
-        response = await client.send(request, stream=True)
+        body = b"".join(pieces)
+        request = httpx.Request("POST", target, content=body, headers=headers, extensions=timeout)
+        response = await transport.handle_async_request(request)
         try:
             kind = response.headers.get("content-type", "application/json").encode()
             start = {"status": response.status_code, "headers": [(b"content-type", kind)]}
@@ -65,7 +71,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9102)
     args = parser.parse_args()
-    app = passthrough_app(upstream_client(args.upstream_url), args.upstream_url)
+    app = passthrough_app(provider_transport(args.upstream_url), args.upstream_url)
     tune_garbage_collector()  # the proxy's own process setup
     uvicorn.run(
         app,

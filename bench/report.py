@@ -326,7 +326,7 @@ def render(results: dict[str, Any]) -> str:
         w("### The stack's share: the pass-through floor\n")
         w(
             "The floor (`bench/passthrough.py`) is the proxy's own server stack — uvicorn with "
-            "uvloop and httptools, and the proxy's upstream client (httpx over its asyncio + httptools pool) — "
+            "uvloop and httptools, and the proxy's upstream transport (asyncio and httptools) — "
             "forwarding the bytes untouched: no parsing, validation or translation. What it adds "
             "over direct is the cost of a Python HTTP hop on this machine; what the proxy adds "
             "over the floor is the proxy's own work. CPU per request is the middle process's "

@@ -1,7 +1,7 @@
-"""The ASGI application: `create_app(settings, http_client=None)`.
+"""The ASGI application: `create_app(settings, transport=None)`.
 
-The lifespan owns the one shared `httpx.AsyncClient` (connection pool, explicit timeouts) unless
-a test injects its own. Errors of every kind leave as Anthropic-shaped JSON.
+The lifespan owns the one shared provider transport (the connection pool) unless a test injects
+its own. Errors of every kind leave as Anthropic-shaped JSON.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
 from starlette.applications import Starlette
@@ -41,42 +40,30 @@ from .upstream import UpstreamClient
 log = logging.getLogger("kimi_proxy.app")
 
 
-class _NoCookies(httpx.Cookies):
-    def extract_cookies(self, response: httpx.Response) -> None:
-        """Keep nothing (and skip wrapping every response in urllib objects to find out)."""
-
-
-class StatelessAsyncClient(httpx.AsyncClient):
-    """An `httpx.AsyncClient` without a cookie jar. The proxy serves many users through one
-    client: a cookie one user's request brought back must not ride along on the next user's
-    request, and stateless workers must not depend on which one served before."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._none = _NoCookies()
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        return self._none
-
-    @cookies.setter
-    def cookies(self, cookies: object) -> None:
-        if cookies:
-            raise ValueError("this client keeps no cookies")
-
-
-def new_http_client(settings: Settings) -> httpx.AsyncClient:
-    """The shared upstream client: httpx's API over the proxy's own keep-alive pool
-    (`transport.py`: asyncio and httptools, measured to take half the time of aiohttp under
-    httpx to the provider's headers)."""
-    timeout = httpx.Timeout(
+def upstream_timeout(settings: Settings) -> httpx.Timeout:
+    return httpx.Timeout(
         connect=settings.connect_timeout,
         read=settings.read_timeout,
         write=settings.read_timeout,
         pool=settings.connect_timeout,
     )
-    transport = HttptoolsTransport(max_connections=settings.max_streams + 16)
-    return StatelessAsyncClient(timeout=timeout, transport=transport)
+
+
+def new_transport(settings: Settings) -> HttptoolsTransport:
+    """The shared provider connection pool (`transport.py`: asyncio and httptools, measured to
+    take half the time of aiohttp under httpx to the provider's headers)."""
+    return HttptoolsTransport(max_connections=settings.max_streams + 16)
+
+
+def new_upstream(settings: Settings, transport: httpx.AsyncBaseTransport) -> UpstreamClient:
+    return UpstreamClient(
+        transport,
+        url=settings.chat_completions_url,
+        api_key=settings.api_key_value,
+        timeout=upstream_timeout(settings),
+        max_retries=settings.max_retries,
+        retry_budget=settings.retry_budget,
+    )
 
 
 def error_response(error: ProxyError) -> Response:
@@ -147,20 +134,13 @@ def app_from_env() -> Starlette:
     return app
 
 
-def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None) -> Starlette:
-    owns_client = http_client is None
-    client = http_client or new_http_client(settings)
-    api_key = settings.api_key_value
+def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+    owns_transport = transport is None
+    pool = transport or new_transport(settings)
     local_names = parse_tool_names(settings.local_tools)
     state = ProxyState(
         settings=settings,
-        upstream=UpstreamClient(
-            client,
-            url=settings.chat_completions_url,
-            api_key=api_key,
-            max_retries=settings.max_retries,
-            retry_budget=settings.retry_budget,
-        ),
+        upstream=new_upstream(settings, pool),
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
         metrics=Metrics(),
     )
@@ -170,8 +150,8 @@ def create_app(settings: Settings, http_client: httpx.AsyncClient | None = None)
         try:
             yield
         finally:
-            if owns_client:
-                await client.aclose()
+            if owns_transport:
+                await pool.aclose()
 
     metrics = state.metrics
     metrics.active_streams.set_function(lambda: state.active_streams)

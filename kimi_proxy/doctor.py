@@ -7,10 +7,10 @@ import sys
 
 import httpx
 
-from .app import new_http_client
+from .app import new_transport, new_upstream
 from .config import Settings
 from .errors import KEY_ADVICE, ProxyError
-from .upstream import CallContext, UpstreamClient
+from .upstream import CallContext
 
 
 def _say(ok: bool, text: str) -> None:
@@ -23,13 +23,8 @@ async def _check(settings: Settings) -> bool:
         _say(False, f"No API key. {KEY_ADVICE}")
         return False
     _say(True, "API key is set (not shown).")
-    async with new_http_client(settings) as http:
-        client = UpstreamClient(
-            http,
-            url=settings.chat_completions_url,
-            api_key=api_key,
-            max_retries=0,
-        )
+    async with new_transport(settings) as transport:
+        client = new_upstream(settings.model_copy(update={"max_retries": 0}), transport)
         for model in dict.fromkeys((settings.model, settings.small_model)):
             payload = {
                 "model": model,

@@ -1,9 +1,12 @@
 """The provider client: POST /chat/completions with retries, and the stream of decoded chunks.
 
 The only I/O seam to the provider. It owns no connection pool of its own: the app's lifespan
-creates one shared `httpx.AsyncClient` (tests inject one with a `MockTransport` or pointed at a
-scripted upstream server). Retries happen only while nothing has been sent to the client: the
-route opens the upstream response first and starts its own response only once that succeeded.
+creates one shared httpx transport (`transport.py`; tests inject a `MockTransport` or point the
+app at a scripted upstream server). Requests go to the transport directly: `httpx.AsyncClient`'s
+redirects, auth flow, hooks and cookie jar have no use here (a provider's cookie must never reach
+another user's request), and skipping them halves httpx's share of a request (bench/).
+Retries happen only while nothing has been sent to the client: the route opens the upstream
+response first and starts its own response only once that succeeded.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from tenacity import (
     stop_after_delay,
 )
 
+from . import __version__
 from .errors import (
     BadGatewayError,
     ModelOutputError,
@@ -75,18 +79,24 @@ def _backoff(state: RetryCallState) -> float:
 class UpstreamClient:
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
         *,
         url: str,
         api_key: str | None,
+        timeout: httpx.Timeout,
         max_retries: int = 3,
         retry_budget: float = 30.0,
     ) -> None:
-        self._http = http
+        self._transport = transport
         self._url = url
         self._target = httpx.URL(url)  # parsed once, not on every request
         self._api_key = api_key
-        self._headers = {"content-type": "application/json", "accept": "text/event-stream"}
+        self._extensions = {"timeout": timeout.as_dict()}
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "user-agent": f"kimi-proxy/{__version__}",
+        }
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._max_retries = max_retries
@@ -127,11 +137,11 @@ class UpstreamClient:
         # The body goes out from a one-shot iterator so the open response does not keep the
         # ~50 KB request alive for the whole stream (it matters with hundreds of streams).
         headers = {**self._headers, "content-length": str(len(body))}
-        request = self._http.build_request(
-            "POST", self._target, content=_once(body), headers=headers
+        request = httpx.Request(
+            "POST", self._target, content=_once(body), headers=headers, extensions=self._extensions
         )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         except httpx.HTTPError as exc:
             retryable = transport_failure_kind(exc) in ("connect", "connect_timeout")
             raise UpstreamFailure(

@@ -103,15 +103,10 @@ async def test_pass_through_floor_forwards_the_stream_untouched() -> None:
     script = upstream.Script(chunks=3, size=8)
     async with bench_upstream(script) as port:
         url = f"http://127.0.0.1:{port}/v1"
-        provider = passthrough.upstream_client(url)
-        app = passthrough.passthrough_app(provider, url)
-        async with (
-            provider,
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://floor"
-            ) as client,
-        ):
-            reply = await client.post("/v1/chat/completions", content=b'{"stream":true}')
+        async with passthrough.provider_transport(url) as provider:
+            floor = httpx.ASGITransport(app=passthrough.passthrough_app(provider, url))
+            async with httpx.AsyncClient(transport=floor, base_url="http://floor") as client:
+                reply = await client.post("/v1/chat/completions", content=b'{"stream":true}')
     events = [frame.split(b"\r\n", 1)[1][:-2] for frame in script.content]  # chunked framing off
     assert reply.status_code == 200
     assert reply.headers["content-type"] == "text/event-stream"

@@ -58,7 +58,7 @@ def upstream(request: httpx.Request) -> httpx.Response:
 def client() -> Iterator[TestClient]:
     app = create_app(
         Settings(api_key="fuzz-key", upstream_url="http://upstream.test/v1"),
-        http_client=httpx.AsyncClient(transport=httpx.MockTransport(upstream)),
+        transport=httpx.MockTransport(upstream),
     )
     with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as test_client:
         yield test_client
