@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -113,8 +114,16 @@ class UpstreamClient:
         Raises the mapped `ProxyError` once retries are exhausted.
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        started = time.monotonic()
+        try:  # the first attempt without the retry machinery (~12 µs a request, bench/)
+            return await self._attempt(body, context)
+        except UpstreamFailure as failure:
+            if not _should_retry(failure):
+                raise failure.error from None
+            first = failure
+        budget = max(0.0, self._retry_budget - (time.monotonic() - started))
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_retries + 1) | stop_after_delay(self._retry_budget),
+            stop=stop_after_attempt(self._max_retries + 1) | stop_after_delay(budget),
             wait=_backoff,
             retry=retry_if_exception(_should_retry),
             reraise=True,
@@ -122,12 +131,12 @@ class UpstreamClient:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        if on_retry is not None:
-                            on_retry()
-                        log.info(
-                            "retrying the provider (attempt %d)", attempt.retry_state.attempt_number
-                        )
+                    number = attempt.retry_state.attempt_number
+                    if number == 1:
+                        raise first  # counted by tenacity's stop and wait rules as attempt 1
+                    if on_retry is not None:
+                        on_retry()
+                    log.info("retrying the provider (attempt %d)", number)
                     return await self._attempt(body, context)
         except UpstreamFailure as failure:
             raise failure.error from None
@@ -195,7 +204,7 @@ class UpstreamClient:
         """
         decoder = SSEDecoder()
         try:
-            async for raw in response.aiter_bytes():
+            async for raw in _raw_reads(response):
                 batch: list[dict[str, Any]] = []
                 for data in decoder.feed_data(raw):
                     if data == b"[DONE]":
@@ -208,6 +217,14 @@ class UpstreamClient:
                     yield batch
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, upstream=self._url) from exc
+
+
+def _raw_reads(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body as it arrives. Without a content encoding (the proxy asks for none), straight
+    from the transport: httpx's decoding and chunking layers cost three generator steps a read."""
+    if "content-encoding" in response.headers:
+        return response.aiter_bytes()
+    return cast(httpx.AsyncByteStream, response.stream).__aiter__()
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

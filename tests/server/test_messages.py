@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -9,7 +10,16 @@ import httpx
 from support.proxy import TEST_KEY, Harness
 from support.sse_client import BASIC, post_stream
 from support.streams import check_grammar, comparable_blocks
-from support.upstream import Pause, Stream, chunk, completion, text_stream, tool_stream, usage
+from support.upstream import (
+    Pause,
+    Raw,
+    Stream,
+    chunk,
+    completion,
+    text_stream,
+    tool_stream,
+    usage,
+)
 
 TOOLS: list[Any] = [
     {
@@ -215,3 +225,20 @@ def test_provider_cookies_are_not_carried_to_the_next_request(proxy: Harness) ->
             model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
     assert [r.headers.get("cookie") for r in proxy.upstream.requests[-2:]] == [None, None]
+
+
+def test_a_provider_stream_compressed_anyway_is_decoded(proxy: Harness) -> None:
+    """The proxy asks for no compression (so chunks are not held back); a provider that
+    gzips its stream regardless is still understood."""
+    frames = b"".join(
+        b"data: " + json.dumps(item).encode() + b"\n\n" for item in text_stream("hi").items
+    )
+    body = gzip.compress(frames + b"data: [DONE]\n\n")
+    proxy.upstream.script = lambda b, n: Raw(
+        body, content_type="text/event-stream", headers={"content-encoding": "gzip"}
+    )
+    response, events = post_stream(proxy.url, BASIC)
+    assert response.status_code == 200
+    text = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
+    assert (text, events[-1][0]) == ("hi", "message_stop")
+    assert "accept-encoding" not in proxy.upstream.requests[-1].headers
