@@ -19,6 +19,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import routes
 from .agent.sandbox import Sandbox
@@ -125,7 +126,7 @@ def tune_garbage_collector() -> None:
     gc.freeze()
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> ASGIApp:
     """The app of one worker process (`kimi-proxy serve --workers N`)."""
     settings = load_settings()
     configure_logging(settings)
@@ -134,7 +135,7 @@ def app_from_env() -> Starlette:
     return app
 
 
-def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ASGIApp:
     owns_transport = transport is None
     pool = transport or new_transport(settings)
     local_names = parse_tool_names(settings.local_tools)
@@ -155,7 +156,16 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
 
     metrics = state.metrics
     metrics.active_streams.set_function(lambda: state.active_streams)
-    middleware = [Middleware(ObservabilityMiddleware, metrics=metrics)]
+
+    def secured(app: ASGIApp) -> SecurityMiddleware:
+        return SecurityMiddleware(
+            app,
+            allowed_hosts=settings.allowed_host_list,
+            cors_origins=settings.cors_origin_list,
+            auth_token=settings.auth_token_value,
+        )
+
+    middleware = []
     if settings.cors_origin_list:
         middleware.append(
             Middleware(
@@ -167,14 +177,7 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
                 max_age=600,
             )
         )
-    middleware.append(
-        Middleware(
-            SecurityMiddleware,
-            allowed_hosts=settings.allowed_host_list,
-            cors_origins=settings.cors_origin_list,
-            auth_token=settings.auth_token_value,
-        )
-    )
+    middleware.append(Middleware(secured))
     app = Starlette(
         middleware=middleware,
         routes=[
@@ -194,4 +197,41 @@ def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = 
         lifespan=lifespan,
     )
     app.state.proxy = state
-    return app
+    if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette
+        return ObservabilityMiddleware(app, metrics=metrics)
+    # Outermost, so that even Starlette's last-resort 500 carries a request id and is counted.
+    return ObservabilityMiddleware(MessagesFastPath(app, secured(_messages)), metrics=metrics)
+
+
+MESSAGES = ("/v1/messages", "POST")
+
+
+class MessagesFastPath:
+    """`POST /v1/messages` goes to its handler past Starlette's router and exception layers,
+    with the same security checks and error responses; everything else goes to Starlette.
+
+    Measured (bench/): Starlette's layers wrapped every `send` of a stream three more times and
+    matched the route; with the handler's own body reading, ~0.05 ms a request.
+    """
+
+    def __init__(self, app: Starlette, messages: ASGIApp) -> None:
+        self.app = app
+        self.messages = messages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and (scope["path"], scope["method"]) == MESSAGES:
+            scope["app"] = self.app  # what `request.app` gives the handler
+            await self.messages(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+async def _messages(scope: Scope, receive: Receive, send: Send) -> None:
+    request = Request(scope, receive)
+    try:
+        response = await routes.create_message(request)
+    except ProxyError as exc:
+        response = await _proxy_error(request, exc)
+    except Exception as exc:
+        response = await _unexpected_error(request, exc)
+    await response(scope, receive, send)

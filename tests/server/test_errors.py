@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+from starlette.testclient import TestClient
 from support.proxy import Harness, proxy_for
 from support.sse_client import BASIC, post_stream
 from support.upstream import (
@@ -23,6 +24,9 @@ from support.upstream import (
     text_stream,
     usage,
 )
+
+from kimi_proxy.app import create_app
+from kimi_proxy.config import Settings
 
 PROVIDER_ERRORS = [
     # provider status, client status, error type, words the message must contain
@@ -347,3 +351,22 @@ def test_invalid_model_tool_call_is_retried_then_not_a_400(proxy: Harness) -> No
     proxy.upstream.script = lambda b, n: Stream([chunk({"content": "a"}), GROQ_TOOL_USE_FAILED])
     _, events = post_stream(proxy.url, BASIC)
     assert "invalid tool call mid-stream" in _shape(_stream_error(events), "api_error")
+
+
+@pytest.mark.parametrize("cors", ["", "https://app.example"], ids=["fast-path", "starlette"])
+def test_a_bug_below_the_route_is_a_500_in_anthropic_shape(cors: str) -> None:
+    """`POST /v1/messages` skips Starlette's layers unless CORS is on: both ways a failure
+    nobody foresaw is the same Anthropic-shaped 500, with a request id, and serving goes on."""
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug in a transport")
+
+    settings = Settings(api_key="k", upstream_url="http://upstream.test/v1", cors_origins=cors)
+    app = create_app(settings, transport=httpx.MockTransport(broken))
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
+        for _ in range(2):
+            response = client.post("/v1/messages", json=BASIC)
+            assert response.status_code == 500
+            assert "Internal proxy error (RuntimeError)" in _shape(response.json(), "api_error")
+            assert response.headers["request-id"].startswith("req_")
+        assert client.get("/health").status_code == 200
