@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import secrets
+import random
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -115,6 +115,12 @@ class Metrics:
             self.retries.inc(record.retries)
 
 
+def new_request_id() -> str:
+    """A unique id for logs and the `request-id` header. It guards nothing, so it comes from
+    the process's seeded generator, not a system call per request (measured: 1% of CPU)."""
+    return f"req_{random.getrandbits(96):024x}"
+
+
 class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -124,7 +130,7 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        record = RequestRecord(f"req_{secrets.token_hex(12)}", scope["method"], scope["path"])
+        record = RequestRecord(new_request_id(), scope["method"], scope["path"])
         scope.setdefault("state", {})["record"] = record
         header = (b"request-id", record.request_id.encode())
 

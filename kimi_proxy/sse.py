@@ -151,4 +151,4 @@ def encode_event(event: dict[str, Any]) -> bytes:
 
 
 def encode_events(events: list[dict[str, Any]]) -> bytes:
-    return b"".join(encode_event(e) for e in events)
+    return b"".join([encode_event(e) for e in events])  # a list joins faster than a generator

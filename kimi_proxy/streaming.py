@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -32,9 +31,12 @@ async def _disconnect(receive: Receive) -> None:
 
 
 async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
-    """Run a close even inside a cancelled scope (Starlette cancels on client disconnect):
-    there every await would be cancelled again, leaving the provider's stream open."""
-    with anyio.CancelScope(shield=True):
+    """Run a close to its end even while this task is being cancelled (the server shutting
+    down), so the provider's stream is never left open."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        await asyncio.shield(close())
+    else:
         await close()
 
 

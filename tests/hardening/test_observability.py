@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -13,6 +15,7 @@ from support.upstream import Reply, error, scripted_upstream, text_stream
 
 from kimi_proxy.config import Settings
 from kimi_proxy.doctor import run_doctor
+from kimi_proxy.observability import new_request_id
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
@@ -41,6 +44,23 @@ def test_one_structured_line_per_request_and_request_id(caplog: pytest.LogCaptur
     assert ok["input_tokens"] == 10 and ok["output_tokens"] == 1
     assert failed["status"] == 400 and failed["error_type"] == "invalid_request_error"
     assert failed["request_id"] == bad.headers["request-id"]
+    assert failed["request_id"] != ok["request_id"]
+
+
+def test_request_ids_are_unique_and_differ_between_worker_processes() -> None:
+    ids = {new_request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000 and all(len(i) == len("req_") + 24 for i in ids)
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from kimi_proxy.observability import new_request_id as n; print(n())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert other.stdout.strip() not in ids
 
 
 def test_metrics_endpoint() -> None:
