@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import math
 import os
@@ -570,9 +571,13 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    results = orjson.loads((ROOT / "bench" / "results" / "results.json").read_bytes())
-    docs = ROOT / "docs"
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Re-render the docs from saved results.")
+    parser.add_argument("--results", default=str(ROOT / "bench" / "results" / "results.json"))
+    parser.add_argument("--docs", default=str(ROOT / "docs"), help="where BENCHMARKS.md goes")
+    args = parser.parse_args(argv)
+    results = orjson.loads(Path(args.results).read_bytes())
+    docs = Path(args.docs)
     docs.mkdir(exist_ok=True)
     write_chart(results, docs / "benchmarks.png")
     (docs / "BENCHMARKS.md").write_text(render(results))
