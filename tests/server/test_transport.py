@@ -199,6 +199,31 @@ async def test_silence_is_a_read_timeout_before_and_during_the_body() -> None:
             await response.aread()
 
 
+async def test_the_read_timeout_counts_silence_not_the_whole_stream() -> None:
+    """Pieces every 50 ms for half a second under a 150 ms read timeout: never silent for
+    long, so no timeout, also when the consumer itself dawdles longer than the timeout."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(10):
+            await asyncio.sleep(0.05)
+            writer.write(b"1\r\nx\r\n")
+        writer.write(b"0\r\n\r\n")
+
+    async with (
+        server(handler) as url,
+        client(read=0.15) as http,
+        http.stream("POST", url, content=b"{}") as response,
+    ):
+        received = b""
+        async for piece in response.aiter_bytes():
+            received += piece
+            if len(received) == 1:
+                await asyncio.sleep(0.2)  # longer than the timeout, but not waiting on it
+    assert received == b"x" * 10
+
+
 async def test_a_refused_connection_is_a_connect_error() -> None:
     async with server(read_request) as url:
         pass  # closed: nothing listens there now
