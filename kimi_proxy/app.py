@@ -214,7 +214,7 @@ class MessagesFastPath:
     with the same security checks and error responses; everything else goes to Starlette.
 
     Measured (bench/): Starlette's layers wrapped every `send` of a stream three more times and
-    matched the route; with the handler's own body reading, ~0.05 ms a request.
+    matched the route on every request: 3% of the CPU at 64 streams.
     """
 
     def __init__(self, app: Starlette, messages: ASGIApp) -> None:

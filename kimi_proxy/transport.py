@@ -22,7 +22,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httptools
@@ -58,8 +58,9 @@ def _fail(waiter: asyncio.Future[None], error: Exception) -> None:
 class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection to the provider; one request at a time."""
 
-    def __init__(self, origin: _Origin) -> None:
+    def __init__(self, origin: _Origin, on_lost: Callable[[Connection], None]) -> None:
         self.origin = origin
+        self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -101,6 +102,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._stop_timer()
+        self._on_lost(self)
         if self.status and self._until_close and not self.complete:
             self.complete = True  # a body delimited by the connection's close has ended
             self._wake()
@@ -234,7 +236,14 @@ class Connection(asyncio.Protocol):
                 await self._wait(read_timeout)
 
     def reusable(self) -> bool:
-        return self.complete and self.keep_alive and self.error is None and not self.closed
+        """Only a connection whose answer ended cleanly and whose reading runs carries another."""
+        return (
+            self.complete
+            and self.keep_alive
+            and self.error is None
+            and not self.closed
+            and not self._paused
+        )
 
     def close(self) -> None:
         self.closed = True
@@ -345,7 +354,7 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
         try:
             async with asyncio.timeout(seconds):
                 _, conn = await loop.create_connection(
-                    lambda: Connection(origin),
+                    lambda: Connection(origin, self._lost),
                     host,
                     port,
                     ssl=tls,
@@ -375,6 +384,13 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
     def _forget(self, conn: Connection) -> None:
         conn.close()
         self._open.discard(conn)
+
+    def _lost(self, conn: Connection) -> None:
+        """A connection closed (by either side): out of the pool, not kept until reused."""
+        self._open.discard(conn)
+        idle = self._idle.get(conn.origin)
+        if idle and conn in idle:
+            idle.remove(conn)
 
     async def aclose(self) -> None:
         for conn in list(self._open):

@@ -118,6 +118,20 @@ async def test_a_connection_the_provider_closed_while_idle_is_replaced() -> None
     assert connections == 2
 
 
+async def test_connections_the_provider_closes_leave_the_pool_at_once() -> None:
+    transport = HttptoolsTransport()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+
+    async with server(handler) as url, client(transport) as http:
+        await asyncio.gather(*(http.post(url, content=b"{}") for _ in range(5)))
+        await asyncio.sleep(0.05)  # each answer was followed by the provider's close
+        assert transport._open == set()
+        assert all(not idle for idle in transport._idle.values())
+
+
 async def test_a_reused_connection_that_dies_before_answering_is_retried_once() -> None:
     transport = HttptoolsTransport()
     calls = 0
@@ -281,7 +295,7 @@ class FakeTransport(asyncio.Transport):
 
 
 async def test_reading_pauses_while_a_slow_consumer_has_too_much_waiting() -> None:
-    conn = Connection(("http", "provider", 80))
+    conn = Connection(("http", "provider", 80), on_lost=lambda _: None)
     wire = FakeTransport()
     conn.connection_made(wire)
     conn.data_received(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -296,3 +310,15 @@ async def test_reading_pauses_while_a_slow_consumer_has_too_much_waiting() -> No
     assert wire.reading
     conn.data_received(b"0\r\n\r\n")
     assert [rest async for rest in body] == []
+    assert conn.reusable()
+
+
+async def test_a_connection_left_paused_is_not_reused() -> None:
+    """An answer that ended while its reader was behind: reading is still paused, so the
+    connection would hang the next request; it is closed instead."""
+    conn = Connection(("http", "provider", 80), on_lost=lambda _: None)
+    conn.connection_made(FakeTransport())
+    big = b"x" * (HIGH_WATER + 1)
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big)
+    conn.data_received(head + big)
+    assert conn.complete and not conn.reusable()
