@@ -12,6 +12,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -246,7 +247,9 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
             await http.post(url, content=b"{}")
 
 
-async def test_tls_is_verified_against_the_trusted_authorities() -> None:
+async def test_tls_is_verified_against_the_trusted_authorities(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     authority = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert("localhost").configure_cert(server_tls)
@@ -263,6 +266,12 @@ async def test_tls_is_verified_against_the_trusted_authorities() -> None:
         async with client() as http:  # the system's authorities do not know this one
             with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                 await http.post(url, content=b"{}")
+        # A company's own authority, as `kimi-proxy serve` finds it: SSL_CERT_FILE.
+        bundle = tmp_path / "company-ca.pem"
+        authority.cert_pem.write_to_path(str(bundle))
+        monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+        async with client() as http:
+            assert (await http.post(url, content=b"{}")).content == b"ok"
 
 
 async def test_all_connections_busy_is_a_pool_timeout() -> None:
