@@ -28,7 +28,7 @@ from typing import Any, cast
 import httptools
 import httpx
 
-HIGH_WATER = 256 * 1024  # bytes of response waiting for the consumer before reading pauses
+HIGH_WATER = 64 * 1024  # bytes waiting for the consumer before reading pauses (per stream)
 _Origin = tuple[str, str, int]
 
 
