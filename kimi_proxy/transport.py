@@ -1,9 +1,10 @@
 """The provider connection pool: an httpx transport on asyncio and httptools (HTTP/1.1).
 
-`httpx.AsyncClient` stays the proxy's API to the provider (timeouts, errors, test transports);
-underneath, this transport does the wire work with the least code on the hot path. Measured
-(bench/): to the provider's response headers it takes half the time of aiohttp under httpx,
-and a stream costs one generator step per network read.
+httpx's Request, Response, timeouts and exceptions stay the proxy's language for the provider
+(and `httpx.MockTransport` its test double); this transport does the wire work with the least
+code on the hot path. Measured (bench/): to the provider's response headers it takes a third
+less time than aiohttp under httpx (0.33 → 0.22 ms), and a stream costs one generator step per
+network read.
 
 * Keep-alive connections are pooled per origin, newest first; idle ones expire, and one the
   provider closed is noticed when its close arrives. A request whose *reused* connection dies
@@ -269,7 +270,7 @@ class _ResponseStream(httpx.AsyncByteStream):
 
 
 class HttptoolsTransport(httpx.AsyncBaseTransport):
-    """A pool of keep-alive HTTP/1.1 connections (http and https) for `httpx.AsyncClient`."""
+    """A pool of keep-alive HTTP/1.1 connections (http and https), as an httpx transport."""
 
     def __init__(
         self,
