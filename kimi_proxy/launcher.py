@@ -92,8 +92,8 @@ def proxy_url(settings: Settings) -> str:
 
 def probe_health(url: str) -> bool | None:
     """True: a kimi-proxy answers; False: something else holds the port; None: nothing there."""
-    try:
-        response = httpx.get(f"{url}/health", timeout=1.0)
+    try:  # the local proxy: never through HTTP_PROXY
+        response = httpx.get(f"{url}/health", timeout=1.0, trust_env=False)
     except httpx.HTTPError:
         return None
     try:
@@ -146,9 +146,18 @@ def stop_proxy(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def without_proxy_for(env: dict[str, str], host: str) -> None:
+    """Add `host` to NO_PROXY/no_proxy: Claude Code honours HTTP(S)_PROXY, and a corporate
+    proxy cannot reach (or must not see) the local kimi-proxy."""
+    for name in ("NO_PROXY", "no_proxy"):
+        hosts = [h.strip() for h in env.get(name, "").split(",") if h.strip()]
+        env[name] = ",".join([*hosts, *(h for h in (host, "localhost") if h not in hosts)])
+
+
 def claude_env(settings: Settings, url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["ANTHROPIC_BASE_URL"] = url
+    without_proxy_for(env, httpx.URL(url).host)
     token = settings.auth_token_value
     env["ANTHROPIC_API_KEY"] = token or "kimi-proxy"
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")

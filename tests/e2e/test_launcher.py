@@ -129,6 +129,26 @@ def test_launcher_runs_claude_code_and_stops_its_proxy(
     assert not listening(port), "the proxy the launcher started is still running"
 
 
+def test_launcher_reaches_its_proxy_directly_behind_a_corporate_proxy(
+    upstream: ScriptedUpstream, home: Path, project: Path, bin_dir: Path, venv: Path
+) -> None:
+    """With HTTP(S)_PROXY set (here to a port nothing listens on), the launcher's health check
+    and Claude Code still reach the local proxy directly instead of through the proxy."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port, **proxies)
+    run = run_claude(
+        [*launcher_command("kimi-proxy code", venv), *headless_args("E2E-HELLO: hi")],
+        cwd=project,
+        env=env,
+        timeout=90,
+    )
+    run.assert_success(HELLO)
+    assert len(upstream.requests) == 1
+    assert not listening(port), "the proxy the launcher started is still running"
+
+
 def test_kimi_sh_without_a_key_stops_before_starting_anything(
     tmp_path: Path, home: Path, project: Path
 ) -> None:
