@@ -15,13 +15,19 @@ network read.
   `HIGH_WATER` bytes waiting, so a slow client holds back the provider, not proxy memory.
 * Timeouts come from httpx (connect, read, write, pool) and raise httpx's exceptions, as do
   refused connections and broken answers.
+* An https provider is reached through the proxy the environment names (`HTTPS_PROXY`, else
+  `ALL_PROXY`; an http:// proxy, credentials allowed) with a CONNECT tunnel, unless `NO_PROXY`
+  lists it; loopback hosts are always reached directly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import ipaddress
 import ssl
 import time
+import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -31,6 +37,64 @@ import httpx
 
 HIGH_WATER = 64 * 1024  # bytes waiting for the consumer before reading pauses (per stream)
 _Origin = tuple[str, str, int]
+
+
+class Proxy:
+    """An http:// proxy from the environment; `str()` never shows its credentials."""
+
+    def __init__(self, url: str, variable: str) -> None:
+        parsed = httpx.URL(url if "://" in url else f"http://{url}")
+        self.variable = variable
+        self.scheme = parsed.scheme
+        self.host = parsed.host
+        self.port = parsed.port or 80
+        self.authorization = b""
+        if parsed.username or parsed.password:
+            basic = base64.b64encode(f"{parsed.username}:{parsed.password}".encode())
+            self.authorization = b"Proxy-Authorization: Basic %s\r\n" % basic
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port} ({self.variable})"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def env_proxy(origin: _Origin, proxies: dict[str, str]) -> Proxy | None:
+    """The proxy for an https `origin` (`proxies`: the environment as `urllib.request` reads
+    it); None for plain http, loopback and `NO_PROXY` hosts."""
+    scheme, host, _ = origin
+    if scheme != "https" or _is_loopback(host):
+        return None
+    for key, variable in (("https", "HTTPS_PROXY"), ("all", "ALL_PROXY")):
+        if proxies.get(key):
+            if urllib.request.proxy_bypass(host):  # NO_PROXY
+                return None
+            return Proxy(proxies[key], variable)
+    return None
+
+
+class _TunnelAnswer(asyncio.Protocol):
+    """The proxy's answer to CONNECT: the status line, once the head has arrived."""
+
+    def __init__(self) -> None:
+        self.status_line: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self._head = b""
+
+    def data_received(self, data: bytes) -> None:
+        self._head += data
+        if b"\r\n\r\n" in self._head and not self.status_line.done():
+            self.status_line.set_result(self._head.split(b"\r\n", 1)[0])
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.status_line.done():
+            self.status_line.set_result(b"(the proxy closed the connection)")
 
 
 class _Deadline:
@@ -278,8 +342,10 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = 100,
         keepalive_expiry: float = 60.0,
+        trust_env: bool = True,
     ) -> None:
         self._ssl = ssl_context
+        self._env_proxies = urllib.request.getproxies_environment() if trust_env else {}
         self._keepalive_expiry = keepalive_expiry
         self._max_connections = max_connections
         self._slots: asyncio.Semaphore | None = None  # bound to the loop on first use
@@ -352,21 +418,56 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         tls = self._tls() if scheme == "https" else None
         loop = asyncio.get_running_loop()
+        proxy = env_proxy(origin, self._env_proxies)
         try:
             async with asyncio.timeout(seconds):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(origin, self._lost),
-                    host,
-                    port,
-                    ssl=tls,
-                    server_hostname=host if tls else None,
-                )
+                if proxy is not None:
+                    assert tls is not None
+                    conn = await self._tunnel(proxy, origin, tls)
+                else:
+                    _, conn = await loop.create_connection(
+                        lambda: Connection(origin, self._lost),
+                        host,
+                        port,
+                        ssl=tls,
+                        server_hostname=host if tls else None,
+                    )
         except TimeoutError:
             raise httpx.ConnectTimeout(f"Connecting to {host}:{port} timed out.") from None
         except (OSError, ssl.SSLError) as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
         self._open.add(conn)
         return conn
+
+    async def _tunnel(self, proxy: Proxy, origin: _Origin, tls: ssl.SSLContext) -> Connection:
+        """A TLS connection to `origin` inside a CONNECT tunnel through `proxy`."""
+        _, host, port = origin
+        loop = asyncio.get_running_loop()
+        if proxy.scheme != "http":
+            raise httpx.ProxyError(f"The proxy {proxy} is not an http:// URL; use http://.")
+        try:
+            raw, answer = await loop.create_connection(_TunnelAnswer, proxy.host, proxy.port)
+        except OSError as exc:
+            raise httpx.ConnectError(f"Cannot reach the proxy {proxy}: {exc}") from exc
+        try:
+            target = f"{host}:{port}".encode()
+            raw.write(
+                b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, target, proxy.authorization)
+            )
+            status_line = await answer.status_line
+            if status_line.split(b" ", 2)[1:2] != [b"200"]:
+                raise httpx.ProxyError(
+                    f"The proxy {proxy} refused the tunnel to {host}:{port}: "
+                    f"{status_line.decode(errors='replace')}"
+                )
+            conn = Connection(origin, self._lost)
+            secured = await loop.start_tls(raw, conn, tls, server_hostname=host)
+            assert secured is not None
+            conn.connection_made(secured)
+            return conn
+        except BaseException:
+            raw.close()
+            raise
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl is None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
+import uvloop
 from support.proxy import Harness, proxy_for
 from support.upstream import text_stream
 
@@ -21,3 +23,13 @@ def _reset_upstream(request: pytest.FixtureRequest) -> None:
     if "proxy" in request.fixturenames:
         harness = request.getfixturevalue("proxy")
         harness.upstream.requests.clear()
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The provider transport's wire cases run on asyncio's own loop and on uvloop, which is
+    the server's; everything else on asyncio's."""
+    if item.path.name == "test_transport.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}

@@ -9,6 +9,8 @@ garbage, truncation, timeouts, TLS and a consumer slower than the provider.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -331,3 +333,114 @@ async def test_a_connection_left_paused_is_not_reused() -> None:
     head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big)
     conn.data_received(head + big)
     assert conn.complete and not conn.reusable()
+
+
+@asynccontextmanager
+async def connect_proxy(refuse: bytes = b"") -> AsyncIterator[tuple[int, list[bytes]]]:
+    """An HTTP proxy that tunnels CONNECT to 127.0.0.1 whatever the name (or answers `refuse`);
+    yields its port and the request heads it received."""
+    heads: list[bytes] = []
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        if refuse:
+            writer.write(refuse)
+            writer.close()
+            return
+        port = int(head.split()[1].rsplit(b":", 1)[1])
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(up_writer)
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield srv.sockets[0].getsockname()[1], heads
+    finally:
+        srv.close()
+        for writer in writers:
+            writer.close()
+
+
+def provider_tls(name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a certificate for `name`, and a client context that trusts it."""
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert(name).configure_cert(server_tls)
+    trusted = ssl.create_default_context()
+    authority.configure_trust(trusted)
+    return server_tls, trusted
+
+
+def clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+async def test_https_goes_through_the_proxy_named_by_https_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server_tls, trusted = provider_tls("provider.test")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(OK)
+
+    clear_proxy_env(monkeypatch)
+    async with server(handler, tls=server_tls) as url, connect_proxy() as (proxy_port, heads):
+        port = httpx.URL(url).port
+        monkeypatch.setenv("HTTPS_PROXY", f"http://me:s3cret@127.0.0.1:{proxy_port}")
+        # The proxy resolves the name: only through it does provider.test reach the server.
+        provider = f"https://provider.test:{port}/v1/chat/completions"
+        async with client(HttptoolsTransport(ssl_context=trusted)) as http:
+            for _ in range(2):
+                assert (await http.post(provider, content=b"{}")).content == b"ok"
+    [head] = heads  # one tunnel, kept alive for the second request
+    assert head.startswith(f"CONNECT provider.test:{port} HTTP/1.1\r\n".encode())
+    assert b"Proxy-Authorization: Basic " + base64.b64encode(b"me:s3cret") in head
+
+
+async def test_no_proxy_hosts_and_loopback_go_direct(monkeypatch: pytest.MonkeyPatch) -> None:
+    server_tls, trusted = provider_tls("localhost")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(OK)
+
+    clear_proxy_env(monkeypatch)
+    async with server(handler, tls=server_tls) as url, connect_proxy() as (proxy_port, heads):
+        monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy_port}")
+        monkeypatch.setenv("NO_PROXY", "internal.test")
+        async with client(HttptoolsTransport(ssl_context=trusted)) as http:
+            assert (await http.post(url, content=b"{}")).content == b"ok"  # localhost
+            with pytest.raises(httpx.ConnectError):  # tried directly: the name does not resolve
+                await http.post("https://api.internal.test/v1", content=b"{}")
+    assert heads == [], "the proxy saw a request it should not have"
+
+
+async def test_a_proxy_that_refuses_the_tunnel_is_named_without_its_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear_proxy_env(monkeypatch)
+    refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\ncontent-length: 0\r\n\r\n"
+    async with connect_proxy(refuse=refusal) as (proxy_port, _):
+        monkeypatch.setenv("HTTPS_PROXY", f"http://me:s3cret@127.0.0.1:{proxy_port}")
+        async with client() as http:
+            with pytest.raises(httpx.ProxyError) as caught:
+                await http.post("https://provider.test/v1", content=b"{}")
+    message = str(caught.value)
+    assert f"127.0.0.1:{proxy_port} (HTTPS_PROXY)" in message
+    assert "407 Proxy Authentication Required" in message
+    assert "s3cret" not in message
