@@ -458,7 +458,8 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
             if status_line.split(b" ", 2)[1:2] != [b"200"]:
                 raise httpx.ProxyError(
                     f"The proxy {proxy} refused the tunnel to {host}:{port}: "
-                    f"{status_line.decode(errors='replace')}"
+                    f"{status_line.decode(errors='replace')}. Check {proxy.variable} (and its "
+                    "credentials) or list the host in NO_PROXY"
                 )
             conn = Connection(origin, self._lost)
             secured = await loop.start_tls(raw, conn, tls, server_hostname=host)
