@@ -76,7 +76,12 @@ def env_proxy(origin: _Origin, proxies: dict[str, str]) -> Proxy | None:
         if proxies.get(key):
             if urllib.request.proxy_bypass(host):  # NO_PROXY
                 return None
-            return Proxy(proxies[key], variable)
+            try:
+                return Proxy(proxies[key], variable)
+            except httpx.InvalidURL:  # the value may hold credentials: not repeated
+                raise httpx.ProxyError(
+                    f"{variable} is not a valid proxy URL; expected http://host:port."
+                ) from None
     return None
 
 
@@ -450,12 +455,13 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
         except OSError as exc:
             raise httpx.ConnectError(f"Cannot reach the proxy {proxy}: {exc}") from exc
         try:
-            target = f"{host}:{port}".encode()
+            target = (f"[{host}]:{port}" if ":" in host else f"{host}:{port}").encode()
             raw.write(
                 b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, target, proxy.authorization)
             )
             status_line = await answer.status_line
-            if status_line.split(b" ", 2)[1:2] != [b"200"]:
+            status = status_line.split(b" ", 2)[1:2]
+            if not (status and len(status[0]) == 3 and status[0].startswith(b"2")):
                 raise httpx.ProxyError(
                     f"The proxy {proxy} refused the tunnel to {host}:{port}: "
                     f"{status_line.decode(errors='replace')}. Check {proxy.variable} (and its "

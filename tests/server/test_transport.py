@@ -444,3 +444,16 @@ async def test_a_proxy_that_refuses_the_tunnel_is_named_without_its_credentials(
     assert f"127.0.0.1:{proxy_port} (HTTPS_PROXY)" in message
     assert "407 Proxy Authentication Required" in message
     assert "s3cret" not in message
+
+
+async def test_a_malformed_proxy_url_is_named_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear_proxy_env(monkeypatch)
+    monkeypatch.setenv("HTTPS_PROXY", "http://me:s3cret@proxy.test:notaport")
+    async with client() as http:
+        with pytest.raises(
+            httpx.ProxyError, match="HTTPS_PROXY is not a valid proxy URL"
+        ) as caught:
+            await http.post("https://provider.test/v1", content=b"{}")
+    assert "s3cret" not in str(caught.value)
