@@ -159,6 +159,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self._loop = asyncio.get_running_loop()
+        self.gone: asyncio.Future[None] = self._loop.create_future()
 
     def data_received(self, data: bytes) -> None:
         self.received_any = True
@@ -171,6 +172,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.gone.done():
+            self.gone.set_result(None)
         self._stop_timer()
         self._on_lost(self)
         if self.status and self._until_close and not self.complete:
@@ -502,9 +505,15 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
             idle.remove(conn)
 
     async def aclose(self) -> None:
-        for conn in list(self._open):
+        """Close every connection, then wait (a second at most) until they are: a TLS close
+        needs the loop for a moment, and the server's loop ends right after."""
+        closing = list(self._open)
+        for conn in closing:
             self._forget(conn)
         self._idle.clear()
+        waiting = [conn.gone for conn in closing if not conn.gone.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=1.0)
 
 
 def _request_head(request: httpx.Request) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
+from support.company_proxy import clear_proxy_env, connect_proxy, provider_tls
 
 from kimi_proxy.transport import HIGH_WATER, Connection, HttptoolsTransport
 
@@ -333,59 +333,6 @@ async def test_a_connection_left_paused_is_not_reused() -> None:
     head = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big)
     conn.data_received(head + big)
     assert conn.complete and not conn.reusable()
-
-
-@asynccontextmanager
-async def connect_proxy(refuse: bytes = b"") -> AsyncIterator[tuple[int, list[bytes]]]:
-    """An HTTP proxy that tunnels CONNECT to 127.0.0.1 whatever the name (or answers `refuse`);
-    yields its port and the request heads it received."""
-    heads: list[bytes] = []
-    writers: list[asyncio.StreamWriter] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        head = await reader.readuntil(b"\r\n\r\n")
-        heads.append(head)
-        if refuse:
-            writer.write(refuse)
-            writer.close()
-            return
-        port = int(head.split()[1].rsplit(b":", 1)[1])
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        writers.append(up_writer)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    srv = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield srv.sockets[0].getsockname()[1], heads
-    finally:
-        srv.close()
-        for writer in writers:
-            writer.close()
-
-
-def provider_tls(name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a certificate for `name`, and a client context that trusts it."""
-    authority = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert(name).configure_cert(server_tls)
-    trusted = ssl.create_default_context()
-    authority.configure_trust(trusted)
-    return server_tls, trusted
-
-
-def clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
 
 
 async def test_https_goes_through_the_proxy_named_by_https_proxy(

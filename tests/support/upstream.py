@@ -319,8 +319,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve_in_thread(app: Any, *, loop: str = "asyncio", http: str = "h11") -> Iterator[str]:
-    """Run an ASGI app with uvicorn in a background thread; yields its base URL."""
+def serve_in_thread(
+    app: Any, *, loop: str = "asyncio", http: str = "h11", **options: Any
+) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a background thread; yields its base URL (https when
+    `options` give uvicorn an `ssl_certfile`)."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -331,6 +334,7 @@ def serve_in_thread(app: Any, *, loop: str = "asyncio", http: str = "h11") -> It
         http=http,
         lifespan="on",
         timeout_graceful_shutdown=2,
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -341,15 +345,15 @@ def serve_in_thread(app: Any, *, loop: str = "asyncio", http: str = "h11") -> It
             raise RuntimeError("server did not start")
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if options.get('ssl_certfile') else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
 
 
 @contextmanager
-def scripted_upstream(script: Script) -> Iterator[ScriptedUpstream]:
+def scripted_upstream(script: Script, **options: Any) -> Iterator[ScriptedUpstream]:
     upstream = ScriptedUpstream(script)
-    with serve_in_thread(upstream.app) as url:
+    with serve_in_thread(upstream.app, **options) as url:
         upstream.base_url = url + "/v1"
         yield upstream
