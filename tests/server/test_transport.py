@@ -3,7 +3,8 @@
 The rest of the suite runs every proxy test through this transport (the scripted upstream is a
 real HTTP server); here are the wire cases a provider can produce that the scripted upstream
 does not: reuse and stale keep-alive connections, bodies delimited by close, interim answers,
-garbage, truncation, timeouts, TLS and a consumer slower than the provider.
+garbage, truncation, timeouts, TLS, a company proxy's CONNECT tunnel and a consumer slower
+than the provider. Each case runs on asyncio's loop and on uvloop (tests/conftest.py).
 """
 
 from __future__ import annotations
