@@ -13,9 +13,7 @@ from typing import Any
 from pydantic import AliasChoices, ValidationError
 from pydantic_core import PydanticUndefined
 
-from .config import Settings, load_settings, settings_to_env
-
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+from .config import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:

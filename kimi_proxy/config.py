@@ -12,6 +12,8 @@ from .agent.tools import parse_tool_names
 from .models import ModelRouter
 from .providers import GROQ_URL, KIMI_K2, ProviderProfile, profile_by_name, profile_for_url
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # bind addresses that stay local
+
 
 def _env(*names: str) -> AliasChoices:
     return AliasChoices(*names)
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
     def allowed_host_list(self) -> list[str]:
         """Extra allowed `Host` names; binding beyond loopback allows any unless listed."""
         hosts = _comma_list(self.allowed_hosts)
-        if not hosts and self.host not in ("127.0.0.1", "localhost", "::1"):
+        if not hosts and self.host not in LOOPBACK_HOSTS:
             return ["*"]
         return hosts
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trustme
 from support.company_proxy import clear_proxy_env, connect_proxy, provider_tls
 
 from kimi_proxy.transport import HIGH_WATER, Connection, HttptoolsTransport
@@ -253,11 +252,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 async def test_tls_is_verified_against_the_trusted_authorities(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    authority = trustme.CA()
-    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    authority.issue_cert("localhost").configure_cert(server_tls)
-    trusted = ssl.create_default_context()
-    authority.configure_trust(trusted)
+    authority, server_tls, trusted = provider_tls("localhost")
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -339,7 +334,7 @@ async def test_a_connection_left_paused_is_not_reused() -> None:
 async def test_https_goes_through_the_proxy_named_by_https_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    server_tls, trusted = provider_tls("provider.test")
+    _, server_tls, trusted = provider_tls("provider.test")
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
@@ -361,7 +356,7 @@ async def test_https_goes_through_the_proxy_named_by_https_proxy(
 
 
 async def test_no_proxy_hosts_and_loopback_go_direct(monkeypatch: pytest.MonkeyPatch) -> None:
-    server_tls, trusted = provider_tls("localhost")
+    _, server_tls, trusted = provider_tls("localhost")
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)

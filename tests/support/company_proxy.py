@@ -53,14 +53,15 @@ async def connect_proxy(refuse: bytes = b"") -> AsyncIterator[tuple[int, list[by
             writer.close()
 
 
-def provider_tls(name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a certificate for `name`, and a client context that trusts it."""
+def provider_tls(name: str) -> tuple[trustme.CA, ssl.SSLContext, ssl.SSLContext]:
+    """A certificate authority, a server context with its certificate for `name`, and a client
+    context that trusts it."""
     authority = trustme.CA()
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     authority.issue_cert(name).configure_cert(server_tls)
     trusted = ssl.create_default_context()
     authority.configure_trust(trusted)
-    return server_tls, trusted
+    return authority, server_tls, trusted
 
 
 def clear_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
