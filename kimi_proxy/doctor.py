@@ -1,4 +1,5 @@
-"""`kimi-proxy doctor`: check the key, reach the provider, stream one token; say what to fix."""
+"""`kimi-proxy doctor`: check the key, reach the provider, stream one token, read the key's
+tokens-per-minute limit; say what to fix."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import httpx
 
 from .app import new_transport, new_upstream
 from .config import Settings
-from .errors import KEY_ADVICE, ProxyError
-from .upstream import CallContext
+from .errors import CLAUDE_CODE_PROMPT_TOKENS, KEY_ADVICE, TOKEN_LIMIT_ADVICE, ProxyError
+from .upstream import MIN_ANSWER_TOKENS, CallContext
+
+# Groq and OpenAI name the key's tokens-per-minute limit in this header on every answer.
+TOKEN_LIMIT_HEADER = "x-ratelimit-limit-tokens"
 
 
 def _say(ok: bool, text: str) -> None:
@@ -34,6 +38,7 @@ async def _check(settings: Settings) -> bool:
             }
             try:
                 response = await client.open(payload, CallContext(model=model))
+                limit = response.headers.get(TOKEN_LIMIT_HEADER, "")
                 try:
                     async for _batch in client.chunk_batches(response):
                         pass
@@ -46,6 +51,23 @@ async def _check(settings: Settings) -> bool:
                 _say(False, f"Cannot reach {settings.upstream_url}: {exc}")
                 return False
             _say(True, f"{model} streams a reply from {settings.upstream_url}.")
+            if limit.isdigit() and not _token_limit_fits(model, int(limit)):
+                return False
+    return True
+
+
+def _token_limit_fits(model: str, limit: int) -> bool:
+    """Whether the key's tokens a minute leave room for one Claude Code request and an answer."""
+    needed = CLAUDE_CODE_PROMPT_TOKENS + MIN_ANSWER_TOKENS
+    if limit < needed:
+        _say(
+            False,
+            f"{model}: this key allows {limit:,} tokens a minute, and one Claude Code request "
+            f"needs about {needed:,} (its instructions and tool definitions, then the answer): "
+            f"the provider will refuse them. {TOKEN_LIMIT_ADVICE}",
+        )
+        return False
+    _say(True, f"{model}: this key allows {limit:,} tokens a minute.")
     return True
 
 

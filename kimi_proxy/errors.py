@@ -4,6 +4,8 @@
     ├── InvalidRequestError      400 invalid_request_error
     ├── AuthenticationError      401 authentication_error
     ├── PermissionDeniedError    403 permission_error
+    ├── BillingError             402 billing_error      (credits or plan)
+    │   └── TokenLimitError      402 billing_error      (the plan's tokens a minute < one request)
     ├── NotFoundError            404 not_found_error
     ├── RequestTooLargeError     413 request_too_large
     ├── RateLimitError           429 rate_limit_error   (carries retry_after)
@@ -31,6 +33,14 @@ KEY_ADVICE = (
     "(for Groq: https://console.groq.com/keys) and restart kimi-proxy."
 )
 
+
+TOKEN_LIMIT_ADVICE = (
+    "Raise the key's tokens-per-minute limit with your provider (Groq: "
+    "https://console.groq.com/settings/billing), or set KIMI_UPSTREAM_URL to another provider."
+)
+# What Claude Code sends with every request before any conversation: system prompt, environment
+# and tool definitions (2.1.328's first request, by the proxy's estimate: tests check it).
+CLAUDE_CODE_PROMPT_TOKENS = 12_000
 
 _KEY_PATTERN = re.compile(r"(gsk_|sk-)[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[A-Za-z0-9._\-]{8,}")
 
@@ -69,6 +79,26 @@ class AuthenticationError(ProxyError):
 
 class PermissionDeniedError(ProxyError):
     status, error_type = 403, "permission_error"
+
+
+class BillingError(ProxyError):
+    """The provider wants credits or a better plan (Claude Code shows the message as is)."""
+
+    status, error_type = 402, "billing_error"
+
+
+class TokenLimitError(BillingError):
+    """One request counts more tokens than the provider's per-minute limit for the key allows.
+
+    Waiting cannot help, so it is not a 429 (clients retry those). Not a 413 either: Claude Code
+    replaces a 413's message with its own advice about images and a 32 MB limit. It is the
+    plan's limit: a billing matter.
+    """
+
+    def __init__(self, message: str, *, limit: int, requested: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.requested = requested
 
 
 class NotFoundError(ProxyError):
@@ -112,6 +142,7 @@ class OverloadedError(ProxyError):
 ERROR_BY_PROVIDER_STATUS: dict[int, type[ProxyError]] = {
     400: InvalidRequestError,
     401: AuthenticationError,
+    402: BillingError,
     403: PermissionDeniedError,
     404: NotFoundError,
     413: RequestTooLargeError,
@@ -174,6 +205,32 @@ def context_too_long(message: str, prompt_tokens: int, context_window: int) -> I
     )
 
 
+# "… tokens per minute (TPM): Limit 10000, Requested 28287, please reduce your message size"
+# (Groq, 413) or "… tokens per min (TPM): Limit 30000, Requested 342389." (OpenAI, 429). A rate
+# limit that waiting can cure says "Limit …, Used …, Requested …" instead.
+_TOKENS_A_MINUTE = re.compile(r"tokens per min|\bTPM\b", re.IGNORECASE)
+_LIMIT_REQUESTED = re.compile(r"Limit:? ([\d,]+), Requested:? ([\d,]+)")
+
+
+def token_limit_error(message: str, *, model: str) -> TokenLimitError | None:
+    """The provider's answer when one request exceeds the key's tokens-per-minute limit."""
+    found = _LIMIT_REQUESTED.search(message)
+    if found is None or not _TOKENS_A_MINUTE.search(message):
+        return None
+    limit, requested = (int(n.replace(",", "")) for n in found.groups())
+    if requested <= limit:
+        return None
+    return TokenLimitError(
+        f"Your provider allows this key {limit:,} tokens a minute for {model}, and this one "
+        f"request counts {requested:,} (its prompt plus its answer budget), so it cannot go "
+        "through on this plan. Claude Code's instructions and tool definitions alone are about "
+        f"{CLAUDE_CODE_PROMPT_TOKENS:,} tokens a request. "
+        f"{TOKEN_LIMIT_ADVICE} (Provider said: {message})",
+        limit=limit,
+        requested=requested,
+    )
+
+
 def _retry_after(headers: httpx.Headers) -> float | None:
     value = headers.get("retry-after")
     if value is None:
@@ -197,6 +254,8 @@ def error_from_provider_response(
     message = provider_error_message(body)
     if status in (400, 413, 422) and is_context_length_message(message) and context_window:
         return context_too_long(message, prompt_tokens, context_window)
+    if status in (413, 429) and (too_big := token_limit_error(message, model=model)):
+        return too_big
     if status == 400 and MODEL_OUTPUT_FAILURE in body:
         return ModelOutputError(
             f"The model produced an invalid tool call and the provider rejected it ({message}); "
@@ -207,6 +266,11 @@ def error_from_provider_response(
     )
     if cls is AuthenticationError:
         message = f"The provider rejected the API key ({message}). {KEY_ADVICE}"
+    elif cls is BillingError:
+        message = (
+            f"The provider refused the request for billing reasons ({message}). Check the "
+            "credits and plan of the account behind your API key."
+        )
     elif cls is PermissionDeniedError:
         message = f"The provider refused access ({message}). Check that your key may use {model}."
     elif cls is NotFoundError:

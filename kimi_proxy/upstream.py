@@ -33,6 +33,7 @@ from .errors import (
     BadGatewayError,
     ModelOutputError,
     ProxyError,
+    TokenLimitError,
     error_from_provider_response,
     error_from_transport,
     redact,
@@ -43,6 +44,7 @@ from .sse import SSEDecoder
 log = logging.getLogger("kimi_proxy.upstream")
 
 MAX_RETRY_AFTER = 20.0  # a provider asking for a longer pause gets its 429 passed on instead
+MIN_ANSWER_TOKENS = 1024  # a smaller answer budget would cut off most tool calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +113,22 @@ class UpstreamClient:
     ) -> httpx.Response:
         """Send the request (retrying connect errors, 429 and 5xx); a 2xx response, unread.
 
-        Raises the mapped `ProxyError` once retries are exhausted.
+        A request over the key's tokens-per-minute limit is sent once more with a smaller
+        answer budget when its prompt leaves room for one. Raises the mapped `ProxyError` once
+        retries are exhausted.
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        try:
+            return await self._send(body, context, on_retry)
+        except TokenLimitError as error:
+            fitted = within_token_limit(body, error)
+            if fitted is None:
+                raise
+            return await self._send(fitted, context, on_retry)
+
+    async def _send(
+        self, body: bytes, context: CallContext, on_retry: Callable[[], None] | None
+    ) -> httpx.Response:
         started = time.monotonic()
         try:  # the first attempt without the retry machinery (~12 µs a request, bench/)
             return await self._attempt(body, context)
@@ -175,7 +190,9 @@ class UpstreamClient:
         if self._api_key:
             error.message = redact(error.message, (self._api_key,))
         status = response.status_code
-        retryable = status == 429 or status >= 500 or isinstance(error, ModelOutputError)
+        retryable = not isinstance(error, TokenLimitError) and (
+            status == 429 or status >= 500 or isinstance(error, ModelOutputError)
+        )
         raise UpstreamFailure(error, retryable=retryable)
 
     async def complete(
@@ -217,6 +234,29 @@ class UpstreamClient:
                     yield batch
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, upstream=self._url) from exc
+
+
+def within_token_limit(body: bytes, error: TokenLimitError) -> bytes | None:
+    """The request with `max_tokens` lowered so prompt and answer fit the provider's limit, or
+    None when the prompt leaves no useful answer budget (providers count `max_tokens` in full
+    against the limit before running a request: Groq, OpenAI)."""
+    payload = orjson.loads(body)
+    asked = payload.get("max_tokens")
+    if not isinstance(asked, int):
+        return None
+    prompt = error.requested - asked
+    budget = error.limit - prompt - error.limit // 100  # 1% margin for the provider's count
+    if prompt <= 0 or not MIN_ANSWER_TOKENS <= budget < asked:
+        return None
+    log.warning(
+        "request over the provider's limit of %d tokens a minute: answer budget cut from %d "
+        "to %d tokens so it fits",
+        error.limit,
+        asked,
+        budget,
+    )
+    payload["max_tokens"] = budget
+    return orjson.dumps(payload)
 
 
 def _raw_reads(response: httpx.Response) -> AsyncIterator[bytes]:

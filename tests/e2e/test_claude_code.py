@@ -25,6 +25,9 @@ from support.model import (
     rate_limited,
 )
 from support.proxy import proxy_for
+from support.upstream import per_minute_token_limit
+
+from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
 pytestmark = pytest.mark.e2e
 
@@ -185,3 +188,26 @@ def test_provider_down_for_good_ends_with_the_proxys_message(claude: RunClaude) 
     assert len(run.retries) == 1
     assert len(proxy.upstream.requests) == 4
     assert run.seconds < 30, run.describe()
+
+
+def test_a_key_whose_tokens_a_minute_cannot_hold_a_request_says_so(claude: RunClaude) -> None:
+    """Groq's free plan allows 10,000 tokens a minute; Claude Code's first request counts more.
+    Claude Code shows the proxy's explanation (as a 413 it would blame images instead)."""
+    with proxy_for(per_minute_token_limit(10_000, ScriptedModel())) as proxy:
+        run = claude(proxy.url, "E2E-HELLO: hi")
+    result = run.result
+    assert run.returncode != 0 and result["is_error"] is True, run.describe()
+    assert result["api_error_status"] == 402, run.describe()
+    assert "allows this key 10,000 tokens a minute" in result["result"], run.describe()
+    assert "console.groq.com/settings/billing" in result["result"]
+    assert run.retries == [] and len(proxy.upstream.requests) == 1
+
+
+def test_a_session_fits_the_tokens_a_minute_by_a_smaller_answer_budget(claude: RunClaude) -> None:
+    """A limit the prompt fits but prompt + Claude Code's answer budget does not: each request
+    is sent once more with the budget that fits, and the session answers."""
+    with proxy_for(per_minute_token_limit(20_000, ScriptedModel())) as proxy:
+        run = claude(proxy.url, "E2E-HELLO: hi")
+    run.assert_success("Hello from the scripted model.")
+    asked = [body["max_tokens"] for body in proxy.upstream.bodies]
+    assert len(asked) == 2 and MIN_ANSWER_TOKENS <= asked[1] < asked[0], asked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import subprocess
@@ -92,3 +93,25 @@ def test_doctor_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
         assert "KIMI_MODEL" in capsys.readouterr().out
     assert run_doctor(Settings(api_key=None)) == 1
     assert "No API key" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("limit", "verdict"), [("10000", 1), ("250000", 0)])
+def test_doctor_checks_the_keys_tokens_a_minute_against_claude_code(
+    capsys: pytest.CaptureFixture[str], limit: str, verdict: int
+) -> None:
+    """Groq's free plan allows fewer tokens a minute than one Claude Code request counts:
+    doctor says so before the first session fails."""
+    headers = {"x-ratelimit-limit-tokens": limit}
+    with scripted_upstream(
+        lambda b, n: dataclasses.replace(text_stream("OK"), headers=headers)
+    ) as up:
+        settings = Settings(upstream_url=up.base_url, api_key=TEST_KEY, model="kimi-big")
+        assert run_doctor(settings) == verdict
+    out = capsys.readouterr().out
+    shown = f"{int(limit):,} tokens a minute"
+    assert shown in out
+    if verdict:
+        assert "❌ kimi-big: this key allows 10,000 tokens a minute" in out
+        assert "console.groq.com/settings/billing" in out
+    else:
+        assert f"✅ kimi-big: this key allows {shown}." in out

@@ -21,17 +21,20 @@ from support.upstream import (
     Stream,
     chunk,
     error,
+    per_minute_token_limit,
     text_stream,
     usage,
 )
 
 from kimi_proxy.app import create_app
 from kimi_proxy.config import Settings
+from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
 PROVIDER_ERRORS = [
     # provider status, client status, error type, words the message must contain
     (400, 400, "invalid_request_error", "rejected the request"),
     (401, 401, "authentication_error", "GROQ_API_KEY"),
+    (402, 402, "billing_error", "credits and plan"),
     (403, 403, "permission_error", "refused access"),
     (404, 404, "not_found_error", "kimi-big"),
     (413, 413, "request_too_large", "HTTP 413"),
@@ -116,6 +119,81 @@ def test_long_retry_after_is_passed_on_not_waited(proxy: Harness) -> None:
     assert time.monotonic() - started < 5
     assert response.status_code == 429 and response.headers["retry-after"] == "120"
     assert len(proxy.upstream.requests) == 1
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_over_the_tokens_a_minute_limit_the_answer_budget_is_cut_to_fit(
+    proxy: Harness, stream: bool
+) -> None:
+    """Groq counts `max_tokens` in full against the key's per-minute limit before it runs a
+    request: one over the limit is sent once more with the answer budget that fits."""
+    proxy.upstream.script = per_minute_token_limit(3_000, lambda b, n: text_stream("it fits"))
+    request = {**BASIC, "max_tokens": 8_000}
+    client = proxy.client()
+    if stream:
+        with client.messages.stream(**request) as events:  # type: ignore[arg-type]
+            text = events.get_final_text()
+    else:
+        text = client.messages.create(**request).content[0].text  # type: ignore[union-attr, arg-type]
+    assert text == "it fits"
+    first, second = proxy.upstream.bodies
+    assert first["max_tokens"] == 8_000
+    assert MIN_ANSWER_TOKENS <= second["max_tokens"] < 3_000
+    assert {k: v for k, v in second.items() if k != "max_tokens"} == {
+        k: v for k, v in first.items() if k != "max_tokens"
+    }
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_request_the_tokens_a_minute_limit_cannot_hold_is_a_402_saying_so(
+    proxy: Harness, stream: bool
+) -> None:
+    """Not a 429 (waiting cannot help, and clients retry those) and not a 413 (Claude Code
+    shows its own advice about images instead of the message)."""
+    proxy.upstream.script = per_minute_token_limit(1_000, lambda b, n: text_stream("never"))
+    with httpx.Client() as client:
+        response = client.post(
+            f"{proxy.url}/v1/messages", json={**BASIC, "max_tokens": 8_000, "stream": stream}
+        )
+    assert response.status_code == 402
+    message = _shape(response.json(), "billing_error")
+    assert "allows this key 1,000 tokens a minute for kimi-big" in message
+    assert "tokens-per-minute limit" in message and "Provider said: Request too large" in message
+    assert len(proxy.upstream.requests) == 1
+    with pytest.raises(anthropic.PaymentRequiredError):
+        proxy.client().messages.create(**BASIC)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "too_big"),
+    [
+        (413, "on tokens per minute (TPM): Limit 10000, Requested 28287, please reduce", True),
+        (
+            429,
+            "Request too large for gpt-4o on tokens per min (TPM): Limit 30000, "
+            "Requested 342389. The input or output tokens must be reduced",
+            True,
+        ),
+        (
+            429,
+            "on tokens per minute (TPM): Limit 6000, Used 5034, Requested 1443. Please try "
+            "again in 4.77s",
+            False,
+        ),
+        (413, "Payload Too Large", False),
+        (429, "on requests per day (RPD): Limit 1000, Requested 1001", False),
+    ],
+    ids=["groq-413", "openai-429", "groq-rate-limit", "plain-413", "requests-a-day"],
+)
+def test_only_a_request_over_the_tokens_a_minute_limit_is_a_402(
+    proxy: Harness, status: int, message: str, too_big: bool
+) -> None:
+    proxy.upstream.script = lambda b, n: error(status, message, headers={"retry-after": "0"})
+    with httpx.Client() as client:
+        response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
+    assert (response.status_code == 402) is too_big
+    retried = status == 429 and not too_big
+    assert len(proxy.upstream.requests) == (3 if retried else 1)
 
 
 def test_html_error_page(proxy: Harness) -> None:

@@ -39,6 +39,7 @@ class Stream:
     items: list[Any]  # dicts (chunks), bytes (raw), Pause, Drop
     done: bool = True
     status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -182,6 +183,28 @@ def error(status: int, message: str, *, headers: dict[str, str] | None = None) -
     )
 
 
+def per_minute_token_limit(limit: int, script: Script) -> Script:
+    """A provider with a tokens-per-minute limit for the key, counted as Groq does before it
+    runs a request: the prompt (here a quarter of the body's JSON) plus `max_tokens` in full.
+    A request over the limit gets Groq's 413; the others go to `script`."""
+
+    def limited(body: dict[str, Any], call: int) -> Reply:
+        requested = len(json.dumps(body)) // 4 + int(body.get("max_tokens") or 0)
+        if requested <= limit:
+            return script(body, call)
+        message = (
+            "Request too large for model `kimi-k2` in organization `org_test` service tier "
+            f"`on_demand` on tokens per minute (TPM): Limit {limit}, Requested {requested}, "
+            "please reduce your message size and try again. Need more tokens? Upgrade to Dev "
+            "Tier today at https://console.groq.com/settings/billing"
+        )
+        return Json(
+            {"error": {"message": message, "type": "tokens", "code": "rate_limit_exceeded"}}, 413
+        )
+
+    return limited
+
+
 def stream_to_completion(stream: Stream) -> Json:
     """The non-streaming equivalent of a scripted stream (for mode-agnostic scripts)."""
     text, reasoning, calls, finish = "", "", {}, "stop"
@@ -288,7 +311,10 @@ class ScriptedUpstream:
                 headers=reply.headers,
             )
         return StreamingResponse(
-            self._stream(reply, record), status_code=reply.status, media_type="text/event-stream"
+            self._stream(reply, record),
+            status_code=reply.status,
+            media_type="text/event-stream",
+            headers=reply.headers,
         )
 
     async def _stream(self, reply: Stream, record: Record) -> Any:

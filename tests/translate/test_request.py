@@ -10,10 +10,11 @@ from typing import Any
 import orjson
 import pytest
 
-from kimi_proxy.errors import InvalidRequestError
+from kimi_proxy.errors import CLAUDE_CODE_PROMPT_TOKENS, InvalidRequestError
 from kimi_proxy.models import ModelRouter
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, OPENROUTER, ProviderProfile
+from kimi_proxy.tokens import estimate_tokens
 from kimi_proxy.translate.request import (
     EMPTY_RESULT,
     INTERRUPTED_CALL,
@@ -841,6 +842,8 @@ def test_first_claude_code_request_translates() -> None:
     assert all(VALID_TOOL_NAME.match(n) for n in names)
     assert upstream.payload["max_tokens"] <= 16384
     assert upstream.payload["messages"][0]["role"] == "system"
+    # what doctor and the tokens-a-minute error quote as one Claude Code request's size
+    assert 0.9 < estimate_tokens(upstream.payload) / CLAUDE_CODE_PROMPT_TOKENS < 1.1
 
 
 @pytest.mark.parametrize("path", _captured_requests(), ids=lambda p: p.stem)
