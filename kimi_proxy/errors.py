@@ -3,10 +3,10 @@
     ProxyError (status, error_type)
     ├── InvalidRequestError      400 invalid_request_error
     ├── AuthenticationError      401 authentication_error
-    ├── PermissionDeniedError    403 permission_error
     ├── BillingError             402 billing_error      (credits or plan)
     │   └── TokenLimitError      402 billing_error      (the plan's tokens a minute < one request)
-    ├── NotFoundError            404 not_found_error
+    ├── PermissionDeniedError    403 permission_error
+    ├── NotFoundError            404 not_found_error    (the proxy's own routes only)
     ├── RequestTooLargeError     413 request_too_large
     ├── RateLimitError           429 rate_limit_error   (carries retry_after)
     ├── ApiError                 500 api_error
@@ -14,6 +14,11 @@
     │   └── ModelOutputError     500 api_error          (the model's tool call was invalid)
     ├── GatewayTimeoutError      504 timeout_error
     └── OverloadedError          529 overloaded_error
+
+Statuses are chosen for what clients do with them: Claude Code retries 429 and 5xx, retries a
+400 with fewer betas before showing it, and replaces the message of a 404 or 413 with its own
+advice (about the selected model, about images). So a provider's 404 becomes a 400, and its 413
+for a request over the key's tokens a minute a 402; a 413 for a body too large stays a 413.
 
 `error_from_provider_response` turns a provider's status and body into one of these;
 `error_from_transport` does the same for httpx exceptions. `render_json` / `render_sse`
@@ -144,7 +149,9 @@ ERROR_BY_PROVIDER_STATUS: dict[int, type[ProxyError]] = {
     401: AuthenticationError,
     402: BillingError,
     403: PermissionDeniedError,
-    404: NotFoundError,
+    # Not a 404: Claude Code shows its own "issue with the selected model" for any 404, and the
+    # fix is in the proxy's settings (KIMI_MODEL, KIMI_UPSTREAM_URL), not the client's model.
+    404: InvalidRequestError,
     413: RequestTooLargeError,
     422: InvalidRequestError,
     429: RateLimitError,
@@ -273,10 +280,16 @@ def error_from_provider_response(
         )
     elif cls is PermissionDeniedError:
         message = f"The provider refused access ({message}). Check that your key may use {model}."
-    elif cls is NotFoundError:
+    elif status == 404 and "model" in message.lower():
         message = (
             f"The provider does not know model {model!r} ({message}). "
             "Set KIMI_MODEL / KIMI_SMALL_MODEL to a model your provider serves."
+        )
+    elif status == 404:
+        message = (
+            f"The provider has no chat completions endpoint at KIMI_UPSTREAM_URL (HTTP 404: "
+            f"{message}). Set KIMI_UPSTREAM_URL to the provider's OpenAI-compatible base URL, "
+            "the part before /chat/completions (Groq: https://api.groq.com/openai/v1)."
         )
     elif cls is RateLimitError:
         message = f"The provider is rate-limiting requests: {message}"

@@ -25,7 +25,7 @@ from support.model import (
     rate_limited,
 )
 from support.proxy import proxy_for
-from support.upstream import per_minute_token_limit
+from support.upstream import error, per_minute_token_limit
 
 from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
@@ -211,3 +211,18 @@ def test_a_session_fits_the_tokens_a_minute_by_a_smaller_answer_budget(claude: R
     run.assert_success("Hello from the scripted model.")
     asked = [body["max_tokens"] for body in proxy.upstream.bodies]
     assert len(asked) == 2 and MIN_ANSWER_TOKENS <= asked[1] < asked[0], asked
+
+
+def test_a_model_the_provider_does_not_serve_is_named_with_the_setting_to_fix(
+    claude: RunClaude,
+) -> None:
+    """Claude Code answers any 404 with "There's an issue with the selected model": the proxy
+    answers a 400 instead, whose message Claude Code shows (after retrying with fewer betas)."""
+    unknown = "The model `kimi-big` does not exist or you do not have access to it."
+    with proxy_for(ScriptedModel(failures=always(lambda: error(404, unknown)))) as proxy:
+        run = claude(proxy.url, "E2E-HELLO: hi")
+    result = run.result
+    assert run.returncode != 0 and result["is_error"] is True, run.describe()
+    assert "does not know model 'kimi-big'" in result["result"], run.describe()
+    assert "KIMI_MODEL" in result["result"] and "selected model" not in result["result"]
+    assert run.seconds < 30

@@ -36,7 +36,7 @@ PROVIDER_ERRORS = [
     (401, 401, "authentication_error", "GROQ_API_KEY"),
     (402, 402, "billing_error", "credits and plan"),
     (403, 403, "permission_error", "refused access"),
-    (404, 404, "not_found_error", "kimi-big"),
+    (404, 400, "invalid_request_error", "KIMI_UPSTREAM_URL"),
     (413, 413, "request_too_large", "HTTP 413"),
     (422, 400, "invalid_request_error", "rejected the request"),
     (429, 429, "rate_limit_error", "rate-limiting"),
@@ -76,6 +76,17 @@ def test_provider_error_maps_to_anthropic_error(
     # and the server keeps serving
     proxy.upstream.script = lambda b, n: text_stream("fine")
     assert proxy.client().messages.create(**BASIC).content[0].text == "fine"  # type: ignore[union-attr]
+
+
+def test_a_model_the_provider_does_not_serve_is_a_400_naming_the_setting(proxy: Harness) -> None:
+    proxy.upstream.script = lambda b, n: error(
+        404, "The model `kimi-big` does not exist or you do not have access to it."
+    )
+    with httpx.Client() as client:
+        response = client.post(f"{proxy.url}/v1/messages", json=BASIC)
+    assert response.status_code == 400
+    message = _shape(response.json(), "invalid_request_error")
+    assert "does not know model 'kimi-big'" in message and "KIMI_MODEL" in message
 
 
 def test_sdk_raises_the_matching_exception(proxy: Harness) -> None:
