@@ -14,10 +14,13 @@ from typing import Any
 import pytest
 from support.claude import RunClaude
 from support.model import (
+    CODE_WORD,
     LONG_PIECES,
     LONG_TEXT,
     MISSING_FILE,
     OFF_SCRIPT,
+    SUBTASK,
+    Conversation,
     ScriptedModel,
     always,
     fail_first,
@@ -226,3 +229,14 @@ def test_a_model_the_provider_does_not_serve_is_named_with_the_setting_to_fix(
     assert "does not know model 'kimi-big'" in result["result"], run.describe()
     assert "KIMI_MODEL" in result["result"] and "selected model" not in result["result"]
     assert run.seconds < 30
+
+
+def test_the_agent_tool_runs_a_subagent_through_the_proxy(claude: RunClaude) -> None:
+    """Claude Code's Agent tool: the subagent's own conversation goes through the proxy, and
+    its answer comes back to the main one as the Agent call's result."""
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-AGENT: ask a helper for the code word")
+    run.assert_success(f"The agent found {CODE_WORD}.")
+    assert [u["name"] for u in run.tool_uses] == ["Agent"], run.describe()
+    tasks = [Conversation(body).task for body in proxy.upstream.bodies]
+    assert [SUBTASK in t for t in tasks] == [False, True, False], tasks

@@ -254,7 +254,34 @@ def notebook(conversation: Conversation) -> Reply:
     return off_script(conversation, f"unexpected step {step.name}")
 
 
+SUBTASK = "E2E-SUBTASK"
+CODE_WORD = "PELICAN-42"
+
+
+def delegate(conversation: Conversation) -> Reply:
+    """Hand a subtask to a subagent (Claude Code's Agent tool), then report what it found."""
+    calls = conversation.calls
+    if not calls:
+        prompt = f"{SUBTASK}: reply with the code word."
+        args = {"description": "Fetch the code word", "prompt": prompt, "run_in_background": False}
+        return tool_calls(("Agent", args))
+    if [c.name for c in calls] != ["Agent"] or calls[0].result is None:
+        return off_script(conversation, "expected the result of one Agent call")
+    if CODE_WORD not in calls[0].result:
+        return off_script(conversation, f"no code word in the agent's result: {calls[0].result!r}")
+    return answer(f"The agent found {CODE_WORD}.")
+
+
+def subtask(conversation: Conversation) -> Reply:
+    """The subagent's side: a fresh conversation whose task is the Agent call's prompt."""
+    if "E2E-AGENT" in conversation.task:
+        return off_script(conversation, "the subagent saw the parent's conversation")
+    return answer(f"The code word is {CODE_WORD}.")
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
+    SUBTASK: subtask,
+    "E2E-AGENT": delegate,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,
     "E2E-FILES": files,
