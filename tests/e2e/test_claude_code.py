@@ -23,12 +23,15 @@ from support.model import (
     Conversation,
     ScriptedModel,
     always,
+    answer,
+    content_text,
     fail_first,
     outage,
     rate_limited,
+    tool_calls,
 )
 from support.proxy import proxy_for
-from support.upstream import error, per_minute_token_limit
+from support.upstream import Reply, error, per_minute_token_limit
 
 from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
@@ -240,3 +243,45 @@ def test_the_agent_tool_runs_a_subagent_through_the_proxy(claude: RunClaude) -> 
     assert [u["name"] for u in run.tool_uses] == ["Agent"], run.describe()
     tasks = [Conversation(body).task for body in proxy.upstream.bodies]
     assert [SUBTASK in t for t in tasks] == [False, True, False], tasks
+
+
+SUMMARY_MARK = "SUMMARY-MARK"
+OVERFLOW = (
+    "Please reduce the length of the messages or completion. This model's maximum context "
+    "length is 262144 tokens. However, your messages resulted in 300000 tokens."
+)
+
+
+class OverflowingModel:
+    """Two Bash steps, then a provider context overflow; answers Claude Code's request for a
+    summary, and finishes once the conversation carries that summary. `log` is what it did."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    def __call__(self, body: dict[str, Any], call: int) -> Reply:
+        conversation = Conversation(body)
+        last_user = next(m for m in reversed(conversation.messages) if m["role"] == "user")
+        if "<summary> block" in content_text(last_user.get("content")):
+            self.log.append("summary")
+            return answer(f"<analysis>Two echoes.</analysis>\n<summary>{SUMMARY_MARK}</summary>")
+        if SUMMARY_MARK in json.dumps(conversation.messages):
+            self.log.append("done")
+            return answer("Done after compaction.")
+        if len(conversation.calls) < 2:
+            self.log.append("step")
+            return tool_calls(("Bash", {"command": "echo step", "description": "Print a word"}))
+        self.log.append("overflow")
+        return error(400, OVERFLOW)
+
+
+def test_a_context_overflow_makes_claude_code_compact_and_go_on(claude: RunClaude) -> None:
+    """A provider's context-length error reaches Claude Code as one it acts on (a 400 saying
+    "prompt is too long"): it asks for a summary of the conversation and carries on from it."""
+    model = OverflowingModel()
+    with proxy_for(model) as proxy:
+        run = claude(proxy.url, "E2E-COMPACT: run two steps", "--allowedTools", "Bash")
+    run.assert_success("Done after compaction.")
+    assert model.log[:3] == ["step", "step", "overflow"] and model.log[-1] == "done", model.log
+    assert model.log.count("overflow") == 1 and "summary" in model.log, model.log
+    assert len(Conversation(proxy.upstream.bodies[-1]).calls) < 2, "both steps still sent"
