@@ -31,7 +31,7 @@ from support.model import (
     tool_calls,
 )
 from support.proxy import proxy_for
-from support.upstream import Reply, error, per_minute_token_limit
+from support.upstream import Drop, Reply, Stream, error, per_minute_token_limit, text_stream
 
 from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
@@ -285,3 +285,33 @@ def test_a_context_overflow_makes_claude_code_compact_and_go_on(claude: RunClaud
     assert model.log[:3] == ["step", "step", "overflow"] and model.log[-1] == "done", model.log
     assert model.log.count("overflow") == 1 and "summary" in model.log, model.log
     assert len(Conversation(proxy.upstream.bodies[-1]).calls) < 2, "both steps still sent"
+
+
+def cut_short(stream: Stream, keep: int, drop: bool) -> Stream:
+    """The first `keep` chunks of a stream, then a dropped connection or a bare end."""
+    return Stream([*stream.items[:keep], *([Drop()] if drop else [])], done=False)
+
+
+@pytest.mark.parametrize("drop", [True, False], ids=["dropped", "ended-early"])
+@pytest.mark.parametrize("cut", ["text", "tool-call"])
+def test_a_stream_cut_short_is_retried_never_taken_as_the_answer(
+    claude: RunClaude, project: Path, cut: str, drop: bool
+) -> None:
+    """The provider's stream breaks off mid-text or mid tool-call arguments: the proxy ends it
+    with an error event, so Claude Code retries the request instead of keeping the fragment
+    (or running a tool with half its arguments), and the session ends with the whole answer."""
+    partial = (
+        text_stream("Partial answer that must not be kept", pieces=4)
+        if cut == "text"
+        else tool_calls(("Write", {"file_path": f"{project}/half.txt", "content": "x" * 200}))
+    )
+
+    def script(body: dict[str, Any], call: int) -> Reply:
+        return cut_short(partial, 3, drop) if call == 0 else answer("The whole answer.")
+
+    with proxy_for(script) as proxy:
+        run = claude(proxy.url, "E2E-CUT: answer")
+    run.assert_success("The whole answer.")
+    assert len(proxy.upstream.requests) == 2
+    assert run.tool_uses == [] and not (project / "half.txt").exists()
+    assert "Partial" not in json.dumps(run.assistant_blocks)
