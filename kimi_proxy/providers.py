@@ -18,6 +18,8 @@ KIMI_K2 = "moonshotai/kimi-k2-instruct-0905"
 class ModelLimits:
     output_tokens: int
     context_window: int
+    #: False for text-only models: images reach them as a note, never as `image_url` parts.
+    accepts_images: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +41,17 @@ class ProviderProfile:
         return self.models.get(model, self.default_limits)
 
 
-_KIMI_MODELS = {
-    KIMI_K2: ModelLimits(output_tokens=16384, context_window=262144),
-    "moonshotai/kimi-k2-instruct": ModelLimits(output_tokens=16384, context_window=131072),
+_KIMI_MODELS = {  # Kimi K2 Instruct reads text only
+    KIMI_K2: ModelLimits(output_tokens=16384, context_window=262144, accepts_images=False),
+    "moonshotai/kimi-k2-instruct": ModelLimits(16384, 131072, accepts_images=False),
 }
 
 GROQ = ProviderProfile(name="groq", models=_KIMI_MODELS, kimi_tool_ids=True)
 MOONSHOT = ProviderProfile(
     name="moonshot",
     models={
-        "kimi-k2-0905-preview": ModelLimits(32768, 262144),
-        "kimi-k2-thinking": ModelLimits(32768, 262144),
+        "kimi-k2-0905-preview": ModelLimits(32768, 262144, accepts_images=False),
+        "kimi-k2-thinking": ModelLimits(32768, 262144, accepts_images=False),
     },
     default_limits=ModelLimits(32768, 131072),
     reasoning_history_field="reasoning_content",

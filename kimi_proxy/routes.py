@@ -274,10 +274,12 @@ async def count_tokens(request: Request) -> Response:
     state = request.app.state.proxy
     body = await parse_body(request, CountTokensRequest)
     tools_by_name = {t.name: t for t in body.tools or []}
-    messages = convert_messages(body, state.settings.profile, tools_by_name)
+    profile = state.settings.profile
+    limits = profile.limits(state.settings.router.resolve(body.model))
+    messages = convert_messages(body, profile, tools_by_name, limits.accepts_images)
     payload: dict[str, Any] = {"messages": messages}
     if body.tools:
-        payload["tools"] = convert_tools(body.tools, body.messages, state.settings.profile)
+        payload["tools"] = convert_tools(body.tools, body.messages, profile)
     return _json({"input_tokens": estimate_tokens(payload)})
 
 

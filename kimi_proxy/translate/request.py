@@ -49,6 +49,7 @@ log = logging.getLogger("kimi_proxy.request")
 
 INTERRUPTED_CALL = "[tool call interrupted: no result was returned]"
 EMPTY_RESULT = "(empty result)"
+IMAGE_NOT_SHOWN = "[image not shown: this model reads text only]"
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header"
 
 
@@ -70,6 +71,7 @@ class _Conversation:
 
     profile: ProviderProfile
     tools_by_name: dict[str, Tool]
+    accepts_images: bool = True
     messages: list[dict[str, Any]] = field(default_factory=list)
     pending_calls: list[str] = field(default_factory=list)
     upstream_ids: dict[str, str] = field(default_factory=dict)
@@ -128,11 +130,15 @@ class _Conversation:
                         texts.append(text)
                     case ToolReferenceBlock(tool_name=name):
                         texts.append(render_tool_reference(name, self.tools_by_name))
-                    case ImageBlock():
+                    case ImageBlock() if self.accepts_images:
                         images.append(image_part(block))
                         texts.append("[image returned by the tool: attached below]")
-                    case DocumentBlock():
+                    case ImageBlock():
+                        texts.append(IMAGE_NOT_SHOWN)
+                    case DocumentBlock(source=TextSource()):
                         texts.append(document_text(block))
+                    case DocumentBlock():  # a 400 here would fail every later request
+                        texts.append(document_not_shown(block))
                     case _:
                         raise InvalidRequestError(
                             f"Unsupported block type {block.type!r} inside a tool_result"
@@ -186,15 +192,27 @@ def image_part(block: ImageBlock) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+def _document_media(block: DocumentBlock) -> str:
+    return getattr(block.source, "media_type", None) or block.source.type
+
+
 def document_text(block: DocumentBlock) -> str:
     if not isinstance(block.source, TextSource):
-        media = getattr(block.source, "media_type", None) or block.source.type
         raise InvalidRequestError(
-            f"document blocks with a {media} source are not supported by this proxy: the "
-            "provider accepts text only. Send the document's text as a text document instead."
+            f"document blocks with a {_document_media(block)} source are not supported by this "
+            "proxy: the provider accepts text only. Send the document's text as a text document "
+            "instead."
         )
     title = f" title={block.title!r}" if block.title else ""
     return f"<document{title}>\n{block.source.data}\n</document>"
+
+
+def document_not_shown(block: DocumentBlock) -> str:
+    """What the model reads for a tool's non-text document (Claude Code's Read of a PDF)."""
+    return (
+        f"[{_document_media(block)} document not shown: the provider accepts text only. "
+        "Extract its text to read it, for example with pdftotext.]"
+    )
 
 
 def system_text(system: str | Sequence[TextBlock] | None) -> str:
@@ -275,8 +293,10 @@ def _convert_user(conv: _Conversation, blocks: list[ContentBlock], index: int) -
             case TextBlock(text=text):
                 if text:
                     parts.append({"type": "text", "text": text})
-            case ImageBlock():
+            case ImageBlock() if conv.accepts_images:
                 parts.append(image_part(block))
+            case ImageBlock():
+                parts.append({"type": "text", "text": IMAGE_NOT_SHOWN})
             case DocumentBlock():
                 parts.append({"type": "text", "text": document_text(block)})
             case ThinkingBlock() | RedactedThinkingBlock():
@@ -317,10 +337,13 @@ def referenced_tool_names(messages: Sequence[Message]) -> set[str]:
 
 
 def convert_messages(
-    request: MessagesRequest | Any, profile: ProviderProfile, tools_by_name: dict[str, Tool]
+    request: MessagesRequest | Any,
+    profile: ProviderProfile,
+    tools_by_name: dict[str, Tool],
+    accepts_images: bool = True,
 ) -> list[dict[str, Any]]:
     """The whole conversation as OpenAI messages (system first)."""
-    conv = _Conversation(profile=profile, tools_by_name=tools_by_name)
+    conv = _Conversation(profile, tools_by_name, accepts_images)
     system = system_text(request.system)
     if system:
         conv.messages.append({"role": "system", "content": system})
@@ -393,7 +416,7 @@ def anthropic_to_openai_request(
     cap = min(limits.output_tokens, max_output_tokens or limits.output_tokens)
     payload: dict[str, Any] = {
         "model": model,
-        "messages": convert_messages(request, profile, tools_by_name),
+        "messages": convert_messages(request, profile, tools_by_name, limits.accepts_images),
         "max_tokens": min(request.max_tokens, cap),
         "stream": request.stream,
     }

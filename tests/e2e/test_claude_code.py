@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from support.model import (
 from support.proxy import proxy_for
 from support.upstream import Drop, Reply, Stream, error, per_minute_token_limit, text_stream
 
+from kimi_proxy.providers import KIMI_K2
+from kimi_proxy.translate.request import IMAGE_NOT_SHOWN
 from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
 pytestmark = pytest.mark.e2e
@@ -315,3 +318,41 @@ def test_a_stream_cut_short_is_retried_never_taken_as_the_answer(
     assert len(proxy.upstream.requests) == 2
     assert run.tool_uses == [] and not (project / "half.txt").exists()
     assert "Partial" not in json.dumps(run.assistant_blocks)
+
+
+MINIMAL_PDF = b"""%PDF-1.4
+1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj
+2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj
+3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj
+trailer<</Root 1 0 R>>
+%%EOF
+"""
+
+
+def tiny_png() -> bytes:
+    def part(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data).to_bytes(4, "big")
+        return len(data).to_bytes(4, "big") + kind + data + crc
+
+    header = (2).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    pixels = zlib.compress(b"\x00\xff\x00\x00\xff\x00\x00" * 2)
+    return b"\x89PNG\r\n\x1a\n" + part(b"IHDR", header) + part(b"IDAT", pixels) + part(b"IEND", b"")
+
+
+def test_reading_a_pdf_and_an_image_on_a_text_only_model_keeps_the_session(
+    claude: RunClaude, project: Path
+) -> None:
+    """Claude Code's Read returns a PDF as a document block and an image as an image block.
+    Kimi K2 reads neither: the model is told what it cannot see, and the session goes on
+    (a refusal would come back on every later request, the results staying in the history)."""
+    (project / "spec.pdf").write_bytes(MINIMAL_PDF)
+    (project / "dot.png").write_bytes(tiny_png())
+    with proxy_for(ScriptedModel(), model=KIMI_K2) as proxy:
+        run = claude(proxy.url, "E2E-MEDIA: read the pdf and the picture")
+    result = run.result
+    assert result["is_error"] is False and result["result"].startswith("Read both"), run.describe()
+    assert "application/pdf document not shown" in result["result"]
+    assert IMAGE_NOT_SHOWN in result["result"]
+    assert [u["name"] for u in run.tool_uses] == ["Read", "Read"]
+    sent = json.dumps(proxy.upstream.bodies)
+    assert "image_url" not in sent and "JVBER" not in sent  # no image part, no PDF bytes

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 import httpx
-from support.proxy import TEST_KEY, Harness
+from support.proxy import TEST_KEY, Harness, proxy_for
 from support.sse_client import BASIC, post_stream
 from support.streams import check_grammar, comparable_blocks
 from support.upstream import (
@@ -20,6 +20,8 @@ from support.upstream import (
     tool_stream,
     usage,
 )
+
+from kimi_proxy.providers import KIMI_K2
 
 TOOLS: list[Any] = [
     {
@@ -183,6 +185,20 @@ def test_count_tokens_counts_system_and_tools(proxy: Harness) -> None:
         model="claude-opus-5-5", messages=[{"role": "user", "content": "hi"}], tools=TOOLS
     )
     assert sdk_count.input_tokens > bare.json()["input_tokens"]
+
+
+def test_count_tokens_counts_an_image_only_for_a_model_that_is_sent_it(proxy: Harness) -> None:
+    png = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    body = {
+        "model": "claude-opus-5-5",
+        "messages": [{"role": "user", "content": [{"type": "image", "source": png}]}],
+    }
+    with proxy_for(lambda b, n: text_stream("unused"), model=KIMI_K2) as text_only:
+        counts = [
+            httpx.post(f"{url}/v1/messages/count_tokens", json=body).json()["input_tokens"]
+            for url in (proxy.url, text_only.url)
+        ]
+    assert counts[0] > 1_600 > 20 > counts[1] > 0, counts
 
 
 def test_claude_code_request_is_served(proxy: Harness) -> None:

@@ -254,6 +254,22 @@ def notebook(conversation: Conversation) -> Reply:
     return off_script(conversation, f"unexpected step {step.name}")
 
 
+def media(conversation: Conversation) -> Reply:
+    """Read a PDF and an image the test put in the working directory, then report what the
+    tool results said about them."""
+    cwd = conversation.cwd
+    if cwd is None:
+        return off_script(conversation, "no working directory in the conversation")
+    files = [f"{cwd}/spec.pdf", f"{cwd}/dot.png"]
+    calls = conversation.calls
+    if len(calls) < len(files):
+        if calls and calls[-1].result is None:
+            return off_script(conversation, "the last Read has no result")
+        return tool_calls(("Read", {"file_path": files[len(calls)]}))
+    results = " | ".join((c.result or "").replace("\n", " ") for c in calls)
+    return answer(f"Read both: {results}")
+
+
 SUBTASK = "E2E-SUBTASK"
 CODE_WORD = "PELICAN-42"
 
@@ -282,6 +298,7 @@ def subtask(conversation: Conversation) -> Reply:
 BEHAVIOURS: dict[str, Behaviour] = {
     SUBTASK: subtask,
     "E2E-AGENT": delegate,
+    "E2E-MEDIA": media,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,
     "E2E-FILES": files,

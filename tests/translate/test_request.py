@@ -17,6 +17,7 @@ from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, OPENROUTER, P
 from kimi_proxy.tokens import estimate_tokens
 from kimi_proxy.translate.request import (
     EMPTY_RESULT,
+    IMAGE_NOT_SHOWN,
     INTERRUPTED_CALL,
     UpstreamRequest,
     anthropic_to_openai_request,
@@ -26,6 +27,7 @@ from kimi_proxy.translate.tools import function_parameters
 
 BIG, SMALL = KIMI_K2, "llama-3.1-8b-instant"
 ROUTER = ModelRouter.default_rules(big=BIG, small=SMALL)
+VISION = ModelRouter.default_rules(big="vision-model", small=SMALL)  # in no table: takes images
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude_code"
 VALID_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 PNG = "iVBORw0KGgo="
@@ -35,17 +37,20 @@ def translate(
     body: dict[str, Any],
     profile: ProviderProfile = GENERIC,
     max_output_tokens: int | None = None,
+    router: ModelRouter = ROUTER,
 ) -> UpstreamRequest:
     request = MessagesRequest.model_validate(
         {"model": "claude-opus-4-5", "max_tokens": 1024, **body}
     )
     return anthropic_to_openai_request(
-        request, router=ROUTER, profile=profile, max_output_tokens=max_output_tokens
+        request, router=router, profile=profile, max_output_tokens=max_output_tokens
     )
 
 
-def messages(body: dict[str, Any], profile: ProviderProfile = GENERIC) -> list[dict[str, Any]]:
-    return translate(body, profile).payload["messages"]  # type: ignore[no-any-return]
+def messages(
+    body: dict[str, Any], profile: ProviderProfile = GENERIC, router: ModelRouter = ROUTER
+) -> list[dict[str, Any]]:
+    return translate(body, profile, router=router).payload["messages"]  # type: ignore[no-any-return]
 
 
 def user(content: Any) -> dict[str, Any]:
@@ -158,7 +163,9 @@ def test_system_role_inside_messages_stays_in_place(content: Any) -> None:
     ],
 )
 def test_images_become_image_url_parts(source: dict[str, Any], url: str) -> None:
-    out = messages({"messages": [user([text("look"), {"type": "image", "source": source}])]})
+    out = messages(
+        {"messages": [user([text("look"), {"type": "image", "source": source}])]}, router=VISION
+    )
     assert out == [
         {
             "role": "user",
@@ -184,22 +191,49 @@ def test_document_with_text_source_is_inlined() -> None:
     assert content.index("line one") < content.index("summarize")
 
 
-@pytest.mark.parametrize("where", ["user", "tool_result"])
-def test_pdf_document_is_a_clear_400(where: str) -> None:
-    doc = {
-        "type": "document",
-        "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
-    }
-    if where == "user":
-        history = [user([doc])]
-    else:
-        history = [user("go"), assistant([tool_use("t1")]), user([tool_result("t1", [doc])])]
+PDF = {
+    "type": "document",
+    "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="},
+}
+
+
+def test_pdf_document_from_the_user_is_a_clear_400() -> None:
     with pytest.raises(InvalidRequestError) as info:
-        translate({"messages": history})
+        translate({"messages": [user([PDF])]})
     assert info.value.status == 400
     assert info.value.error_type == "invalid_request_error"
     assert "application/pdf" in info.value.message
     assert "not supported" in info.value.message
+
+
+def test_pdf_document_a_tool_returned_is_a_note_to_the_model() -> None:
+    """Claude Code's Read of a PDF returns a document block in the tool result. A 400 would
+    fail this request and every later one (the result stays in the history): the model reads
+    a note saying the document is not shown, and how to get its text."""
+    read = tool_result("t1", [text("PDF file read: /work/spec.pdf (387 bytes)"), PDF])
+    out = messages({"messages": [user("go"), assistant([tool_use("t1", "Read")]), user([read])]})
+    tool = out[2]
+    assert tool["role"] == "tool" and tool["tool_call_id"] == "t1"
+    assert "PDF file read: /work/spec.pdf" in tool["content"]
+    assert "application/pdf document not shown" in tool["content"]
+    assert "pdftotext" in tool["content"] and "JVBERi0" not in tool["content"]
+    assert len(out) == 3
+
+
+def test_a_text_only_model_reads_a_note_where_an_image_was() -> None:
+    """Kimi K2 Instruct (the default model) reads text only: an image part would make the
+    provider refuse this request and every later one, so the model is told instead."""
+    assert not GROQ.limits(KIMI_K2).accepts_images
+    history = [
+        user([text("look"), image_b64()]),
+        assistant([tool_use("t1", "Read")]),
+        user([tool_result("t1", [text("captured"), image_b64()])]),
+    ]
+    out = messages({"messages": history}, GROQ)
+    assert PNG not in json.dumps(out) and "image_url" not in json.dumps(out)
+    assert out[0] == {"role": "user", "content": f"look\n\n{IMAGE_NOT_SHOWN}"}
+    assert out[2]["content"] == f"captured\n{IMAGE_NOT_SHOWN}"
+    assert len(out) == 3
 
 
 @pytest.mark.parametrize(
@@ -265,7 +299,7 @@ def test_consecutive_same_role_messages_are_merged() -> None:
 
 
 def test_merged_user_messages_keep_images_as_parts() -> None:
-    out = messages({"messages": [user("a"), user([image_b64()])]})
+    out = messages({"messages": [user("a"), user([image_b64()])]}, router=VISION)
     assert out == [
         {
             "role": "user",
@@ -420,7 +454,8 @@ def test_tool_result_images_are_attached_as_image_parts() -> None:
                     [tool_result("t1", [text("captured"), image_b64()]), text("what do you see?")]
                 ),
             ]
-        }
+        },
+        router=VISION,
     )
     tool_message = out[2]
     assert tool_message["role"] == "tool" and tool_message["tool_call_id"] == "t1"
