@@ -37,7 +37,11 @@ def new_message_id() -> str:
 def stop_reason(
     finish_reason: str | None, *, used_tools: bool, matched_stop: str | None
 ) -> tuple[str, str | None]:
-    """(stop_reason, stop_sequence): `tool_use` exactly when a tool_use block was emitted."""
+    """(stop_reason, stop_sequence): `max_tokens` when the answer budget ran out (even inside a
+    tool call, as Anthropic reports it), else `tool_use` exactly when a tool_use block was
+    emitted."""
+    if finish_reason == "length":
+        return "max_tokens", None
     if used_tools:
         return "tool_use", None
     if matched_stop is not None:
@@ -85,13 +89,29 @@ def reasoning_text(message: dict[str, Any]) -> str:
     return ""
 
 
-def parse_tool_arguments(raw: str | None) -> dict[str, Any]:
-    """Arguments as an object; repaired when possible, else kept raw so the client reports it."""
+def _ends_inside_string(raw: str) -> bool:
+    inside = escaped = False
+    for char in raw:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = inside
+        elif char == '"':
+            inside = not inside
+    return inside
+
+
+def parse_tool_arguments(raw: str | None, *, cut_off: bool = False) -> dict[str, Any]:
+    """Arguments as an object; repaired when possible, else kept raw so the client reports it.
+    Never repaired when cut off by the answer budget or inside a string value: closing the
+    string would make a Write run with half a file."""
     if not raw or not raw.strip():
         return {}
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
+        if cut_off or _ends_inside_string(raw):
+            return {INVALID_ARGUMENTS_KEY: raw}
         value = json_repair.loads(raw)
         log.warning("repaired invalid tool-call arguments from the provider")
     if isinstance(value, dict):
@@ -123,7 +143,9 @@ def openai_to_anthropic_message(
                 "type": "tool_use",
                 "id": anthropic_tool_id(call.get("id"), nonce),
                 "name": upstream.tool_names.to_client(function.get("name") or ""),
-                "input": parse_tool_arguments(function.get("arguments")),
+                "input": parse_tool_arguments(
+                    function.get("arguments"), cut_off=choice.get("finish_reason") == "length"
+                ),
             }
         )
     reason, sequence = stop_reason(

@@ -24,7 +24,10 @@ nothing.
 Usage may come on the finish chunk, on a trailing chunk with no choices, or in Groq's
 `x_groq.usage`; the latest one wins (never summed). `finish()` reports it in `message_delta`.
 A provider `error` object inside the stream raises the mapped `ProxyError`: the server turns it
-into an SSE `error` event — never a made-up stop reason.
+into an SSE `error` event — never a made-up stop reason. So does a call whose arguments never
+close, unless the answer budget ran out (`finish_reason: length`): then, as on Anthropic's API,
+the cut-off call stands and the stop reason is `max_tokens` (Claude Code tells the model its
+call was cut off; resending the same request would only cut it off again).
 """
 
 from __future__ import annotations
@@ -212,11 +215,13 @@ class StreamTranslator:
         broken = [
             c.name for c in self._calls.values() if c.block is not None and c.arguments_broken()
         ]
-        if broken:
+        if broken and self._finish_reason != "length":
             raise ApiError(
                 f"The provider sent a call to {broken[0]} whose arguments are not valid JSON "
                 "(they never closed); try again."
             )
+        if broken:  # as Anthropic does: the cut-off call stands, and stop_reason is max_tokens
+            log.warning("the answer budget ran out inside a call to %s", broken[0])
         local_calls = [
             LocalCall(
                 id=call.upstream_id or f"call_{self._nonce}_{self._next_index}_{key}",

@@ -32,7 +32,16 @@ from support.model import (
     tool_calls,
 )
 from support.proxy import proxy_for
-from support.upstream import Drop, Reply, Stream, error, per_minute_token_limit, text_stream
+from support.upstream import (
+    Drop,
+    Reply,
+    Stream,
+    chunk,
+    error,
+    per_minute_token_limit,
+    text_stream,
+    usage,
+)
 
 from kimi_proxy.providers import KIMI_K2
 from kimi_proxy.translate.request import IMAGE_NOT_SHOWN
@@ -356,3 +365,63 @@ def test_reading_a_pdf_and_an_image_on_a_text_only_model_keeps_the_session(
     assert [u["name"] for u in run.tool_uses] == ["Read", "Read"]
     sent = json.dumps(proxy.upstream.bodies)
     assert "image_url" not in sent and "JVBER" not in sent  # no image part, no PDF bytes
+
+
+def test_a_write_the_answer_budget_cut_off_is_not_run_and_the_model_is_told(
+    claude: RunClaude, project: Path
+) -> None:
+    """The model's Write runs out of answer budget mid-content (`finish_reason: length`). As on
+    Anthropic's API the call stands with `max_tokens`: Claude Code refuses to run it and tells
+    the model, which can write in parts. Never half a file on disk, never the same request
+    resent until the retries run out."""
+    target = project / "big.txt"
+    cut = json.dumps({"file_path": str(target), "content": "line\n" * 50})[:-30]
+
+    def script(body: dict[str, Any], call: int) -> Reply:
+        last = Conversation(body).last_turn
+        if not last:
+            write = {"index": 0, "id": "functions.Write:0", "type": "function"}
+            write["function"] = {"name": "Write", "arguments": cut}
+            return Stream(
+                [
+                    chunk({"role": "assistant", "content": ""}),
+                    chunk({"tool_calls": [write]}),
+                    chunk({}, finish="length", usage=usage(completion=16384)),
+                ]
+            )
+        return answer(f"Told: {(last[0].result or '')[:40]}")
+
+    with proxy_for(script) as proxy:
+        run = claude(proxy.url, "E2E-CUTOFF: write a big file")
+    assert run.result["is_error"] is False and run.result["result"].startswith("Told: Error:"), (
+        run.describe()
+    )
+    assert not target.exists()
+    assert len(proxy.upstream.requests) == 2, "the cut-off request was resent"
+
+
+@pytest.mark.parametrize("drop", [True, False], ids=["dropped", "ended-early"])
+def test_a_write_cut_short_on_every_attempt_never_leaves_half_a_file(
+    claude: RunClaude, project: Path, drop: bool
+) -> None:
+    """Claude Code answers a broken stream by asking again without streaming, and runs the
+    tool calls of that answer. When that answer's Write arguments stop inside the content too,
+    they are passed on unrepaired: Claude Code refuses the call instead of writing half a file
+    (repairing the JSON would close the string where it was cut)."""
+    target = project / "big.txt"
+    cut = json.dumps({"file_path": str(target), "content": "line\n" * 50})[:-30]
+
+    def script(body: dict[str, Any], call: int) -> Reply:
+        last = Conversation(body).last_turn
+        if last:
+            return answer(f"Told: {(last[0].result or '')[:40]}")
+        write = {"index": 0, "id": "functions.Write:0", "type": "function"}
+        write["function"] = {"name": "Write", "arguments": cut}
+        head = [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": [write]})]
+        return cut_short(Stream(head), len(head), drop)
+
+    with proxy_for(script) as proxy:
+        run = claude(proxy.url, "E2E-CUTOFF: write a big file")
+    assert run.result["result"].startswith("Told: Error:"), run.describe()
+    assert not target.exists()
+    assert [r.body["stream"] for r in proxy.upstream.requests] == [True, False, True]

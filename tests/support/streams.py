@@ -162,8 +162,8 @@ def check_grammar(events: list[Event]) -> list[str]:
             raise AssertionError(f"unexpected event {kind} inside the stream")
     assert open_index is None, "a block was never stopped"
     assert sum(e["type"] == "message_start" for e in events) == 1
-    if "tool_use" in blocks:
-        assert events[-2]["delta"]["stop_reason"] == "tool_use"
+    if "tool_use" in blocks:  # max_tokens: the answer budget ran out, maybe inside the call
+        assert events[-2]["delta"]["stop_reason"] in ("tool_use", "max_tokens")
     return blocks
 
 

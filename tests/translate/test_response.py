@@ -123,7 +123,9 @@ def test_tool_call_without_id_still_gets_a_valid_id() -> None:
         ('{"command": "ls"}', {"command": "ls"}),
         ("", {}),
         ("   ", {}),
-        ('{"command": "ls"', {"command": "ls"}),  # truncated: repaired
+        ('{"command": "ls"', {"command": "ls"}),  # truncated after a whole value: repaired
+        ('{"command": "echo \\" hi', {INVALID_ARGUMENTS_KEY: '{"command": "echo \\" hi'}),
+        ('{"command": "a\\\\"', {"command": "a\\"}),  # the backslash is escaped: string closed
         ("{'command': 'ls'}", {"command": "ls"}),  # python-style quotes: repaired
         ('["not", "an", "object"]', {INVALID_ARGUMENTS_KEY: '["not", "an", "object"]'}),
         ("42", {INVALID_ARGUMENTS_KEY: "42"}),
@@ -169,6 +171,19 @@ def test_stop_reasons(finish_reason: str | None, stop_reason: str) -> None:
     reply = openai_to_anthropic_message(completion("x", tool_calls, finish_reason), upstream_for())
     assert reply["stop_reason"] == stop_reason
     assert reply["stop_sequence"] is None
+
+
+@pytest.mark.parametrize("finish", ["length", "tool_calls"])
+def test_arguments_cut_off_are_never_repaired(finish: str) -> None:
+    """Repairing `{"content": "half a fi` would make a Write run with half a file, whether the
+    answer budget ran out or the provider calls the call complete."""
+    cut = '{"file_path": "/w/big.txt", "content": "half a fi'
+    reply = openai_to_anthropic_message(
+        completion(None, [call("c1", "Write", cut)], finish), upstream_for()
+    )
+    [block] = reply["content"]
+    assert block["input"] == {INVALID_ARGUMENTS_KEY: cut}
+    assert reply["stop_reason"] == ("max_tokens" if finish == "length" else "tool_use")
 
 
 def test_any_tool_use_makes_stop_reason_tool_use() -> None:

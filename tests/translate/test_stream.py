@@ -402,13 +402,26 @@ def test_stop_reason_mapping(finish_reason: str | None, stop_reason: str) -> Non
     assert events[-2]["delta"] == {"stop_reason": stop_reason, "stop_sequence": None}
 
 
-@pytest.mark.parametrize("finish_reason", ["stop", "length", "tool_calls"])
+@pytest.mark.parametrize("finish_reason", ["stop", "tool_calls"])
 def test_stop_reason_tool_use_whenever_a_tool_use_was_emitted(finish_reason: str) -> None:
     events = run(
         upstream_for(TOOLS), [tool(0, id="c", name="Bash", args="{}"), finish(finish_reason)]
     )
     check_grammar(events)
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
+
+
+def test_a_call_the_answer_budget_cut_off_stands_with_stop_reason_max_tokens() -> None:
+    """As on Anthropic's API: the client gets the call as far as it went and `max_tokens`, so
+    Claude Code tells the model its call was cut off. An error would make it resend the same
+    request, to be cut off again."""
+    cut = '{"file_path": "/w/big.txt", "content": "line 1\\nline 2'
+    events = run(upstream_for(TOOLS), [tool(0, id="c", name="Bash", args=cut), finish("length")])
+    blocks = check_grammar(events)
+    assert blocks == ["tool_use"]
+    sent = "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta")
+    assert sent == cut
+    assert events[-2]["delta"]["stop_reason"] == "max_tokens"
 
 
 def test_matched_stop_sequence_in_stream() -> None:
