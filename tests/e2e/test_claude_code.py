@@ -21,6 +21,7 @@ from support.model import (
     MISSING_FILE,
     OFF_SCRIPT,
     SUBTASK,
+    Call,
     Conversation,
     ScriptedModel,
     always,
@@ -367,6 +368,19 @@ def test_reading_a_pdf_and_an_image_on_a_text_only_model_keeps_the_session(
     assert "image_url" not in sent and "JVBER" not in sent  # no image part, no PDF bytes
 
 
+def write_cut_off(target: Path) -> list[dict[str, Any]]:
+    """The chunks of a Write to `target` whose arguments stop inside the content."""
+    cut = json.dumps({"file_path": str(target), "content": "line\n" * 50})[:-30]
+    write = {"index": 0, "id": "functions.Write:0", "type": "function"}
+    write["function"] = {"name": "Write", "arguments": cut}
+    return [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": [write]})]
+
+
+def told(last: list[Call]) -> Stream:
+    """The model's answer after its call: what the tool result said."""
+    return answer(f"Told: {(last[0].result or '')[:40]}")
+
+
 def test_a_write_the_answer_budget_cut_off_is_not_run_and_the_model_is_told(
     claude: RunClaude, project: Path
 ) -> None:
@@ -375,21 +389,13 @@ def test_a_write_the_answer_budget_cut_off_is_not_run_and_the_model_is_told(
     the model, which can write in parts. Never half a file on disk, never the same request
     resent until the retries run out."""
     target = project / "big.txt"
-    cut = json.dumps({"file_path": str(target), "content": "line\n" * 50})[:-30]
 
     def script(body: dict[str, Any], call: int) -> Reply:
         last = Conversation(body).last_turn
-        if not last:
-            write = {"index": 0, "id": "functions.Write:0", "type": "function"}
-            write["function"] = {"name": "Write", "arguments": cut}
-            return Stream(
-                [
-                    chunk({"role": "assistant", "content": ""}),
-                    chunk({"tool_calls": [write]}),
-                    chunk({}, finish="length", usage=usage(completion=16384)),
-                ]
-            )
-        return answer(f"Told: {(last[0].result or '')[:40]}")
+        if last:
+            return told(last)
+        ran_out = chunk({}, finish="length", usage=usage(completion=16384))
+        return Stream([*write_cut_off(target), ran_out])
 
     with proxy_for(script) as proxy:
         run = claude(proxy.url, "E2E-CUTOFF: write a big file")
@@ -409,15 +415,12 @@ def test_a_write_cut_short_on_every_attempt_never_leaves_half_a_file(
     they are passed on unrepaired: Claude Code refuses the call instead of writing half a file
     (repairing the JSON would close the string where it was cut)."""
     target = project / "big.txt"
-    cut = json.dumps({"file_path": str(target), "content": "line\n" * 50})[:-30]
 
     def script(body: dict[str, Any], call: int) -> Reply:
         last = Conversation(body).last_turn
         if last:
-            return answer(f"Told: {(last[0].result or '')[:40]}")
-        write = {"index": 0, "id": "functions.Write:0", "type": "function"}
-        write["function"] = {"name": "Write", "arguments": cut}
-        head = [chunk({"role": "assistant", "content": ""}), chunk({"tool_calls": [write]})]
+            return told(last)
+        head = write_cut_off(target)
         return cut_short(Stream(head), len(head), drop)
 
     with proxy_for(script) as proxy:
