@@ -31,13 +31,10 @@ def accumulate_message(events: list[Event]) -> dict[str, Any]:
                         block["signature"] = delta["signature"]
                     case "input_json_delta":
                         partial_json.setdefault(event["index"], []).append(delta["partial_json"])
-            case "content_block_stop":
-                parts = partial_json.pop(event["index"], None)
-                if parts is not None:
-                    message["content"][event["index"]]["input"] = parse_tool_arguments(
-                        "".join(parts)
-                    )
             case "message_delta":
                 message.update(event["delta"])
                 message["usage"] = {**message.get("usage", {}), **event["usage"]}
+    cut_off = message.get("stop_reason") == "max_tokens"  # known once the message ends
+    for index, parts in partial_json.items():
+        message["content"][index]["input"] = parse_tool_arguments("".join(parts), cut_off=cut_off)
     return message

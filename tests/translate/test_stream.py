@@ -23,6 +23,8 @@ from support.streams import (
 
 from kimi_proxy.errors import ApiError, InvalidRequestError, ProxyError, RateLimitError
 from kimi_proxy.sse import SSEDecoder
+from kimi_proxy.translate.accumulate import accumulate_message
+from kimi_proxy.translate.response import INVALID_ARGUMENTS_KEY
 from kimi_proxy.translate.stream import StreamTranslator
 
 ANTHROPIC_TOOL_ID = re.compile(r"^toolu_[a-zA-Z0-9_-]+$")
@@ -411,17 +413,24 @@ def test_stop_reason_tool_use_whenever_a_tool_use_was_emitted(finish_reason: str
     assert events[-2]["delta"]["stop_reason"] == "tool_use"
 
 
-def test_a_call_the_answer_budget_cut_off_stands_with_stop_reason_max_tokens() -> None:
+@pytest.mark.parametrize(
+    "cut",
+    ['{"file_path": "/w/big.txt", "content": "line 1\\nline 2', '{"command": "ls -la"'],
+    ids=["inside-a-string", "after-a-value"],
+)
+def test_a_call_the_answer_budget_cut_off_stands_with_stop_reason_max_tokens(cut: str) -> None:
     """As on Anthropic's API: the client gets the call as far as it went and `max_tokens`, so
     Claude Code tells the model its call was cut off. An error would make it resend the same
     request, to be cut off again."""
-    cut = '{"file_path": "/w/big.txt", "content": "line 1\\nline 2'
     events = run(upstream_for(TOOLS), [tool(0, id="c", name="Bash", args=cut), finish("length")])
     blocks = check_grammar(events)
     assert blocks == ["tool_use"]
     sent = "".join(e["delta"]["partial_json"] for e in events if e["type"] == "content_block_delta")
     assert sent == cut
     assert events[-2]["delta"]["stop_reason"] == "max_tokens"
+    # non-streaming agent mode folds these events into one message: the cut stays unrepaired
+    [block] = accumulate_message(events)["content"]
+    assert block["input"] == {INVALID_ARGUMENTS_KEY: cut}
 
 
 def test_matched_stop_sequence_in_stream() -> None:
