@@ -15,6 +15,9 @@ from .upstream import MIN_ANSWER_TOKENS, CallContext
 
 # Groq and OpenAI name the key's tokens-per-minute limit in this header on every answer.
 TOKEN_LIMIT_HEADER = "x-ratelimit-limit-tokens"
+# Auto mode's built-in check (Claude Code 2.1.328, which the launcher turns on) sends the main
+# model about 35,400 tokens of rules and transcript, by the proxy's estimate, per action checked.
+AUTO_MODE_CHECK_TOKENS = 36_000
 
 
 def _say(ok: bool, text: str) -> None:
@@ -53,7 +56,19 @@ async def _check(settings: Settings) -> bool:
             _say(True, f"{model} streams a reply from {settings.upstream_url}.")
             if limit.isdigit() and not _token_limit_fits(model, int(limit)):
                 return False
+            if limit.isdigit() and model == settings.model:
+                _warn_if_auto_mode_checks_cannot_fit(model, int(limit))
     return True
+
+
+def _warn_if_auto_mode_checks_cannot_fit(model: str, limit: int) -> None:
+    if limit < AUTO_MODE_CHECK_TOKENS:
+        print(
+            f"⚠️ {model}: auto mode's safety check sends about {AUTO_MODE_CHECK_TOKENS:,} tokens "
+            f"for each action it checks, more than this key allows a minute: Claude Code will "
+            "block those actions. Raise the limit, or pick another permission mode (Shift+Tab in "
+            "Claude Code, or ./kimi.sh --permission-mode acceptEdits)."
+        )
 
 
 def _token_limit_fits(model: str, limit: int) -> bool:

@@ -158,9 +158,16 @@ def claude_env(settings: Settings, url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["ANTHROPIC_BASE_URL"] = url
     without_proxy_for(env, httpx.URL(url).host)
-    token = settings.auth_token_value
-    env["ANTHROPIC_API_KEY"] = token or "kimi-proxy"
+    # The proxy's token goes as a bearer token, not as an API key: Claude Code then skips its
+    # first-run connectivity check against api.anthropic.com (it exits where that host cannot be
+    # reached), asks no "use this API key?" question, and does not warn about a claude.ai login.
+    # A real Anthropic key in the user's environment stays out of the proxy's requests.
+    env.pop("ANTHROPIC_API_KEY", None)
+    env["ANTHROPIC_AUTH_TOKEN"] = settings.auth_token_value or "kimi-proxy"
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+    # Auto mode (Claude Code's default permission mode) has each risky action checked. Its server
+    # check runs on Anthropic's API only; its built-in check asks the model, through the proxy.
+    env.setdefault("CLAUDE_CODE_AUTO_MODE_SERVER", "0")
     # Claude Code's background and title work uses the small model: keep it a haiku id so the
     # proxy routes it to KIMI_SMALL_MODEL.
     env.setdefault("ANTHROPIC_SMALL_FAST_MODEL", SMALL_MODEL_ALIAS)

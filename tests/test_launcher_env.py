@@ -25,3 +25,25 @@ def test_entries_already_there_are_not_repeated(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("no_proxy", "localhost,127.0.0.1")
     env = claude_env(load_settings(api_key="x"), "http://127.0.0.1:8090")
     assert env["no_proxy"] == "localhost,127.0.0.1"
+
+
+def test_claude_code_gets_the_proxy_token_as_a_bearer_token_and_never_a_real_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bearer token spares a first run Claude Code's check of api.anthropic.com and its "use
+    this API key?" question; a real Anthropic key in the environment never goes to the proxy."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-real-key")
+    env = claude_env(load_settings(api_key="x", auth_token="proxy-secret"), "http://127.0.0.1:1")
+    assert "ANTHROPIC_API_KEY" not in env
+    assert env["ANTHROPIC_AUTH_TOKEN"] == "proxy-secret"
+
+
+def test_auto_mode_uses_claude_codes_own_check_unless_the_user_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CLAUDE_CODE_AUTO_MODE_SERVER", raising=False)
+    env = claude_env(load_settings(api_key="x"), "http://127.0.0.1:8090")
+    assert env["CLAUDE_CODE_AUTO_MODE_SERVER"] == "0"
+    monkeypatch.setenv("CLAUDE_CODE_AUTO_MODE_SERVER", "1")
+    env = claude_env(load_settings(api_key="x"), "http://127.0.0.1:8090")
+    assert env["CLAUDE_CODE_AUTO_MODE_SERVER"] == "1"

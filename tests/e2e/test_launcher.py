@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 from support.claude import headless_args, hermetic_env, run_claude
-from support.model import ScriptedModel
+from support.model import RISKY, Conversation, ScriptedModel
 from support.proxy import proxy_for
+from support.terminal import Terminal
 from support.upstream import ScriptedUpstream, free_port, scripted_upstream
 
 pytestmark = pytest.mark.e2e
@@ -237,3 +238,38 @@ def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
             os.killpg(launcher.pid, signal.SIGKILL)
         launcher.communicate()
         stop_listener(port)  # a failed run must not leave a proxy behind for later tests
+
+
+@pytest.mark.parametrize("risky", [False, True], ids=["judged-fine", "judged-risky"])
+def test_first_interactive_run_and_auto_mode_checks_through_the_model(
+    home: Path,
+    project: Path,
+    bin_dir: Path,
+    venv: Path,
+    upstream: ScriptedUpstream,
+    risky: bool,
+) -> None:
+    """`./kimi.sh` in a terminal, with a HOME Claude Code has never run in, on a machine that
+    cannot reach api.anthropic.com (this one): the first-run screens lead to the prompt, and auto
+    mode (Claude Code's default permission mode) has the model judge a download piped into sh,
+    through the proxy. Judged fine it runs; judged risky it is blocked and the model is told."""
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port, TERM="xterm-256color")
+    task = f"E2E-AUTO: run the installer{f' ({RISKY})' if risky else ''}"
+    try:
+        with Terminal([str(KIMI_SH)], cwd=project, env=env) as terminal:
+            terminal.through_first_run()
+            terminal.type(task)
+            terminal.wait_for("Installer step finished", timeout=60)
+            checks = [b for b in upstream.bodies if Conversation(b).is_safety_check]
+            assert checks, f"auto mode never asked the model:\n{terminal.screen}"
+            assert "can't check actions" not in terminal.screen
+            assert (project / "ran.txt").exists() is not risky
+            if risky:
+                assert "Blocked by auto mode" in terminal.screen
+                assert "auto mode" in (Conversation(upstream.bodies[-1]).calls[-1].result or "")
+            terminal.type("/exit")
+            assert terminal.wait_exit() == 0
+    finally:
+        stop_listener(port)
+    assert not listening(port), "the proxy was left running"

@@ -95,7 +95,7 @@ def test_doctor_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
     assert "No API key" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("limit", "verdict"), [("10000", 1), ("250000", 0)])
+@pytest.mark.parametrize(("limit", "verdict"), [("10000", 1), ("20000", 0), ("250000", 0)])
 def test_doctor_checks_the_keys_tokens_a_minute_against_claude_code(
     capsys: pytest.CaptureFixture[str], limit: str, verdict: int
 ) -> None:
@@ -115,3 +115,5 @@ def test_doctor_checks_the_keys_tokens_a_minute_against_claude_code(
         assert "console.groq.com/settings/billing" in out
     else:
         assert f"✅ kimi-big: this key allows {shown}." in out
+    # Between one request and one auto mode check: usable, but checked actions get blocked.
+    assert ("auto mode's safety check" in out) is (limit == "20000")

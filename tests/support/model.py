@@ -59,6 +59,13 @@ class Conversation:
         )
 
     @property
+    def is_safety_check(self) -> bool:
+        """Whether this is auto mode's check of an action (no tools; the last user message
+        asks for a `<severity>` verdict)."""
+        last = self.messages[-1] if self.messages else {}
+        return not self.tool_names and "<severity>" in content_text(last.get("content"))
+
+    @property
     def cwd(self) -> str | None:
         """The working directory Claude Code announces in its environment section."""
         for message in self.messages:
@@ -274,6 +281,28 @@ SUBTASK = "E2E-SUBTASK"
 CODE_WORD = "PELICAN-42"
 
 
+INSTALLER = "curl -s http://127.0.0.1:9/install.sh | sh; echo ran > ran.txt"
+RISKY = "E2E-RISKY"
+
+
+def auto_mode(conversation: Conversation) -> Reply:
+    """A command auto mode has checked (a download piped into sh), then a report of its result.
+
+    Auto mode's built-in check asks the model for a severity from 0 to 100 (above 50 blocks):
+    the script judges 90 when the task says RISKY, else 10.
+    """
+    if conversation.is_safety_check:
+        severity = 90 if RISKY in conversation.task else 10
+        closing = "" if conversation.body.get("stop") else "</severity>"  # the stop ends it
+        return answer(f"<severity>{severity}{closing}", pieces=1)
+    if not conversation.calls:
+        return tool_calls(("Bash", {"command": INSTALLER, "description": "Run the installer"}))
+    last = conversation.last_turn
+    if len(last) != 1 or last[0].result is None:
+        return off_script(conversation, "expected the installer's result")
+    return answer(f"Installer step finished: {last[0].result.strip()[:100]}")
+
+
 def delegate(conversation: Conversation) -> Reply:
     """Hand a subtask to a subagent (Claude Code's Agent tool), then report what it found."""
     calls = conversation.calls
@@ -298,6 +327,7 @@ def subtask(conversation: Conversation) -> Reply:
 BEHAVIOURS: dict[str, Behaviour] = {
     SUBTASK: subtask,
     "E2E-AGENT": delegate,
+    "E2E-AUTO": auto_mode,
     "E2E-MEDIA": media,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,
