@@ -154,6 +154,12 @@ def without_proxy_for(env: dict[str, str], host: str) -> None:
         env[name] = ",".join([*hosts, *(h for h in (host, "localhost") if h not in hosts)])
 
 
+def context_window(settings: Settings) -> int:
+    """The smaller context window of the two models Claude Code's requests are routed to."""
+    models = (settings.model, settings.small_model)
+    return min(settings.profile.limits(model).context_window for model in models)
+
+
 def claude_env(settings: Settings, url: str) -> dict[str, str]:
     env = dict(os.environ)
     env["ANTHROPIC_BASE_URL"] = url
@@ -168,6 +174,9 @@ def claude_env(settings: Settings, url: str) -> dict[str, str]:
     # Auto mode (Claude Code's default permission mode) has each risky action checked. Its server
     # check runs on Anthropic's API only; its built-in check asks the model, through the proxy.
     env.setdefault("CLAUDE_CODE_AUTO_MODE_SERVER", "0")
+    # Claude Code takes its claude-* models for 1M-token ones: told the provider's window, it
+    # compacts the conversation in time instead of after the provider refuses a request.
+    env.setdefault("CLAUDE_CODE_AUTO_COMPACT_WINDOW", str(context_window(settings)))
     # Claude Code's background and title work uses the small model: keep it a haiku id so the
     # proxy routes it to KIMI_SMALL_MODEL.
     env.setdefault("ANTHROPIC_SMALL_FAST_MODEL", SMALL_MODEL_ALIAS)

@@ -21,15 +21,16 @@ from support.model import (
     MISSING_FILE,
     OFF_SCRIPT,
     SUBTASK,
+    SUMMARY_MARK,
     Call,
     Conversation,
     ScriptedModel,
     always,
     answer,
-    content_text,
     fail_first,
     outage,
     rate_limited,
+    summary,
     tool_calls,
 )
 from support.proxy import proxy_for
@@ -258,7 +259,6 @@ def test_the_agent_tool_runs_a_subagent_through_the_proxy(claude: RunClaude) -> 
     assert [SUBTASK in t for t in tasks] == [False, True, False], tasks
 
 
-SUMMARY_MARK = "SUMMARY-MARK"
 OVERFLOW = (
     "Please reduce the length of the messages or completion. This model's maximum context "
     "length is 262144 tokens. However, your messages resulted in 300000 tokens."
@@ -274,10 +274,9 @@ class OverflowingModel:
 
     def __call__(self, body: dict[str, Any], call: int) -> Reply:
         conversation = Conversation(body)
-        last_user = next(m for m in reversed(conversation.messages) if m["role"] == "user")
-        if "<summary> block" in content_text(last_user.get("content")):
+        if conversation.asks_for_summary:
             self.log.append("summary")
-            return answer(f"<analysis>Two echoes.</analysis>\n<summary>{SUMMARY_MARK}</summary>")
+            return summary()
         if SUMMARY_MARK in json.dumps(conversation.messages):
             self.log.append("done")
             return answer("Done after compaction.")

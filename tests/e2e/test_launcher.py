@@ -273,3 +273,26 @@ def test_first_interactive_run_and_auto_mode_checks_through_the_model(
     finally:
         stop_listener(port)
     assert not listening(port), "the proxy was left running"
+
+
+def test_claude_code_compacts_before_the_providers_context_window_is_full(
+    home: Path, project: Path, bin_dir: Path, venv: Path, upstream: ScriptedUpstream
+) -> None:
+    """Claude Code sizes a conversation for its own 1M-token models. Started by the launcher,
+    it knows the provider's window: when a step reports 240,000 of Kimi K2's 262,144 tokens
+    used, it compacts before the next request, instead of sending one the provider refuses
+    (and then one to summarize it that is too long as well)."""
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
+    try:
+        run = run_claude(
+            [*launcher_command("kimi-proxy code", venv), *headless_args("E2E-FULL: two steps")],
+            cwd=project,
+            env=env,
+            timeout=90,
+        )
+    finally:
+        stop_listener(port)
+    run.assert_success("Done after compaction.")
+    conversations = [Conversation(body) for body in upstream.bodies]
+    assert [c.asks_for_summary for c in conversations] == [False, False, True, False]

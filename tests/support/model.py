@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from support.upstream import Reply, Stream, error, text_stream, tool_stream
+from support.upstream import Reply, Stream, error, text_stream, tool_stream, usage
 
 OFF_SCRIPT = "OFF SCRIPT"
 
@@ -57,6 +57,12 @@ class Conversation:
         return "\n".join(
             content_text(m.get("content")) for m in self.messages if m.get("role") == "user"
         )
+
+    @property
+    def asks_for_summary(self) -> bool:
+        """Whether this is Claude Code's compaction request (it asks for a `<summary>` block)."""
+        last_user = next((m for m in reversed(self.messages) if m.get("role") == "user"), {})
+        return "<summary> block" in content_text(last_user.get("content"))
 
     @property
     def is_safety_check(self) -> bool:
@@ -127,6 +133,14 @@ def tool_calls(*calls: tuple[str, dict[str, Any]], text: str = "") -> Stream:
 
 def answer(text: str, pieces: int = 3) -> Stream:
     return text_stream(text, pieces=pieces)
+
+
+SUMMARY_MARK = "SUMMARY-MARK"
+
+
+def summary(task: str = "") -> Stream:
+    """The answer to Claude Code's compaction request (naming the task, as a model's would)."""
+    return answer(f"<analysis>Some steps.</analysis>\n<summary>{SUMMARY_MARK} {task}</summary>")
 
 
 def off_script(conversation: Conversation, why: str) -> Stream:
@@ -303,6 +317,23 @@ def auto_mode(conversation: Conversation) -> Reply:
     return answer(f"Installer step finished: {last[0].result.strip()[:100]}")
 
 
+FULL_CONTEXT = 240_000  # tokens; Kimi K2 on Groq holds 262,144
+
+
+def filling_context(conversation: Conversation) -> Reply:
+    """Two Bash steps; the answer of the second says the conversation is now 240,000 tokens
+    long, so Claude Code should compact it (it needs two steps to have something to compact)
+    before its next request. The final answer says whether it did."""
+    if SUMMARY_MARK in json.dumps(conversation.messages):
+        return answer("Done after compaction.")
+    if len(conversation.calls) == 2:
+        return answer("Done without compaction.")
+    step = tool_calls(("Bash", {"command": "echo step", "description": "Print a word"}))
+    if conversation.calls:
+        step.items[-1]["usage"] = usage(prompt=FULL_CONTEXT, completion=20)
+    return step
+
+
 def delegate(conversation: Conversation) -> Reply:
     """Hand a subtask to a subagent (Claude Code's Agent tool), then report what it found."""
     calls = conversation.calls
@@ -328,6 +359,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     SUBTASK: subtask,
     "E2E-AGENT": delegate,
     "E2E-AUTO": auto_mode,
+    "E2E-FULL": filling_context,
     "E2E-MEDIA": media,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,
@@ -339,6 +371,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
 
 class ScriptedModel:
     """A script for the scripted upstream: picks a behaviour by a keyword in the user's task.
+    Claude Code's requests to compact the conversation get a summary that names the keyword.
 
     `failures` (call number -> reply) replaces chosen calls with provider errors; `seen` keeps
     the request bodies in order (the upstream records them too, with headers).
@@ -361,6 +394,8 @@ class ScriptedModel:
         task = conversation.task
         for keyword, behaviour in self.behaviours.items():
             if keyword in task:
+                if conversation.asks_for_summary:
+                    return summary(keyword)
                 return behaviour(conversation)
         return off_script(conversation, "no behaviour for this task")
 
