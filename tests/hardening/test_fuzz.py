@@ -29,6 +29,7 @@ RECORDED = [
         "tool_search_followup.json",
         "write_followup.json",
         "degraded_after_400.json",
+        "first_request_interactive.json",
     )
 ]
 COUNTS = {"generated": 0, "mutated": 0}
