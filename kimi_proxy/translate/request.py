@@ -38,6 +38,7 @@ from ..providers import ModelLimits, ProviderProfile
 from .agent_history import LocalCall, decode_transcript, is_progress_text
 from .tools import (
     ToolNames,
+    is_server_tool,
     offered_tools,
     openai_tool,
     render_tool_reference,
@@ -312,6 +313,18 @@ def _convert_user(conv: _Conversation, blocks: list[ContentBlock], index: int) -
         conv.append({"role": "user", "content": _collapse_parts(lead + parts)})
 
 
+def _server_tools_only(names: Sequence[str]) -> InvalidRequestError:
+    """A request whose every tool is one of Anthropic's built-in server tools (Claude Code's
+    WebSearch sends one with only `web_search`): answered without them, the model's guess
+    would pass for search results."""
+    return InvalidRequestError(
+        f"The provider behind kimi-proxy cannot run {', '.join(names)}: Anthropic's built-in "
+        "tools run on Anthropic's API only, and this request offers nothing else. To search "
+        "the web, fetch a search page with WebFetch instead, or give Claude Code a search "
+        "tool (an MCP server)."
+    )
+
+
 def _unsupported(block_type: str, index: int, where: str) -> InvalidRequestError:
     return InvalidRequestError(
         f"messages.{index}: content block type {block_type!r} is not supported in {where} message"
@@ -412,6 +425,8 @@ def anthropic_to_openai_request(
     model = router.resolve(request.model)
     limits = profile.limits(model)
     tools = request.tools or []
+    if tools and all(is_server_tool(t) for t in tools):
+        raise _server_tools_only([t.name for t in tools])
     tools_by_name = {t.name: t for t in tools}
     cap = min(limits.output_tokens, max_output_tokens or limits.output_tokens)
     payload: dict[str, Any] = {

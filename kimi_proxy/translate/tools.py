@@ -4,7 +4,8 @@
   `type: object` with `properties`.
 * Tool search: tools with `defer_loading: true` are offered only once a `tool_reference` in a
   tool result names them (`referenced_tool_names`); the placeholder tool whose description says
-  never to call it is never offered. Server tools (`web_search_…`) are dropped with a log line.
+  never to call it is never offered. Server tools (`web_search_…`) are dropped with a log line;
+  a request offering nothing else is refused (the model's guess would pass for their results).
 * Names must match `^[a-zA-Z0-9_-]{1,64}$` upstream; longer or odd names get a stable,
   hash-suffixed alias, mapped back in responses through `ToolNames`.
 * Tool-call ids: a provider's ids (Kimi's look like `functions.Bash:0`) are carried inside the

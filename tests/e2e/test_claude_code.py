@@ -170,6 +170,19 @@ def test_tool_search_loads_a_deferred_tool(claude: RunClaude, project: Path) -> 
     assert "notebook_path" in notebook_edit["function"]["parameters"]["properties"]
 
 
+def test_web_search_says_it_cannot_search_instead_of_passing_off_a_guess(
+    claude: RunClaude,
+) -> None:
+    """Claude Code's WebSearch asks the API to search with Anthropic's `web_search` server
+    tool. No provider has it: the model is told so (and what to use), and no answer made up
+    without a search comes back labelled as search results."""
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-SEARCH: look it up", "--allowedTools", "ToolSearch WebSearch")
+    result = run.assert_success()["result"]
+    assert "cannot run web_search" in result and "WebFetch" in result, run.describe()
+    assert all(body.get("tools") for body in proxy.upstream.bodies), "a search reached the model"
+
+
 def test_model_haiku_reaches_the_small_model(claude: RunClaude) -> None:
     with proxy_for(ScriptedModel()) as proxy:
         run = claude(proxy.url, "E2E-HELLO: hi", "--model", "haiku")

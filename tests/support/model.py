@@ -334,6 +334,16 @@ def filling_context(conversation: Conversation) -> Reply:
     return step
 
 
+def web_search(conversation: Conversation) -> Reply:
+    """Load WebSearch with ToolSearch, search, then report what the search returned."""
+    names = [c.name for c in conversation.calls]
+    if not names:
+        return tool_calls(("ToolSearch", {"query": "select:WebSearch", "max_results": 1}))
+    if names == ["ToolSearch"]:
+        return tool_calls(("WebSearch", {"query": "kimi-proxy release notes"}))
+    return answer(f"The search gave: {conversation.calls[-1].result}")
+
+
 def delegate(conversation: Conversation) -> Reply:
     """Hand a subtask to a subagent (Claude Code's Agent tool), then report what it found."""
     calls = conversation.calls
@@ -360,6 +370,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "E2E-AGENT": delegate,
     "E2E-AUTO": auto_mode,
     "E2E-FULL": filling_context,
+    "E2E-SEARCH": web_search,
     "E2E-MEDIA": media,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,

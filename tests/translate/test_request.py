@@ -643,6 +643,15 @@ def test_server_tools_are_dropped() -> None:
     assert offered_names(upstream) == ["Bash"]
 
 
+def test_a_request_offering_only_server_tools_is_refused_saying_what_to_use() -> None:
+    """Claude Code's WebSearch asks with `web_search` alone: answered without it, the model's
+    guess would reach Claude Code as search results."""
+    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+    with pytest.raises(InvalidRequestError, match="cannot run web_search") as raised:
+        translate({"messages": [user("Perform a web search for the query: x")], "tools": [search]})
+    assert "WebFetch" in raised.value.message
+
+
 def test_custom_type_tool_is_kept() -> None:
     upstream = translate({"messages": [user("hi")], "tools": [tool_def("Bash", type="custom")]})
     assert offered_names(upstream) == ["Bash"]
