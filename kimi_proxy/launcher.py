@@ -184,6 +184,19 @@ def claude_env(settings: Settings, url: str) -> dict[str, str]:
     return env
 
 
+# WebFetch first asks api.anthropic.com whether a site may be fetched, and fails where that
+# host cannot be reached; the lookup also tells Anthropic every site fetched.
+CLAUDE_SETTINGS = '{"skipWebFetchPreflight": true}'
+
+
+def claude_command(claude: str, claude_args: Sequence[str]) -> list[str]:
+    """Claude Code with the user's arguments; the launcher's `--settings` unless they give one
+    (theirs would replace it)."""
+    if any(a == "--settings" or a.startswith("--settings=") for a in claude_args):
+        return [claude, *claude_args]
+    return [claude, "--settings", CLAUDE_SETTINGS, *claude_args]
+
+
 def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
     if not settings.has_api_key:
         print(
@@ -204,7 +217,9 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
             )
         if state is None:
             started = start_proxy(settings, url)
-        claude_code = subprocess.Popen([claude, *claude_args], env=claude_env(settings, url))
+        claude_code = subprocess.Popen(
+            claude_command(claude, claude_args), env=claude_env(settings, url)
+        )
         # Ctrl-C is Claude Code's (it interrupts a turn); the launcher waits it out. Ignored
         # only after the start, so Claude Code does not inherit an ignored SIGINT.
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

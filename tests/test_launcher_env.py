@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kimi_proxy.config import load_settings
-from kimi_proxy.launcher import claude_env
+from kimi_proxy.launcher import claude_command, claude_env
 
 
 def test_claude_code_reaches_the_local_proxy_directly_and_keeps_the_users_no_proxy(
@@ -59,3 +61,12 @@ def test_claude_code_compacts_within_the_providers_context_window(
     assert claude_env(groq, "http://127.0.0.1:8090")["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "262144"
     older = load_settings(api_key="x", small_model="moonshotai/kimi-k2-instruct")
     assert claude_env(older, "http://127.0.0.1:8090")["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
+
+
+def test_webfetch_needs_no_lookup_at_anthropic_unless_the_user_brings_settings() -> None:
+    command = claude_command("claude", ["-p", "hi"])
+    assert command[:2] == ["claude", "--settings"] and command[3:] == ["-p", "hi"]
+    assert json.loads(command[2]) == {"skipWebFetchPreflight": True}
+    mine = ["--settings", "/home/me/kimi.json", "-p", "hi"]
+    assert claude_command("claude", mine) == ["claude", *mine]
+    assert claude_command("claude", ["--settings={}"]) == ["claude", "--settings={}"]

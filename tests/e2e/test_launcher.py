@@ -13,11 +13,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
+from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 from support.claude import headless_args, hermetic_env, run_claude
 from support.model import RISKY, Conversation, ScriptedModel
 from support.proxy import proxy_for
 from support.terminal import Terminal
-from support.upstream import ScriptedUpstream, free_port, scripted_upstream
+from support.upstream import ScriptedUpstream, free_port, scripted_upstream, serve_in_thread
 
 pytestmark = pytest.mark.e2e
 
@@ -296,3 +300,39 @@ def test_claude_code_compacts_before_the_providers_context_window_is_full(
     run.assert_success("Done after compaction.")
     conversations = [Conversation(body) for body in upstream.bodies]
     assert [c.asks_for_summary for c in conversations] == [False, False, True, False]
+
+
+def test_webfetch_works_where_anthropic_cannot_be_reached(
+    tmp_path: Path,
+    home: Path,
+    project: Path,
+    bin_dir: Path,
+    venv: Path,
+    upstream: ScriptedUpstream,
+) -> None:
+    """WebFetch asks api.anthropic.com whether a site may be fetched before fetching it, and
+    fails where that host cannot be reached (here). Started by the launcher, it fetches the page
+    and the model reads it."""
+    authority = trustme.CA()
+    site_pem = tmp_path / "site.pem"
+    authority.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(site_pem))
+    authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    page = "<html><body><h1>Notes</h1><p>The secret word is PAPAYA.</p></body></html>"
+    site = Starlette(routes=[Route("/notes", lambda request: HTMLResponse(page))])
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
+    env["NODE_EXTRA_CA_CERTS"] = str(tmp_path / "ca.pem")  # Claude Code trusts the test site
+    try:
+        with serve_in_thread(site, ssl_certfile=str(site_pem)) as site_url:
+            run = run_claude(
+                [
+                    *launcher_command("kimi-proxy code", venv),
+                    *headless_args(f"E2E-FETCH: {site_url}/notes", "--allowedTools", "WebFetch"),
+                ],
+                cwd=project,
+                env=env,
+                timeout=90,
+            )
+    finally:
+        stop_listener(port)
+    run.assert_success("Fetched: The page's secret word is PAPAYA.")

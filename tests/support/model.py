@@ -344,6 +344,24 @@ def web_search(conversation: Conversation) -> Reply:
     return answer(f"The search gave: {conversation.calls[-1].result}")
 
 
+def web_fetch(conversation: Conversation) -> Reply:
+    """Load WebFetch with ToolSearch and fetch the URL after the keyword; Claude Code then
+    asks about the page in a request without tools, carrying its text and the fetch's prompt."""
+    if not conversation.tool_names:
+        found = re.search(r"secret word is (\w+)", conversation.task)
+        return answer(f"The page's secret word is {found.group(1) if found else 'missing'}.")
+    url = re.search(r"E2E-FETCH: (https://\S+)", conversation.task)
+    names = [c.name for c in conversation.calls]
+    if url is None:
+        return off_script(conversation, "no URL in the task")
+    if not names:
+        return tool_calls(("ToolSearch", {"query": "select:WebFetch", "max_results": 1}))
+    if names == ["ToolSearch"]:
+        prompt = "E2E-FETCH: what is the secret word?"
+        return tool_calls(("WebFetch", {"url": url.group(1), "prompt": prompt}))
+    return answer(f"Fetched: {conversation.calls[-1].result}")
+
+
 def delegate(conversation: Conversation) -> Reply:
     """Hand a subtask to a subagent (Claude Code's Agent tool), then report what it found."""
     calls = conversation.calls
@@ -371,6 +389,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "E2E-AUTO": auto_mode,
     "E2E-FULL": filling_context,
     "E2E-SEARCH": web_search,
+    "E2E-FETCH": web_fetch,
     "E2E-MEDIA": media,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,
