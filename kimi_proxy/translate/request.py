@@ -319,7 +319,7 @@ def _server_tools_only(names: Sequence[str]) -> InvalidRequestError:
     would pass for search results."""
     return InvalidRequestError(
         f"The provider behind kimi-proxy cannot run {', '.join(names)}: Anthropic's built-in "
-        "tools run on Anthropic's API only, and this request offers nothing else. To search "
+        "tools work on Anthropic's API only, and this request offers no other tool. To search "
         "the web, fetch a search page with WebFetch instead, or give Claude Code a search "
         "tool (an MCP server)."
     )
