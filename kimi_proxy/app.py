@@ -7,7 +7,6 @@ its own. Errors of every kind leave as Anthropic-shaped JSON.
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -25,7 +24,13 @@ from . import routes
 from .agent.sandbox import Sandbox
 from .agent.tools import LocalTools, parse_tool_names
 from .config import Settings, load_settings
-from .errors import ApiError, InvalidRequestError, NotFoundError, ProxyError, render_json
+from .errors import (
+    InvalidRequestError,
+    NotFoundError,
+    ProxyError,
+    internal_error,
+    render_json,
+)
 from .observability import (
     DEFAULT_DEBUG_LOG,
     Metrics,
@@ -37,8 +42,6 @@ from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
 from .upstream import UpstreamClient
-
-log = logging.getLogger("kimi_proxy.app")
 
 
 def upstream_timeout(settings: Settings) -> httpx.Timeout:
@@ -99,8 +102,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    error = ApiError(f"Internal proxy error ({type(exc).__name__}); see the proxy log.")
+    """Starlette's answer to an unexpected error; it then re-raises the error, which
+    ObservabilityMiddleware logs (once) and keeps from the server."""
+    error = internal_error(exc)
     _note_error(request, error)
     return error_response(error)
 
@@ -235,6 +239,4 @@ async def _messages(scope: Scope, receive: Receive, send: Send) -> None:
         response = await routes.create_message(request)
     except ProxyError as exc:
         response = await _proxy_error(request, exc)
-    except Exception as exc:
-        response = await _unexpected_error(request, exc)
-    await response(scope, receive, send)
+    await response(scope, receive, send)  # anything else: ObservabilityMiddleware answers it

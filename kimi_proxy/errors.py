@@ -341,6 +341,11 @@ def error_from_transport(exc: httpx.HTTPError, *, upstream: str) -> ProxyError:
     )
 
 
+def internal_error(exc: BaseException) -> ApiError:
+    """What the client reads about a failure nobody foresaw (the traceback is in the log)."""
+    return ApiError(f"Internal proxy error ({type(exc).__name__}); see the proxy log.")
+
+
 def render_json(error: ProxyError) -> bytes:
     return orjson.dumps(error.body())
 

@@ -20,8 +20,9 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import redact
+from .errors import internal_error, redact, render_json
 
+log = logging.getLogger(__name__)
 access_log = logging.getLogger("kimi_proxy.access")
 DEFAULT_DEBUG_LOG = Path("/tmp/kimi_streaming_debug.log")
 
@@ -142,6 +143,16 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # The one log of a failure nobody foresaw. Not re-raised: the server would log the
+            # same traceback again (Starlette re-raises after its handler has answered).
+            log.exception("unexpected error on %s %s", record.method, record.path)
+            record.error_type = "api_error"
+            if record.status == 0:  # nothing sent yet: answer it
+                error = internal_error(exc)
+                start = {"type": "http.response.start", "status": error.status}
+                await send_with_id({**start, "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": render_json(error)})
         finally:
             record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
             self.metrics.observe(record)

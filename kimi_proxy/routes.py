@@ -27,6 +27,7 @@ from .errors import (
     OverloadedError,
     ProxyError,
     RequestTooLargeError,
+    internal_error,
     render_sse,
 )
 from .observability import LazyJson, RequestRecord, request_record
@@ -53,6 +54,7 @@ from .translate.tools import upstream_tool_name
 from .upstream import CallContext, UpstreamClient
 
 M = TypeVar("M", bound=BaseModel)
+log = logging.getLogger(__name__)
 flow_log = logging.getLogger("kimi_proxy.flow")
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
@@ -224,9 +226,8 @@ async def agent_response(
                     elif event["type"] == "message_delta":
                         record.tokens(event["usage"])
                     yield encode_event(event)
-        except ProxyError as error:
-            record.error_type = error.error_type
-            yield render_sse(error)
+        except Exception as exc:
+            yield stream_failure(exc, record)
 
     async def on_close() -> None:
         release()
@@ -264,10 +265,21 @@ async def stream_events(
         closing = translator.finish()
         record.tokens(closing[-2]["usage"])
         yield encode_events(closing)
-    except ProxyError as error:
-        record.error_type = error.error_type
+    except Exception as exc:
+        yield stream_failure(exc, record)
+
+
+def stream_failure(exc: Exception, record: RequestRecord) -> bytes:
+    """The `error` event that ends a stream once it has started: a provider's failure as it
+    is, and a bug too (its traceback logged), so the client always reads why it ended."""
+    if isinstance(exc, ProxyError):
+        error: ProxyError = exc
         flow_log.debug("stream error: %s", error.message)
-        yield render_sse(error)
+    else:
+        log.error("unexpected error in the stream of %s", record.request_id, exc_info=exc)
+        error = internal_error(exc)
+    record.error_type = error.error_type
+    return render_sse(error)
 
 
 async def count_tokens(request: Request) -> Response:

@@ -28,6 +28,7 @@ from support.upstream import (
 
 from kimi_proxy.app import create_app
 from kimi_proxy.config import Settings
+from kimi_proxy.translate.stream import StreamTranslator
 from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 
 PROVIDER_ERRORS = [
@@ -443,19 +444,52 @@ def test_invalid_model_tool_call_is_retried_then_not_a_400(proxy: Harness) -> No
 
 
 @pytest.mark.parametrize("cors", ["", "https://app.example"], ids=["fast-path", "starlette"])
-def test_a_bug_below_the_route_is_a_500_in_anthropic_shape(cors: str) -> None:
+def test_a_bug_below_the_route_is_a_500_in_anthropic_shape_logged_once(
+    cors: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """`POST /v1/messages` skips Starlette's layers unless CORS is on: both ways a failure
-    nobody foresaw is the same Anthropic-shaped 500, with a request id, and serving goes on."""
+    nobody foresaw is the same Anthropic-shaped 500, with a request id, and serving goes on.
+    Its traceback is logged once: the error never reaches the server, which would log it again
+    (the test client raises what reaches it)."""
 
     def broken(request: httpx.Request) -> httpx.Response:
         raise RuntimeError("a bug in a transport")
 
     settings = Settings(api_key="k", upstream_url="http://upstream.test/v1", cors_origins=cors)
     app = create_app(settings, transport=httpx.MockTransport(broken))
-    with TestClient(app, base_url="http://localhost", raise_server_exceptions=False) as client:
+    with TestClient(app, base_url="http://localhost", raise_server_exceptions=True) as client:
         for _ in range(2):
             response = client.post("/v1/messages", json=BASIC)
             assert response.status_code == 500
             assert "Internal proxy error (RuntimeError)" in _shape(response.json(), "api_error")
             assert response.headers["request-id"].startswith("req_")
         assert client.get("/health").status_code == 200
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 2, [r.getMessage() for r in tracebacks]
+
+
+def test_a_bug_mid_stream_ends_the_stream_with_an_error_event_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stream that has started cannot become a 500: a failure nobody foresaw ends it with an
+    `error` event, like a provider's failure, and its traceback is logged once."""
+    translator_feed = StreamTranslator.feed
+    fed: list[int] = []
+
+    def feed_then_fail(self: StreamTranslator, chunk: dict[str, Any]) -> list[Any]:
+        fed.append(1)
+        if len(fed) > 2:
+            raise RuntimeError("a bug in the translator")
+        return translator_feed(self, chunk)
+
+    monkeypatch.setattr(StreamTranslator, "feed", feed_then_fail)
+    with proxy_for(lambda b, n: text_stream("one two three four", pieces=4)) as proxy:
+        _, events = post_stream(proxy.url, BASIC)
+        error = _stream_error(events)
+        assert "Internal proxy error (RuntimeError)" in _shape(error, "api_error")
+        assert any(name == "content_block_delta" for name, _ in events), "it had started"
+        monkeypatch.setattr(StreamTranslator, "feed", translator_feed)
+        _, events = post_stream(proxy.url, BASIC)
+        assert events[-1][0] == "message_stop"
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert len(tracebacks) == 1, [r.getMessage() for r in tracebacks]
