@@ -17,7 +17,7 @@ import trustme
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
-from support.claude import headless_args, hermetic_env, run_claude
+from support.claude import ClaudeRun, headless_args, hermetic_env, run_claude
 from support.model import RISKY, Conversation, ScriptedModel
 from support.proxy import proxy_for
 from support.terminal import Terminal
@@ -108,6 +108,21 @@ def launcher_command(which: str, venv: Path) -> list[str]:
     return [str(KIMI_SH)] if which == "kimi.sh" else [str(venv / "bin" / "kimi-proxy"), "code"]
 
 
+def launch(
+    which: str, venv: Path, project: Path, env: dict[str, str], prompt: str, *args: str
+) -> ClaudeRun:
+    """One headless Claude Code run through a launcher, which must stop the proxy it started."""
+    port = int(env["KIMI_PROXY_PORT"])
+    try:
+        command = [*launcher_command(which, venv), *headless_args(prompt, *args)]
+        run = run_claude(command, cwd=project, env=env, timeout=90)
+    finally:
+        left_running = listening(port)
+        stop_listener(port)  # a failed run must not leave a proxy behind for later tests
+    assert not left_running, "the proxy the launcher started is still running"
+    return run
+
+
 @pytest.mark.parametrize("which", ["kimi.sh", "kimi-proxy code"])
 def test_launcher_runs_claude_code_and_stops_its_proxy(
     which: str,
@@ -117,21 +132,14 @@ def test_launcher_runs_claude_code_and_stops_its_proxy(
     bin_dir: Path,
     venv: Path,
 ) -> None:
-    port = free_port()
-    env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
-    run = run_claude(
-        [*launcher_command(which, venv), *headless_args("E2E-HELLO: hi")],
-        cwd=project,
-        env=env,
-        timeout=90,
-    )
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port())
+    run = launch(which, venv, project, env, "E2E-HELLO: hi")
     run.assert_success(HELLO)
     assert "setting up" not in run.stderr, "kimi.sh reinstalled a venv that was set up"
     assert run.init["cwd"] == str(project)
     [request] = upstream.requests
     assert request.headers["authorization"] == "Bearer test"
     assert request.body["model"] == "kimi-big"
-    assert not listening(port), "the proxy the launcher started is still running"
 
 
 def test_launcher_reaches_its_proxy_directly_behind_a_corporate_proxy(
@@ -141,17 +149,10 @@ def test_launcher_reaches_its_proxy_directly_behind_a_corporate_proxy(
     and Claude Code still reach the local proxy directly instead of through the proxy."""
     dead = f"http://127.0.0.1:{free_port()}"
     proxies = {name: dead for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
-    port = free_port()
-    env = launcher_env(home, bin_dir, venv, upstream.base_url, port, **proxies)
-    run = run_claude(
-        [*launcher_command("kimi-proxy code", venv), *headless_args("E2E-HELLO: hi")],
-        cwd=project,
-        env=env,
-        timeout=90,
-    )
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port(), **proxies)
+    run = launch("kimi-proxy code", venv, project, env, "E2E-HELLO: hi")
     run.assert_success(HELLO)
     assert len(upstream.requests) == 1
-    assert not listening(port), "the proxy the launcher started is still running"
 
 
 def test_kimi_sh_without_a_key_stops_before_starting_anything(
@@ -286,17 +287,8 @@ def test_claude_code_compacts_before_the_providers_context_window_is_full(
     it knows the provider's window: when a step reports 240,000 of Kimi K2's 262,144 tokens
     used, it compacts before the next request, instead of sending one the provider refuses
     (and then one to summarize it that is too long as well)."""
-    port = free_port()
-    env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
-    try:
-        run = run_claude(
-            [*launcher_command("kimi-proxy code", venv), *headless_args("E2E-FULL: two steps")],
-            cwd=project,
-            env=env,
-            timeout=90,
-        )
-    finally:
-        stop_listener(port)
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port())
+    run = launch("kimi-proxy code", venv, project, env, "E2E-FULL: two steps")
     run.assert_success("Done after compaction.")
     conversations = [Conversation(body) for body in upstream.bodies]
     assert [c.asks_for_summary for c in conversations] == [False, False, True, False]
@@ -319,20 +311,9 @@ def test_webfetch_works_where_anthropic_cannot_be_reached(
     authority.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     page = "<html><body><h1>Notes</h1><p>The secret word is PAPAYA.</p></body></html>"
     site = Starlette(routes=[Route("/notes", lambda request: HTMLResponse(page))])
-    port = free_port()
-    env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port())
     env["NODE_EXTRA_CA_CERTS"] = str(tmp_path / "ca.pem")  # Claude Code trusts the test site
-    try:
-        with serve_in_thread(site, ssl_certfile=str(site_pem)) as site_url:
-            run = run_claude(
-                [
-                    *launcher_command("kimi-proxy code", venv),
-                    *headless_args(f"E2E-FETCH: {site_url}/notes", "--allowedTools", "WebFetch"),
-                ],
-                cwd=project,
-                env=env,
-                timeout=90,
-            )
-    finally:
-        stop_listener(port)
+    with serve_in_thread(site, ssl_certfile=str(site_pem)) as site_url:
+        task = f"E2E-FETCH: {site_url}/notes"
+        run = launch("kimi-proxy code", venv, project, env, task, "--allowedTools", "WebFetch")
     run.assert_success("Fetched: The page's secret word is PAPAYA.")
