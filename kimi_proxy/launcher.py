@@ -2,7 +2,9 @@
 
 The proxy runs in its own session so the terminal's Ctrl-C reaches Claude Code (which uses it to
 interrupt a turn) and not the proxy; when Claude Code exits, the proxy this launcher started is
-stopped, and one it found already running is left alone.
+stopped, and one it found already running is left alone. A proxy that another running launcher
+started is not shared, since it stops when that launcher's Claude Code exits: this launcher then
+starts its own on a free port.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,9 +35,39 @@ class LaunchError(Exception):
     """A problem the user can fix; the message says how."""
 
 
-def claude_code_cache() -> Path:
+def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kimi-proxy" / f"claude-code-{CLAUDE_CODE_VERSION}"
+    return Path(base) / "kimi-proxy"
+
+
+def claude_code_cache() -> Path:
+    return cache_dir() / f"claude-code-{CLAUDE_CODE_VERSION}"
+
+
+def owner_file(port: int) -> Path:
+    """Names the launcher (by pid) that started the proxy on `port` and will stop it."""
+    return cache_dir() / f"launcher-{port}.pid"
+
+
+def started_by_a_running_launcher(port: int) -> bool:
+    try:
+        pid = int(owner_file(port).read_text())
+    except (OSError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False  # its launcher is gone: the proxy was left to run, as one started by hand
+    except PermissionError:
+        return True
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def find_claude() -> str:
@@ -207,6 +240,7 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
         return 2
     url = proxy_url(settings)
     started: subprocess.Popen[bytes] | None = None
+    owner: Path | None = None
     try:
         claude = find_claude()
         state = probe_health(url)
@@ -215,8 +249,16 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
                 f"Port {settings.port} is taken by another program. "
                 "Set KIMI_PROXY_PORT to a free port."
             )
+        if state and started_by_a_running_launcher(settings.port):
+            settings = settings.model_copy(update={"port": free_port()})
+            url, state = proxy_url(settings), None
+        elif state is None:
+            owner = owner_file(settings.port)
         if state is None:
             started = start_proxy(settings, url)
+        if owner is not None:
+            owner.parent.mkdir(parents=True, exist_ok=True)
+            owner.write_text(str(os.getpid()))
         claude_code = subprocess.Popen(
             claude_command(claude, claude_args), env=claude_env(settings, url)
         )
@@ -232,6 +274,8 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 1
     finally:
+        if owner is not None:
+            owner.unlink(missing_ok=True)
         if started is not None:
             with contextlib.suppress(Exception):
                 stop_proxy(started)

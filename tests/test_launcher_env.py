@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from kimi_proxy.config import load_settings
-from kimi_proxy.launcher import claude_command, claude_env
+from kimi_proxy.launcher import (
+    claude_command,
+    claude_env,
+    owner_file,
+    started_by_a_running_launcher,
+)
 
 
 def test_claude_code_reaches_the_local_proxy_directly_and_keeps_the_users_no_proxy(
@@ -70,3 +78,21 @@ def test_webfetch_needs_no_lookup_at_anthropic_unless_the_user_brings_settings()
     mine = ["--settings", "/home/me/kimi.json", "-p", "hi"]
     assert claude_command("claude", mine) == ["claude", *mine]
     assert claude_command("claude", ["--settings={}"]) == ["claude", "--settings={}"]
+
+
+def test_a_proxy_is_shared_only_when_no_running_launcher_will_stop_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert not started_by_a_running_launcher(8090)  # started by hand: shared
+    owner_file(8090).parent.mkdir(parents=True)
+    owner_file(8090).write_text(str(os.getpid()))
+    assert started_by_a_running_launcher(8090)
+    owner_file(8090).write_text(str(_a_pid_that_has_exited()))
+    assert not started_by_a_running_launcher(8090)  # its launcher died: left running, shared
+
+
+def _a_pid_that_has_exited() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

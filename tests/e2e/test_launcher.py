@@ -317,3 +317,61 @@ def test_webfetch_works_where_anthropic_cannot_be_reached(
         task = f"E2E-FETCH: {site_url}/notes"
         run = launch("kimi-proxy code", venv, project, env, task, "--allowedTools", "WebFetch")
     run.assert_success("Fetched: The page's secret word is PAPAYA.")
+
+
+def test_two_sessions_at_once_each_keep_their_proxy(
+    tmp_path: Path, home: Path, venv: Path, upstream: ScriptedUpstream
+) -> None:
+    """`./kimi.sh` in two terminals at once: the second does not borrow the proxy the first
+    started (it stops when the first session ends) but starts its own on a free port, which
+    lives as long as the second session."""
+    import subprocess
+    import time
+
+    fake_bin = tmp_path / "fake-bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "claude"  # says which proxy it was given, then runs until told to stop
+    fake.write_text(
+        '#!/bin/sh\necho "$ANTHROPIC_BASE_URL" > "$SESSION.url"\n'
+        'while [ ! -e "$SESSION.done" ]; do sleep 0.05; done\n'
+    )
+    fake.chmod(0o755)
+    port = free_port()
+    sessions: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(name: str) -> str:
+        env = launcher_env(
+            home, fake_bin, venv, upstream.base_url, port, SESSION=str(tmp_path / name)
+        )
+        sessions[name] = subprocess.Popen([str(KIMI_SH)], env=env, stderr=subprocess.PIPE)
+        url_file = tmp_path / f"{name}.url"
+        deadline = time.monotonic() + 30
+        while not url_file.exists():
+            assert time.monotonic() < deadline and sessions[name].poll() is None, "no session"
+            time.sleep(0.05)
+        return url_file.read_text().strip()
+
+    def end(name: str) -> None:
+        (tmp_path / f"{name}.done").touch()
+        assert sessions[name].wait(timeout=20) == 0
+
+    second_url = ""
+    try:
+        assert start("first") == f"http://127.0.0.1:{port}"
+        second_url = start("second")
+        assert second_url != f"http://127.0.0.1:{port}", "the second session borrowed the proxy"
+        end("first")
+        assert not listening(port), "the first session left its proxy running"
+        health = httpx.get(f"{second_url}/health", timeout=5, trust_env=False)
+        assert health.status_code == 200, "the second session lost its proxy"
+        end("second")
+        assert not listening(httpx.URL(second_url).port or 0)
+    finally:
+        for name, process in sessions.items():
+            (tmp_path / f"{name}.done").touch()
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+        stop_listener(port)
+        if second_url:
+            stop_listener(httpx.URL(second_url).port or 0)
