@@ -193,8 +193,24 @@ def context_window(settings: Settings) -> int:
     return min(settings.profile.limits(model).context_window for model in models)
 
 
+# Switches that send Claude Code to another provider (Bedrock, Vertex…) whatever
+# ANTHROPIC_BASE_URL says; a company's shell profile may set one.
+OTHER_PROVIDER_SWITCHES = tuple(
+    f"CLAUDE_CODE_USE_{name}"
+    for name in (
+        "BEDROCK",
+        "VERTEX",
+        "FOUNDRY",
+        "ANTHROPIC_AWS",
+        "ANTHROPIC_GOOGLE_CLOUD",
+        "MANTLE",
+        "GATEWAY",
+    )
+)
+
+
 def claude_env(settings: Settings, url: str) -> dict[str, str]:
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in OTHER_PROVIDER_SWITCHES}
     env["ANTHROPIC_BASE_URL"] = url
     without_proxy_for(env, httpx.URL(url).host)
     # The proxy's token goes as a bearer token, not as an API key: Claude Code then skips its

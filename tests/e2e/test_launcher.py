@@ -155,6 +155,16 @@ def test_launcher_reaches_its_proxy_directly_behind_a_corporate_proxy(
     assert len(upstream.requests) == 1
 
 
+def test_a_shell_set_up_for_bedrock_still_reaches_the_proxy(
+    upstream: ScriptedUpstream, home: Path, project: Path, bin_dir: Path, venv: Path
+) -> None:
+    """CLAUDE_CODE_USE_BEDROCK (say, from a company's shell profile) sends Claude Code to
+    Bedrock whatever ANTHROPIC_BASE_URL says; the launcher's Claude Code goes to the proxy."""
+    bedrock = {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": "us-east-1"}
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port(), **bedrock)
+    launch("kimi-proxy code", venv, project, env, "E2E-HELLO: hi").assert_success(HELLO)
+
+
 def test_kimi_sh_without_a_key_stops_before_starting_anything(
     tmp_path: Path, home: Path, project: Path
 ) -> None:
