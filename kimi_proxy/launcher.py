@@ -10,14 +10,16 @@ starts its own on a free port.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -193,32 +195,41 @@ def context_window(settings: Settings) -> int:
     return min(settings.profile.limits(model).context_window for model in models)
 
 
-# Switches that send Claude Code to another provider (Bedrock, Vertex…) whatever
-# ANTHROPIC_BASE_URL says; a company's shell profile may set one.
-OTHER_PROVIDER_SWITCHES = tuple(
-    f"CLAUDE_CODE_USE_{name}"
-    for name in (
-        "BEDROCK",
-        "VERTEX",
-        "FOUNDRY",
-        "ANTHROPIC_AWS",
-        "ANTHROPIC_GOOGLE_CLOUD",
-        "MANTLE",
-        "GATEWAY",
-    )
+# Never passed on to Claude Code: a real Anthropic key (it would reach the proxy, and make Claude
+# Code ask whether to use it), and the switches that send Claude Code to another provider
+# (Bedrock, Vertex…) whatever ANTHROPIC_BASE_URL says, as a company's shell profile may set.
+UNSET = (
+    "ANTHROPIC_API_KEY",
+    *(
+        f"CLAUDE_CODE_USE_{name}"
+        for name in (
+            "BEDROCK",
+            "VERTEX",
+            "FOUNDRY",
+            "ANTHROPIC_AWS",
+            "ANTHROPIC_GOOGLE_CLOUD",
+            "MANTLE",
+            "GATEWAY",
+        )
+    ),
 )
 
 
+def proxy_env(settings: Settings, url: str) -> dict[str, str]:
+    """Where Claude Code's requests go. The proxy's token goes as a bearer token, not as an API
+    key: Claude Code then skips its first-run connectivity check against api.anthropic.com (it
+    exits where that host cannot be reached), asks no "use this API key?" question, and does not
+    warn about a claude.ai login."""
+    return {
+        "ANTHROPIC_BASE_URL": url,
+        "ANTHROPIC_AUTH_TOKEN": settings.auth_token_value or "kimi-proxy",
+    }
+
+
 def claude_env(settings: Settings, url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in OTHER_PROVIDER_SWITCHES}
-    env["ANTHROPIC_BASE_URL"] = url
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env.update(proxy_env(settings, url))
     without_proxy_for(env, httpx.URL(url).host)
-    # The proxy's token goes as a bearer token, not as an API key: Claude Code then skips its
-    # first-run connectivity check against api.anthropic.com (it exits where that host cannot be
-    # reached), asks no "use this API key?" question, and does not warn about a claude.ai login.
-    # A real Anthropic key in the user's environment stays out of the proxy's requests.
-    env.pop("ANTHROPIC_API_KEY", None)
-    env["ANTHROPIC_AUTH_TOKEN"] = settings.auth_token_value or "kimi-proxy"
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
     # Auto mode (Claude Code's default permission mode) has each risky action checked. Its server
     # check runs on Anthropic's API only; its built-in check asks the model, through the proxy.
@@ -233,17 +244,49 @@ def claude_env(settings: Settings, url: str) -> dict[str, str]:
     return env
 
 
-# WebFetch first asks api.anthropic.com whether a site may be fetched, and fails where that
-# host cannot be reached; the lookup also tells Anthropic every site fetched.
-CLAUDE_SETTINGS = '{"skipWebFetchPreflight": true}'
+@contextlib.contextmanager
+def session_settings(settings: Settings, url: str) -> Iterator[Path]:
+    """Claude Code's `--settings` file for one session: only the user can read it (it holds the
+    proxy's token), and it is removed afterwards.
+
+    Its `env` outranks the `env` of the user's own settings files, which may point Claude Code
+    at another base URL or provider (guides for Kimi put ANTHROPIC_BASE_URL there). And WebFetch
+    no longer asks api.anthropic.com about each site first: where that host cannot be reached,
+    WebFetch fails, and the lookup tells Anthropic every site fetched.
+    """
+    content = {
+        "skipWebFetchPreflight": True,
+        "env": {**proxy_env(settings, url), **dict.fromkeys(UNSET, "")},
+    }
+    handle, name = tempfile.mkstemp(prefix="kimi-proxy-claude-", suffix=".json")
+    path = Path(name)
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(content, file)
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
-def claude_command(claude: str, claude_args: Sequence[str]) -> list[str]:
+def claude_command(claude: str, claude_args: Sequence[str], settings_file: Path) -> list[str]:
     """Claude Code with the user's arguments; the launcher's `--settings` unless they give one
     (theirs would replace it)."""
     if any(a == "--settings" or a.startswith("--settings=") for a in claude_args):
         return [claude, *claude_args]
-    return [claude, "--settings", CLAUDE_SETTINGS, *claude_args]
+    return [claude, "--settings", str(settings_file), *claude_args]
+
+
+def run_until_exit(command: list[str], env: dict[str, str]) -> int:
+    """Claude Code's exit status, the way a shell reports it."""
+    claude_code = subprocess.Popen(command, env=env)
+    # Ctrl-C is Claude Code's (it interrupts a turn); the launcher waits it out. Ignored only
+    # after the start, so Claude Code does not inherit an ignored SIGINT.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        code = claude_code.wait()
+        return 128 - code if code < 0 else code  # killed by signal N: the shell's 128+N
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
@@ -275,17 +318,9 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
         if owner is not None:
             owner.parent.mkdir(parents=True, exist_ok=True)
             owner.write_text(str(os.getpid()))
-        claude_code = subprocess.Popen(
-            claude_command(claude, claude_args), env=claude_env(settings, url)
-        )
-        # Ctrl-C is Claude Code's (it interrupts a turn); the launcher waits it out. Ignored
-        # only after the start, so Claude Code does not inherit an ignored SIGINT.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            code = claude_code.wait()
-            return 128 - code if code < 0 else code  # killed by signal N: the shell's 128+N
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        with session_settings(settings, url) as settings_file:
+            command = claude_command(claude, claude_args, settings_file)
+            return run_until_exit(command, claude_env(settings, url))
     except LaunchError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 1

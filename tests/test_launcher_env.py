@@ -14,6 +14,7 @@ from kimi_proxy.launcher import (
     claude_command,
     claude_env,
     owner_file,
+    session_settings,
     started_by_a_running_launcher,
 )
 
@@ -71,13 +72,26 @@ def test_claude_code_compacts_within_the_providers_context_window(
     assert claude_env(older, "http://127.0.0.1:8090")["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
 
 
-def test_webfetch_needs_no_lookup_at_anthropic_unless_the_user_brings_settings() -> None:
-    command = claude_command("claude", ["-p", "hi"])
-    assert command[:2] == ["claude", "--settings"] and command[3:] == ["-p", "hi"]
-    assert json.loads(command[2]) == {"skipWebFetchPreflight": True}
+def test_the_session_settings_pin_the_proxy_and_skip_the_webfetch_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Claude Code's `--settings` outrank the `env` of the user's own settings files (which may
+    name another base URL or provider); the file holds the token, so only the user reads it."""
+    settings = load_settings(api_key="x", auth_token="proxy-secret")
+    with session_settings(settings, "http://127.0.0.1:8090") as path:
+        assert path.stat().st_mode & 0o777 == 0o600
+        content = json.loads(path.read_text())
+        command = claude_command("claude", ["-p", "hi"], path)
+    assert not path.exists()
+    assert command == ["claude", "--settings", str(path), "-p", "hi"]
+    assert content["skipWebFetchPreflight"] is True
+    env = content["env"]
+    assert env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8090"
+    assert env["ANTHROPIC_AUTH_TOKEN"] == "proxy-secret"
+    assert env["ANTHROPIC_API_KEY"] == env["CLAUDE_CODE_USE_BEDROCK"] == ""
     mine = ["--settings", "/home/me/kimi.json", "-p", "hi"]
-    assert claude_command("claude", mine) == ["claude", *mine]
-    assert claude_command("claude", ["--settings={}"]) == ["claude", "--settings={}"]
+    assert claude_command("claude", mine, path) == ["claude", *mine]
+    assert claude_command("claude", ["--settings={}"], path) == ["claude", "--settings={}"]
 
 
 def test_a_proxy_is_shared_only_when_no_running_launcher_will_stop_it(

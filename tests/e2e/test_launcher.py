@@ -6,6 +6,7 @@ scripted upstream unless one answers already, runs Claude Code and stops what it
 
 from __future__ import annotations
 
+import json
 import socket
 import sys
 from collections.abc import Iterator
@@ -155,13 +156,26 @@ def test_launcher_reaches_its_proxy_directly_behind_a_corporate_proxy(
     assert len(upstream.requests) == 1
 
 
-def test_a_shell_set_up_for_bedrock_still_reaches_the_proxy(
-    upstream: ScriptedUpstream, home: Path, project: Path, bin_dir: Path, venv: Path
+ELSEWHERE = {
+    "CLAUDE_CODE_USE_BEDROCK": "1",
+    "AWS_REGION": "us-east-1",
+    "ANTHROPIC_BASE_URL": "http://127.0.0.1:9",
+    "ANTHROPIC_API_KEY": "sk-ant-the-users-own-key",
+}
+
+
+@pytest.mark.parametrize("where", ["shell", "settings.json"])
+def test_claude_code_set_up_for_another_provider_still_reaches_the_proxy(
+    where: str, upstream: ScriptedUpstream, home: Path, project: Path, bin_dir: Path, venv: Path
 ) -> None:
-    """CLAUDE_CODE_USE_BEDROCK (say, from a company's shell profile) sends Claude Code to
-    Bedrock whatever ANTHROPIC_BASE_URL says; the launcher's Claude Code goes to the proxy."""
-    bedrock = {"CLAUDE_CODE_USE_BEDROCK": "1", "AWS_REGION": "us-east-1"}
-    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port(), **bedrock)
+    """Claude Code already set up for Bedrock or another base URL (from a company's shell
+    profile, or the `env` of ~/.claude/settings.json, where guides for Kimi put it) goes to
+    the proxy when the launcher starts it."""
+    shell = ELSEWHERE if where == "shell" else {}
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, free_port(), **shell)
+    if where == "settings.json":
+        (home / ".claude").mkdir()
+        (home / ".claude" / "settings.json").write_text(json.dumps({"env": ELSEWHERE}))
     launch("kimi-proxy code", venv, project, env, "E2E-HELLO: hi").assert_success(HELLO)
 
 
