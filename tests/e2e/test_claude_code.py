@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import mcp_server
 from support.claude import RunClaude
 from support.model import (
     CODE_WORD,
@@ -181,6 +183,24 @@ def test_web_search_says_it_cannot_search_instead_of_passing_off_a_guess(
     result = run.assert_success()["result"]
     assert "cannot run web_search" in result and "WebFetch" in result, run.describe()
     assert all(body.get("tools") for body in proxy.upstream.bodies), "a search reached the model"
+
+
+def test_an_mcp_tool_with_a_name_too_long_for_the_provider(claude: RunClaude) -> None:
+    """Claude Code names an MCP server's tool `mcp__<server>__<tool>`, here 95 characters; the
+    provider takes 64. The model gets a shortened name, and its call reaches the MCP server
+    under the real one."""
+    server = {"command": sys.executable, "args": [str(Path(mcp_server.__file__))]}
+    config = json.dumps({"mcpServers": {"words_server_with_a_long_name": server}})
+    allowed = "mcp__words_server_with_a_long_name ToolSearch"
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(
+            proxy.url, "E2E-MCP: reverse kimi", "--mcp-config", config, "--allowedTools", allowed
+        )
+    run.assert_success("The MCP tool said IMIK.")
+    [called] = [u["name"] for u in run.tool_uses if u["name"] != "ToolSearch"]
+    assert called == f"mcp__words_server_with_a_long_name__{mcp_server.TOOL}"
+    offered = [t["function"]["name"] for t in proxy.upstream.bodies[-1]["tools"]]
+    assert all(len(name) <= 64 for name in offered)
 
 
 def test_model_haiku_reaches_the_small_model(claude: RunClaude) -> None:

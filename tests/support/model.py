@@ -362,6 +362,19 @@ def web_fetch(conversation: Conversation) -> Reply:
     return answer(f"Fetched: {conversation.calls[-1].result}")
 
 
+def mcp_tool(conversation: Conversation) -> Reply:
+    """Load the MCP server's tool with ToolSearch, call it, then report its result."""
+    offered = [n for n in conversation.tool_names if "reverse" in n]
+    names = [c.name for c in conversation.calls]
+    if not names:
+        return tool_calls(("ToolSearch", {"query": "reverse text", "max_results": 3}))
+    if names == ["ToolSearch"] and offered:
+        return tool_calls((offered[0], {"text": "kimi"}))
+    if names == ["ToolSearch"]:
+        return off_script(conversation, "the MCP tool was not offered after ToolSearch")
+    return answer(f"The MCP tool said {conversation.calls[-1].result}.")
+
+
 def delegate(conversation: Conversation) -> Reply:
     """Hand a subtask to a subagent (Claude Code's Agent tool), then report what it found."""
     calls = conversation.calls
@@ -390,6 +403,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "E2E-FULL": filling_context,
     "E2E-SEARCH": web_search,
     "E2E-FETCH": web_fetch,
+    "E2E-MCP": mcp_tool,
     "E2E-MEDIA": media,
     "E2E-LONG": long_answer,
     "E2E-HELLO": hello,
