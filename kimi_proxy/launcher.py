@@ -46,6 +46,10 @@ def claude_code_cache() -> Path:
     return cache_dir() / f"claude-code-{CLAUDE_CODE_VERSION}"
 
 
+def pinned_binary() -> Path:
+    return claude_code_cache() / "node_modules" / ".bin" / "claude"
+
+
 def owner_file(port: int) -> Path:
     """Names the launcher (by pid) that started the proxy on `port` and will stop it."""
     return cache_dir() / f"launcher-{port}.pid"
@@ -80,7 +84,7 @@ def find_claude() -> str:
 def pinned_claude_code(quiet: bool = False) -> Path:
     """The pinned Claude Code CLI in the cache, installed there with npm when missing."""
     cache = claude_code_cache()
-    binary = cache / "node_modules" / ".bin" / "claude"
+    binary = pinned_binary()
     if binary.exists():
         return binary
     npm = shutil.which("npm")
@@ -226,9 +230,13 @@ def proxy_env(settings: Settings, url: str) -> dict[str, str]:
     }
 
 
-def claude_env(settings: Settings, url: str) -> dict[str, str]:
+def claude_env(settings: Settings, url: str, *, own_copy: bool = False) -> dict[str, str]:
+    """Claude Code's environment; `own_copy`: it is the launcher's pinned copy, which stays the
+    version the launcher was tested with (no self-update)."""
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
     env.update(proxy_env(settings, url))
+    if own_copy:
+        env.setdefault("DISABLE_AUTOUPDATER", "1")
     without_proxy_for(env, httpx.URL(url).host)
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
     # Auto mode (Claude Code's default permission mode) has each risky action checked. Its server
@@ -320,7 +328,8 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
             owner.write_text(str(os.getpid()))
         with session_settings(settings, url) as settings_file:
             command = claude_command(claude, claude_args, settings_file)
-            return run_until_exit(command, claude_env(settings, url))
+            own_copy = Path(claude) == pinned_binary()
+            return run_until_exit(command, claude_env(settings, url, own_copy=own_copy))
     except LaunchError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 1

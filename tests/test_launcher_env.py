@@ -110,3 +110,14 @@ def _a_pid_that_has_exited() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
     return process.pid
+
+
+def test_the_launchers_own_claude_code_stays_the_pinned_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DISABLE_AUTOUPDATER", raising=False)
+    settings = load_settings(api_key="x")
+    assert (
+        claude_env(settings, "http://127.0.0.1:8090", own_copy=True)["DISABLE_AUTOUPDATER"] == "1"
+    )
+    assert "DISABLE_AUTOUPDATER" not in claude_env(settings, "http://127.0.0.1:8090")
