@@ -54,10 +54,11 @@ async def _check(settings: Settings) -> bool:
                 _say(False, f"Cannot reach {settings.upstream_url}: {exc}")
                 return False
             _say(True, f"{model} streams a reply from {settings.upstream_url}.")
-            if limit.isdigit() and not _token_limit_fits(model, int(limit)):
-                return False
-            if limit.isdigit() and model == settings.model:
-                _warn_if_auto_mode_checks_cannot_fit(model, int(limit))
+            if limit.isdigit():
+                if not _token_limit_fits(model, int(limit)):
+                    return False
+                if model == settings.model:
+                    _warn_if_auto_mode_checks_cannot_fit(model, int(limit))
     return True
 
 

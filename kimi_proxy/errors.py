@@ -22,7 +22,7 @@ for a request over the key's tokens a minute a 402; a 413 for a body too large s
 
 `error_from_provider_response` turns a provider's status and body into one of these;
 `error_from_transport` does the same for httpx exceptions. `render_json` / `render_sse`
-produce the client-facing body or SSE `error` frame.
+produce the client-facing body or SSE `error` frame; `send_error` sends a whole response.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 
 import httpx
 import orjson
+from starlette.types import Send
 
 KEY_ADVICE = (
     "Check GROQ_API_KEY / KIMI_API_KEY: set it to a valid key from your provider "
@@ -348,6 +349,13 @@ def internal_error(exc: BaseException) -> ApiError:
 
 def render_json(error: ProxyError) -> bytes:
     return orjson.dumps(error.body())
+
+
+async def send_error(send: Send, error: ProxyError) -> None:
+    """`error` as a whole ASGI response, for middleware that answers below any framework."""
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": render_json(error)})
 
 
 def render_sse(error: ProxyError) -> bytes:

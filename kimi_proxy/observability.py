@@ -20,7 +20,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import internal_error, redact, render_json
+from .errors import internal_error, redact, send_error
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("kimi_proxy.access")
@@ -149,10 +149,7 @@ class ObservabilityMiddleware:
             log.exception("unexpected error on %s %s", record.method, record.path)
             record.error_type = "api_error"
             if record.status == 0:  # nothing sent yet: answer it
-                error = internal_error(exc)
-                start = {"type": "http.response.start", "status": error.status}
-                await send_with_id({**start, "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": render_json(error)})
+                await send_error(send_with_id, internal_error(exc))
         finally:
             record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
             self.metrics.observe(record)

@@ -15,7 +15,7 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import AuthenticationError, PermissionDeniedError, ProxyError, render_json
+from .errors import AuthenticationError, PermissionDeniedError, ProxyError, send_error
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 OPEN_PATHS = frozenset({"/health"})
@@ -50,14 +50,7 @@ class SecurityMiddleware:
         if error is None:
             await self.app(scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": error.status,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        await send({"type": "http.response.body", "body": render_json(error)})
+        await send_error(send, error)
 
     def _check(self, scope: Scope) -> ProxyError | None:
         headers = dict(scope["headers"])
