@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,6 +105,14 @@ def launcher_env(
     )
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
     return env
+
+
+def wait_for_file(path: Path, process: subprocess.Popen[bytes], why: str) -> None:
+    """Wait (30 s at most) for a fake `claude` to write `path` while its launcher runs."""
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline and process.poll() is None, why
+        time.sleep(0.05)
 
 
 def launcher_command(which: str, venv: Path) -> list[str]:
@@ -240,8 +250,6 @@ def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
     the launcher stops the proxy it started."""
     import os
     import signal
-    import subprocess
-    import time
 
     fake_bin, marker = fake_claude(tmp_path, then="exec sleep 30")
     port = free_port()
@@ -254,10 +262,7 @@ def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 30
-        while not marker.exists():
-            assert time.monotonic() < deadline and launcher.poll() is None, "claude never ran"
-            time.sleep(0.05)
+        wait_for_file(marker, launcher, "claude never ran")
         assert listening(port), "the proxy is up while Claude Code runs"
         os.killpg(launcher.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         assert launcher.wait(timeout=20) == 130  # 128 + SIGINT, as a shell reports it
@@ -349,9 +354,6 @@ def test_two_sessions_at_once_each_keep_their_proxy(
     """`./kimi.sh` in two terminals at once: the second does not borrow the proxy the first
     started (it stops when the first session ends) but starts its own on a free port, which
     lives as long as the second session."""
-    import subprocess
-    import time
-
     fake_bin = tmp_path / "fake-bin"
     fake_bin.mkdir()
     fake = fake_bin / "claude"  # says which proxy it was given, then runs until told to stop
@@ -369,10 +371,7 @@ def test_two_sessions_at_once_each_keep_their_proxy(
         )
         sessions[name] = subprocess.Popen([str(KIMI_SH)], env=env, stderr=subprocess.PIPE)
         url_file = tmp_path / f"{name}.url"
-        deadline = time.monotonic() + 30
-        while not url_file.exists():
-            assert time.monotonic() < deadline and sessions[name].poll() is None, "no session"
-            time.sleep(0.05)
+        wait_for_file(url_file, sessions[name], "no session")
         return url_file.read_text().strip()
 
     def end(name: str) -> None:
