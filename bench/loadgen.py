@@ -22,10 +22,18 @@ from typing import Any, cast
 import httptools
 import orjson
 
+
 # How each side marks a content event, the end of the stream, and an error.
+@dataclass(frozen=True, slots=True)
+class Markers:
+    content: bytes
+    empty: bytes | None
+    done: bytes
+
+
 MARKERS = {
-    "proxy": {"content": b'"text_delta"', "empty": None, "done": b'"message_stop"'},
-    "direct": {"content": b'"content":"', "empty": b'"content":""', "done": b"[DONE]"},
+    "proxy": Markers(content=b'"text_delta"', empty=None, done=b'"message_stop"'),
+    "direct": Markers(content=b'"content":"', empty=b'"content":""', done=b"[DONE]"),
 }
 ERROR_MARK = b'"type":"error"'
 
@@ -45,9 +53,9 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, side: str, stream: bool, record: bool) -> None:
         marks = MARKERS[side]
-        self.content: bytes = marks["content"]  # type: ignore[assignment]
-        self.empty: bytes | None = marks["empty"]
-        self.done_mark: bytes = marks["done"]  # type: ignore[assignment]
+        self.content = marks.content
+        self.empty = marks.empty
+        self.done_mark = marks.done
         self.stream = stream
         self.record = record
         self.transport: asyncio.Transport | None = None

@@ -68,7 +68,7 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 20
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         with contextlib.suppress(OSError):
             http("GET", url, timeout=1)
             return
@@ -349,7 +349,7 @@ class Bench:
     def flushing(self) -> None:
         chunks, interval = 40, 0.05
         self.procs.configure(chunks, self.args.size, interval)
-        out = {"interval_ms": interval * 1e3, "chunks": chunks}
+        out: dict[str, Any] = {"interval_ms": interval * 1e3, "chunks": chunks}
         for side in ("direct", "proxy"):
             result = self.load(
                 side,
@@ -496,9 +496,11 @@ def proxy_source(ref: str | None) -> tuple[Path, dict[str, Any]]:
 
     if ref is None:
         changed = git("status", "--porcelain", "--", "kimi_proxy").splitlines()
-        info = {"source": "working tree", "commit": git("rev-parse", "--short", "HEAD")}
-        info["uncommitted"] = [line[3:] for line in changed]
-        return ROOT, info
+        return ROOT, {
+            "source": "working tree",
+            "commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": [line[3:] for line in changed],
+        }
     dest = RESULTS / "proxy-src"
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)

@@ -115,15 +115,13 @@ def _schema(rng: random.Random, props: list[tuple[str, str]], size: int) -> dict
             prop = _prop(rng, "string")
             prop["enum"] = [rng.choice(_IDENTS) for _ in range(rng.randint(3, 6))]
         elif kind == "array":
+            subs = ("path", "line", "severity", "message")
             item = {
                 "type": "object",
-                "properties": {},
-                "required": [],
+                "properties": {sub: _prop(rng, "string", words=10) for sub in subs},
+                "required": list(subs),
                 "additionalProperties": False,
             }
-            for sub in ("path", "line", "severity", "message"):
-                item["properties"][sub] = _prop(rng, "string", words=10)
-                item["required"].append(sub)
             prop = {"type": "array", "items": item, "description": _sentence(rng)}
         else:
             prop = _prop(rng, kind)
