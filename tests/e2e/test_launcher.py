@@ -21,9 +21,16 @@ from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 from support.claude import ClaudeRun, headless_args, hermetic_env, run_claude
-from support.model import RISKY, Conversation, ScriptedModel
+from support.model import (
+    RISKY,
+    SLOW_COMMAND,
+    STORY,
+    Conversation,
+    ScriptedModel,
+    content_text,
+)
 from support.proxy import proxy_for
-from support.terminal import Terminal
+from support.terminal import ESC, Terminal
 from support.upstream import ScriptedUpstream, free_port, scripted_upstream, serve_in_thread
 
 pytestmark = pytest.mark.e2e
@@ -307,6 +314,43 @@ def test_first_interactive_run_and_auto_mode_checks_through_the_model(
     finally:
         stop_listener(port)
     assert not listening(port), "the proxy was left running"
+
+
+def test_esc_stops_the_providers_stream_and_the_session_goes_on(
+    home: Path, project: Path, bin_dir: Path, venv: Path, upstream: ScriptedUpstream
+) -> None:
+    """Esc, as a user presses it in `./kimi.sh`, mid-answer and while a tool runs: the
+    provider's stream stops at once (no tokens paid for an answer nobody reads), and the next
+    prompt goes on from what the user saw: the partial answer, then the stopped tool call
+    answered as rejected (a call left without a result is a 400 at OpenAI-compatible providers)."""
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port, TERM="xterm-256color")
+    try:
+        with Terminal([str(KIMI_SH)], cwd=project, env=env) as terminal:
+            terminal.through_first_run()
+            terminal.type("E2E-INTERRUPT: tell me a story")
+            terminal.wait_for("part 3.")
+            terminal.press(ESC)
+            terminal.wait_for("Interrupted")
+            story = upstream.requests[-1]
+            assert story.wait_cancelled() and not story.finished, "the provider's stream went on"
+
+            terminal.type("E2E-INTERRUPT: run the build")
+            terminal.wait_for(SLOW_COMMAND)
+            terminal.press(ESC)
+            terminal.wait_for("Interrupted", after="run the build")
+            terminal.type("E2E-INTERRUPT: report")
+            terminal.wait_for("Report: both were stopped.")
+            terminal.type("/exit")
+            assert terminal.wait_exit() == 0
+    finally:
+        stop_listener(port)
+    last = Conversation(upstream.bodies[-1])
+    kept = [content_text(m.get("content")) for m in last.messages if m.get("role") == "assistant"]
+    assert kept[0].startswith(STORY) and "part 99" not in kept[0], kept[0][:200]
+    (build,) = last.calls
+    assert build.name == "Bash" and "doesn't want to proceed" in (build.result or "")
+    assert not (project / "built.txt").exists()
 
 
 def test_claude_code_compacts_before_the_providers_context_window_is_full(

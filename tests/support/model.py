@@ -18,7 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from support.upstream import Reply, Stream, error, text_stream, tool_stream, usage
+from support.upstream import (
+    Pause,
+    Reply,
+    Stream,
+    chunk,
+    error,
+    text_stream,
+    tool_stream,
+    usage,
+)
 
 OFF_SCRIPT = "OFF SCRIPT"
 
@@ -396,8 +405,35 @@ def subtask(conversation: Conversation) -> Reply:
     return answer(f"The code word is {CODE_WORD}.")
 
 
+STORY = "Once upon a time"
+SLOW_COMMAND = "python3 -c 'import time; time.sleep(30)' && echo built > built.txt"
+
+
+def slow_story(pieces: int = 100, seconds: float = 0.1) -> Stream:
+    """A long answer that takes `pieces` × `seconds` to stream: time for the user to stop it."""
+    items: list[Any] = [chunk({"role": "assistant", "content": ""})]
+    for i in range(pieces):
+        items += [chunk({"content": f"{STORY}, part {i}. "}), Pause(seconds)]
+    items += [chunk({}, finish="stop"), chunk(choices=False, usage=usage())]
+    return Stream(items)
+
+
+def interrupted(conversation: Conversation) -> Reply:
+    """The user's latest prompt decides: a slow story, a slow build (Bash), or a report."""
+    if conversation.is_safety_check:  # auto mode asks before running the build
+        return auto_mode(conversation)
+    users = [m for m in conversation.messages if m.get("role") == "user"]
+    latest = content_text(users[-1].get("content")) if users else ""
+    if "report" in latest:
+        return answer("Report: both were stopped.")
+    if "build" in latest:
+        return tool_calls(("Bash", {"command": SLOW_COMMAND, "description": "Build"}))
+    return slow_story()
+
+
 BEHAVIOURS: dict[str, Behaviour] = {
     SUBTASK: subtask,
+    "E2E-INTERRUPT": interrupted,
     "E2E-AGENT": delegate,
     "E2E-AUTO": auto_mode,
     "E2E-FULL": filling_context,

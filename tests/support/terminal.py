@@ -16,6 +16,7 @@ import pyte
 
 ENTER = "\r"
 DOWN = "\x1b[B"
+ESC = "\x1b"
 
 # The first-run screens of a fresh HOME, what each one is answered with, and the input prompt.
 FIRST_RUN_ANSWERS = {
@@ -63,11 +64,16 @@ class Terminal:
                 return False
         return True
 
-    def wait_for(self, text: str, timeout: float = 30.0) -> None:
+    def shows(self, text: str, after: str = "") -> bool:
+        """Whether `text` is on the screen (below the last `after`, if given)."""
+        screen = self.screen
+        return text in (screen.rpartition(after)[2] if after else screen)
+
+    def wait_for(self, text: str, timeout: float = 30.0, *, after: str = "") -> None:
         deadline = time.monotonic() + timeout
-        while text not in self.screen:
+        while not self.shows(text, after):
             running = self._read(0.2)
-            if text in self.screen:
+            if self.shows(text, after):
                 return
             if not running or time.monotonic() > deadline:
                 state = "running" if running else "exited"
@@ -80,6 +86,9 @@ class Terminal:
         while question in self.screen:
             if not self._read(0.2) or time.monotonic() > deadline:
                 raise AssertionError(f"{question!r} stayed on screen:\n{self.screen}")
+
+    def press(self, keys: str) -> None:
+        self.process.send(keys)
 
     def type(self, line: str) -> None:
         self.process.send(line)

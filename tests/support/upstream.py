@@ -256,6 +256,14 @@ class Record:
     cancelled: bool = False  # the client went away before the end
     ended_at: float | None = None
 
+    def wait_cancelled(self, seconds: float = 3.0) -> bool:
+        """Whether the client closes this stream within `seconds` (it sees the close a moment
+        after the proxy's client has gone)."""
+        deadline = time.monotonic() + seconds
+        while not self.cancelled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.cancelled
+
 
 class ScriptedUpstream:
     def __init__(self, script: Script) -> None:
