@@ -89,7 +89,6 @@ class Processes:
         self.upstream: subprocess.Popen[bytes] | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
         self.floor: subprocess.Popen[bytes] | None = None
-        self.proxy_generation = 0
 
     def _spawn(
         self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT
@@ -122,7 +121,6 @@ class Processes:
             str(self.workers),
         ]
         self.proxy = self._spawn("proxy", args, env, cwd=self.proxy_src)
-        self.proxy_generation += 1
         wait_healthy(f"http://{HOST}:{self.proxy_port}/health", self.proxy)
 
     def start_floor(self) -> None:

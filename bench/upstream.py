@@ -95,7 +95,6 @@ class Stats:
     requests = 0
     streams_done = 0
     streams_cut = 0
-    bytes_in = 0
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -166,7 +165,6 @@ class UpstreamProtocol(asyncio.Protocol):
         if self.closed:
             return
         Stats.requests += 1
-        Stats.bytes_in += len(body)
         path = url.split(b"?", 1)[0]
         if path.endswith(b"/chat/completions") and method == b"POST":
             if b'"stream":false' in body:
