@@ -12,6 +12,7 @@ import json_repair
 import orjson
 
 from ..errors import ApiError
+from .kimi_markup import split_markup
 from .request import UpstreamRequest
 from .tools import anthropic_tool_id, new_nonce
 
@@ -133,10 +134,16 @@ def openai_to_anthropic_message(
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
+    calls = list(message.get("tool_calls") or [])
+    if isinstance(text, str) and "<|" in text:  # Kimi's tool-call markup, left as text
+        text, recovered = split_markup(text)
+        calls += [
+            {"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in recovered
+        ]
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
     nonce = new_nonce()
-    for call in message.get("tool_calls") or []:
+    for call in calls:
         function = call.get("function") or {}
         content.append(
             {

@@ -21,6 +21,11 @@ arguments are complete. Held calls open in index order, so parallel calls come o
 when the provider interleaves their fragments. Chunks with `tool_calls: []` or empty strings emit
 nothing.
 
+Text passes through `MarkupScanner` (kimi_markup.py): Kimi K2's own tool-call markup, which some
+providers leave in the text, becomes tool calls keyed apart from the OpenAI indexes. Only text
+that may be markup is held back (a call until its end marker; a trailing "<" or "<|…" until the
+next chunk shows it is not one): every marker starts with "<|".
+
 Usage may come on the finish chunk, on a trailing chunk with no choices, or in Groq's
 `x_groq.usage`; the latest one wins (never summed). `finish()` reports it in `message_delta`.
 A provider `error` object inside the stream raises the mapped `ProxyError`: the server turns it
@@ -40,6 +45,7 @@ import orjson
 
 from ..errors import ApiError, error_from_stream_payload
 from .agent_history import LocalCall, encode_transcript
+from .kimi_markup import MarkupCall, MarkupScanner
 from .request import UpstreamRequest
 from .response import (
     REASONING_FIELDS,
@@ -55,6 +61,7 @@ log = logging.getLogger("kimi_proxy.stream")
 
 Event = dict[str, Any]
 UNKNOWN_TOOL = "unknown_tool"
+MARKUP_CALL_KEYS = 1 << 20  # keys of calls read from Kimi markup: apart from OpenAI indexes
 
 
 @dataclass(slots=True)
@@ -105,6 +112,7 @@ class StreamTranslator:
         "_input_estimate",
         "_last_usage",
         "_local",
+        "_markup",
         "_matched_stop",
         "_next_index",
         "_nonce",
@@ -141,6 +149,7 @@ class StreamTranslator:
         self._next_index = 0
         self._open: _Block | None = None
         self._calls: dict[int, _ToolCall] = {}
+        self._markup = MarkupScanner()
         self._finish_reason: str | None = None  # of the last upstream call that finished
         self._matched_stop: str | None = None
         self._step_finished = False
@@ -209,6 +218,7 @@ class StreamTranslator:
         """End one upstream call: close what is open, send held client calls, and hand back
         the local calls (agent mode) for the proxy to run. The message stays open."""
         events: list[Event] = []
+        self._place(self._markup.finish(), events)
         self._close_block(events)
         while self._open_next_held_call(events, allow_unnamed=True):
             self._close_block(events)
@@ -294,9 +304,28 @@ class StreamTranslator:
     # -- blocks --------------------------------------------------------------------------
 
     def _text(self, text: str | None, events: list[Event]) -> None:
-        if text:
-            self._step_text.append(text)
-            self._append("text", "text_delta", "text", text, events)
+        if not text:
+            return
+        # Every marker starts with "<|": only such text, or a "<" that may begin one, is scanned.
+        if self._markup.holding or "<|" in text or text[-1] == "<":
+            self._place(self._markup.feed(text), events)
+            return
+        self._step_text.append(text)
+        self._append("text", "text_delta", "text", text, events)
+
+    def _place(self, pieces: list[str | MarkupCall], events: list[Event]) -> None:
+        """Text the markup scanner let through, and the calls it read, as they come."""
+        for piece in pieces:
+            if isinstance(piece, MarkupCall):
+                fragment = {
+                    "index": MARKUP_CALL_KEYS + len(self._calls),
+                    "id": piece.id,
+                    "function": {"name": piece.name, "arguments": piece.arguments},
+                }
+                self._tool_fragment(fragment, events)
+            elif piece:
+                self._step_text.append(piece)
+                self._append("text", "text_delta", "text", piece, events)
 
     def _append(
         self, kind: str, delta_type: str, field_name: str, text: str, events: list[Event]

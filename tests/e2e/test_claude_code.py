@@ -20,6 +20,7 @@ from support.model import (
     CODE_WORD,
     LONG_PIECES,
     LONG_TEXT,
+    MARKUP_NOTE,
     MISSING_FILE,
     OFF_SCRIPT,
     SUBTASK,
@@ -118,6 +119,24 @@ def test_write_edit_bash_and_a_failed_read(
     _, [read_result] = tool_messages_after_last_call(bodies[4])
     assert read_result["content"].startswith("Error:"), read_result
     assert all(b["model"] == "kimi-big" for b in bodies)
+
+
+def test_a_call_left_as_kimi_markup_in_the_text_still_runs(
+    claude: RunClaude, project: Path
+) -> None:
+    """A provider without Kimi's tool parser passes the model's call on as special tokens in
+    the text. Claude Code runs the call, never shows the markup, and the model gets the result
+    (before: the markup was the answer and the session ended with nothing written)."""
+    with proxy_for(ScriptedModel()) as proxy:
+        run = claude(proxy.url, "E2E-MARKUP: write the note")
+    result = run.assert_success()
+    assert result["result"].startswith("Write said: File created successfully"), result
+    assert (project / "leaked.txt").read_text() == MARKUP_NOTE + "\n"
+    assert [u["name"] for u in run.tool_uses] == ["Write"]
+    shown = [b["text"] for b in run.assistant_blocks if b["type"] == "text"]
+    assert shown[0] == "Writing it now." and not any("<|" in t for t in shown), shown
+    _, [result] = tool_messages_after_last_call(proxy.upstream.bodies[-1])
+    assert "leaked.txt" in result["content"]
 
 
 def test_two_tool_calls_in_one_turn(claude: RunClaude, project: Path) -> None:

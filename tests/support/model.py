@@ -405,6 +405,26 @@ def subtask(conversation: Conversation) -> Reply:
     return answer(f"The code word is {CODE_WORD}.")
 
 
+MARKUP_NOTE = "written by a call the provider left as markup"
+
+
+def leaked_markup(conversation: Conversation) -> Reply:
+    """A Write made in Kimi K2's own tool-call markup, left in the text (finish `stop`), as a
+    provider without Kimi's tool parser passes it on; then a report of the Write's result."""
+    cwd = conversation.cwd
+    if cwd is None:
+        return off_script(conversation, "no working directory in the conversation")
+    if not conversation.calls:
+        args = json.dumps({"file_path": f"{cwd}/leaked.txt", "content": MARKUP_NOTE + "\n"})
+        markup = (
+            "Writing it now.<|tool_calls_section_begin|><|tool_call_begin|>functions.Write:0"
+            f"<|tool_call_argument_begin|>{args}<|tool_call_end|><|tool_calls_section_end|>"
+        )
+        return text_stream(markup, pieces=12)
+    (write,) = conversation.last_turn
+    return answer(f"Write said: {write.result}")
+
+
 STORY = "Once upon a time"
 SLOW_COMMAND = "python3 -c 'import time; time.sleep(30)' && echo built > built.txt"
 
@@ -434,6 +454,7 @@ def interrupted(conversation: Conversation) -> Reply:
 BEHAVIOURS: dict[str, Behaviour] = {
     SUBTASK: subtask,
     "E2E-INTERRUPT": interrupted,
+    "E2E-MARKUP": leaked_markup,
     "E2E-AGENT": delegate,
     "E2E-AUTO": auto_mode,
     "E2E-FULL": filling_context,
