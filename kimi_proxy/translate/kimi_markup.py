@@ -119,6 +119,13 @@ class MarkupScanner:
         self.holding = self._state != TEXT or bool(self._buffer)
         return pieces
 
+    def release(self) -> list[Piece]:
+        """Something else came between (a tool call, reasoning): a held tail is text after all;
+        markup in progress stays held."""
+        if self._state != TEXT or not self._buffer:
+            return []
+        return self.finish()
+
     def finish(self) -> list[Piece]:
         """The stream ended: a held tail is text; markup left open is dropped (logged)."""
         rest, self._buffer = self._buffer, ""

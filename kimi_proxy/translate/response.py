@@ -130,16 +130,17 @@ def openai_to_anthropic_message(
     choice = choices[0]
     message = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    reasoning = reasoning_text(message)
+    # Kimi's own tool-call markup, where a provider left it in the text or the reasoning
+    reasoning, recovered = split_markup(reasoning_text(message))
+    text = message.get("content")
+    if isinstance(text, str):
+        text, recovered_from_text = split_markup(text)
+        recovered += recovered_from_text
+    calls = list(message.get("tool_calls") or []) + [
+        {"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in recovered
+    ]
     if reasoning:
         content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
-    text = message.get("content")
-    calls = list(message.get("tool_calls") or [])
-    if isinstance(text, str) and "<|" in text:  # Kimi's tool-call markup, left as text
-        text, recovered = split_markup(text)
-        calls += [
-            {"id": c.id, "function": {"name": c.name, "arguments": c.arguments}} for c in recovered
-        ]
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
     nonce = new_nonce()

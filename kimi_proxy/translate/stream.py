@@ -21,10 +21,11 @@ arguments are complete. Held calls open in index order, so parallel calls come o
 when the provider interleaves their fragments. Chunks with `tool_calls: []` or empty strings emit
 nothing.
 
-Text passes through `MarkupScanner` (kimi_markup.py): Kimi K2's own tool-call markup, which some
-providers leave in the text, becomes tool calls keyed apart from the OpenAI indexes. Only text
-that may be markup is held back (a call until its end marker; a trailing "<" or "<|…" until the
-next chunk shows it is not one): every marker starts with "<|".
+Text and reasoning pass through `MarkupScanner` (kimi_markup.py): Kimi K2's own tool-call
+markup, which some providers leave in the text (or, for a thinking model, in the reasoning),
+becomes tool calls keyed apart from the OpenAI indexes. Only what may be markup is held back: a
+call until its end marker, and a trailing "<" or "<|…" until the next chunk shows it is not one
+(every marker starts with "<|") or something else comes next.
 
 Usage may come on the finish chunk, on a trailing chunk with no choices, or in Groq's
 `x_groq.usage`; the latest one wins (never summed). `finish()` reports it in `message_delta`.
@@ -118,6 +119,7 @@ class StreamTranslator:
         "_nonce",
         "_open",
         "_output_tokens",
+        "_reasoning_markup",
         "_step_client_calls",
         "_step_finished",
         "_step_text",
@@ -150,6 +152,7 @@ class StreamTranslator:
         self._open: _Block | None = None
         self._calls: dict[int, _ToolCall] = {}
         self._markup = MarkupScanner()
+        self._reasoning_markup = MarkupScanner()  # a thinking model's call may end up there
         self._finish_reason: str | None = None  # of the last upstream call that finished
         self._matched_stop: str | None = None
         self._step_finished = False
@@ -199,10 +202,11 @@ class StreamTranslator:
                 for name in REASONING_FIELDS:
                     text = delta.get(name)
                     if text:
-                        self._append("thinking", "thinking_delta", "thinking", text, events)
+                        self._thinking(text, events)
                         break
                 self._text(delta.get("content"), events)
                 for fragment in delta.get("tool_calls") or ():
+                    self._release_held(events)
                     self._tool_fragment(fragment, events)
             if choice.get("finish_reason"):
                 if not self._step_finished:
@@ -218,6 +222,7 @@ class StreamTranslator:
         """End one upstream call: close what is open, send held client calls, and hand back
         the local calls (agent mode) for the proxy to run. The message stays open."""
         events: list[Event] = []
+        self._place(self._reasoning_markup.finish(), events, thinking=True)
         self._place(self._markup.finish(), events)
         self._close_block(events)
         while self._open_next_held_call(events, allow_unnamed=True):
@@ -306,6 +311,8 @@ class StreamTranslator:
     def _text(self, text: str | None, events: list[Event]) -> None:
         if not text:
             return
+        if self._reasoning_markup.holding:
+            self._place(self._reasoning_markup.release(), events, thinking=True)
         # Every marker starts with "<|": only such text, or a "<" that may begin one, is scanned.
         if self._markup.holding or "<|" in text or text[-1] == "<":
             self._place(self._markup.feed(text), events)
@@ -313,7 +320,22 @@ class StreamTranslator:
         self._step_text.append(text)
         self._append("text", "text_delta", "text", text, events)
 
-    def _place(self, pieces: list[str | MarkupCall], events: list[Event]) -> None:
+    def _release_held(self, events: list[Event]) -> None:
+        """A held "<" is text (or thinking) after all once something else comes next."""
+        self._place(self._reasoning_markup.release(), events, thinking=True)
+        self._place(self._markup.release(), events)
+
+    def _thinking(self, text: str, events: list[Event]) -> None:
+        self._place(self._markup.release(), events)
+        scanner = self._reasoning_markup
+        if scanner.holding or "<|" in text or text[-1] == "<":
+            self._place(scanner.feed(text), events, thinking=True)
+        else:
+            self._append("thinking", "thinking_delta", "thinking", text, events)
+
+    def _place(
+        self, pieces: list[str | MarkupCall], events: list[Event], *, thinking: bool = False
+    ) -> None:
         """Text the markup scanner let through, and the calls it read, as they come."""
         for piece in pieces:
             if isinstance(piece, MarkupCall):
@@ -323,6 +345,8 @@ class StreamTranslator:
                     "function": {"name": piece.name, "arguments": piece.arguments},
                 }
                 self._tool_fragment(fragment, events)
+            elif piece and thinking:
+                self._append("thinking", "thinking_delta", "thinking", piece, events)
             elif piece:
                 self._step_text.append(piece)
                 self._append("text", "text_delta", "text", piece, events)

@@ -17,9 +17,11 @@ from support.streams import (
     check_grammar,
     comparable_blocks,
     finish,
+    reasoning,
     run,
     sdk_accumulate,
     text,
+    tool,
     upstream_for,
 )
 
@@ -150,3 +152,42 @@ def test_non_streaming_markup_is_translated_too() -> None:
     message = openai_to_anthropic_message(completion, upstream_for({**TOOLS, "stream": False}))
     assert comparable_blocks(message["content"]) == EXPECTED_BLOCKS
     assert message["stop_reason"] == "tool_use"
+
+
+def test_a_held_tail_goes_out_before_whatever_comes_next() -> None:
+    """A "<" held as a possible marker start is text after all when a call or reasoning comes
+    next: it keeps its place before them (hypothesis found the order swapped)."""
+    events = run(
+        upstream_for(TOOLS),
+        [text("a <"), tool(0, id="c", name="Bash", args="{}"), finish("tool_calls")],
+    )
+    assert [b["type"] for b in comparable_blocks(sdk_accumulate(events).content)] == [
+        "text",
+        "tool_use",
+    ]
+    events = run(upstream_for(), [reasoning("x <"), text("y"), finish("stop")])
+    blocks = comparable_blocks(sdk_accumulate(events).content)
+    assert [b.get("thinking", b.get("text")) for b in blocks] == ["x <", "y"]
+
+
+def test_markup_in_a_thinking_models_reasoning_becomes_a_call() -> None:
+    """A thinking model's call can end up in the reasoning (a server that missed the end of
+    its thinking): recovered the same way, the thinking kept without it."""
+    leaked = LEAKED.replace("I'll check first.", "Let me look.")
+    chunks = [reasoning(leaked[i : i + 5], "reasoning_content") for i in range(0, len(leaked), 5)]
+    message = sdk_accumulate(run(upstream_for(TOOLS), [*chunks, finish("stop")]))
+    assert comparable_blocks(message.content) == [
+        {"type": "thinking", "thinking": "Let me look.", "signature": ""},
+        *EXPECTED_BLOCKS[1:],
+    ]
+    assert message.stop_reason == "tool_use"
+    completion: dict[str, Any] = {
+        "choices": [
+            {
+                "message": {"role": "assistant", "content": "", "reasoning_content": leaked},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    plain = openai_to_anthropic_message(completion, upstream_for({**TOOLS, "stream": False}))
+    assert comparable_blocks(plain["content"]) == comparable_blocks(message.content)

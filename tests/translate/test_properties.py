@@ -40,6 +40,10 @@ NOISE = [
     {"content": None, "reasoning": ""},
 ]
 
+# Text that starts like Kimi's tool-call markup (held back a moment) but is not markup.
+LOOKALIKES = st.sampled_from(["<", "<|", "a <", "<|tool", "<|tool_call", "x<|y", "|>"])
+parts = st.text(max_size=10) | LOOKALIKES
+
 json_leaf = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=12)
 json_value = st.recursive(
     json_leaf,
@@ -91,8 +95,8 @@ def split(draw: st.DrawFn, value: str) -> list[str]:
 
 @st.composite
 def upstream_answers(draw: st.DrawFn, allow_trailing_text: bool = False) -> Generated:
-    reasoning_parts = draw(st.lists(st.text(max_size=10), max_size=3))
-    text_parts = draw(st.lists(st.text(max_size=10), max_size=3))
+    reasoning_parts = draw(st.lists(parts, max_size=3))
+    text_parts = draw(st.lists(parts, max_size=3))
     reasoning_field = draw(st.sampled_from(["reasoning", "reasoning_content"]))
     chunks: list[dict[str, Any]] = [chunk({reasoning_field: p}) for p in reasoning_parts]
     chunks += [chunk({"content": p}) for p in text_parts]
