@@ -99,11 +99,12 @@ def _arguments_object(raw: str) -> str:
 class MarkupScanner:
     """Feed text as it streams; get back text to show and calls to make, in order."""
 
-    __slots__ = ("_buffer", "_header", "_serial", "_state", "holding")
+    __slots__ = ("_buffer", "_collected", "_header", "_serial", "_state", "holding")
 
     def __init__(self) -> None:
         self._state = TEXT
         self._buffer = ""  # text not yet placed: a possible marker start, or markup in progress
+        self._collected: list[str] = []  # a header or arguments read so far (kept in parts)
         self._header = ""
         self._serial = 0
         #: Whether text fed so far is held back (inside markup, or a possible marker start).
@@ -127,13 +128,15 @@ class MarkupScanner:
         return self.finish()
 
     def finish(self) -> list[Piece]:
-        """The stream ended: a held tail is text; markup left open is dropped (logged)."""
+        """The stream ended: a held tail is text; a call left open is dropped (logged)."""
         rest, self._buffer = self._buffer, ""
+        state, self._state = self._state, TEXT
         self.holding = False
-        if self._state == TEXT:
+        self._collected.clear()
+        if state == TEXT:
             return [rest] if rest else []
-        log.warning("the provider's text ended inside Kimi tool-call markup; dropped it")
-        self._state = TEXT
+        if state != SECTION:  # after a whole call, only the section's end marker was missing
+            log.warning("the provider's text ended inside a Kimi tool-call markup; dropped it")
         return []
 
     def _step(self, pieces: list[Piece]) -> bool:
@@ -169,19 +172,35 @@ class MarkupScanner:
             self._state = TEXT
             return True
         if self._state == HEADER:
-            at = buffer.find(ARGUMENT_BEGIN)
-            if at < 0:
+            header = self._take_until(ARGUMENT_BEGIN)
+            if header is None:
                 return False
-            self._header = buffer[:at]
-            self._state, self._buffer = ARGUMENTS, buffer[at + len(ARGUMENT_BEGIN) :]
+            self._header, self._state = header, ARGUMENTS
             return True
-        at = buffer.find(CALL_END)  # ARGUMENTS
-        if at < 0:
+        arguments = self._take_until(CALL_END)  # ARGUMENTS
+        if arguments is None:
             return False
-        pieces.append(_call_from(self._header, buffer[:at], self._serial))
+        pieces.append(_call_from(self._header, arguments, self._serial))
         self._serial += 1
-        self._state, self._buffer = SECTION, buffer[at + len(CALL_END) :]
+        self._state = SECTION
         return True
+
+    def _take_until(self, marker: str) -> str | None:
+        """All text up to `marker` once it has come (the buffer then starts after it), else
+        None, keeping only what may be the marker's start in the buffer: each character is
+        searched about once, however long a Write's arguments are."""
+        buffer = self._buffer
+        at = buffer.find(marker)
+        if at < 0:
+            keep = max(0, len(buffer) - len(marker) + 1)
+            self._collected.append(buffer[:keep])
+            self._buffer = buffer[keep:]
+            return None
+        self._collected.append(buffer[:at])
+        self._buffer = buffer[at + len(marker) :]
+        content = "".join(self._collected)
+        self._collected.clear()
+        return content
 
 
 def split_markup(text: str) -> tuple[str, list[MarkupCall]]:

@@ -11,6 +11,7 @@ import itertools
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.streams import (
@@ -109,9 +110,16 @@ def test_arguments_a_parser_encoded_twice_are_unwrapped() -> None:
     assert calls == [MarkupCall("functions.TodoWrite:3", "TodoWrite", '{"todos": [{"id": "a"}]}')]
 
 
-def test_a_bare_call_without_section_markers_and_text_after_it() -> None:
-    leaked = "<|tool_call_begin|>Bash<|tool_call_argument_begin|>{}<|tool_call_end|> done"
-    assert split_markup(leaked) == (" done", [MarkupCall("functions.Bash:0", "Bash", "{}")])
+def test_a_bare_call_without_section_markers_and_text_after_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    leaked = "<|tool_call_begin|>Bash<|tool_call_argument_begin|>{}<|tool_call_end|>"
+    assert split_markup(leaked + " done") == (
+        " done",
+        [MarkupCall("functions.Bash:0", "Bash", "{}")],
+    )
+    assert split_markup(leaked) == ("", [MarkupCall("functions.Bash:0", "Bash", "{}")])
+    assert "dropped" not in caplog.text  # a whole call: only the section's end was missing
 
 
 def test_markup_cut_off_before_its_end_is_dropped_not_shown() -> None:
