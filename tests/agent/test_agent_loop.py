@@ -222,3 +222,24 @@ def test_a_later_step_cut_short_is_an_error_not_an_answer(workdir: Path) -> None
     assert events[-1]["type"] == "error"
     assert "before finishing" in events[-1]["error"]["message"]
     assert not any(e["type"] == "message_stop" for e in events)
+
+
+def test_a_local_call_left_as_kimi_markup_runs_in_the_proxy(workdir: Path) -> None:
+    """Agent mode reads the same markup: a Read sent as Kimi's special tokens in the text is
+    run by the proxy like any local call, and its result reaches the model."""
+
+    def model(body: dict[str, Any], n: int) -> Reply:
+        if not tool_messages(body):
+            markup = (
+                "<|tool_calls_section_begin|><|tool_call_begin|>functions.Read:0"
+                '<|tool_call_argument_begin|>{"file_path": "notes.md"}<|tool_call_end|>'
+                "<|tool_calls_section_end|>"
+            )
+            return text_stream(markup, pieces=9)
+        return text_stream(f"Read it: {tool_messages(body)[0]['content'][-20:]}")
+
+    with proxy_for(model, local_tools="Read", working_dir=workdir) as harness:
+        events = stream(harness, BASIC)
+    check_grammar(events)
+    assert texts(events)[-1].startswith("Read it:") and "TODO: ship it" in texts(events)[-1]
+    assert not any("<|" in t for t in texts(events))
