@@ -26,7 +26,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from typing import Any
 import orjson
 import psutil
 
+from kimi_proxy.launcher import free_port
+
 from . import report
 from .workload import anthropic_request, openai_request
 
@@ -48,12 +49,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
 SIDES = ("direct", "floor", "proxy")  # the upstream itself, the pass-through floor, the proxy
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 5) -> Any:

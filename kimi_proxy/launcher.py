@@ -65,15 +65,15 @@ def started_by_a_running_launcher(port: int) -> bool:
     except ProcessLookupError:
         return False  # its launcher is gone: the proxy was left to run, as one started by hand
     except PermissionError:
-        return True
+        pass  # alive, another user's
     return True
 
 
 def free_port() -> int:
+    """A loopback port nothing listens on (the kernel's pick)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        return int(sock.getsockname()[1])
 
 
 def find_claude() -> str:
