@@ -110,9 +110,14 @@ class MarkupScanner:
         #: Whether text fed so far is held back (inside markup, or a possible marker start).
         self.holding = False
 
+    def passes(self, text: str) -> bool:
+        """Whether `text` goes out as it is: nothing is held, and no marker can start in it
+        (every marker starts with "<|"). Nearly every chunk; the caller skips `feed`."""
+        return not self.holding and "<|" not in text and text[-1:] != "<"
+
     def feed(self, text: str) -> list[Piece]:
-        if not self.holding and "<|" not in text and not text.endswith("<"):
-            return [text]  # no marker starts here (every marker starts with "<|")
+        if self.passes(text):
+            return [text]
         self._buffer += text
         pieces: list[Piece] = []
         while self._step(pieces):
