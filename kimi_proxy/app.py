@@ -6,9 +6,13 @@ its own. Errors of every kind leave as Anthropic-shaped JSON.
 
 from __future__ import annotations
 
+import asyncio
 import gc
-from collections.abc import AsyncIterator
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import date
 
 import httpx
 from starlette.applications import Starlette
@@ -38,10 +42,15 @@ from .observability import (
     request_record,
     setup_logging,
 )
+from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_pool_spec
+from .providers.discovery import served_models, unserved
+from .providers.pool import Pool
 from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
 from .upstream import UpstreamClient
+
+log = logging.getLogger("kimi_proxy")
 
 
 def upstream_timeout(settings: Settings) -> httpx.Timeout:
@@ -59,15 +68,47 @@ def new_transport(settings: Settings) -> HttptoolsTransport:
     return HttptoolsTransport(max_connections=settings.max_streams + 16)
 
 
-def new_upstream(settings: Settings, transport: httpx.AsyncBaseTransport) -> UpstreamClient:
-    return UpstreamClient(
-        transport,
-        url=settings.chat_completions_url,
-        api_key=settings.api_key_value,
-        timeout=upstream_timeout(settings),
+def new_client_factory(
+    settings: Settings, transport: httpx.AsyncBaseTransport
+) -> Callable[[ProviderSpec, KeySpec], UpstreamClient]:
+    """How the pool gets a client per key: all of them share one connection pool."""
+    timeout = upstream_timeout(settings)
+
+    def new_client(provider: ProviderSpec, key: KeySpec) -> UpstreamClient:
+        url = provider.base_url.rstrip("/") + "/chat/completions"
+        return UpstreamClient(transport, url=url, api_key=key.secret, timeout=timeout)
+
+    return new_client
+
+
+def new_pool(settings: Settings, spec: PoolSpec, transport: httpx.AsyncBaseTransport) -> Pool:
+    return Pool(
+        spec,
+        new_client_factory(settings, transport),
         max_retries=settings.max_retries,
-        retry_budget=settings.retry_budget,
+        ping_interval=settings.ping_interval,
     )
+
+
+async def check_served_models(
+    pool: Pool, transport: httpx.AsyncBaseTransport, timeout: float
+) -> None:
+    """Retire the candidates a provider's live model list lacks (not in legacy mode, where
+    the one model was named explicitly)."""
+    if pool.spec.legacy_router is not None:
+        return
+    candidates = [c for family in pool.spec.families.values() for c in family]
+    for name, keys in pool.keys.items():
+        if not keys or not any(c.provider == name for c in candidates):
+            continue
+        provider = pool.spec.providers[name]
+        try:
+            served = await served_models(transport, provider, keys[0].key, timeout)
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("could not list %s's models (%s): its candidates stay", name, exc)
+            continue
+        for candidate, why in unserved(dict.fromkeys(candidates), name, served):
+            pool.retire(candidate, why)
 
 
 def error_response(error: ProxyError) -> Response:
@@ -109,9 +150,10 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, spec: PoolSpec | None = None) -> None:
     """Console logging, and the redacted debug log with `--debug` / `KIMI_LOG_FILE`."""
-    secrets = [s for s in (settings.api_key_value, settings.auth_token_value) if s]
+    keys = [k.secret for p in spec.providers.values() for k in p.keys] if spec else []
+    secrets = [s for s in (settings.api_key_value, settings.auth_token_value, *keys) if s]
     log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
     setup_logging(settings.log_level, log_file, secrets)
 
@@ -136,30 +178,45 @@ def tune_garbage_collector() -> None:
 def app_from_env() -> ASGIApp:
     """The app of one worker process (`kimi-proxy serve --workers N`)."""
     settings = load_settings()
-    configure_logging(settings)
-    app = create_app(settings)
+    spec = load_pool_spec(settings, os.environ, date.today())
+    configure_logging(settings, spec)
+    app = create_app(settings, spec=spec)
     tune_garbage_collector()
     return app
 
 
-def create_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ASGIApp:
+def create_app(
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    spec: PoolSpec | None = None,
+) -> ASGIApp:
+    """The app; `spec` defaults to the pool the settings and environment describe."""
     owns_transport = transport is None
-    pool = transport or new_transport(settings)
+    connections = transport or new_transport(settings)
+    if spec is None:
+        spec = load_pool_spec(settings, os.environ, date.today())
+    for note in spec.notes:
+        log.warning("%s", note)
     local_names = parse_tool_names(settings.local_tools)
     state = ProxyState(
         settings=settings,
-        upstream=new_upstream(settings, pool),
+        pool=new_pool(settings, spec, connections),
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
         metrics=Metrics(),
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        check = asyncio.create_task(
+            check_served_models(state.pool, connections, settings.connect_timeout)
+        )
         try:
             yield
         finally:
+            check.cancel()
             if owns_transport:
-                await pool.aclose()
+                await connections.aclose()
 
     metrics = state.metrics
     metrics.active_streams.set_function(lambda: state.active_streams)

@@ -8,12 +8,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from pydantic import AliasChoices, ValidationError
 from pydantic_core import PydanticUndefined
 
 from .config import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
+from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_pool_spec
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +34,11 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    return load_settings(**{name: getattr(args, name, None) for name in Settings.model_fields})
+    settings = load_settings(**{name: getattr(args, name, None) for name in Settings.model_fields})
+    default = DEFAULT_CONFIG_PATH.expanduser()
+    if settings.config is None and default.is_file():
+        settings.config = default
+    return settings
 
 
 def serve(settings: Settings) -> int:
@@ -47,11 +53,16 @@ def serve(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    configure_logging(settings)
-    if not settings.has_api_key:
+    try:
+        spec = load_pool_spec(settings, os.environ, date.today())
+    except ConfigError as exc:
+        print(f"kimi-proxy: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings, spec)
+    if not spec.has_keys:
         logging.getLogger("kimi_proxy").warning(
-            "no provider API key configured: set GROQ_API_KEY or KIMI_API_KEY "
-            "(requests will get 401 until then)"
+            "no provider API key configured: set MOONSHOT_API_KEY, GROQ_API_KEY or another "
+            "provider's key variable, or a config file (requests will get 401 until then)"
         )
     # uvicorn drains live streams on SIGTERM (up to the grace period), then re-raises the
     # signal through the previous handler: a no-op one makes a drained shutdown exit 0.
@@ -60,7 +71,7 @@ def serve(settings: Settings) -> int:
         os.environ.update(settings_to_env(settings))
         target: Any = "kimi_proxy.app:app_from_env"
     else:
-        target = create_app(settings)
+        target = create_app(settings, spec=spec)
         tune_garbage_collector()
     uvicorn.run(
         target,
@@ -88,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings_flags(serve_parser)
     code_parser = sub.add_parser("code", help="start the proxy and run Claude Code through it")
     code_parser.add_argument("claude_args", nargs=argparse.REMAINDER)
-    sub.add_parser("doctor", help="check the key, the provider and the model")
+    doctor_parser = sub.add_parser(
+        "doctor", help="check each provider and key, without a model call"
+    )
+    doctor_parser.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
     return parser
 
 

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias=_env("log_level", "KIMI_LOG_LEVEL"))
     debug: bool = Field(False, validation_alias=_env("debug", "KIMI_DEBUG"))
 
+    config: Path | None = Field(None, validation_alias=_env("config", "KIMI_PROXY_CONFIG"))
+
     workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
     body_timeout: float = Field(
         30.0, gt=0, validation_alias=_env("body_timeout", "KIMI_BODY_TIMEOUT")

@@ -1,20 +1,29 @@
-"""`kimi-proxy doctor`: check the key, reach the provider, stream one token, read the key's
-tokens-per-minute limit; say what to fix."""
+"""`kimi-proxy doctor`: one line per provider and key — reachable, key valid, candidates
+served, limits read — from each provider's `GET /models`, without a model call; then what
+to fix."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from datetime import date
 
 import httpx
 
-from .app import new_transport, new_upstream
+from .app import new_transport
 from .config import Settings
-from .errors import CLAUDE_CODE_PROMPT_TOKENS, KEY_ADVICE, TOKEN_LIMIT_ADVICE, ProxyError
-from .upstream import MIN_ANSWER_TOKENS, CallContext
+from .errors import (
+    CLAUDE_CODE_PROMPT_TOKENS,
+    KEY_ADVICE,
+    TOKEN_LIMIT_ADVICE,
+    provider_error_message,
+)
+from .pool_config import ConfigError, KeySpec, PoolSpec, ProviderSpec, load_pool_spec
+from .providers.dialects import read_limits
+from .providers.discovery import unserved
+from .upstream import MIN_ANSWER_TOKENS
 
-# Groq and OpenAI name the key's tokens-per-minute limit in this header on every answer.
-TOKEN_LIMIT_HEADER = "x-ratelimit-limit-tokens"
 # Auto mode's built-in check (Claude Code 2.1.328, which the launcher turns on) sends the main
 # model about 35,400 tokens of rules and transcript, by the proxy's estimate, per action checked.
 AUTO_MODE_CHECK_TOKENS = 36_000
@@ -24,71 +33,110 @@ def _say(ok: bool, text: str) -> None:
     print(f"{'✅' if ok else '❌'} {text}")
 
 
-async def _check(settings: Settings) -> bool:
-    api_key = settings.api_key_value
-    if api_key is None:
+async def _check_key(
+    client: httpx.AsyncClient, spec: PoolSpec, provider: ProviderSpec, key: KeySpec
+) -> bool:
+    label = f"{provider.name} key {key.name}"
+    url = provider.base_url.rstrip("/") + "/models"
+    try:
+        response = await client.get(url, headers={"authorization": f"Bearer {key.secret}"})
+    except httpx.HTTPError as exc:
+        _say(False, f"{label}: cannot reach {url} ({type(exc).__name__}: {exc}).")
+        return False
+    if response.status_code in (401, 403):
+        message = provider_error_message(response.content).replace(key.secret, "[REDACTED]")
+        _say(
+            False,
+            f"{label}: the provider rejected the key (HTTP {response.status_code}: "
+            f"{message}). {KEY_ADVICE}",
+        )
+        return False
+    served: set[str] | None = None
+    if response.status_code == 200:
+        try:
+            data = response.json()
+            served = {str(m["id"]) for m in data.get("data", []) if isinstance(m, dict)}
+        except (ValueError, AttributeError, KeyError):
+            served = None
+    candidates = [c for family in spec.families.values() for c in dict.fromkeys(family)]
+    mine = [c for c in dict.fromkeys(candidates) if c.provider == provider.name]
+    ok = True
+    parts = ["reachable, key valid"]
+    if served is None:
+        parts.append(f"no model list (HTTP {response.status_code})")
+    else:
+        missing = unserved(mine, provider.name, served)
+        gone = {c.model for c, _ in missing}
+        live = [c.model for c in mine if c.model not in gone]
+        if live:
+            parts.append("serves " + ", ".join(live))
+        for _candidate, why in missing:
+            parts.append(f"NOT SERVED: {why}")
+        ok = not missing or bool(live)
+    loop = asyncio.get_running_loop()
+    reported = read_limits(provider.dialect, response.headers, loop.time(), 0.0)
+    tpm = next((r.limit for r in reported if r.kind == "tokens" and r.window == "minute"), None)
+    configured = dict(((k, w), n) for k, w, n in provider.limits)
+    tpm = tpm or configured.get(("tokens", "minute"))
+    if reported or configured:
+        shown = [f"{r.limit or r.remaining:,} {r.kind} a {r.window}" for r in reported]
+        shown += [f"{n:,} {k} a {w} (configured)" for (k, w), n in configured.items()]
+        parts.append("limits: " + ", ".join(shown))
+    else:
+        parts.append("limits: none reported without a model call")
+    _say(ok, f"{label}: " + "; ".join(parts) + ".")
+    if tpm is not None:
+        ok = _token_limit_fits(label, tpm) and ok
+    return ok
+
+
+async def _check(settings: Settings, spec: PoolSpec) -> bool:
+    if not any(p.keys for p in spec.providers.values()):
         _say(False, f"No API key. {KEY_ADVICE}")
         return False
-    _say(True, "API key is set (not shown).")
-    async with new_transport(settings) as transport:
-        client = new_upstream(settings.model_copy(update={"max_retries": 0}), transport)
-        for model in dict.fromkeys((settings.model, settings.small_model)):
-            payload = {
-                "model": model,
-                "max_tokens": 1,
-                "stream": True,
-                "messages": [{"role": "user", "content": "Say OK."}],
-            }
-            try:
-                response = await client.open(payload, CallContext(model=model))
-                limit = response.headers.get(TOKEN_LIMIT_HEADER, "")
-                try:
-                    async for _batch in client.chunk_batches(response):
-                        pass
-                finally:
-                    await response.aclose()
-            except ProxyError as exc:
-                _say(False, f"{model} at {settings.upstream_url}: {exc.message}")
-                return False
-            except httpx.HTTPError as exc:
-                _say(False, f"Cannot reach {settings.upstream_url}: {exc}")
-                return False
-            _say(True, f"{model} streams a reply from {settings.upstream_url}.")
-            if limit.isdigit():
-                if not _token_limit_fits(model, int(limit)):
-                    return False
-                if model == settings.model:
-                    _warn_if_auto_mode_checks_cannot_fit(model, int(limit))
-    return True
+    for note in spec.notes:
+        print(f"⚠️ {note}")
+    ok = True
+    async with (
+        new_transport(settings) as transport,
+        httpx.AsyncClient(
+            transport=transport, timeout=settings.connect_timeout + settings.read_timeout
+        ) as client,
+    ):
+        for provider in spec.providers.values():
+            for key in provider.keys:
+                ok = await _check_key(client, spec, provider, key) and ok
+    return ok
 
 
-def _warn_if_auto_mode_checks_cannot_fit(model: str, limit: int) -> None:
-    if limit < AUTO_MODE_CHECK_TOKENS:
-        print(
-            f"⚠️ {model}: auto mode's safety check sends about {AUTO_MODE_CHECK_TOKENS:,} tokens "
-            f"for each action it checks, more than this key allows a minute: Claude Code will "
-            "block those actions. Raise the limit, or pick another permission mode (Shift+Tab in "
-            "Claude Code, or ./kimi.sh --permission-mode acceptEdits)."
-        )
-
-
-def _token_limit_fits(model: str, limit: int) -> bool:
+def _token_limit_fits(label: str, limit: int) -> bool:
     """Whether the key's tokens a minute leave room for one Claude Code request and an answer."""
     needed = CLAUDE_CODE_PROMPT_TOKENS + MIN_ANSWER_TOKENS
     if limit < needed:
         _say(
             False,
-            f"{model}: this key allows {limit:,} tokens a minute, and one Claude Code request "
+            f"{label}: this key allows {limit:,} tokens a minute, and one Claude Code request "
             f"needs about {needed:,} (its instructions and tool definitions, then the answer): "
             f"the provider will refuse them. {TOKEN_LIMIT_ADVICE}",
         )
         return False
-    _say(True, f"{model}: this key allows {limit:,} tokens a minute.")
+    if limit < AUTO_MODE_CHECK_TOKENS:
+        print(
+            f"⚠️ {label}: auto mode's safety check sends about {AUTO_MODE_CHECK_TOKENS:,} tokens "
+            f"for each action it checks, more than this key allows a minute: Claude Code will "
+            "block those actions. Raise the limit, or pick another permission mode (Shift+Tab in "
+            "Claude Code, or ./kimi.sh --permission-mode acceptEdits)."
+        )
     return True
 
 
 def run_doctor(settings: Settings) -> int:
-    ok = asyncio.run(_check(settings))
+    try:
+        spec = load_pool_spec(settings, os.environ, date.today())
+    except ConfigError as exc:
+        _say(False, str(exc))
+        return 1
+    ok = asyncio.run(_check(settings, spec))
     print(
         "All good: run ./kimi.sh" if ok else "Fix the item marked ❌ and run doctor again.",
         file=sys.stdout,

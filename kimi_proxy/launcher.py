@@ -20,17 +20,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from datetime import date
 from pathlib import Path
 
 import httpx
 
 from .config import Settings
 from .errors import KEY_ADVICE
+from .pool_config import ConfigError, load_pool_spec
 
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_CODE_VERSION = "2.1.328"
 HEALTH_WAIT_SECONDS = 15.0
 SMALL_MODEL_ALIAS = "claude-haiku-5-5"
+DEFAULT_CONTEXT_WINDOW = 131072  # when the configuration names no model
 
 
 class LaunchError(Exception):
@@ -146,6 +149,8 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG", "/tmp/kimi-proxy-launcher.log"))
     log_file = log_path.open("ab")
     env = {**os.environ, "KIMI_PROXY_PORT": str(settings.port), "KIMI_PROXY_HOST": settings.host}
+    if settings.config is not None:
+        env["KIMI_PROXY_CONFIG"] = str(settings.config)
     process = subprocess.Popen(
         [sys.executable, "-m", "kimi_proxy", "serve"],
         stdout=log_file,
@@ -194,9 +199,18 @@ def without_proxy_for(env: dict[str, str], host: str) -> None:
 
 
 def context_window(settings: Settings) -> int:
-    """The smaller context window of the two models Claude Code's requests are routed to."""
-    models = (settings.model, settings.small_model)
-    return min(settings.profile.limits(model).context_window for model in models)
+    """The smallest context window of the models Claude Code's main and background requests
+    may be routed to (a failover must not meet a window Claude Code has not compacted for)."""
+    try:
+        spec = load_pool_spec(settings, os.environ, date.today())
+    except ConfigError:
+        return DEFAULT_CONTEXT_WINDOW
+    windows = [
+        candidate.limits.context_window
+        for route, model in (("default", "claude-sonnet"), ("background", SMALL_MODEL_ALIAS))
+        for candidate in spec.candidates(route, model)
+    ]
+    return min(windows, default=DEFAULT_CONTEXT_WINDOW)
 
 
 # Never passed on to Claude Code: a real Anthropic key (it would reach the proxy, and make Claude
@@ -298,10 +312,16 @@ def run_until_exit(command: list[str], env: dict[str, str]) -> int:
 
 
 def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
-    if not settings.has_api_key:
+    try:
+        spec = load_pool_spec(settings, os.environ, date.today())
+    except ConfigError as exc:
+        print(f"kimi-proxy: {exc}", file=sys.stderr)
+        return 2
+    if not spec.has_keys:
         print(
-            f"kimi-proxy: no provider API key. Set GROQ_API_KEY (or KIMI_API_KEY).\n"
-            f"  export GROQ_API_KEY=gsk_...   # {KEY_ADVICE}",
+            "kimi-proxy: no provider API key. Set MOONSHOT_API_KEY, OPENROUTER_API_KEY, "
+            "GROQ_API_KEY (or another provider's key variable), or a config file.\n"
+            f"  export MOONSHOT_API_KEY=sk-...   # {KEY_ADVICE}",
             file=sys.stderr,
         )
         return 2

@@ -21,6 +21,11 @@ class ModelRouter:
     aliases: tuple[str, ...] = DEFAULT_ALIASES
 
     @classmethod
+    def fixed(cls, model: str) -> ModelRouter:
+        """Every client id to `model` (the pool has already chosen it)."""
+        return cls(big=model, small=model)
+
+    @classmethod
     def default_rules(cls, big: str, small: str) -> ModelRouter:
         return cls(big=big, small=small, rules=(("haiku", small),))
 

@@ -43,6 +43,11 @@ class RequestRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     retries: int = 0
+    route: str | None = None
+    provider: str | None = None
+    key: str | None = None  # the key's configured name, never the key
+    failovers: int = 0
+    waited_ms: float = 0.0
 
     def count_retry(self) -> None:
         self.retries += 1

@@ -7,12 +7,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -21,22 +22,28 @@ from .agent.loop import AgentLoop
 from .agent.tools import tool_definitions
 from .errors import (
     KEY_ADVICE,
+    ApiError,
     AuthenticationError,
     BadGatewayError,
+    GatewayTimeoutError,
     InvalidRequestError,
     OverloadedError,
     ProxyError,
+    RateLimitError,
     RequestTooLargeError,
     internal_error,
     render_sse,
 )
+from .models import DEFAULT_ALIASES, ModelRouter
 from .observability import LazyJson, RequestRecord, request_record
+from .pool_config import CandidateSpec
 from .protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
     Tool,
     describe_validation_error,
 )
+from .providers.pool import Call, MustWait, Opened, Pool
 from .sse import encode_event, encode_events
 from .state import ProxyState
 from .streaming import EventStreamResponse
@@ -48,10 +55,9 @@ from .translate.request import (
     convert_messages,
     convert_tools,
 )
-from .translate.response import openai_to_anthropic_message
-from .translate.stream import StreamTranslator
+from .translate.response import new_message_id, openai_to_anthropic_message
+from .translate.stream import Event, StreamTranslator
 from .translate.tools import upstream_tool_name
-from .upstream import CallContext, UpstreamClient
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -102,6 +108,78 @@ async def parse_body(request: Request, model: type[M]) -> M:
         raise InvalidRequestError(describe_validation_error(exc)) from None
 
 
+def route_of(request: MessagesRequest, headers: Headers, prompt_tokens: int, long: int) -> str:
+    """Which route a request takes (`[route]` in the config file maps each to a family)."""
+    if prompt_tokens > long:
+        return "long_context"
+    if "haiku" in request.model.lower():
+        return "background"
+    if headers.get("x-claude-code-agent-id"):
+        return "subagent"
+    thinking = (request.model_extra or {}).get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
+        return "thinking"
+    return "default"
+
+
+def plan_call(
+    state: ProxyState, message_request: MessagesRequest, headers: Headers, record: RequestRecord
+) -> Call:
+    """The pool call for this request: its route's candidates, and how to translate for each."""
+    pool = state.pool
+    settings = state.settings
+
+    def build(candidate: CandidateSpec) -> UpstreamRequest:
+        profile = pool.spec.providers[candidate.provider].profile
+        return anthropic_to_openai_request(
+            message_request,
+            router=ModelRouter.fixed(candidate.model),
+            profile=profile,
+            max_output_tokens=settings.max_output_tokens,
+            identity=True,
+        )
+
+    routes = pool.spec.routes
+    first = pool.first_candidate("default", message_request.model)
+    if first is None:
+        raise no_candidate_error(pool, message_request.model)
+    preview = build(first)
+    prompt_tokens = estimate_tokens(preview.payload)
+    route = route_of(message_request, headers, prompt_tokens, routes.long_context_tokens)
+    candidates = pool.candidates(route, message_request.model)
+    if not candidates:
+        raise no_candidate_error(pool, message_request.model)
+    record.route = route
+    call = pool.call(
+        candidates,
+        build,
+        prompt_tokens=prompt_tokens,
+        answer_tokens=message_request.max_tokens,
+        session=headers.get("x-claude-code-session-id"),
+    )
+    call.built[first.label] = preview
+    return call
+
+
+def no_candidate_error(pool: Pool, model: str) -> ProxyError:
+    if not any(pool.all_keys()):
+        return AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
+    gone = "; ".join(f"{label}: {why}" for label, why in pool.retired.items())
+    return InvalidRequestError(
+        f"No model is left to serve {model!r}" + (f" ({gone})" if gone else "") + ". Update the "
+        "candidates in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
+    )
+
+
+def note_target(record: RequestRecord, call: Call, opened: Opened) -> None:
+    record.model_used = opened.target.candidate.model
+    record.provider = opened.target.candidate.provider
+    record.key = opened.target.key.key.name
+    record.retries = call.retries
+    record.failovers = call.failovers
+    record.waited_ms = round(call.waited * 1000, 1)
+
+
 async def create_message(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
     settings = state.settings
@@ -109,53 +187,68 @@ async def create_message(request: Request) -> Response:
     message_request = await parse_body(request, MessagesRequest)
     record.stream = message_request.stream
     record.model_asked = message_request.model
-    if not settings.has_api_key:
-        raise AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
     if state.local_tools is not None:
         message_request = with_local_tool_definitions(message_request, state.local_tools.enabled)
-    upstream_request = anthropic_to_openai_request(
-        message_request,
-        router=settings.router,
-        profile=settings.profile,
-        max_output_tokens=settings.max_output_tokens,
-    )
-    prompt_tokens = estimate_tokens(upstream_request.payload)
-    record.model_used = upstream_request.upstream_model
-    flow_log.debug("upstream request: %s", LazyJson(upstream_request.payload))
-    context = CallContext(
-        model=upstream_request.upstream_model,
-        prompt_tokens=prompt_tokens,
-        context_window=upstream_request.limits.context_window,
-    )
-    client = state.upstream
+    call = plan_call(state, message_request, request.headers, record)
     if state.local_tools is not None:
-        return await agent_response(
-            state, message_request.stream, upstream_request, context, record
-        )
+        return await agent_response(state, message_request.stream, call, record)
     if not message_request.stream:
-        completion = await client.complete(upstream_request.payload, context, record.count_retry)
-        message = openai_to_anthropic_message(completion, upstream_request)
-        record.tokens(message["usage"])
-        return _json(message)
+        return _json(await complete_message(call, record))
     release = acquire_stream_slot(state)
-    translator = StreamTranslator(upstream_request, input_tokens=prompt_tokens)
-    body = orjson.dumps(upstream_request.payload)
-    # Nothing but the encoded body needs the parsed request any more: let it go before waiting
-    # for the provider (with hundreds of streams opening at once, it is most of the memory).
-    del message_request, upstream_request
+    # Nothing but the call needs the parsed request any more: let it go before waiting for the
+    # provider (with hundreds of streams opening at once, it is most of the memory).
+    del message_request
     try:
-        upstream_response = await client.open(body, context, record.count_retry)
+        opened: Opened | None = await call.open()
+        assert opened is not None
+        note_target(record, call, opened)
+    except MustWait:
+        opened = None
     except BaseException:
         release()
         raise
-    del body
+    current = Current(opened)
 
     async def on_close() -> None:
         release()
-        await upstream_response.aclose()
+        call.settle(None)  # a no-op when the stream ended normally
+        if current.opened is not None:
+            await current.opened.response.aclose()
 
-    events = stream_events(client, upstream_response, translator, record)
+    events = stream_events(call, current, record)
     return EventStreamResponse(events, ping_interval=settings.ping_interval, on_close=on_close)
+
+
+async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
+    """A non-streaming answer; a connection that breaks while reading fails over."""
+    opened = await call.open(may_stream_wait=True)
+    while True:
+        note_target(record, call, opened)
+        try:
+            completion = await opened.target.key.client.read_completion(opened.response)
+        except ProxyError as exc:
+            if not fails_over(exc):
+                call.settle(None)
+                raise
+            opened = await call.reopen(exc)
+            continue
+        message = openai_to_anthropic_message(completion, opened.request)
+        usage = message["usage"]
+        call.settle(usage["input_tokens"] + usage["output_tokens"])
+        record.tokens(usage)
+        return message
+
+
+def fails_over(error: ProxyError) -> bool:
+    """Whether a failure before the first content block is worth another provider."""
+    return isinstance(error, ApiError | GatewayTimeoutError | RateLimitError | OverloadedError)
+
+
+@dataclass(slots=True)
+class Current:
+    """The provider response a stream reads now (another one after a failover)."""
+
+    opened: Opened | None
 
 
 def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
@@ -189,25 +282,37 @@ def with_local_tool_definitions(
 
 
 async def agent_response(
-    state: ProxyState,
-    stream: bool,
-    upstream_request: UpstreamRequest,
-    context: CallContext,
-    record: RequestRecord,
+    state: ProxyState, stream: bool, call: Call, record: RequestRecord
 ) -> Response:
-    """Agent mode: the proxy runs its local tools in a loop within this one turn."""
+    """Agent mode: the proxy runs its local tools in a loop within this one turn. The turn
+    stays on the candidate that answers its first step (the history is in its terms)."""
     assert state.local_tools is not None
     settings = state.settings
+    candidate = call.candidates[0]
+    upstream_request = call.built.get(candidate.label) or call.build(candidate)
+    pool = state.pool
+
+    async def open_step(payload: dict[str, Any]) -> Opened:
+        step = pool.call(
+            (candidate,),
+            lambda c: replace(upstream_request, payload=payload),
+            prompt_tokens=call.prompt_tokens,
+            answer_tokens=call.answer_tokens,
+            session=call.session,
+        )
+        opened = await step.open(may_stream_wait=True)
+        note_target(record, step, opened)
+        return opened
+
     loop = AgentLoop(
-        client=state.upstream,
+        open=open_step,
         tools=state.local_tools,
         payload=upstream_request.payload,
-        context=context,
         max_iterations=settings.max_tool_iterations,
     )
     translator = StreamTranslator(
         upstream_request,
-        input_tokens=context.prompt_tokens,
+        input_tokens=call.prompt_tokens,
         local_tools=frozenset(upstream_tool_name(n) for n in state.local_tools.enabled),
     )
     if not stream:
@@ -236,37 +341,81 @@ async def agent_response(
 
 
 async def stream_events(
-    client: UpstreamClient,
-    response: httpx.Response,
-    translator: StreamTranslator,
-    record: RequestRecord,
+    call: Call, current: Current, record: RequestRecord
 ) -> AsyncIterator[bytes]:
-    """The SSE body: translated events, pings while the provider is silent, errors as events."""
+    """The SSE body: translated events, pings while the provider is silent, errors as events.
+
+    Until the first content block has gone out, a provider that fails (a drop, a timeout, an
+    error event) is replaced by the next one the pool picks, under the same `message_start`.
+    """
     debug = flow_log.isEnabledFor(logging.DEBUG)
-    yield encode_events(translator.start())
-    try:
-        async with aclosing(client.chunk_batches(response)) as batches:
-            async for batch in batches:
-                events = []
-                for chunk in batch:  # everything one network read brought: one write out,
-                    events += translator.feed(chunk)
-                    if events and record.ttft_ms is None:  # but the first token goes at once
-                        record.first_token()
-                        yield encode_events(events)
-                        events = []
-                if debug:
-                    flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
-                if events:
-                    yield encode_events(events)
-        if not translator.finished:
-            raise BadGatewayError(
-                "The provider closed the stream before finishing the message; try again."
+    message_id = new_message_id()
+    started = False
+    while True:
+        translator: StreamTranslator | None = None
+        try:
+            if current.opened is None:  # a wait for a reset: the client gets pings meanwhile
+                if not started:
+                    started = True
+                    first = next(iter(call.built.values()))
+                    yield encode_events(_start(first, message_id, call.prompt_tokens))
+                current.opened = await call.open(may_stream_wait=True)
+                note_target(record, call, current.opened)
+            opened = current.opened
+            client = opened.target.key.client
+            translator = StreamTranslator(
+                opened.request, message_id=message_id, input_tokens=call.prompt_tokens
             )
-        closing = translator.finish()
-        record.tokens(closing[-2]["usage"])
-        yield encode_events(closing)
-    except Exception as exc:
-        yield stream_failure(exc, record)
+            if not started:
+                started = True
+                yield encode_events(translator.start())
+            async with aclosing(client.chunk_batches(opened.response)) as batches:
+                async for batch in batches:
+                    events = []
+                    for chunk in batch:  # everything one network read brought: one write out,
+                        events += translator.feed(chunk)
+                        if events and record.ttft_ms is None:  # but the first token goes at once
+                            record.first_token()
+                            yield encode_events(events)
+                            events = []
+                    if debug:
+                        flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
+                    if events:
+                        yield encode_events(events)
+            if not translator.finished:
+                raise BadGatewayError(
+                    "The provider closed the stream before finishing the message; try again."
+                )
+            closing = translator.finish()
+            usage = closing[-2]["usage"]
+            record.tokens(usage)
+            call.settle(usage["input_tokens"] + usage["output_tokens"])
+            yield encode_events(closing)
+            return
+        except Exception as exc:
+            if (
+                isinstance(exc, ProxyError)
+                and translator is not None
+                and not translator.has_content
+                and fails_over(exc)
+                and current.opened is not None
+            ):
+                await current.opened.response.aclose()
+                current.opened = None
+                try:
+                    current.opened = await call.reopen(exc)
+                except Exception as final:
+                    yield stream_failure(final, record)
+                    return
+                note_target(record, call, current.opened)
+                continue
+            call.settle(None)
+            yield stream_failure(exc, record)
+            return
+
+
+def _start(request: UpstreamRequest, message_id: str, input_tokens: int) -> list[Event]:
+    return StreamTranslator(request, message_id=message_id, input_tokens=input_tokens).start()
 
 
 def stream_failure(exc: Exception, record: RequestRecord) -> bytes:
@@ -286,8 +435,11 @@ async def count_tokens(request: Request) -> Response:
     state = request.app.state.proxy
     body = await parse_body(request, CountTokensRequest)
     tools_by_name = {t.name: t for t in body.tools or []}
-    profile = state.settings.profile
-    limits = profile.limits(state.settings.router.resolve(body.model))
+    candidate = state.pool.first_candidate("default", body.model)
+    if candidate is None:
+        raise no_candidate_error(state.pool, body.model)
+    profile = state.pool.spec.providers[candidate.provider].profile
+    limits = candidate.limits
     messages = convert_messages(body, profile, tools_by_name, limits.accepts_images)
     payload: dict[str, Any] = {"messages": messages}
     if body.tools:
@@ -304,10 +456,24 @@ def _model_entry(model_id: str, target: str) -> dict[str, Any]:
     }
 
 
+def _serves(pool: Pool, model_id: str) -> str:
+    """What a client model id reaches: its family and the candidates that serve it."""
+    route = "background" if "haiku" in model_id.lower() else "default"
+    live = [c.label for c in pool.candidates(route, model_id) if c.label not in pool.retired]
+    if pool.spec.legacy_router is not None:
+        return ", ".join(live) or "nothing"
+    return f"{pool.spec.family_for(route)}: {', '.join(live) or 'nothing'}"
+
+
 async def list_models(request: Request) -> Response:
-    settings = request.app.state.proxy.settings
-    router = settings.router
-    data = [_model_entry(alias, router.resolve(alias)) for alias in router.aliases]
+    """Claude's ids (Claude Code's picker shows ids containing "claude"), each naming the
+    family and candidates it reaches, then one entry per family."""
+    pool: Pool = request.app.state.proxy.pool
+    data = [_model_entry(alias, _serves(pool, alias)) for alias in DEFAULT_ALIASES]
+    for family, candidates in pool.spec.families.items():
+        if pool.spec.legacy_router is None:
+            live = [c.label for c in candidates if c.label not in pool.retired]
+            data.append(_model_entry(family, ", ".join(live) or "nothing"))
     return _json(
         {
             "data": data,
@@ -319,22 +485,25 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
-    router = request.app.state.proxy.settings.router
     model_id = request.path_params["model_id"]
-    return _json(_model_entry(model_id, router.resolve(model_id)))
+    return _json(_model_entry(model_id, _serves(request.app.state.proxy.pool, model_id)))
 
 
 async def health(request: Request) -> Response:
     state = request.app.state.proxy
-    settings = state.settings
+    pool: Pool = state.pool
+    first = pool.first_candidate("default", "claude-sonnet")
     return _json(
         {
             "status": "ok",
             "version": __version__,
-            "provider": settings.profile.name,
-            "upstream_url": settings.upstream_url,
-            "models": {"big": settings.model, "small": settings.small_model},
-            "api_key_configured": settings.has_api_key,
+            "provider": first.provider if first else None,
+            "upstream_url": pool.spec.providers[first.provider].base_url if first else None,
+            "families": {
+                family: [c.label for c in candidates if c.label not in pool.retired]
+                for family, candidates in pool.spec.families.items()
+            },
+            "api_key_configured": any(k.disabled is None for k in pool.all_keys()),
             "active_streams": state.active_streams,
             "time": time.time(),
         }

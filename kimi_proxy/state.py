@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from .agent.tools import LocalTools
 from .config import Settings
 from .observability import Metrics
-from .upstream import UpstreamClient
+from .providers.pool import Pool
 
 
 @dataclass(slots=True)
 class ProxyState:
     settings: Settings
-    upstream: UpstreamClient
+    pool: Pool
     local_tools: LocalTools | None = None
     metrics: Metrics = field(default_factory=Metrics)
     active_streams: int = 0

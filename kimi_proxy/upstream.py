@@ -5,28 +5,19 @@ creates one shared httpx transport (`transport.py`; tests inject a `MockTranspor
 app at a scripted upstream server). Requests go to the transport directly: `httpx.AsyncClient`'s
 redirects, auth flow, hooks and cookie jar have no use here (a provider's cookie must never reach
 another user's request), and skipping them halves httpx's share of a request (bench/).
-Retries happen only while nothing has been sent to the client: the route opens the upstream
-response first and starts its own response only once that succeeded.
+One call is one attempt: which key, when to retry, wait or fail over is the pool's decision
+(`providers/pool.py`), taken while nothing of the answer has reached the client.
 """
 
 from __future__ import annotations
 
 import logging
-import random
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
 import orjson
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-)
 
 from . import __version__
 from .errors import (
@@ -43,7 +34,6 @@ from .sse import SSEDecoder
 
 log = logging.getLogger("kimi_proxy.upstream")
 
-MAX_RETRY_AFTER = 20.0  # a provider asking for a longer pause gets its 429 passed on instead
 MIN_ANSWER_TOKENS = 1024  # a smaller answer budget would cut off most tool calls
 
 
@@ -57,29 +47,30 @@ class CallContext:
 
 
 class UpstreamFailure(Exception):
-    """A failed attempt: the mapped error, and whether another attempt may succeed."""
+    """A failed attempt: the mapped error, whether another attempt may succeed, and what the
+    provider answered (no status: it never answered)."""
 
-    def __init__(self, error: ProxyError, *, retryable: bool) -> None:
+    def __init__(
+        self,
+        error: ProxyError,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> None:
         super().__init__(error.message)
         self.error = error
         self.retryable = retryable
-
-
-def _should_retry(exc: BaseException) -> bool:
-    if not isinstance(exc, UpstreamFailure) or not exc.retryable:
-        return False
-    return exc.error.retry_after is None or exc.error.retry_after <= MAX_RETRY_AFTER
-
-
-def _backoff(state: RetryCallState) -> float:
-    """Honour Retry-After; otherwise exponential backoff with full jitter (0.25 s · 2^n)."""
-    exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, UpstreamFailure) and exc.error.retry_after is not None:
-        return exc.error.retry_after
-    return random.uniform(0, 0.25 * 2 ** (state.attempt_number - 1))
+        self.status = status
+        self.headers: Mapping[str, str] = headers or {}
+        self.body = body
 
 
 class UpstreamClient:
+    """One provider key: `open` sends one request and returns the provider's 2xx response
+    unread. Retries, waits and failover belong to the pool (`providers/pool.py`)."""
+
     def __init__(
         self,
         transport: httpx.AsyncBaseTransport,
@@ -87,8 +78,6 @@ class UpstreamClient:
         url: str,
         api_key: str | None,
         timeout: httpx.Timeout,
-        max_retries: int = 3,
-        retry_budget: float = 30.0,
     ) -> None:
         self._transport = transport
         self._url = url
@@ -102,60 +91,27 @@ class UpstreamClient:
         }
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
-        self._max_retries = max_retries
-        self._retry_budget = retry_budget
 
-    async def open(
-        self,
-        payload: dict[str, Any] | bytes,
-        context: CallContext,
-        on_retry: Callable[[], None] | None = None,
-    ) -> httpx.Response:
-        """Send the request (retrying connect errors, 429 and 5xx); a 2xx response, unread.
+    @property
+    def url(self) -> str:
+        return self._url
+
+    async def open(self, payload: dict[str, Any] | bytes, context: CallContext) -> httpx.Response:
+        """Send the request once; a 2xx response, unread, or `UpstreamFailure`.
 
         A request over the key's tokens-per-minute limit is sent once more with a smaller
-        answer budget when its prompt leaves room for one. Raises the mapped `ProxyError` once
-        retries are exhausted.
+        answer budget when its prompt leaves room for one.
         """
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         try:
-            return await self._send(body, context, on_retry)
-        except TokenLimitError as error:
-            fitted = within_token_limit(body, error)
-            if fitted is None:
-                raise
-            return await self._send(fitted, context, on_retry)
-
-    async def _send(
-        self, body: bytes, context: CallContext, on_retry: Callable[[], None] | None
-    ) -> httpx.Response:
-        started = time.monotonic()
-        try:  # the first attempt without the retry machinery (~12 µs a request, bench/)
             return await self._attempt(body, context)
         except UpstreamFailure as failure:
-            if not _should_retry(failure):
-                raise failure.error from None
-            first = failure
-        budget = max(0.0, self._retry_budget - (time.monotonic() - started))
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self._max_retries + 1) | stop_after_delay(budget),
-            wait=_backoff,
-            retry=retry_if_exception(_should_retry),
-            reraise=True,
-        )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if number == 1:
-                        raise first  # counted by tenacity's stop and wait rules as attempt 1
-                    if on_retry is not None:
-                        on_retry()
-                    log.info("retrying the provider (attempt %d)", number)
-                    return await self._attempt(body, context)
-        except UpstreamFailure as failure:
-            raise failure.error from None
-        raise AssertionError("unreachable")  # pragma: no cover
+            if not isinstance(failure.error, TokenLimitError):
+                raise
+            fitted = within_token_limit(body, failure.error)
+            if fitted is None:
+                raise
+            return await self._attempt(fitted, context)
 
     async def _attempt(self, body: bytes, context: CallContext) -> httpx.Response:
         # The body goes out from a one-shot iterator so the open response does not keep the
@@ -193,16 +149,12 @@ class UpstreamClient:
         retryable = not isinstance(error, TokenLimitError) and (
             status == 429 or status >= 500 or isinstance(error, ModelOutputError)
         )
-        raise UpstreamFailure(error, retryable=retryable)
+        raise UpstreamFailure(
+            error, retryable=retryable, status=status, headers=response.headers, body=data
+        )
 
-    async def complete(
-        self,
-        payload: dict[str, Any],
-        context: CallContext,
-        on_retry: Callable[[], None] | None = None,
-    ) -> dict[str, Any]:
-        """A non-streaming completion as a dict."""
-        response = await self.open(payload, context, on_retry)
+    async def read_completion(self, response: httpx.Response) -> dict[str, Any]:
+        """A non-streaming completion, read from the open response, as a dict."""
         try:
             data = await response.aread()
         except httpx.HTTPError as exc:

@@ -23,6 +23,7 @@ def _reset_upstream(request: pytest.FixtureRequest) -> None:
     if "proxy" in request.fixturenames:
         harness = request.getfixturevalue("proxy")
         harness.upstream.requests.clear()
+        harness.pool.forget()
 
 
 def pytest_asyncio_loop_factories(

@@ -66,8 +66,8 @@ def test_claude_code_compacts_within_the_providers_context_window(
     """Claude Code would size the conversation for a 1M-token model; it is told the window of
     the models the proxy uses (the smaller one: the small model serves subagents)."""
     monkeypatch.delenv("CLAUDE_CODE_AUTO_COMPACT_WINDOW", raising=False)
-    groq = load_settings(api_key="x")
-    assert claude_env(groq, "http://127.0.0.1:8090")["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "262144"
+    kimi = load_settings(api_key="x", model="moonshotai/kimi-k2-instruct-0905")
+    assert claude_env(kimi, "http://127.0.0.1:8090")["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "262144"
     older = load_settings(api_key="x", small_model="moonshotai/kimi-k2-instruct")
     assert claude_env(older, "http://127.0.0.1:8090")["CLAUDE_CODE_AUTO_COMPACT_WINDOW"] == "131072"
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..errors import BadGatewayError
+from ..providers.pool import Opened
 from ..streaming import close_shielded
 from ..translate.agent_history import (
     STARTING,
@@ -29,17 +30,15 @@ from ..translate.agent_history import (
 )
 from ..translate.request import tool_call, tool_message, tool_result_text
 from ..translate.stream import Event, StreamTranslator
-from ..upstream import CallContext, UpstreamClient
 from .sandbox import ToolError
 from .tools import READ_ONLY, LocalTools
 
 
 @dataclass(slots=True)
 class AgentLoop:
-    client: UpstreamClient
+    open: Callable[[dict[str, Any]], Awaitable[Opened]]  # one model call through the pool
     tools: LocalTools
     payload: dict[str, Any]
-    context: CallContext
     max_iterations: int
 
     async def events(self, translator: StreamTranslator) -> AsyncGenerator[Event, None]:
@@ -96,14 +95,17 @@ class AgentLoop:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        response = await self.client.open(payload, self.context)
+        opened = await self.open(payload)
+        response = opened.response
         try:
-            async with contextlib.aclosing(self.client.chunk_batches(response)) as batches:
+            client = opened.target.key.client
+            async with contextlib.aclosing(client.chunk_batches(response)) as batches:
                 async for batch in batches:
                     for chunk in batch:
                         for event in translator.feed(chunk):
                             yield event
         finally:
+            opened.call.settle(None)
             await close_shielded(response.aclose)
         if not translator.finished:
             raise BadGatewayError("The provider closed the stream before finishing the step.")

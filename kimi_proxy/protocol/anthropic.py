@@ -148,7 +148,7 @@ class ToolChoice(_Open):
 
 class MessagesRequest(_Open):
     model: str
-    messages: list[Message]
+    messages: list[Message] = Field(min_length=1)  # Anthropic's API refuses an empty list
     max_tokens: int = Field(default=4096, ge=1)
     system: str | list[TextBlock] | None = None
     stream: bool = False

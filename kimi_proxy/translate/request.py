@@ -36,6 +36,7 @@ from ..protocol.anthropic import (
 )
 from ..providers import ModelLimits, ProviderProfile
 from .agent_history import LocalCall, decode_transcript, is_progress_text
+from .identity import rewrite_identity
 from .tools import (
     ToolNames,
     is_server_tool,
@@ -354,10 +355,14 @@ def convert_messages(
     profile: ProviderProfile,
     tools_by_name: dict[str, Tool],
     accepts_images: bool = True,
+    served_by: tuple[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """The whole conversation as OpenAI messages (system first)."""
+    """The whole conversation as OpenAI messages (system first). `served_by` (model, provider)
+    rewrites Claude Code's claim that the model is Claude (`identity.py`)."""
     conv = _Conversation(profile, tools_by_name, accepts_images)
     system = system_text(request.system)
+    if served_by is not None:
+        system = rewrite_identity(system, *served_by)
     if system:
         conv.messages.append({"role": "system", "content": system})
     for index, message in enumerate(request.messages):
@@ -420,8 +425,10 @@ def anthropic_to_openai_request(
     router: ModelRouter,
     profile: ProviderProfile,
     max_output_tokens: int | None = None,
+    identity: bool = False,
 ) -> UpstreamRequest:
-    """Translate a validated Anthropic request into the provider's Chat Completions payload."""
+    """Translate a validated Anthropic request into the provider's Chat Completions payload.
+    With `identity`, the system prompt names the model and provider serving it."""
     model = router.resolve(request.model)
     limits = profile.limits(model)
     tools = request.tools or []
@@ -431,7 +438,13 @@ def anthropic_to_openai_request(
     cap = min(limits.output_tokens, max_output_tokens or limits.output_tokens)
     payload: dict[str, Any] = {
         "model": model,
-        "messages": convert_messages(request, profile, tools_by_name, limits.accepts_images),
+        "messages": convert_messages(
+            request,
+            profile,
+            tools_by_name,
+            limits.accepts_images,
+            (model, profile.name) if identity else None,
+        ),
         "max_tokens": min(request.max_tokens, cap),
         "stream": request.stream,
     }
@@ -448,7 +461,9 @@ def anthropic_to_openai_request(
     stops = tuple(s for s in request.stop_sequences or () if s)[: profile.max_stop_sequences]
     if stops:
         payload["stop"] = list(stops)
-    if request.temperature is not None:
+    if limits.fixed_temperature is not None:  # the only value the model accepts (Kimi K2.6)
+        payload["temperature"] = limits.fixed_temperature
+    elif request.temperature is not None:
         payload["temperature"] = request.temperature * profile.temperature_scale
     if request.top_p is not None:
         payload["top_p"] = request.top_p

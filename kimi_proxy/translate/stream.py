@@ -164,6 +164,11 @@ class StreamTranslator:
         self._step_client_calls = False
 
     @property
+    def has_content(self) -> bool:
+        """True once a content block has been started (the client has seen the answer begin)."""
+        return self._next_index > 0
+
+    @property
     def finished(self) -> bool:
         """True once the provider has given a finish reason for the current upstream call."""
         return self._step_finished

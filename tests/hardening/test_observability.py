@@ -12,7 +12,7 @@ import httpx
 import pytest
 from support.proxy import TEST_KEY, proxy_for
 from support.sse_client import BASIC, post_stream
-from support.upstream import Reply, error, scripted_upstream, text_stream
+from support.upstream import Json, Reply, error, scripted_upstream, text_stream
 
 from kimi_proxy.config import Settings
 from kimi_proxy.doctor import run_doctor
@@ -78,19 +78,28 @@ def test_metrics_endpoint() -> None:
     assert "kimi_request_seconds_bucket" in text
 
 
-def test_doctor_says_what_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
-    with scripted_upstream(lambda b, n: text_stream("OK")) as upstream:
-        good = Settings(upstream_url=upstream.base_url, api_key=TEST_KEY, model="kimi-big")
+def test_doctor_says_what_is_wrong_per_key_without_a_model_call(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with scripted_upstream(lambda b, n: text_stream("OK"), models=["kimi-big"]) as upstream:
+        good = Settings(
+            upstream_url=upstream.base_url,
+            api_key=TEST_KEY,
+            model="kimi-big",
+            small_model="kimi-big",
+        )
         assert run_doctor(good) == 0
-        assert "streams a reply" in capsys.readouterr().out
-        assert upstream.bodies[0]["max_tokens"] == 1
-        upstream.script = lambda b, n: error(401, "Invalid API Key")
+        out = capsys.readouterr().out
+        assert "reachable, key valid; serves kimi-big" in out and "key …7890" in out
+        assert upstream.requests == []  # no model call
+        upstream.models_reply = error(401, "Invalid API Key")
         assert run_doctor(good) == 1
         out = capsys.readouterr().out
-        assert "GROQ_API_KEY" in out and TEST_KEY not in out
-        upstream.script = lambda b, n: error(404, "model not found")
+        assert "rejected the key" in out and "GROQ_API_KEY" in out and TEST_KEY not in out
+        upstream.models_reply = None
+        upstream.models = ["kimi-k2.6", "other"]
         assert run_doctor(good) == 1
-        assert "KIMI_MODEL" in capsys.readouterr().out
+        assert "does not serve kimi-big (it serves kimi-k2.6, other)" in capsys.readouterr().out
     assert run_doctor(Settings(api_key=None)) == 1
     assert "No API key" in capsys.readouterr().out
 
@@ -100,20 +109,22 @@ def test_doctor_checks_the_keys_tokens_a_minute_against_claude_code(
     capsys: pytest.CaptureFixture[str], limit: str, verdict: int
 ) -> None:
     """Groq's free plan allows fewer tokens a minute than one Claude Code request counts:
-    doctor says so before the first session fails."""
-    headers = {"x-ratelimit-limit-tokens": limit}
-    with scripted_upstream(
-        lambda b, n: dataclasses.replace(text_stream("OK"), headers=headers)
-    ) as up:
-        settings = Settings(upstream_url=up.base_url, api_key=TEST_KEY, model="kimi-big")
+    doctor says so before the first session fails (from the headers of its model list)."""
+    headers = {"x-ratelimit-limit-tokens": limit, "x-ratelimit-remaining-tokens": limit}
+    with scripted_upstream(lambda b, n: text_stream("OK"), models=["kimi-big"]) as up:
+        up.models_reply = Json({"data": [{"id": "kimi-big"}]}, headers=headers)
+        settings = Settings(
+            upstream_url=up.base_url,
+            api_key=TEST_KEY,
+            model="kimi-big",
+            small_model="kimi-big",
+            provider="groq",
+        )
         assert run_doctor(settings) == verdict
     out = capsys.readouterr().out
-    shown = f"{int(limit):,} tokens a minute"
-    assert shown in out
+    assert f"{int(limit):,} tokens a minute" in out
     if verdict:
-        assert "❌ kimi-big: this key allows 10,000 tokens a minute" in out
+        assert "❌ groq key …7890: this key allows 10,000 tokens a minute" in out
         assert "console.groq.com/settings/billing" in out
-    else:
-        assert f"✅ kimi-big: this key allows {shown}." in out
     # Between one request and one auto mode check: usable, but checked actions get blocked.
     assert ("auto mode's safety check" in out) is (limit == "20000")

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 from starlette.testclient import TestClient
-from support.proxy import Harness, proxy_for
+from support.proxy import TEST_KEY, Harness, proxy_for
 from support.sse_client import BASIC, post_stream
 from support.upstream import (
     Drop,
@@ -74,6 +74,16 @@ def test_provider_error_maps_to_anthropic_error(
     assert len(proxy.upstream.requests) == (3 if retried else 1)  # max_retries=2 in tests
     if upstream_status == 429:
         assert response.headers["retry-after"] == "0"
+    if upstream_status in (401, 403):  # the key is disabled: the next answer says so at once
+        proxy.upstream.requests.clear()
+        with pytest.raises(anthropic.APIStatusError) as info:
+            proxy.client().messages.create(**BASIC)
+        assert info.value.status_code == 402 and "…7890" in info.value.message
+        assert (
+            "No provider key is left" in info.value.message and TEST_KEY not in info.value.message
+        )
+        assert proxy.upstream.requests == []
+        proxy.pool.forget()
     # and the server keeps serving
     proxy.upstream.script = lambda b, n: text_stream("fine")
     assert proxy.client().messages.create(**BASIC).content[0].text == "fine"  # type: ignore[union-attr]

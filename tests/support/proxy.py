@@ -14,6 +14,7 @@ import httpx
 
 from kimi_proxy.app import create_app
 from kimi_proxy.config import Settings
+from kimi_proxy.providers.pool import Pool
 from support.upstream import Script, ScriptedUpstream, scripted_upstream, serve_in_thread
 
 TEST_KEY = "gsk_test_secret_key_do_not_log_1234567890"
@@ -24,7 +25,17 @@ class Harness:
     url: str
     upstream: ScriptedUpstream
     settings: Settings
+    app: Any = None
     clients: list[anthropic.Anthropic] = field(default_factory=list)
+
+    @property
+    def pool(self) -> Pool:
+        """The running proxy's provider pool (its keys, budgets, retired models)."""
+        app = self.app
+        while not hasattr(app, "state"):  # through the middleware to the Starlette app
+            app = app.app
+        pool: Pool = app.state.proxy.pool
+        return pool
 
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
         """An official SDK client pointed at the proxy (closed when the harness stops)."""
@@ -34,9 +45,16 @@ class Harness:
 
 
 @contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """An app with the production server stack (uvloop, httptools)."""
+    with serve_in_thread(app, loop="uvloop", http="httptools") as url:
+        yield url
+
+
+@contextmanager
 def serve_proxy(settings: Settings) -> Iterator[str]:
     """The real app with the production server stack (uvloop, httptools)."""
-    with serve_in_thread(create_app(settings), loop="uvloop", http="httptools") as url:
+    with serve_app(create_app(settings)) as url:
         yield url
 
 
@@ -60,8 +78,9 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
 def proxy_for(script: Script, **overrides: Any) -> Iterator[Harness]:
     with scripted_upstream(script) as upstream:
         settings = proxy_settings(upstream.base_url, **overrides)
-        with serve_proxy(settings) as url:
-            harness = Harness(url=url, upstream=upstream, settings=settings)
+        app = create_app(settings)
+        with serve_app(app) as url:
+            harness = Harness(url=url, upstream=upstream, settings=settings, app=app)
             try:
                 yield harness
             finally:

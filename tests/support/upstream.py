@@ -267,8 +267,10 @@ class Record:
 
 
 class ScriptedUpstream:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, models: list[str] | None = None) -> None:
         self.script = script
+        self.models = models or ["scripted"]  # what `GET /models` lists
+        self.models_reply: Json | None = None  # or this, instead of the list
         self.requests: list[Record] = []
         self.app = Starlette(
             routes=[
@@ -284,9 +286,14 @@ class ScriptedUpstream:
         return [r.body for r in self.requests]
 
     async def _models(self, request: Request) -> Response:
+        reply = self.models_reply or Json(
+            {"object": "list", "data": [{"id": m} for m in self.models]}
+        )
         return Response(
-            json.dumps({"object": "list", "data": [{"id": "scripted"}]}),
+            json.dumps(reply.body),
+            status_code=reply.status,
             media_type="application/json",
+            headers=reply.headers,
         )
 
     async def _completions(self, request: Request) -> Response:
@@ -381,8 +388,10 @@ def serve_in_thread(
 
 
 @contextmanager
-def scripted_upstream(script: Script, **options: Any) -> Iterator[ScriptedUpstream]:
-    upstream = ScriptedUpstream(script)
+def scripted_upstream(
+    script: Script, models: list[str] | None = None, **options: Any
+) -> Iterator[ScriptedUpstream]:
+    upstream = ScriptedUpstream(script, models)
     with serve_in_thread(upstream.app, **options) as url:
         upstream.base_url = url + "/v1"
         yield upstream

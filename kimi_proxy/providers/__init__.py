@@ -1,0 +1,52 @@
+"""Providers: the catalog (data), their profiles, rate-limit dialects, the pure admission
+arithmetic and the pool that picks, waits and fails over.
+
+    catalog.toml / catalog.py   known providers and models (package data, loaded once)
+    profile.py                  typed profiles the translators read
+    dialects.py                 rate-limit headers → budget observations (pure)
+    budget.py                   admission arithmetic per key (pure)
+    plan.py                     which key, wait or switch, refuse (pure)
+    pool.py                     the runtime: state per key, failover loop (I/O at its edges)
+
+May import `errors`, `upstream`, `translate`; nothing here imports the server.
+"""
+
+from __future__ import annotations
+
+from .catalog import GENERIC_NAME, load_catalog
+from .profile import ModelLimits, Prices, ProviderProfile
+
+GROQ_URL = "https://api.groq.com/openai/v1"
+KIMI_K2 = "moonshotai/kimi-k2-instruct-0905"
+
+_CATALOG = load_catalog()
+GROQ = _CATALOG.providers["groq"].profile
+MOONSHOT = _CATALOG.providers["moonshot"].profile
+OPENROUTER = _CATALOG.providers["openrouter"].profile
+GENERIC = _CATALOG.providers[GENERIC_NAME].profile
+
+
+def profile_for_url(url: str) -> ProviderProfile:
+    return _CATALOG.for_url(url).profile
+
+
+def profile_by_name(name: str) -> ProviderProfile:
+    entry = _CATALOG.get(name)
+    if entry is None:
+        raise ValueError(f"unknown provider profile {name!r}")
+    return entry.profile
+
+
+__all__ = [
+    "GENERIC",
+    "GROQ",
+    "GROQ_URL",
+    "KIMI_K2",
+    "MOONSHOT",
+    "OPENROUTER",
+    "ModelLimits",
+    "Prices",
+    "ProviderProfile",
+    "profile_by_name",
+    "profile_for_url",
+]

@@ -1,0 +1,110 @@
+"""Rate-limit headers → what the provider says is left, per limit. Pure: no I/O, no clock.
+
+Each provider writes its limits in its own dialect (`catalog.toml`): Groq's
+`x-ratelimit-remaining-tokens: 7600` with `x-ratelimit-reset-tokens: 2m59.56s`, OpenRouter's
+`X-RateLimit-Reset` as epoch milliseconds, Together's as seconds. `read_limits` turns any of
+them into `Reported` values with the reset as a time on the caller's clock.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .catalog import Dialect, HeaderNames, ResetFormat, Window
+
+WINDOW_SECONDS: dict[Window, float] = {"minute": 60.0, "day": 86_400.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """One limit as the provider reported it: `remaining` of `limit` until `resets_at`."""
+
+    kind: str  # "requests" or "tokens"
+    window: Window
+    limit: int | None
+    remaining: int
+    resets_at: float
+
+
+def parse_duration(text: str) -> float | None:
+    """Seconds in a Go-style duration (`2m59.56s`, `7.66s`, `1h2m`, `450ms`) or a bare number."""
+    text = text.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+
+
+def reset_seconds(value: str, fmt: ResetFormat, wall_now: float) -> float | None:
+    """Seconds until the reset the header names, or None when it cannot be read."""
+    if fmt == "duration":
+        return parse_duration(value)
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    if fmt == "epoch_ms":
+        return max(0.0, number / 1000.0 - wall_now)
+    return max(0.0, number)
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return max(0, int(float(value.strip())))
+    except ValueError:
+        return None
+
+
+def _read_one(
+    kind: str,
+    names: HeaderNames,
+    fmt: ResetFormat,
+    headers: Mapping[str, str],
+    now: float,
+    wall_now: float,
+) -> Reported | None:
+    remaining = _int(headers.get(names.remaining))
+    if remaining is None:
+        return None
+    reset = headers.get(names.reset)
+    seconds = reset_seconds(reset, fmt, wall_now) if reset is not None else None
+    if seconds is None:
+        seconds = WINDOW_SECONDS[names.window]  # no reset told: assume a whole window
+    return Reported(kind, names.window, _int(headers.get(names.limit)), remaining, now + seconds)
+
+
+def read_limits(
+    dialect: Dialect, headers: Mapping[str, str], now: float, wall_now: float
+) -> list[Reported]:
+    """Every limit the headers report, in the dialect's terms (`headers` case-insensitive)."""
+    found = []
+    for kind, names in (("requests", dialect.requests), ("tokens", dialect.tokens)):
+        if names is not None:
+            reported = _read_one(kind, names, dialect.reset_format, headers, now, wall_now)
+            if reported is not None:
+                found.append(reported)
+    return found
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """`retry-after` in seconds (`retry-after-ms` too), or None."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    return parse_duration(value)

@@ -1,0 +1,54 @@
+"""What each provider serves now: its live `GET /models`, checked against the candidates.
+
+Model ids rot (PROVIDERS.md): a candidate the provider no longer lists is reported once, with
+what it serves instead, and skipped — before a user's session meets it as an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import httpx
+import orjson
+
+from ..pool_config import CandidateSpec, KeySpec, ProviderSpec
+
+log = logging.getLogger("kimi_proxy.pool")
+SHOWN_IDS = 8  # how many served ids a message lists
+
+
+async def served_models(
+    transport: httpx.AsyncBaseTransport, provider: ProviderSpec, key: KeySpec, timeout: float
+) -> set[str]:
+    """The ids `GET {base_url}/models` lists; raises `httpx.HTTPError` or `ValueError`."""
+    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
+        response = await client.get(
+            provider.base_url.rstrip("/") + "/models",
+            headers={"authorization": f"Bearer {key.secret}"},
+        )
+        response.raise_for_status()
+    data = orjson.loads(response.content)
+    entries = data.get("data") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ValueError("no list of models in the answer")
+    return {str(e["id"]) for e in entries if isinstance(e, dict) and "id" in e}
+
+
+def unserved(
+    candidates: Iterable[CandidateSpec], provider: str, served: set[str]
+) -> list[tuple[CandidateSpec, str]]:
+    """The candidates of `provider` that its list does not contain, each with the reason."""
+    missing = []
+    for candidate in candidates:
+        if candidate.provider != provider or candidate.model in served:
+            continue
+        instead = candidate.limits.replacement
+        suggestion = (
+            f"{provider} suggests {instead}"
+            if instead and instead in served
+            else f"it serves {', '.join(sorted(served)[:SHOWN_IDS]) or 'nothing'}"
+            + (" …" if len(served) > SHOWN_IDS else "")
+        )
+        missing.append((candidate, f"{provider} does not serve {candidate.model} ({suggestion})"))
+    return missing
