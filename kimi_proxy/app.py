@@ -44,7 +44,8 @@ from .observability import (
 )
 from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_pool_spec
 from .providers.discovery import served_models, unserved
-from .providers.pool import Pool
+from .providers.pool import Events as PoolEvents
+from .providers.pool import KeyState, Pool, Target
 from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
@@ -109,6 +110,34 @@ async def check_served_models(
             continue
         for candidate, why in unserved(dict.fromkeys(candidates), name, served):
             pool.retire(candidate, why)
+
+
+def report_pool_to(metrics: Metrics, pool: Pool) -> None:
+    """The pool's events as Prometheus series per provider, key name and model."""
+
+    def labels(target: Target) -> tuple[str, str, str]:
+        return (target.candidate.provider, target.key.key.name, target.candidate.model)
+
+    def waited(target: Target, seconds: float) -> None:
+        metrics.waits.labels(*labels(target)).inc()
+        metrics.wait_seconds.labels(*labels(target)).inc(seconds)
+
+    def observed(key: KeyState) -> None:
+        now = pool.clock()
+        for budget in key.ledger.windows.values():
+            left = budget.available(now)
+            if left is not None:
+                metrics.remaining.labels(
+                    key.provider.name, key.key.name, budget.kind, budget.window
+                ).set(left)
+
+    pool.events = PoolEvents(
+        attempt=lambda t: metrics.provider_requests.labels(*labels(t)).inc(),
+        failover=lambda t: metrics.failovers.labels(*labels(t)).inc(),
+        wait=waited,
+        rate_limited=lambda t: metrics.rate_limited.labels(*labels(t)).inc(),
+        observed=observed,
+    )
 
 
 def error_response(error: ProxyError) -> Response:
@@ -220,6 +249,7 @@ def create_app(
 
     metrics = state.metrics
     metrics.active_streams.set_function(lambda: state.active_streams)
+    report_pool_to(metrics, state.pool)
 
     def secured(app: ASGIApp) -> SecurityMiddleware:
         return SecurityMiddleware(

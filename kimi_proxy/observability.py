@@ -105,6 +105,37 @@ class Metrics:
         )
         self.tokens = Counter("kimi_tokens", "Tokens by direction", ["direction"], registry=r)
         self.retries = Counter("kimi_upstream_retries", "Upstream retries", registry=r)
+        target = ["provider", "key", "model"]
+        self.provider_requests = Counter(
+            "kimi_provider_requests",
+            "Requests sent per provider, key and model",
+            target,
+            registry=r,
+        )
+        self.failovers = Counter(
+            "kimi_provider_failovers",
+            "Requests that left a provider, key and model for another try",
+            target,
+            registry=r,
+        )
+        self.waits = Counter(
+            "kimi_provider_waits", "Waits for a key's reset before sending", target, registry=r
+        )
+        self.wait_seconds = Counter(
+            "kimi_provider_wait_seconds", "Time spent waiting for resets", target, registry=r
+        )
+        self.rate_limited = Counter(
+            "kimi_provider_rate_limited",
+            "429 answers per provider, key and model",
+            target,
+            registry=r,
+        )
+        self.remaining = Gauge(
+            "kimi_provider_remaining",
+            "What a key has left, as its provider last reported (or as counted)",
+            ["provider", "key", "kind", "window"],
+            registry=r,
+        )
 
     def observe(self, record: RequestRecord) -> None:
         self.requests.labels(record.path, str(record.status)).inc()

@@ -136,7 +136,7 @@ def plan_call(
             router=ModelRouter.fixed(candidate.model),
             profile=profile,
             max_output_tokens=settings.max_output_tokens,
-            identity=True,
+            served_by=candidate.provider,
         )
 
     routes = pool.spec.routes

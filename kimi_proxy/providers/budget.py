@@ -23,6 +23,7 @@ from .dialects import WINDOW_SECONDS, Reported
 
 WindowKey = tuple[str, Window]  # ("tokens", "minute")
 RECHECK_SECONDS = 1.0  # blocked only by requests in flight: look again this soon
+PROBE_SECONDS = 0.2  # a key's first request is out and its figures not back yet
 
 
 @dataclass(slots=True)
@@ -80,6 +81,7 @@ class Reservation:
 
     held: dict[WindowKey, tuple[int, int]] = field(default_factory=dict)  # amount, epoch
     tokens: int = 0
+    probe: bool = False  # sent before the key's first answer
 
     @property
     def open(self) -> bool:
@@ -93,6 +95,10 @@ class KeyLedger:
     windows: dict[WindowKey, Budget] = field(default_factory=dict)
     cooldown_until: float = 0.0
     cooldown_reason: str = ""
+    #: Whether the provider has answered on this key yet (with or without figures). Until it
+    #: has, one request at a time goes out: the key's limits are unknown.
+    answered: bool = False
+    probing: int = 0
 
     @classmethod
     def with_limits(cls, limits: Iterable[tuple[str, Window, int]], now: float) -> KeyLedger:
@@ -107,6 +113,8 @@ class KeyLedger:
     def admission(self, need_tokens: int, now: float) -> Admission:
         """Whether a request of `need_tokens` may go now, when it may, or never."""
         waits: list[WaitUntil] = []
+        if not self.answered and self.probing:
+            waits.append(WaitUntil(now + PROBE_SECONDS, "waiting for the key's first figures"))
         if self.cooldown_until > now:
             waits.append(WaitUntil(self.cooldown_until, self.cooldown_reason or "cooling down"))
         for budget in self.windows.values():
@@ -136,7 +144,8 @@ class KeyLedger:
         return min(known) if known else None
 
     def reserve(self, need_tokens: int, now: float) -> Reservation:
-        reservation = Reservation(tokens=need_tokens)
+        reservation = Reservation(tokens=need_tokens, probe=not self.answered)
+        self.probing += reservation.probe
         for key, budget in self.windows.items():
             budget.roll(now)
             amount = 1 if budget.kind == "requests" else need_tokens
@@ -146,6 +155,8 @@ class KeyLedger:
 
     def acknowledge(self, reservation: Reservation, reported: Iterable[Reported]) -> None:
         """Fresh figures from the provider's answer to `reservation`'s request."""
+        self.answered = True
+        self._end_probe(reservation)
         for report in reported:
             key = (report.kind, report.window)
             budget = self.windows.get(key)
@@ -167,8 +178,14 @@ class KeyLedger:
             if held is not None:  # the provider has counted this request
                 budget.reserved -= held[0]
 
+    def _end_probe(self, reservation: Reservation) -> None:
+        if reservation.probe:
+            reservation.probe = False
+            self.probing -= 1
+
     def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """The request ended having used `used_tokens`: counted windows spend it."""
+        self._end_probe(reservation)
         for key, (amount, epoch) in reservation.held.items():
             budget = self.windows.get(key)
             if budget is None:
@@ -181,6 +198,7 @@ class KeyLedger:
 
     def release(self, reservation: Reservation) -> None:
         """The request failed before the provider took it: nothing was spent."""
+        self._end_probe(reservation)
         for key, (amount, _epoch) in reservation.held.items():
             budget = self.windows.get(key)
             if budget is not None:

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from .catalog import Dialect, HeaderNames, ResetFormat, Window
 
 WINDOW_SECONDS: dict[Window, float] = {"minute": 60.0, "day": 86_400.0}
+#: Resets are written to the hundredth of a second (Groq: `7.66s`) and the provider's clock
+#: started before ours read the header: a key counts as reset this long after the time named.
+RESET_MARGIN = 0.1
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
@@ -80,7 +83,8 @@ def _read_one(
     seconds = reset_seconds(reset, fmt, wall_now) if reset is not None else None
     if seconds is None:
         seconds = WINDOW_SECONDS[names.window]  # no reset told: assume a whole window
-    return Reported(kind, names.window, _int(headers.get(names.limit)), remaining, now + seconds)
+    limit = _int(headers.get(names.limit))
+    return Reported(kind, names.window, limit, remaining, now + seconds + RESET_MARGIN)
 
 
 def read_limits(

@@ -90,6 +90,7 @@ class Events:
     """What the pool reports as it works (metrics, the dashboard); no-ops by default."""
 
     attempt: Callable[[Target], None] = lambda target: None
+    #: A request left this target for another try (a failure before its first token).
     failover: Callable[[Target], None] = lambda target: None
     wait: Callable[[Target, float], None] = lambda target, seconds: None
     rate_limited: Callable[[Target], None] = lambda target: None
@@ -309,7 +310,6 @@ class Call:
                     self.retries += 1
                 else:
                     self.failovers += 1
-                    pool.events.failover(target)
             opened = await self._attempt(target)
             if opened is not None:
                 return opened
@@ -358,7 +358,7 @@ class Call:
         ident = _ident(target)
         now = pool.clock()
         key = target.key
-        if failure.headers:
+        if failure.status is not None:  # the provider answered: learn what it reported
             reported = read_limits(key.provider.dialect, failure.headers, now, pool.wall_clock())
             key.ledger.acknowledge(Reservation(), reported)
         if isinstance(error, AuthenticationError | PermissionDeniedError):
@@ -371,6 +371,9 @@ class Call:
             key.ledger.cap_tokens_per_minute(error.limit, now)
             self.excluded.add(ident)
             reason = "request over the key's tokens a minute"
+        elif failure.status == 413:  # too large for this provider: another may take it
+            self.excluded.add(ident)
+            reason = "request too large"
         elif failure.status == 429:
             pause = retry_after(failure.headers)
             if pause is None:
@@ -398,6 +401,7 @@ class Call:
         else:
             raise error
         self.previous = ident
+        pool.events.failover(target)
         log.info("%s failed (%s)", target.label, reason)
 
     def _refusal(self, refuse: Refuse) -> ProxyError:
@@ -435,6 +439,7 @@ class Call:
         self.last_error = error
         self.previous = _ident(self.target)
         self.excluded.add(self.previous)
+        self.pool.events.failover(self.target)
         log.info("%s broke before the first token: failing over", self.target.label)
         return await self.open(may_stream_wait=True)
 

@@ -425,10 +425,11 @@ def anthropic_to_openai_request(
     router: ModelRouter,
     profile: ProviderProfile,
     max_output_tokens: int | None = None,
-    identity: bool = False,
+    served_by: str | None = None,
 ) -> UpstreamRequest:
     """Translate a validated Anthropic request into the provider's Chat Completions payload.
-    With `identity`, the system prompt names the model and provider serving it."""
+    With `served_by` (a provider's name), the system prompt names the model and provider
+    serving it."""
     model = router.resolve(request.model)
     limits = profile.limits(model)
     tools = request.tools or []
@@ -443,7 +444,7 @@ def anthropic_to_openai_request(
             profile,
             tools_by_name,
             limits.accepts_images,
-            (model, profile.name) if identity else None,
+            (model, served_by) if served_by else None,
         ),
         "max_tokens": min(request.max_tokens, cap),
         "stream": request.stream,

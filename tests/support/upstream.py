@@ -242,7 +242,8 @@ def stream_to_completion(stream: Stream) -> Json:
             "model": "scripted",
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage(),
-        }
+        },
+        headers=stream.headers,
     )
 
 
