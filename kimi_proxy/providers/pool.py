@@ -405,8 +405,6 @@ class Call:
         log.info("%s failed (%s)", target.label, reason)
 
     def _refusal(self, refuse: Refuse) -> ProxyError:
-        if self.last_error is not None and refuse.retry_after is None:
-            return self.last_error
         if not self._live_keys():
             disabled = "; ".join(
                 f"{k.label}: {k.disabled}" for k in self.pool.all_keys() if k.disabled
@@ -416,6 +414,8 @@ class Call:
                 f"{disabled or 'No key is configured.'} Fix the keys (GROQ_API_KEY, "
                 "MOONSHOT_API_KEY… or the keys in your config file) and restart kimi-proxy."
             )
+        if self.last_error is not None and refuse.retry_after is None:
+            return self.last_error
         if not any(c.label not in self.pool.retired for c in self.candidates):
             gone = "; ".join(f"{c.label}: {self.pool.retired[c.label]}" for c in self.candidates)
             return InvalidRequestError(
@@ -423,7 +423,7 @@ class Call:
                 "in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
             )
         if refuse.retry_after is None:
-            return self.last_error or TokenLimitError(refuse.message, limit=0, requested=0)
+            return TokenLimitError(refuse.message, limit=0, requested=0)
         said = f" (Provider said: {self.last_error.message})" if self.last_error else ""
         return RateLimitError(refuse.message + said, retry_after=refuse.retry_after)
 

@@ -34,9 +34,10 @@ from kimi_proxy.upstream import MIN_ANSWER_TOKENS
 PROVIDER_ERRORS = [
     # provider status, client status, error type, words the message must contain
     (400, 400, "invalid_request_error", "rejected the request"),
-    (401, 401, "authentication_error", "GROQ_API_KEY"),
+    # a rejected key is disabled: with no key left, a 402 that Claude Code shows at once
+    (401, 402, "billing_error", "GROQ_API_KEY"),
     (402, 402, "billing_error", "credits and plan"),
-    (403, 403, "permission_error", "refused access"),
+    (403, 402, "billing_error", "refused access"),
     (404, 400, "invalid_request_error", "KIMI_UPSTREAM_URL"),
     (413, 413, "request_too_large", "HTTP 413"),
     (422, 400, "invalid_request_error", "rejected the request"),
@@ -100,11 +101,11 @@ def test_a_model_the_provider_does_not_serve_is_a_400_naming_the_setting(proxy: 
     assert "does not know model 'kimi-big'" in message and "KIMI_MODEL" in message
 
 
-def test_sdk_raises_the_matching_exception(proxy: Harness) -> None:
+def test_a_rejected_key_reaches_the_sdk_as_a_402_naming_the_setting(proxy: Harness) -> None:
     proxy.upstream.script = lambda b, n: error(401, "Invalid API Key")
-    with pytest.raises(anthropic.AuthenticationError) as info:
+    with pytest.raises(anthropic.APIStatusError) as info:
         proxy.client().messages.create(**BASIC)
-    assert "KIMI_API_KEY" in str(info.value)
+    assert info.value.status_code == 402 and "KIMI_API_KEY" in str(info.value)
 
 
 def test_context_length_error_uses_anthropic_wording(proxy: Harness) -> None:
