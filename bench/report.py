@@ -31,7 +31,6 @@ PACKAGES = (
     "orjson",
     "pydantic",
     "pydantic-core",
-    "tenacity",
     "psutil",
     "py-spy",
 )

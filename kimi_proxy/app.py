@@ -87,6 +87,7 @@ def new_pool(settings: Settings, spec: PoolSpec, transport: httpx.AsyncBaseTrans
         spec,
         new_client_factory(settings, transport),
         max_retries=settings.max_retries,
+        retry_budget=settings.retry_budget,
         ping_interval=settings.ping_interval,
     )
 

@@ -114,10 +114,6 @@ class Settings(BaseSettings):
         return hosts
 
     @property
-    def chat_completions_url(self) -> str:
-        return self.upstream_url.rstrip("/") + "/chat/completions"
-
-    @property
     def api_key_value(self) -> str | None:
         """The provider key in clear (for the upstream header only), None when unset or blank."""
         value = self.api_key.get_secret_value().strip() if self.api_key else ""
@@ -126,10 +122,6 @@ class Settings(BaseSettings):
     @property
     def auth_token_value(self) -> str | None:
         return self.auth_token.get_secret_value() if self.auth_token else None
-
-    @property
-    def has_api_key(self) -> bool:
-        return self.api_key_value is not None
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

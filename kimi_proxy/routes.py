@@ -54,6 +54,7 @@ from .translate.request import (
     anthropic_to_openai_request,
     convert_messages,
     convert_tools,
+    has_images,
 )
 from .translate.response import new_message_id, openai_to_anthropic_message
 from .translate.stream import Event, StreamTranslator
@@ -149,6 +150,8 @@ def plan_call(
     candidates = pool.candidates(route, message_request.model)
     if not candidates:
         raise no_candidate_error(pool, message_request.model)
+    if has_images(message_request):  # to a model that sees them first; the others get a note
+        candidates = tuple(sorted(candidates, key=lambda c: not c.limits.accepts_images))
     record.route = route
     call = pool.call(
         candidates,

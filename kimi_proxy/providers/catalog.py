@@ -119,13 +119,6 @@ class Catalog:
                 return entry
         return self.providers[GENERIC_NAME]
 
-    def known_model(self, model: str) -> ModelLimits | None:
-        """A model's limits from whichever provider lists it (for unknown URLs)."""
-        for entry in self.providers.values():
-            if model in entry.profile.models:
-                return entry.profile.models[model]
-        return None
-
 
 def _entry(name: str, raw: CatalogProvider, dialects: dict[str, Dialect]) -> ProviderEntry:
     models = {m.id: m.limits() for m in raw.model}

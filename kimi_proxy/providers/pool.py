@@ -107,6 +107,7 @@ class Pool:
         new_client: Callable[[ProviderSpec, KeySpec], UpstreamClient],
         *,
         max_retries: int,
+        retry_budget: float,
         ping_interval: float,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -115,6 +116,7 @@ class Pool:
         self.clock = clock
         self.wall_clock = wall_clock
         self.max_retries = max_retries
+        self.retry_budget = retry_budget  # seconds of retrying after a failure, waits aside
         self.silent_wait = ping_interval  # shorter waits happen before the answer starts
         self.events = Events()
         now = clock()
@@ -222,6 +224,7 @@ class Call:
     failovers: int = 0  # attempts on another target than the one that just failed
     previous: tuple[str, str, str] | None = None
     waited: float = 0.0
+    first_failure: float | None = None
     excluded: set[tuple[str, str, str]] = field(default_factory=set)
     backoff: dict[tuple[str, str, str], float] = field(default_factory=dict)
     built: dict[str, UpstreamRequest] = field(default_factory=dict)
@@ -303,7 +306,9 @@ class Call:
                 await asyncio.sleep(wait)
                 self.waited += wait
                 continue
-            if self.attempts >= self.limit and self.last_error is not None:
+            if self.last_error is not None and (
+                self.attempts >= self.limit or self._out_of_retry_time()
+            ):
                 raise self.last_error
             if self.previous is not None:
                 if _ident(target) == self.previous:
@@ -350,9 +355,17 @@ class Call:
                 pool.affinity.popitem(last=False)
         return Opened(self, target, request, response)
 
+    def _out_of_retry_time(self) -> bool:
+        if self.first_failure is None:
+            return False
+        spent = self.pool.clock() - self.first_failure - self.waited
+        return spent > self.pool.retry_budget
+
     def _failed(self, target: Target, failure: UpstreamFailure) -> None:
         """Learn from a failed attempt, or raise when the failure is the client's to see."""
         pool = self.pool
+        if self.first_failure is None:
+            self.first_failure = pool.clock()
         error = failure.error
         self.last_error = error
         ident = _ident(target)

@@ -350,6 +350,23 @@ def referenced_tool_names(messages: Sequence[Message]) -> set[str]:
     return names
 
 
+def has_images(request: MessagesRequest) -> bool:
+    """Whether any message, or any tool result in one, carries an image."""
+    for message in request.messages:
+        if isinstance(message.content, str):
+            continue
+        for block in message.content:
+            if isinstance(block, ImageBlock):
+                return True
+            if (
+                isinstance(block, ToolResultBlock)
+                and isinstance(block.content, list)
+                and any(isinstance(part, ImageBlock) for part in block.content)
+            ):
+                return True
+    return False
+
+
 def convert_messages(
     request: MessagesRequest | Any,
     profile: ProviderProfile,

@@ -14,7 +14,7 @@ import pytest
 from support.providers import RateLimited, groq_headers, pooled_proxy
 from support.sse_client import BASIC, post_stream
 from support.streams import check_grammar
-from support.upstream import Drop, Json, Stream, chunk, error, text_stream
+from support.upstream import Drop, Json, Pause, Stream, chunk, error, text_stream
 
 TWO = """
 [[provider]]
@@ -375,3 +375,70 @@ def test_metrics_models_and_the_access_log_show_the_pool(tmp_path: Path) -> None
     assert "kimi" in ids and "claude-sonnet-5-5" in ids
     family = next(m for m in models["data"] if m["id"] == "kimi")
     assert "alpha:kimi-a" in family["display_name"] and "beta:kimi-b" in family["display_name"]
+
+
+def test_an_image_goes_to_a_model_that_sees_images(tmp_path: Path) -> None:
+    """Alpha's model reads text only (catalog: Groq's gpt-oss), beta's sees images (Moonshot's
+    Kimi K2.6): a request with an image goes to beta, a text request stays with alpha."""
+    config = """
+[[provider]]
+name = "groq"
+base_url = "{GROQ_URL}"
+keys = ["alpha-key-1"]
+[[provider]]
+name = "moonshot"
+base_url = "{MOONSHOT_URL}"
+keys = ["beta-key-1"]
+[family.kimi]
+candidates = ["groq:openai/gpt-oss-120b", "moonshot:kimi-k2.6"]
+"""
+    png = (
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQ"
+        "AAAABJRU5ErkJggg=="
+    )
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": png}}
+    with pooled_proxy(
+        tmp_path,
+        config,
+        {"groq": lambda b, n: text_stream("text"), "moonshot": lambda b, n: text_stream("seen")},
+    ) as pool:
+        client = pool.harness.client()
+        assert _reply(client, True) == "text"
+        content = [{"type": "text", "text": "what is it?"}, image]
+        assert _reply(client, True, messages=[{"role": "user", "content": content}]) == "seen"
+        sent = pool.providers["moonshot"].bodies[0]["messages"][-1]["content"]
+    assert any(part.get("type") == "image_url" for part in sent)
+
+
+def test_a_client_that_leaves_mid_stream_settles_its_reservation(tmp_path: Path) -> None:
+    """Counted limits (the provider sends no headers): the reservation of a stream the
+    client abandons is settled, so nothing stays held."""
+    config = """
+[[provider]]
+name = "alpha"
+base_url = "{ALPHA_URL}"
+keys = ["alpha-key-1"]
+limits = { tpm = 100000, rpm = 50 }
+[family.kimi]
+candidates = ["alpha:kimi-a"]
+"""
+    slow = Stream([chunk({"role": "assistant", "content": "x"}), Pause(5), *text_stream("y").items])
+    with pooled_proxy(tmp_path, config, {"alpha": lambda b, n: slow}) as pool:
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(
+                "POST", f"{pool.url}/v1/messages", json={**BASIC, "stream": True}
+            ) as response,
+        ):
+            for line in response.iter_lines():
+                if "content_block_delta" in line:
+                    break
+        assert pool.providers["alpha"].requests[0].wait_cancelled()
+        [key] = pool.harness.pool.keys["alpha"]
+        deadline = time.monotonic() + 3
+        while any(b.reserved for b in key.ledger.windows.values()):
+            assert time.monotonic() < deadline, key.ledger
+            time.sleep(0.02)
+        tokens = key.ledger.windows[("tokens", "minute")]
+        assert tokens.remaining is not None and tokens.remaining < 100_000
+        assert key.ledger.windows[("requests", "minute")].remaining == 49
