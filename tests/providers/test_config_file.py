@@ -148,3 +148,17 @@ def test_the_legacy_settings_keep_one_provider_and_their_model_rules() -> None:
     assert [c.model for c in spec.candidates("default", "claude-opus-5-5")] == ["big"]
     assert [c.model for c in spec.candidates("background", "claude-haiku-5-5")] == ["small"]
     assert spec.providers["openai-compatible"].keys[0].name == "…5678"
+
+
+def test_the_example_in_docs_config_is_accepted(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "CONFIG.md").read_text()
+    [example] = [block for block in doc.split("```toml\n")[1:2]]
+    text = example.split("```")[0]
+    spec = load(tmp_path, text, {"GROQ_API_KEY": "gsk_1", "MOONSHOT_API_KEY": "sk-2"})
+    assert [c.label for c in spec.families["kimi"]] == ["moonshot:kimi-k2.6"]
+    assert [c.label for c in spec.candidates("background", "claude-haiku-5-5")] == [
+        "moonshot:kimi-k2.7-code-highspeed",
+        "groq:openai/gpt-oss-120b",
+    ]
+    assert spec.family_for("long_context") == "long"
+    assert spec.providers["office-vllm"].keys == ()
