@@ -7,14 +7,17 @@ its own. Errors of every kind leave as Anthropic-shaped JSON.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
+from typing import Any
 
 import httpx
+from prometheus_client import Counter, Gauge
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -114,29 +117,33 @@ async def check_served_models(
 
 
 def report_pool_to(metrics: Metrics, pool: Pool) -> None:
-    """The pool's events as Prometheus series per provider, key name and model."""
+    """The pool's events as Prometheus series per provider, key name and model. Each labelled
+    series is looked up once (prometheus_client's `labels()` costs microseconds a call)."""
 
-    def labels(target: Target) -> tuple[str, str, str]:
+    @functools.cache
+    def series(metric: Counter | Gauge, *labels: str) -> Any:
+        return metric.labels(*labels)
+
+    def of(target: Target) -> tuple[str, str, str]:
         return (target.candidate.provider, target.key.key.name, target.candidate.model)
 
     def waited(target: Target, seconds: float) -> None:
-        metrics.waits.labels(*labels(target)).inc()
-        metrics.wait_seconds.labels(*labels(target)).inc(seconds)
+        series(metrics.waits, *of(target)).inc()
+        series(metrics.wait_seconds, *of(target)).inc(seconds)
 
     def observed(key: KeyState) -> None:
         now = pool.clock()
         for budget in key.ledger.windows.values():
             left = budget.available(now)
             if left is not None:
-                metrics.remaining.labels(
-                    key.provider.name, key.key.name, budget.kind, budget.window
-                ).set(left)
+                name = (key.provider.name, key.key.name, budget.kind, budget.window)
+                series(metrics.remaining, *name).set(left)
 
     pool.events = PoolEvents(
-        attempt=lambda t: metrics.provider_requests.labels(*labels(t)).inc(),
-        failover=lambda t: metrics.failovers.labels(*labels(t)).inc(),
+        attempt=lambda t: series(metrics.provider_requests, *of(t)).inc(),
+        failover=lambda t: series(metrics.failovers, *of(t)).inc(),
         wait=waited,
-        rate_limited=lambda t: metrics.rate_limited.labels(*labels(t)).inc(),
+        rate_limited=lambda t: series(metrics.rate_limited, *of(t)).inc(),
         observed=observed,
     )
 

@@ -37,7 +37,7 @@ def parse_duration(text: str) -> float | None:
     """Seconds in a Go-style duration (`2m59.56s`, `7.66s`, `1h2m`, `450ms`) or a bare number."""
     text = text.strip()
     try:
-        return max(0.0, float(text))
+        return max(0.0, float(text[:-1] if text[-1:] == "s" and text[-2:-1].isdigit() else text))
     except ValueError:
         pass
     parts = _DURATION_PART.findall(text)

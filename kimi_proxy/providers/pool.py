@@ -184,7 +184,8 @@ class Pool:
             log.error("%s retired until restart: %s", candidate.label, why)
 
     def observe(self, key: KeyState, reservation: Reservation, headers: httpx.Headers) -> None:
-        reported = read_limits(key.provider.dialect, headers, self.clock(), self.wall_clock())
+        plain = dict(headers.items())  # httpx.Headers looks each name up by a scan
+        reported = read_limits(key.provider.dialect, plain, self.clock(), self.wall_clock())
         key.ledger.acknowledge(reservation, reported)
         if reported:
             self.events.observed(key)
@@ -273,6 +274,8 @@ class Call:
     def _choose(self) -> tuple[Target, float] | Refuse:
         now = self.pool.clock()
         targets = self._targets()
+        if not self.limit:  # attempts allowed: 1 + max_retries + one per other target
+            self.limit = 1 + self.pool.max_retries + max(0, len(targets) - 1)
         options = [Option(i, t.label, self._admission(t, now)) for i, t in enumerate(targets)]
         choice = choose(options, now, max(0.0, self.max_wait - self.waited))
         match choice:
@@ -292,8 +295,6 @@ class Call:
         `may_stream_wait` (the client already has its stream and sees pings meanwhile).
         """
         pool = self.pool
-        if not self.limit:
-            self.limit = 1 + pool.max_retries + max(0, len(self._targets()) - 1)
         while True:
             picked = self._choose()
             if isinstance(picked, Refuse):
@@ -372,7 +373,8 @@ class Call:
         now = pool.clock()
         key = target.key
         if failure.status is not None:  # the provider answered: learn what it reported
-            reported = read_limits(key.provider.dialect, failure.headers, now, pool.wall_clock())
+            plain = dict(failure.headers.items())
+            reported = read_limits(key.provider.dialect, plain, now, pool.wall_clock())
             key.ledger.acknowledge(Reservation(), reported)
         if isinstance(error, AuthenticationError | PermissionDeniedError):
             pool.disable(key, f"the provider answered HTTP {failure.status} ({error.message})")
