@@ -157,7 +157,7 @@ def plan_call(
         candidates,
         build,
         prompt_tokens=prompt_tokens,
-        answer_tokens=message_request.max_tokens,
+        answer_tokens=min(message_request.max_tokens, settings.max_output_tokens or 1 << 30),
         session=headers.get("x-claude-code-session-id"),
     )
     call.built[first.label] = preview

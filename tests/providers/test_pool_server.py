@@ -442,3 +442,25 @@ candidates = ["alpha:kimi-a"]
         tokens = key.ledger.windows[("tokens", "minute")]
         assert tokens.remaining is not None and tokens.remaining < 100_000
         assert key.ledger.windows[("requests", "minute")].remaining == 49
+
+
+def test_the_answer_budget_setting_bounds_what_a_request_reserves(tmp_path: Path) -> None:
+    """Claude Code asks 32,000 tokens of answer; with KIMI_MAX_OUTPUT_TOKENS=2048 a request
+    reserves its prompt and 2,048, so two fit one 10,000-token key back to back."""
+    config = """
+[[provider]]
+name = "alpha"
+base_url = "{ALPHA_URL}"
+keys = ["alpha-key-1"]
+dialect = "groq"
+[family.kimi]
+candidates = ["alpha:kimi-a"]
+[route]
+max_wait_s = 0
+"""
+    limited = RateLimited(tpm=10_000, window=30.0)
+    with pooled_proxy(tmp_path, config, {"alpha": limited}, max_output_tokens=2048) as pool:
+        client = pool.harness.client()
+        assert _reply(client, True, max_tokens=32_000) == "ok"
+        assert _reply(client, True, max_tokens=32_000) == "ok"
+    assert limited.violations == [] and limited.served == {"-key-1": 2}
