@@ -486,9 +486,10 @@ def render(results: dict[str, Any]) -> str:
             w(f"| `{name}` | {n / s['samples']:.1%} |")
         w("")
 
-    analysis = ROOT / "bench" / "analysis.md"
-    if analysis.exists():
-        w(analysis.read_text().rstrip() + "\n")
+    for hand_written in ("analysis.md", "pool.md"):
+        path = ROOT / "bench" / hand_written
+        if path.exists():
+            w(path.read_text().rstrip() + "\n")
 
     w("## Method\n")
     w(
