@@ -42,7 +42,8 @@ KEY_ADVICE = (
 
 TOKEN_LIMIT_ADVICE = (
     "Raise the key's tokens-per-minute limit with your provider (Groq: "
-    "https://console.groq.com/settings/billing), or set KIMI_UPSTREAM_URL to another provider."
+    "https://console.groq.com/settings/billing), or give kimi-proxy more keys or providers "
+    "(docs/CONFIG.md)."
 )
 # What Claude Code sends with every request before any conversation: system prompt, environment
 # and tool definitions (2.1.328's first request, by the proxy's estimate: tests check it).

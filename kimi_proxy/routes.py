@@ -291,9 +291,12 @@ async def agent_response(
     stays on the candidate that answers its first step (the history is in its terms)."""
     assert state.local_tools is not None
     settings = state.settings
-    candidate = call.candidates[0]
-    upstream_request = call.built.get(candidate.label) or call.build(candidate)
     pool = state.pool
+    live = [c for c in call.candidates if c.label not in pool.retired]
+    if not live:
+        raise no_candidate_error(pool, "this request")
+    candidate = live[0]
+    upstream_request = call.built.get(candidate.label) or call.build(candidate)
 
     async def open_step(payload: dict[str, Any]) -> Opened:
         step = pool.call(

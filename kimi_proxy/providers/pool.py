@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from ..errors import (
+    TOKEN_LIMIT_ADVICE,
     AuthenticationError,
     BillingError,
     InvalidRequestError,
@@ -438,7 +439,7 @@ class Call:
                 "in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
             )
         if refuse.retry_after is None:
-            return TokenLimitError(refuse.message, limit=0, requested=0)
+            return TokenLimitError(f"{refuse.message} {TOKEN_LIMIT_ADVICE}", limit=0, requested=0)
         said = f" (Provider said: {self.last_error.message})" if self.last_error else ""
         return RateLimitError(refuse.message + said, retry_after=refuse.retry_after)
 

@@ -464,3 +464,28 @@ max_wait_s = 0
         assert _reply(client, True, max_tokens=32_000) == "ok"
         assert _reply(client, True, max_tokens=32_000) == "ok"
     assert limited.violations == [] and limited.served == {"-key-1": 2}
+
+
+def test_a_request_larger_than_every_keys_limit_never_goes(tmp_path: Path) -> None:
+    """Once the key's tokens a minute are known, a request whose prompt alone exceeds them is
+    refused by the proxy (402 naming the limit), not sent for the provider's 413."""
+    config = """
+[[provider]]
+name = "alpha"
+base_url = "{ALPHA_URL}"
+keys = ["alpha-key-1"]
+dialect = "groq"
+[family.kimi]
+candidates = ["alpha:kimi-a"]
+"""
+    limited = RateLimited(tpm=10_000, window=30.0)
+    with pooled_proxy(tmp_path, config, {"alpha": limited}) as pool:
+        client = pool.harness.client()
+        assert _reply(client, True, max_tokens=1000) == "ok"
+        with httpx.Client(timeout=10) as http:
+            big = {**BASIC, "messages": [{"role": "user", "content": "word " * 12_000}]}
+            response = http.post(f"{pool.url}/v1/messages", json=big)
+        assert len(pool.providers["alpha"].requests) == 1
+    assert response.status_code == 402
+    message = response.json()["error"]["message"]
+    assert "larger than any provider key allows" in message and "limit 10,000" in message
