@@ -53,6 +53,7 @@ from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
 from .upstream import UpstreamClient
+from .web.routes import dashboard_routes, status_routes
 
 log = logging.getLogger("kimi_proxy")
 
@@ -290,6 +291,8 @@ def create_app(
             Route("/health", routes.health, methods=["GET"]),
             Route("/api/hello", routes.hello, methods=["GET", "HEAD"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            *status_routes(),
+            *(dashboard_routes() if settings.dashboard_enabled else ()),
         ],
         exception_handlers={
             ProxyError: _proxy_error,
@@ -300,9 +303,11 @@ def create_app(
     )
     app.state.proxy = state
     if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette
-        return ObservabilityMiddleware(app, metrics=metrics)
+        return ObservabilityMiddleware(app, metrics=metrics, watcher=state.feed)
     # Outermost, so that even Starlette's last-resort 500 carries a request id and is counted.
-    return ObservabilityMiddleware(MessagesFastPath(app, secured(_messages)), metrics=metrics)
+    return ObservabilityMiddleware(
+        MessagesFastPath(app, secured(_messages)), metrics=metrics, watcher=state.feed
+    )
 
 
 MESSAGES = ("/v1/messages", "POST")

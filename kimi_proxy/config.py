@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,9 @@ class Settings(BaseSettings):
     debug: bool = Field(False, validation_alias=_env("debug", "KIMI_DEBUG"))
 
     config: Path | None = Field(None, validation_alias=_env("config", "KIMI_PROXY_CONFIG"))
+    dashboard: Literal["auto", "on", "off"] = Field(
+        "auto", validation_alias=_env("dashboard", "KIMI_DASHBOARD")
+    )
 
     workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
     body_timeout: float = Field(
@@ -100,6 +104,13 @@ class Settings(BaseSettings):
     @cached_property
     def router(self) -> ModelRouter:
         return ModelRouter.from_spec(self.model_rules, self.model, self.small_model)
+
+    @property
+    def dashboard_enabled(self) -> bool:
+        """`auto`: on when the proxy binds a loopback address only."""
+        if self.dashboard == "auto":
+            return self.host in LOOPBACK_HOSTS
+        return self.dashboard == "on"
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -14,13 +14,14 @@ import random
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import internal_error, redact, send_error
+from .providers.profile import Prices
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("kimi_proxy.access")
@@ -43,11 +44,20 @@ class RequestRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     retries: int = 0
+    cached_tokens: int | None = None
+    cost_usd: float | None = None
     route: str | None = None
+    family: str | None = None
     provider: str | None = None
     key: str | None = None  # the key's configured name, never the key
     failovers: int = 0
     waited_ms: float = 0.0
+    session: str | None = None  # x-claude-code-session-id
+    agent: str | None = None  # x-claude-code-agent-id
+    user: str | None = None
+    context_window: int | None = None
+    wall_start: float = field(default_factory=time.time)
+    prices: Prices | None = None  # of the model that answered (not logged)
 
     def count_retry(self) -> None:
         self.retries += 1
@@ -55,6 +65,14 @@ class RequestRecord:
     def tokens(self, usage: dict[str, Any]) -> None:
         self.input_tokens = usage.get("input_tokens")
         self.output_tokens = usage.get("output_tokens")
+        self.cached_tokens = usage.get("cache_read_input_tokens")
+        if self.prices is not None:
+            self.cost_usd = round(
+                self.prices.cost(
+                    self.input_tokens or 0, self.cached_tokens or 0, self.output_tokens or 0
+                ),
+                8,
+            )
 
     def first_token(self) -> None:
         if self.ttft_ms is None:
@@ -64,7 +82,9 @@ class RequestRecord:
         return orjson.dumps({name: getattr(self, name) for name in _LOGGED_FIELDS})
 
 
-_LOGGED_FIELDS = tuple(f.name for f in fields(RequestRecord) if f.name != "started")
+_LOGGED_FIELDS = tuple(
+    f.name for f in fields(RequestRecord) if f.name not in ("started", "wall_start", "prices")
+)
 
 
 class LazyJson:
@@ -105,6 +125,12 @@ class Metrics:
         )
         self.tokens = Counter("kimi_tokens", "Tokens by direction", ["direction"], registry=r)
         self.retries = Counter("kimi_upstream_retries", "Upstream retries", registry=r)
+        self.cost = Counter(
+            "kimi_cost_usd",
+            "What requests cost at the catalog's prices, by provider and model",
+            ["provider", "model"],
+            registry=r,
+        )
         target = ["provider", "key", "model"]
         self.provider_requests = Counter(
             "kimi_provider_requests",
@@ -150,6 +176,8 @@ class Metrics:
             self.tokens.labels("out").inc(record.output_tokens)
         if record.retries:
             self.retries.inc(record.retries)
+        if record.cost_usd:
+            self.cost.labels(record.provider or "", record.model_used or "").inc(record.cost_usd)
 
 
 def new_request_id() -> str:
@@ -158,10 +186,19 @@ def new_request_id() -> str:
     return f"req_{random.getrandbits(96):024x}"
 
 
+class Watcher(Protocol):
+    """Told of each request as it starts and when it has finished (the dashboard's feed)."""
+
+    def started(self, record: RequestRecord) -> None: ...
+
+    def finished(self, record: RequestRecord) -> None: ...
+
+
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, watcher: Watcher | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.watcher = watcher
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,6 +207,8 @@ class ObservabilityMiddleware:
         record = RequestRecord(new_request_id(), scope["method"], scope["path"])
         scope.setdefault("state", {})["record"] = record
         header = (b"request-id", record.request_id.encode())
+        if self.watcher is not None:
+            self.watcher.started(record)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -189,6 +228,8 @@ class ObservabilityMiddleware:
         finally:
             record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
             self.metrics.observe(record)
+            if self.watcher is not None:
+                self.watcher.finished(record)
             if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
                 access_log.info("%s", record.as_json().decode())
 

@@ -70,9 +70,9 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def read_json_body(request: Request, limit: int, timeout: float) -> Any:
-    """The request body as JSON: at most `limit` bytes (refused before reading them all),
-    arriving within `timeout` seconds (a slow sender cannot hold a worker)."""
+async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[Any, bytes]:
+    """The request body as JSON, and as it came: at most `limit` bytes (refused before reading
+    them all), arriving within `timeout` seconds (a slow sender cannot hold a worker)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise RequestTooLargeError(f"Request body is {declared} bytes; the limit is {limit} bytes.")
@@ -93,18 +93,23 @@ async def read_json_body(request: Request, limit: int, timeout: float) -> Any:
     if not body:
         raise InvalidRequestError("Request body is empty; send a JSON object.")
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), body
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
 
 
 async def parse_body(request: Request, model: type[M]) -> M:
+    return (await parse_body_and_bytes(request, model))[0]
+
+
+async def parse_body_and_bytes(request: Request, model: type[M]) -> tuple[M, bytes]:
+    """The validated body, and the bytes it came as (a failover translates them again)."""
     settings = request.app.state.proxy.settings
-    data = await read_json_body(request, settings.max_body_bytes, settings.body_timeout)
+    data, raw = await read_json_body(request, settings.max_body_bytes, settings.body_timeout)
     if not isinstance(data, dict):
         raise InvalidRequestError("Request body must be a JSON object.")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data), raw
     except ValidationError as exc:
         raise InvalidRequestError(describe_validation_error(exc)) from None
 
@@ -124,16 +129,27 @@ def route_of(request: MessagesRequest, headers: Headers, prompt_tokens: int, lon
 
 
 def plan_call(
-    state: ProxyState, message_request: MessagesRequest, headers: Headers, record: RequestRecord
+    state: ProxyState,
+    message_request: MessagesRequest,
+    headers: Headers,
+    record: RequestRecord,
+    raw: bytes | None = None,
 ) -> Call:
-    """The pool call for this request: its route's candidates, and how to translate for each."""
+    """The pool call for this request: its route's candidates, and how to translate for each.
+
+    With `raw` (the body as it came), the call keeps those bytes instead of the parsed request
+    for translating to another candidate: 50 KB a stream instead of the parsed objects, parsed
+    again only when a failover needs it.
+    """
     pool = state.pool
     settings = state.settings
+    parsed: list[MessagesRequest] = [message_request]
 
     def build(candidate: CandidateSpec) -> UpstreamRequest:
         profile = pool.spec.providers[candidate.provider].profile
+        source = parsed[0] if parsed else MessagesRequest.model_validate_json(raw or b"")
         return anthropic_to_openai_request(
-            message_request,
+            source,
             router=ModelRouter.fixed(candidate.model),
             profile=profile,
             max_output_tokens=settings.max_output_tokens,
@@ -153,14 +169,21 @@ def plan_call(
     if has_images(message_request):  # to a model that sees them first; the others get a note
         candidates = tuple(sorted(candidates, key=lambda c: not c.limits.accepts_images))
     record.route = route
+    record.family = (
+        pool.spec.family_for(route) if pool.spec.legacy_router is None else candidates[0].model
+    )
+    record.session = headers.get("x-claude-code-session-id")
+    record.agent = headers.get("x-claude-code-agent-id")
     call = pool.call(
         candidates,
         build,
         prompt_tokens=prompt_tokens,
         answer_tokens=min(message_request.max_tokens, settings.max_output_tokens or 1 << 30),
-        session=headers.get("x-claude-code-session-id"),
+        session=record.session,
     )
     call.built[first.label] = preview
+    if raw is not None:
+        parsed.clear()
     return call
 
 
@@ -175,8 +198,11 @@ def no_candidate_error(pool: Pool, model: str) -> ProxyError:
 
 
 def note_target(record: RequestRecord, call: Call, opened: Opened) -> None:
-    record.model_used = opened.target.candidate.model
-    record.provider = opened.target.candidate.provider
+    candidate = opened.target.candidate
+    record.model_used = candidate.model
+    record.provider = candidate.provider
+    record.prices = candidate.limits.prices
+    record.context_window = candidate.limits.context_window
     record.key = opened.target.key.key.name
     record.retries = call.retries
     record.failovers = call.failovers
@@ -187,12 +213,15 @@ async def create_message(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
     settings = state.settings
     record = request_record(request.scope)
-    message_request = await parse_body(request, MessagesRequest)
+    message_request, raw = await parse_body_and_bytes(request, MessagesRequest)
     record.stream = message_request.stream
     record.model_asked = message_request.model
-    if state.local_tools is not None:
+    if state.local_tools is not None:  # the proxy's tools are added: keep the parsed request
         message_request = with_local_tool_definitions(message_request, state.local_tools.enabled)
-    call = plan_call(state, message_request, request.headers, record)
+        call = plan_call(state, message_request, request.headers, record)
+    else:
+        call = plan_call(state, message_request, request.headers, record, raw)
+    del raw
     if state.local_tools is not None:
         return await agent_response(state, message_request.stream, call, record)
     if not message_request.stream:
@@ -372,6 +401,7 @@ async def stream_events(
             translator = StreamTranslator(
                 opened.request, message_id=message_id, input_tokens=call.prompt_tokens
             )
+            call.sent(opened)
             if not started:
                 started = True
                 yield encode_events(translator.start())
@@ -382,6 +412,7 @@ async def stream_events(
                         events += translator.feed(chunk)
                         if events and record.ttft_ms is None:  # but the first token goes at once
                             record.first_token()
+                            call.answered()
                             yield encode_events(events)
                             events = []
                     if debug:

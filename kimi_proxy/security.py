@@ -6,12 +6,17 @@
   `KIMI_CORS_ORIGINS`: web pages cannot drive the proxy behind the user's back. CORS itself
   (preflight included) is Starlette's `CORSMiddleware`, added only for listed origins.
 * With `KIMI_PROXY_AUTH_TOKEN` set, every request but `GET /health` must carry it as
-  `x-api-key` or `Authorization: Bearer`, compared in constant time.
+  `x-api-key` or `Authorization: Bearer`, compared in constant time. The dashboard's pages
+  may carry it as `?token=` (the page then keeps it in an HttpOnly cookie scoped to
+  `/dashboard`) or that cookie: a browser's page and `EventSource` cannot send headers.
+* A page's request to its own origin (the dashboard's) is not a cross-site request.
 """
 
 from __future__ import annotations
 
 import hmac
+from http.cookies import SimpleCookie
+from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +24,8 @@ from .errors import AuthenticationError, PermissionDeniedError, ProxyError, send
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 OPEN_PATHS = frozenset({"/health"})
+DASHBOARD = "/dashboard"
+DASHBOARD_COOKIE = "kimi_dashboard"
 
 
 def _host_name(host: str) -> str:
@@ -60,7 +67,7 @@ class SecurityMiddleware:
                 f"Host {host!r} is not allowed. Add it to KIMI_ALLOWED_HOSTS to serve it."
             )
         origin = headers.get(b"origin")
-        if origin is not None and origin.decode("latin-1") not in self.cors_origins:
+        if origin is not None and not self._allowed_origin(origin.decode("latin-1"), host):
             return PermissionDeniedError(
                 "Requests from web pages are refused. List the page's origin in "
                 "KIMI_CORS_ORIGINS to allow it."
@@ -68,18 +75,33 @@ class SecurityMiddleware:
         if self.token is not None and scope["path"] not in OPEN_PATHS:
             if scope["method"] == "OPTIONS" and origin is not None:
                 return None  # CORS preflight: answered by CORSMiddleware, carries no token
-            if not self._authorized(headers):
+            if not self._authorized(headers, scope):
                 return AuthenticationError(
                     "Missing or wrong proxy token: send KIMI_PROXY_AUTH_TOKEN as x-api-key or "
                     "as Authorization: Bearer."
                 )
         return None
 
-    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+    def _allowed_origin(self, origin: str, host: str) -> bool:
+        return origin in self.cors_origins or origin in (f"http://{host}", f"https://{host}")
+
+    def _authorized(self, headers: dict[bytes, bytes], scope: Scope) -> bool:
         assert self.token is not None
         candidates = [headers.get(b"x-api-key", b"")]
         authorization = headers.get(b"authorization", b"")
         if authorization[:7].lower() == b"bearer ":
             candidates.append(authorization[7:].strip())
+        if scope["path"] == DASHBOARD or scope["path"].startswith(DASHBOARD + "/"):
+            candidates += _dashboard_tokens(headers, scope)
         results = [hmac.compare_digest(c, self.token) for c in candidates]
         return any(results)
+
+
+def _dashboard_tokens(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:
+    """The token as a dashboard page sends it: `?token=` on the page, or its cookie."""
+    found = [t.encode() for t in parse_qs(scope.get("query_string", b"").decode()).get("token", [])]
+    cookie = SimpleCookie()
+    cookie.load(headers.get(b"cookie", b"").decode("latin-1"))
+    if DASHBOARD_COOKIE in cookie:
+        found.append(cookie[DASHBOARD_COOKIE].value.encode())
+    return found

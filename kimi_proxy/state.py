@@ -9,6 +9,7 @@ from .agent.tools import LocalTools
 from .config import Settings
 from .observability import Metrics
 from .providers.pool import Pool
+from .web.feed import Feed
 
 
 @dataclass(slots=True)
@@ -18,3 +19,4 @@ class ProxyState:
     local_tools: LocalTools | None = None
     metrics: Metrics = field(default_factory=Metrics)
     active_streams: int = 0
+    feed: Feed = field(default_factory=Feed)

@@ -448,6 +448,16 @@ class Call:
             k.disabled is None for c in self.candidates for k in self.pool.keys.get(c.provider, ())
         )
 
+    def answered(self) -> None:
+        """The answer has reached the client: no failover any more, so let the request go."""
+        self.build = _no_more_translations
+        self.built.clear()
+
+    def sent(self, opened: Opened) -> None:
+        """The provider has the request: free its payload (a failover translates again)."""
+        self.built.pop(opened.target.candidate.label, None)
+        opened.request.payload = {}
+
     async def reopen(self, error: ProxyError) -> Opened:
         """The open stream failed before its first content block: settle it, try another."""
         assert self.target is not None
@@ -466,6 +476,10 @@ class Call:
             used = self.reservation.tokens if used_tokens is None else used_tokens
             self.target.key.ledger.settle(self.reservation, used)
             self.reservation = None
+
+
+def _no_more_translations(candidate: CandidateSpec) -> UpstreamRequest:
+    raise AssertionError(f"translating for {candidate.label} after the answer began")
 
 
 def _ident(target: Target) -> tuple[str, str, str]:

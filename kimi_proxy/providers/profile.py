@@ -20,9 +20,11 @@ class Prices:
     output: float = 0.0
 
     def cost(self, input_tokens: int, cached_tokens: int, output_tokens: int) -> float:
-        uncached = max(0, input_tokens - cached_tokens)
+        """USD for a request; `input_tokens` excludes the cached ones (Anthropic's usage)."""
         return (
-            uncached * self.input + cached_tokens * self.cached_input + output_tokens * self.output
+            input_tokens * self.input
+            + cached_tokens * self.cached_input
+            + output_tokens * self.output
         ) / 1_000_000
 
 
