@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -279,6 +280,7 @@ def session_settings(settings: Settings, url: str) -> Iterator[Path]:
     content = {
         "skipWebFetchPreflight": True,
         "env": {**proxy_env(settings, url), **dict.fromkeys(UNSET, "")},
+        "statusLine": {"type": "command", "command": statusline_command(url), "padding": 0},
     }
     handle, name = tempfile.mkstemp(prefix="kimi-proxy-claude-", suffix=".json")
     path = Path(name)
@@ -288,6 +290,11 @@ def session_settings(settings: Settings, url: str) -> Iterator[Path]:
         yield path
     finally:
         path.unlink(missing_ok=True)
+
+
+def statusline_command(url: str) -> str:
+    """The status line Claude Code runs on every update: what really serves the session."""
+    return f"{shlex.quote(sys.executable)} -m kimi_proxy statusline --url {shlex.quote(url)}"
 
 
 def claude_command(claude: str, claude_args: Sequence[str], settings_file: Path) -> list[str]:

@@ -45,9 +45,9 @@ class Harness:
 
 
 @contextmanager
-def serve_app(app: Any) -> Iterator[str]:
+def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
     """An app with the production server stack (uvloop, httptools)."""
-    with serve_in_thread(app, loop="uvloop", http="httptools") as url:
+    with serve_in_thread(app, loop="uvloop", http="httptools", port=port) as url:
         yield url
 
 

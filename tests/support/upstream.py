@@ -357,11 +357,11 @@ class ScriptedUpstream:
 
 @contextmanager
 def serve_in_thread(
-    app: Any, *, loop: str = "asyncio", http: str = "h11", **options: Any
+    app: Any, *, loop: str = "asyncio", http: str = "h11", port: int | None = None, **options: Any
 ) -> Iterator[str]:
     """Run an ASGI app with uvicorn in a background thread; yields its base URL (https when
     `options` give uvicorn an `ssl_certfile`)."""
-    port = free_port()
+    port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

@@ -1,0 +1,135 @@
+"""`kimi-proxy serve | code | doctor` — the commands (`cli.py` dispatches to them)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from pydantic import AliasChoices, ValidationError
+from pydantic_core import PydanticUndefined
+
+from .config import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
+from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_pool_spec
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for every setting (`--upstream-url` for `upstream_url`), naming its variable."""
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = alias.choices[1] if isinstance(alias, AliasChoices) else name.upper()
+        default = (
+            "" if field.default in (None, "", PydanticUndefined) else f", default {field.default}"
+        )
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action="store_true", default=None, help=f"({env}{default})")
+        else:
+            parser.add_argument(flag, metavar=name.upper(), help=f"({env}{default})")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = load_settings(**{name: getattr(args, name, None) for name in Settings.model_fields})
+    default = DEFAULT_CONFIG_PATH.expanduser()
+    if settings.config is None and default.is_file():
+        settings.config = default
+    return settings
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import configure_logging, create_app, tune_garbage_collector
+
+    if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
+        print(
+            f"kimi-proxy: refusing to bind {settings.host}: binding beyond localhost requires "
+            "KIMI_PROXY_AUTH_TOKEN (clients then send it as x-api-key or a Bearer token).",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        spec = load_pool_spec(settings, os.environ, date.today())
+    except ConfigError as exc:
+        print(f"kimi-proxy: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings, spec)
+    if not spec.has_keys:
+        logging.getLogger("kimi_proxy").warning(
+            "no provider API key configured: set MOONSHOT_API_KEY, GROQ_API_KEY or another "
+            "provider's key variable, or a config file (requests will get 401 until then)"
+        )
+    # uvicorn drains live streams on SIGTERM (up to the grace period), then re-raises the
+    # signal through the previous handler: a no-op one makes a drained shutdown exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    if settings.workers > 1:  # stateless workers: each process builds its app from the env
+        os.environ.update(settings_to_env(settings))
+        target: Any = "kimi_proxy.app:app_from_env"
+    else:
+        target = create_app(settings, spec=spec)
+        tune_garbage_collector()
+    uvicorn.run(
+        target,
+        factory=settings.workers > 1,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kimi-proxy",
+        description="Anthropic Messages API in front of OpenAI-compatible providers.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_parser = sub.add_parser("serve", help="run the proxy server")
+    _add_settings_flags(serve_parser)
+    code_parser = sub.add_parser("code", help="start the proxy and run Claude Code through it")
+    code_parser.add_argument("claude_args", nargs=argparse.REMAINDER)
+    doctor_parser = sub.add_parser(
+        "doctor", help="check each provider and key, without a model call"
+    )
+    doctor_parser.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+    status = sub.add_parser(
+        "statusline", help="one line for Claude Code's status line (reads its JSON on stdin)"
+    )
+    status.add_argument("--url", help="the proxy (default: 127.0.0.1 on KIMI_PROXY_PORT)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    if argv[:1] == ["code"]:
+        # Everything after `code` is Claude Code's, options included: argparse's REMAINDER
+        # rejects a leading option (`kimi-proxy code -p "..."`: "unrecognized arguments").
+        args = build_parser().parse_args(["code"])
+        args.claude_args = argv[1:]
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"kimi-proxy: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "code":
+        from .launcher import run_claude_code
+
+        return run_claude_code(settings, args.claude_args)
+    from .doctor import run_doctor
+
+    return run_doctor(settings)

@@ -1,0 +1,78 @@
+"""Who may see the dashboard: behind the proxy token when one is set (the page keeps it in a
+cookie, not the address bar), and not at all beyond loopback unless enabled."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+from support.proxy import proxy_settings, serve_app
+from support.upstream import scripted_upstream, text_stream
+
+from kimi_proxy.app import create_app
+
+TOKEN = "dashboard-test-token-1234567890"
+
+
+@contextmanager
+def proxy(**overrides: Any) -> Iterator[str]:
+    with scripted_upstream(lambda b, n: text_stream("ok")) as upstream:
+        settings = proxy_settings(upstream.base_url, **overrides)
+        with serve_app(create_app(settings)) as url:
+            yield url
+
+
+def first_event(client: httpx.Client, url: str, **kwargs: Any) -> tuple[int, str]:
+    with client.stream("GET", url, **kwargs) as response:
+        if response.status_code != 200:
+            response.read()
+            return response.status_code, response.text
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                return 200, line
+    raise AssertionError("no event")
+
+
+def test_with_a_token_the_page_and_its_feed_need_it() -> None:
+    with proxy(auth_token=TOKEN) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/dashboard").status_code == 401
+        assert first_event(client, "/dashboard/events")[0] == 401
+        assert client.get("/dashboard?token=wrong").status_code == 401
+        entered = client.get(f"/dashboard?token={TOKEN}")
+        assert entered.status_code == 303 and entered.headers["location"] == "/dashboard"
+        cookie = entered.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+        page = client.get("/dashboard")  # the cookie, now in the client's jar
+        assert page.status_code == 200 and "<title>kimi-proxy</title>" in page.text
+        assert first_event(client, "/dashboard/events") == (200, "event: snapshot")
+        client.cookies.clear()
+        assert client.get("/dashboard/static/dashboard.js").status_code == 401
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        assert client.get("/dashboard/static/dashboard.js", headers=headers).status_code == 200
+        assert (
+            client.get("/v1/models", headers={"cookie": f"kimi_dashboard={TOKEN}"}).status_code
+            == 401
+        )
+
+
+@pytest.mark.parametrize(("dashboard", "status"), [("auto", 404), ("off", 404), ("on", 200)])
+def test_beyond_loopback_the_dashboard_is_off_unless_enabled(dashboard: str, status: int) -> None:
+    headers = {"authorization": f"Bearer {TOKEN}"}
+    with (
+        proxy(host="0.0.0.0", auth_token=TOKEN, dashboard=dashboard) as url,
+        httpx.Client(base_url=url, timeout=10, headers=headers) as client,
+    ):
+        assert client.get("/dashboard").status_code == status
+        assert first_event(client, "/dashboard/events")[0] == status
+        assert client.get("/status/session/x").status_code == 200  # the status line's route
+
+
+def test_a_page_of_its_own_origin_is_not_a_cross_site_request() -> None:
+    with proxy() as url, httpx.Client(base_url=url, timeout=10) as client:
+        own = url.replace("http://", "")
+        assert client.get("/dashboard", headers={"origin": f"http://{own}"}).status_code == 200
+        other = client.get("/dashboard", headers={"origin": "http://evil.example"})
+        assert other.status_code == 403
