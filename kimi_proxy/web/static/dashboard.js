@@ -141,7 +141,7 @@ function drawChart(id, names, columns, xs) {
     if (chart) chart.plot.destroy();
     const opts = {
       width, height: 150,
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: () => { const now = Date.now() / 1000; return [now - 3600, now + 60]; } } },
       axes: [{ stroke: "#7b8494", grid: { stroke: "#242833" } }, { stroke: "#7b8494", grid: { stroke: "#242833" } }],
       series: [{}, ...names.map((n, i) => ({ label: n, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true, points: { show: true, size: 4 } }))],
       legend: { show: true },
