@@ -7,6 +7,7 @@ scripted upstream unless one answers already, runs Claude Code and stops what it
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -442,3 +443,28 @@ def test_two_sessions_at_once_each_keep_their_proxy(
         stop_listener(port)
         if second_url:
             stop_listener(httpx.URL(second_url).port or 0)
+
+
+def test_the_status_line_shows_what_really_serves_the_session(
+    home: Path, project: Path, bin_dir: Path, venv: Path, upstream: ScriptedUpstream
+) -> None:
+    """`./kimi.sh` gives Claude Code a status line that names the provider and model that
+    answered, the context used against their window, and the cost — not the Claude model and
+    1M window Claude Code believes in."""
+    port = free_port()
+    env = launcher_env(home, bin_dir, venv, upstream.base_url, port, TERM="xterm-256color")
+    try:
+        with Terminal([str(KIMI_SH)], cwd=project, env=env) as terminal:
+            terminal.through_first_run()
+            terminal.wait_for("no answer yet this session")
+            terminal.type("E2E-HELLO: hi")
+            terminal.wait_for(HELLO)
+            terminal.wait_for("kimi-big @ openai-compatible · ctx ")
+            line = next(r for r in terminal.screen.splitlines() if "kimi-big @" in r).strip()
+            terminal.type("/exit")
+            assert terminal.wait_exit() == 0
+    finally:
+        stop_listener(port)
+    assert re.fullmatch(r"kimi-big @ openai-compatible · ctx \d+k?/131k · \$0\.00 today", line), (
+        line
+    )
