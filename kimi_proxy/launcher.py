@@ -46,12 +46,12 @@ def cache_dir() -> Path:
     return Path(base) / "kimi-proxy"
 
 
-def claude_code_cache() -> Path:
-    return cache_dir() / f"claude-code-{CLAUDE_CODE_VERSION}"
+def claude_code_cache(version: str = CLAUDE_CODE_VERSION) -> Path:
+    return cache_dir() / f"claude-code-{version}"
 
 
-def pinned_binary() -> Path:
-    return claude_code_cache() / "node_modules" / ".bin" / "claude"
+def pinned_binary(version: str = CLAUDE_CODE_VERSION) -> Path:
+    return claude_code_cache(version) / "node_modules" / ".bin" / "claude"
 
 
 def owner_file(port: int) -> Path:
@@ -85,10 +85,11 @@ def find_claude() -> str:
     return shutil.which("claude") or str(pinned_claude_code())
 
 
-def pinned_claude_code(quiet: bool = False) -> Path:
-    """The pinned Claude Code CLI in the cache, installed there with npm when missing."""
-    cache = claude_code_cache()
-    binary = pinned_binary()
+def pinned_claude_code(quiet: bool = False, version: str = CLAUDE_CODE_VERSION) -> Path:
+    """The pinned Claude Code CLI (or `version` of it) in the cache, installed there with npm
+    when missing."""
+    cache = claude_code_cache(version)
+    binary = pinned_binary(version)
     if binary.exists():
         return binary
     npm = shutil.which("npm")
@@ -100,7 +101,7 @@ def pinned_claude_code(quiet: bool = False) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     if not quiet:
         print(
-            f"kimi-proxy: installing {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {cache} "
+            f"kimi-proxy: installing {CLAUDE_CODE_PACKAGE}@{version} into {cache} "
             "(first run only)...",
             file=sys.stderr,
         )
@@ -113,7 +114,7 @@ def pinned_claude_code(quiet: bool = False) -> Path:
             "--no-audit",
             "--no-fund",
             "--loglevel=error",
-            f"{CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION}",
+            f"{CLAUDE_CODE_PACKAGE}@{version}",
         ],
         capture_output=True,
         text=True,
@@ -122,7 +123,7 @@ def pinned_claude_code(quiet: bool = False) -> Path:
     )
     if result.returncode != 0 or not binary.exists():
         raise LaunchError(
-            f"npm could not install {CLAUDE_CODE_PACKAGE}@{CLAUDE_CODE_VERSION} into {cache}: "
+            f"npm could not install {CLAUDE_CODE_PACKAGE}@{version} into {cache}: "
             f"{result.stderr.strip()[-1500:]}"
         )
     return binary

@@ -2,7 +2,9 @@
 
 `pinned_claude()` returns the CLI the launcher would install (`claude_code_cache()`), installing it
 with npm when it is missing. It never takes `claude` from PATH: the tests must run the version
-whose behaviour tests/fixtures/claude_code/FINDINGS.md describes.
+whose behaviour tests/fixtures/claude_code/FINDINGS.md describes — unless `KIMI_E2E_CLAUDE_CODE`
+names another version (`2.1.332`, or `latest`): `bench/compat.sh` runs the end-to-end suite
+against any version that way, without moving the pin.
 
 `run_claude()` runs `claude -p PROMPT --output-format stream-json --verbose` hermetically (fresh
 HOME, no nonessential traffic, bounded retries and time) and parses what it printed.
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kimi_proxy.launcher import (
+    CLAUDE_CODE_PACKAGE,
     CLAUDE_CODE_VERSION,
     LaunchError,
     claude_code_cache,
@@ -35,22 +38,40 @@ class ClaudeUnavailable(Exception):
     """The pinned CLI is not installed and cannot be installed here (the message says why)."""
 
 
+def e2e_claude_version() -> str:
+    """The Claude Code version the end-to-end tests run: the pin, or `KIMI_E2E_CLAUDE_CODE`."""
+    wanted = os.environ.get("KIMI_E2E_CLAUDE_CODE", "").strip() or CLAUDE_CODE_VERSION
+    if wanted != "latest":
+        return wanted
+    found = subprocess.run(
+        ["npm", "view", CLAUDE_CODE_PACKAGE, "version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if found.returncode != 0 or not found.stdout.strip():
+        raise ClaudeUnavailable(f"npm could not tell the latest Claude Code: {found.stderr[-500:]}")
+    return found.stdout.strip()
+
+
 def pinned_claude() -> Path:
     """The pinned Claude Code binary in the launcher's cache, installed with npm if missing."""
-    cache = claude_code_cache()
+    version = e2e_claude_version()
+    cache = claude_code_cache(version)
     try:
-        binary = pinned_claude_code(quiet=True)
+        binary = pinned_claude_code(quiet=True, version=version)
     except LaunchError as exc:
         raise ClaudeUnavailable(
-            f"The end-to-end tests need Claude Code {CLAUDE_CODE_VERSION} in {cache}: {exc}"
+            f"The end-to-end tests need Claude Code {version} in {cache}: {exc}"
         ) from None
-    version = subprocess.run(
+    printed = subprocess.run(
         [str(binary), "--version"], capture_output=True, text=True, timeout=60, check=False
     )
-    if CLAUDE_CODE_VERSION not in version.stdout:
+    if version not in printed.stdout:
         raise ClaudeUnavailable(
-            f"{binary} is not Claude Code {CLAUDE_CODE_VERSION}: "
-            f"{version.stdout.strip()!r} {version.stderr.strip()[-500:]!r}. "
+            f"{binary} is not Claude Code {version}: "
+            f"{printed.stdout.strip()!r} {printed.stderr.strip()[-500:]!r}. "
             f"Delete {cache} and run the tests again to reinstall it."
         )
     return binary

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 from support.providers import pooled_proxy
 from support.upstream import Stream, chunk
 
@@ -71,6 +72,8 @@ def test_the_line_tells_what_really_served_the_session(tmp_path: Path) -> None:
             stream.get_final_message()
         shown = statusline(pool.url, CAPTURED)
         other = statusline(pool.url, {**CAPTURED, "session_id": "another-session"})
+        metrics = httpx.get(f"{pool.url}/metrics").text
+    assert 'kimi_cost_usd_total{model="kimi-k2.6",provider="moonshot"} 0.02915' in metrics
     assert shown.returncode == 0 and shown.stderr == ""
     # Claude Code thinks: Opus 5.5, a 1M window, Anthropic's prices. The proxy knows better:
     # 40,000 new + 1,000 cached input and 2,000 output tokens at Moonshot's $0.60/$0.15/$2.50.
