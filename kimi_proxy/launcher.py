@@ -31,7 +31,7 @@ from .errors import KEY_ADVICE
 from .pool_config import ConfigError, load_pool_spec
 
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
-CLAUDE_CODE_VERSION = "2.1.328"
+CLAUDE_CODE_VERSION = "2.1.332"
 HEALTH_WAIT_SECONDS = 15.0
 SMALL_MODEL_ALIAS = "claude-haiku-5-5"
 DEFAULT_CONTEXT_WINDOW = 131072  # when the configuration names no model
