@@ -33,7 +33,7 @@ from kimi_proxy.config import load_settings
 from kimi_proxy.models import ModelRouter
 from kimi_proxy.observability import RequestRecord
 from kimi_proxy.protocol.anthropic import MessagesRequest
-from kimi_proxy.routes import plan_call
+from kimi_proxy.routing import plan_call
 from kimi_proxy.state import ProxyState
 from kimi_proxy.tokens import estimate_tokens
 from kimi_proxy.translate.request import anthropic_to_openai_request

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ..errors import BadGatewayError
-from ..providers.pool import Opened
+from ..providers.call import Opened
 from ..streaming import close_shielded
 from ..translate.agent_history import (
     STARTING,

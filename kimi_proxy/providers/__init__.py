@@ -6,7 +6,9 @@ arithmetic and the pool that picks, waits and fails over.
     dialects.py                 rate-limit headers → budget observations (pure)
     budget.py                   admission arithmetic per key (pure)
     plan.py                     which key, wait or switch, refuse (pure)
-    pool.py                     the runtime: state per key, failover loop (I/O at its edges)
+    pool.py                     the runtime state: keys, ledgers, retired models, affinity
+    call.py                     one request through the pool: pick, wait, send, fail over
+    discovery.py                the providers' live model lists against the candidates
 
 May import `errors`, `upstream`, `translate`; nothing here imports the server.
 """

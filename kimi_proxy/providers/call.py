@@ -1,0 +1,361 @@
+"""One client request's way through the pool: pick a key, reserve, send, learn from a failure,
+pick again — until a provider answers, the attempts run out, or the plan refuses.
+
+`Call.open()` asks `plan.choose` for a key, reserves the request's estimate on it (`budget`),
+sends, and on a failure decides what it says about the key or the model — cool the key down for
+the provider's reset, disable it (401/403), retire the model (gone) — then asks again. Nothing
+has reached the client yet, so the client sees one answer whatever happened. `Call.reopen()`
+does the same after a stream failed before its first content block. Every reservation ends
+exactly once: acknowledged by the provider's headers, settled at the end, or released on
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+import httpx
+
+from ..errors import (
+    TOKEN_LIMIT_ADVICE,
+    AuthenticationError,
+    BillingError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ProxyError,
+    RateLimitError,
+    TokenLimitError,
+)
+from ..observability import LazyJson
+from ..pool_config import CandidateSpec
+from ..translate.request import UpstreamRequest
+from ..upstream import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
+from .budget import Admission, Reservation, WaitUntil
+from .dialects import read_limits, retry_after
+from .plan import Go, Option, Refuse, Wait, choose
+from .pool import Build, KeyState, Pool, Target
+
+log = logging.getLogger("kimi_proxy.pool")
+flow_log = logging.getLogger("kimi_proxy.flow")
+
+AFFINITY_SESSIONS = 10_000  # sessions remembered (least recently used forgotten first)
+DEFAULT_COOLDOWN = 5.0  # a 429 that names no reset
+FIT_MARGIN = 0.99  # fit an answer budget to 99% of a key's tokens a minute
+UNBOUNDED = 1 << 60
+
+
+class NoUsableKeyError(BillingError):
+    """Every key of every candidate is disabled: nothing to retry until the configuration is
+    fixed. A 402, which Claude Code shows at once instead of retrying for minutes."""
+
+
+class MustWait(Exception):
+    """The best choice is a wait longer than a silent pause: the route starts its stream
+    (so the client sees pings) and opens from inside it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"wait {seconds:.1f} s")
+        self.seconds = seconds
+
+
+@dataclass(slots=True)
+class Opened:
+    call: Call
+    target: Target
+    request: UpstreamRequest
+    response: httpx.Response
+
+
+def _model_gone(failure: UpstreamFailure) -> bool:
+    text = failure.body.lower()
+    if failure.status == 400:
+        return b"model_decommissioned" in text or b"decommissioned" in text
+    if failure.status == 404:
+        return b"model" in text
+    return False
+
+
+@dataclass(slots=True)
+class Call:
+    """One client request through the pool."""
+
+    pool: Pool
+    candidates: tuple[CandidateSpec, ...]
+    build: Build
+    prompt_tokens: int
+    answer_tokens: int
+    session: str | None
+    max_wait: float
+    attempts: int = 0
+    limit: int = 0  # attempts allowed: 1 + max_retries + one per other target
+    retries: int = 0  # attempts on the target that just failed
+    failovers: int = 0  # attempts on another target than the one that just failed
+    previous: tuple[str, str, str] | None = None
+    waited: float = 0.0
+    first_failure: float | None = None
+    excluded: set[tuple[str, str, str]] = field(default_factory=set)
+    backoff: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    built: dict[str, UpstreamRequest] = field(default_factory=dict)
+    reservation: Reservation | None = None
+    target: Target | None = None
+    last_error: ProxyError | None = None
+
+    # -- choosing ---------------------------------------------------------------------------
+
+    def _targets(self) -> list[Target]:
+        pool = self.pool
+        now = pool.clock()
+        targets: list[Target] = []
+        for candidate in self.candidates:
+            if candidate.label in pool.retired:
+                continue
+            keys = [k for k in pool.keys.get(candidate.provider, ()) if k.disabled is None]
+            keys.sort(key=lambda k: -_left(k, now))  # the one with most left first
+            targets += [Target(candidate, k) for k in keys]
+        sticky = pool.affinity.get(self.session) if self.session else None
+        if sticky is not None:
+            targets.sort(key=lambda t: _ident(t) != sticky)
+        return [t for t in targets if _ident(t) not in self.excluded]
+
+    def need(self, target: Target) -> int:
+        """Tokens to reserve on `target`: input estimate + answer budget, the answer budget
+        fitted to the key's known tokens a minute when the prompt leaves room."""
+        cap = target.candidate.limits.output_tokens
+        need = self.prompt_tokens + min(self.answer_tokens, cap)
+        tpm = target.key.ledger.windows.get(("tokens", "minute"))
+        if tpm is not None and tpm.limit is not None and need > tpm.limit:
+            fitted = int(tpm.limit * FIT_MARGIN)
+            if fitted - self.prompt_tokens >= MIN_ANSWER_TOKENS:
+                return fitted
+        return need
+
+    def _admission(self, target: Target, now: float) -> Admission:
+        admission = target.key.ledger.admission(self.need(target), now)
+        until = self.backoff.get(_ident(target))
+        if until is not None and until > now and not isinstance(admission, WaitUntil):
+            return WaitUntil(until, "failed just now; backing off")
+        if until is not None and isinstance(admission, WaitUntil) and until > admission.at:
+            return WaitUntil(until, admission.reason)
+        return admission
+
+    def _choose(self) -> tuple[Target, float] | Refuse:
+        now = self.pool.clock()
+        targets = self._targets()
+        if not self.limit:  # attempts allowed: 1 + max_retries + one per other target
+            self.limit = 1 + self.pool.max_retries + max(0, len(targets) - 1)
+        options = [Option(i, t.label, self._admission(t, now)) for i, t in enumerate(targets)]
+        choice = choose(options, now, max(0.0, self.max_wait - self.waited))
+        match choice:
+            case Go(ref):
+                return targets[ref], 0.0
+            case Wait(ref, until):
+                return targets[ref], until - now
+            case Refuse():
+                return choice
+
+    # -- opening ----------------------------------------------------------------------------
+
+    async def open(self, *, may_stream_wait: bool = False) -> Opened:
+        """A provider's 2xx answer for this request, trying keys and candidates in turn.
+
+        Waits shorter than a ping interval happen here; a longer one raises `MustWait` unless
+        `may_stream_wait` (the client already has its stream and sees pings meanwhile).
+        """
+        pool = self.pool
+        while True:
+            picked = self._choose()
+            if isinstance(picked, Refuse):
+                raise self._refusal(picked)
+            target, wait = picked
+            if wait > 0:
+                if wait > pool.silent_wait and not may_stream_wait:
+                    raise MustWait(wait)
+                pool.events.wait(target, wait)
+                await asyncio.sleep(wait)
+                self.waited += wait
+                continue
+            if self.last_error is not None and (
+                self.attempts >= self.limit or self._out_of_retry_time()
+            ):
+                raise self.last_error
+            if self.previous is not None:
+                if _ident(target) == self.previous:
+                    self.retries += 1
+                else:
+                    self.failovers += 1
+            opened = await self._attempt(target)
+            if opened is not None:
+                return opened
+
+    async def _attempt(self, target: Target) -> Opened | None:
+        pool = self.pool
+        request = self.built.get(target.candidate.label)
+        if request is None:
+            request = self.built[target.candidate.label] = self.build(target.candidate)
+        need = self.need(target)
+        payload = request.payload
+        if need - self.prompt_tokens < payload.get("max_tokens", 0):
+            payload = {**payload, "max_tokens": need - self.prompt_tokens}
+        reservation = target.key.ledger.reserve(need, pool.clock())
+        flow_log.debug("upstream request to %s: %s", target.label, LazyJson(payload))
+        self.attempts += 1
+        pool.events.attempt(target)
+        context = CallContext(
+            model=target.candidate.model,
+            prompt_tokens=self.prompt_tokens,
+            context_window=target.candidate.limits.context_window,
+        )
+        try:
+            response = await target.key.client.open(payload, context)
+        except UpstreamFailure as failure:
+            target.key.ledger.release(reservation)
+            self._failed(target, failure)
+            return None
+        except BaseException:
+            target.key.ledger.release(reservation)
+            raise
+        pool.observe(target.key, reservation, response.headers)
+        self.reservation, self.target = reservation, target
+        if self.session:
+            pool.affinity[self.session] = _ident(target)
+            pool.affinity.move_to_end(self.session)
+            if len(pool.affinity) > AFFINITY_SESSIONS:
+                pool.affinity.popitem(last=False)
+        return Opened(self, target, request, response)
+
+    def _out_of_retry_time(self) -> bool:
+        if self.first_failure is None:
+            return False
+        spent = self.pool.clock() - self.first_failure - self.waited
+        return spent > self.pool.retry_budget
+
+    def _failed(self, target: Target, failure: UpstreamFailure) -> None:
+        """Learn from a failed attempt, or raise when the failure is the client's to see."""
+        pool = self.pool
+        if self.first_failure is None:
+            self.first_failure = pool.clock()
+        error = failure.error
+        self.last_error = error
+        ident = _ident(target)
+        now = pool.clock()
+        key = target.key
+        if failure.status is not None:  # the provider answered: learn what it reported
+            plain = dict(failure.headers.items())
+            reported = read_limits(key.provider.dialect, plain, now, pool.wall_clock())
+            key.ledger.acknowledge(Reservation(), reported)
+        if isinstance(error, AuthenticationError | PermissionDeniedError):
+            pool.disable(key, f"the provider answered HTTP {failure.status} ({error.message})")
+            reason = "key rejected"
+        elif _model_gone(failure):
+            pool.retire(target.candidate, error.message)
+            reason = "model gone"
+        elif isinstance(error, TokenLimitError):
+            key.ledger.cap_tokens_per_minute(error.limit, now)
+            self.excluded.add(ident)
+            reason = "request over the key's tokens a minute"
+        elif failure.status == 413:  # too large for this provider: another may take it
+            self.excluded.add(ident)
+            reason = "request too large"
+        elif failure.status == 429:
+            pause = retry_after(failure.headers)
+            if pause is None:
+                exhausted = [
+                    b.resets_at - now
+                    for b in key.ledger.windows.values()
+                    if b.reported and b.remaining == 0 and b.resets_at > now
+                ]
+                pause = min(exhausted) if exhausted else DEFAULT_COOLDOWN
+            key.ledger.cool_down(now + pause, "rate-limited by the provider (429)")
+            pool.events.rate_limited(target)
+            reason = "rate limited"
+        elif isinstance(error, BillingError):  # out of credits: another key may have some
+            self.excluded.add(ident)
+            reason = "billing"
+        elif failure.retryable:
+            pause = error.retry_after
+            if pause is None:  # exponential backoff with full jitter
+                pause = random.uniform(0, 0.25 * 2 ** min(self.attempts - 1, 6))
+            self.backoff[ident] = now + pause
+            reason = f"HTTP {failure.status}" if failure.status else "unreachable"
+        elif failure.status is None:  # a stall or a broken answer: not this key again now
+            self.excluded.add(ident)
+            reason = "timed out"
+        else:
+            raise error
+        self.previous = ident
+        pool.events.failover(target)
+        log.info("%s failed (%s)", target.label, reason)
+
+    def _refusal(self, refuse: Refuse) -> ProxyError:
+        if not self._live_keys():
+            disabled = "; ".join(
+                f"{k.label}: {k.disabled}" for k in self.pool.all_keys() if k.disabled
+            )
+            return NoUsableKeyError(
+                "No provider key is left: every key was rejected. "
+                f"{disabled or 'No key is configured.'} Fix the keys (GROQ_API_KEY, "
+                "MOONSHOT_API_KEY… or the keys in your config file) and restart kimi-proxy."
+            )
+        if self.last_error is not None and refuse.retry_after is None:
+            return self.last_error
+        if not any(c.label not in self.pool.retired for c in self.candidates):
+            gone = "; ".join(f"{c.label}: {self.pool.retired[c.label]}" for c in self.candidates)
+            return InvalidRequestError(
+                f"No model of this route is served any more ({gone}). Update the candidates "
+                "in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
+            )
+        if refuse.retry_after is None:
+            return TokenLimitError(f"{refuse.message} {TOKEN_LIMIT_ADVICE}", limit=0, requested=0)
+        said = f" (Provider said: {self.last_error.message})" if self.last_error else ""
+        return RateLimitError(refuse.message + said, retry_after=refuse.retry_after)
+
+    def _live_keys(self) -> bool:
+        return any(
+            k.disabled is None for c in self.candidates for k in self.pool.keys.get(c.provider, ())
+        )
+
+    def answered(self) -> None:
+        """The answer has reached the client: no failover any more, so let the request go."""
+        self.build = _no_more_translations
+        self.built.clear()
+
+    def sent(self, opened: Opened) -> None:
+        """The provider has the request: free its payload (a failover translates again)."""
+        self.built.pop(opened.target.candidate.label, None)
+        opened.request.payload = {}
+
+    async def reopen(self, error: ProxyError) -> Opened:
+        """The open stream failed before its first content block: settle it, try another."""
+        assert self.target is not None
+        self.settle(None)
+        self.last_error = error
+        self.previous = _ident(self.target)
+        self.excluded.add(self.previous)
+        self.pool.events.failover(self.target)
+        log.info("%s broke before the first token: failing over", self.target.label)
+        return await self.open(may_stream_wait=True)
+
+    def settle(self, used_tokens: int | None) -> None:
+        """The request is over: counted windows spend what it used (its reservation when the
+        usage is unknown: a disconnect, a broken stream)."""
+        if self.target is not None and self.reservation is not None:
+            used = self.reservation.tokens if used_tokens is None else used_tokens
+            self.target.key.ledger.settle(self.reservation, used)
+            self.reservation = None
+
+
+def _left(key: KeyState, now: float) -> int:
+    """Tokens a key has left now; a key with no known bound counts as having the most."""
+    left = key.ledger.available_tokens(now)
+    return UNBOUNDED if left is None else left
+
+
+def _no_more_translations(candidate: CandidateSpec) -> UpstreamRequest:
+    raise AssertionError(f"translating for {candidate.label} after the answer began")
+
+
+def _ident(target: Target) -> tuple[str, str, str]:
+    return (target.candidate.provider, target.key.key.name, target.candidate.model)
