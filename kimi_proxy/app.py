@@ -223,6 +223,15 @@ def app_from_env() -> ASGIApp:
     return app
 
 
+def proxy_state(app: ASGIApp) -> ProxyState:
+    """The state behind an app `create_app` made (through its middleware)."""
+    inner: Any = app
+    while not hasattr(inner, "state"):
+        inner = inner.app
+    state: ProxyState = inner.state.proxy
+    return state
+
+
 def create_app(
     settings: Settings,
     transport: httpx.AsyncBaseTransport | None = None,
@@ -289,6 +298,7 @@ def create_app(
             Route("/v1/models", routes.list_models, methods=["GET"]),
             Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
             Route("/health", routes.health, methods=["GET"]),
+            Route("/ready", routes.ready, methods=["GET"]),
             Route("/api/hello", routes.hello, methods=["GET", "HEAD"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
             *status_routes(),

@@ -44,7 +44,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from .app import configure_logging, create_app, tune_garbage_collector
+    from .app import configure_logging, create_app, proxy_state, tune_garbage_collector
+    from .drain import DRAIN_LEFTOVER_SECONDS, DrainingServer
 
     if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
         print(
@@ -64,28 +65,32 @@ def serve(settings: Settings) -> int:
             "no provider API key configured: set MOONSHOT_API_KEY, GROQ_API_KEY or another "
             "provider's key variable, or a config file (requests will get 401 until then)"
         )
-    # uvicorn drains live streams on SIGTERM (up to the grace period), then re-raises the
-    # signal through the previous handler: a no-op one makes a drained shutdown exit 0.
+    # The server re-raises SIGTERM through the previous handler once it has drained: a no-op
+    # one makes a drained shutdown exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level.lower(),
+        "access_log": False,
+        "server_header": False,
+    }
     if settings.workers > 1:  # stateless workers: each process builds its app from the env
         os.environ.update(settings_to_env(settings))
-        target: Any = "kimi_proxy.app:app_from_env"
-    else:
-        target = create_app(settings, spec=spec)
-        tune_garbage_collector()
-    uvicorn.run(
-        target,
-        factory=settings.workers > 1,
-        workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        timeout_graceful_shutdown=30,
-        server_header=False,
-    )
+        uvicorn.run(
+            "kimi_proxy.app:app_from_env",
+            factory=True,
+            workers=settings.workers,
+            timeout_graceful_shutdown=int(settings.drain_seconds),
+            **options,
+        )
+        return 0
+    app = create_app(settings, spec=spec)
+    tune_garbage_collector()
+    config = uvicorn.Config(app, timeout_graceful_shutdown=DRAIN_LEFTOVER_SECONDS, **options)
+    DrainingServer(config, proxy_state(app), settings.drain_seconds).run()
     return 0
 
 

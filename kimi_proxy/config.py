@@ -78,6 +78,10 @@ class Settings(BaseSettings):
         "auto", validation_alias=_env("dashboard", "KIMI_DASHBOARD")
     )
 
+    drain_seconds: float = Field(
+        120.0, ge=0, validation_alias=_env("drain_seconds", "KIMI_DRAIN_SECONDS")
+    )
+
     workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
     body_timeout: float = Field(
         30.0, gt=0, validation_alias=_env("body_timeout", "KIMI_BODY_TIMEOUT")

@@ -14,6 +14,7 @@
     │   └── ModelOutputError     500 api_error          (the model's tool call was invalid)
     ├── GatewayTimeoutError      504 timeout_error
     └── OverloadedError          529 overloaded_error
+        └── DrainingError        503 overloaded_error   (this instance is shutting down)
 
 Statuses are chosen for what clients do with them: Claude Code retries 429 and 5xx, retries a
 400 with fewer betas before showing it, and replaces the message of a 404 or 413 with its own
@@ -144,6 +145,12 @@ class GatewayTimeoutError(ProxyError):
 
 class OverloadedError(ProxyError):
     status, error_type = 529, "overloaded_error"
+
+
+class DrainingError(OverloadedError):
+    """This instance is shutting down: a 503, which balancers and clients retry elsewhere."""
+
+    status = 503
 
 
 ERROR_BY_PROVIDER_STATUS: dict[int, type[ProxyError]] = {

@@ -22,6 +22,7 @@ from .agent.tools import tool_definitions
 from .errors import (
     ApiError,
     BadGatewayError,
+    DrainingError,
     GatewayTimeoutError,
     InvalidRequestError,
     OverloadedError,
@@ -114,6 +115,11 @@ async def create_message(request: Request) -> Response:
     state: ProxyState = request.app.state.proxy
     settings = state.settings
     record = request_record(request.scope)
+    if state.draining:
+        raise DrainingError(
+            "This kimi-proxy instance is shutting down and takes no new requests; send it "
+            "again (a load balancer sends it to another instance)."
+        )
     message_request, raw = await parse_body_and_bytes(request, MessagesRequest)
     record.stream = message_request.stream
     record.model_asked = message_request.model
@@ -149,7 +155,9 @@ async def create_message(request: Request) -> Response:
             await current.opened.response.aclose()
 
     events = stream_events(call, current, record)
-    return EventStreamResponse(events, ping_interval=settings.ping_interval, on_close=on_close)
+    return EventStreamResponse(
+        events, ping_interval=settings.ping_interval, on_close=on_close, cut=state.cut
+    )
 
 
 async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
@@ -273,7 +281,9 @@ async def agent_response(
     async def on_close() -> None:
         release()
 
-    return EventStreamResponse(body(), ping_interval=settings.ping_interval, on_close=on_close)
+    return EventStreamResponse(
+        body(), ping_interval=settings.ping_interval, on_close=on_close, cut=state.cut
+    )
 
 
 async def stream_events(
@@ -446,6 +456,14 @@ async def health(request: Request) -> Response:
             "time": time.time(),
         }
     )
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 503 once the instance is draining (liveness is `/health`)."""
+    state: ProxyState = request.app.state.proxy
+    if state.draining:
+        return _json({"status": "draining", "active_streams": state.active_streams}, 503)
+    return _json({"status": "ready", "active_streams": state.active_streams})
 
 
 async def metrics(request: Request) -> Response:

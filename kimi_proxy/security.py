@@ -5,10 +5,11 @@
 * A browser request (it carries `Origin`) is refused unless the origin is listed in
   `KIMI_CORS_ORIGINS`: web pages cannot drive the proxy behind the user's back. CORS itself
   (preflight included) is Starlette's `CORSMiddleware`, added only for listed origins.
-* With `KIMI_PROXY_AUTH_TOKEN` set, every request but `GET /health` must carry it as
-  `x-api-key` or `Authorization: Bearer`, compared in constant time. The dashboard's pages
-  may carry it as `?token=` (the page then keeps it in an HttpOnly cookie scoped to
-  `/dashboard`) or that cookie: a browser's page and `EventSource` cannot send headers.
+* With `KIMI_PROXY_AUTH_TOKEN` set, every request but the probes (`/health`, `/ready`) must
+  carry it as `x-api-key` or `Authorization: Bearer`, compared in constant time. The
+  dashboard's pages may carry it as `?token=` (the page then keeps it in an HttpOnly cookie
+  scoped to `/dashboard`) or that cookie: a browser's page and `EventSource` cannot send
+  headers.
 * A page's request to its own origin (the dashboard's) is not a cross-site request.
 """
 
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import AuthenticationError, PermissionDeniedError, ProxyError, send_error
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/ready"})  # probes carry no token
 DASHBOARD = "/dashboard"
 DASHBOARD_COOKIE = "kimi_dashboard"
 

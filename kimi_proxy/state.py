@@ -3,6 +3,7 @@ stateless and scale out behind any load balancer."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from .agent.tools import LocalTools
@@ -20,3 +21,5 @@ class ProxyState:
     metrics: Metrics = field(default_factory=Metrics)
     active_streams: int = 0
     feed: Feed = field(default_factory=Feed)
+    draining: bool = False  # SIGTERM came: no new work (drain.py)
+    cut: asyncio.Event = field(default_factory=asyncio.Event)  # the drain's deadline passed

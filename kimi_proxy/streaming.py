@@ -16,11 +16,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from .errors import DrainingError, render_sse
+
 PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
+CUT_FRAME = render_sse(
+    DrainingError(
+        "This kimi-proxy instance shut down before the answer finished (its drain period ran "
+        "out); send the request again."
+    )
+)
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
@@ -48,6 +57,7 @@ class EventStreamResponse(StreamingResponse):
         ping_interval: float,
         on_close: Callable[[], Awaitable[None]],
         headers: dict[str, str] | None = None,
+        cut: asyncio.Event | None = None,
     ) -> None:
         super().__init__(
             content, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
@@ -57,12 +67,13 @@ class EventStreamResponse(StreamingResponse):
         self._last_sent = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._pinging: set[asyncio.Task[None]] = set()
+        self._cut = cut
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = asyncio.current_task()
         assert body is not None
         streaming = True
-        client_left = False
+        client_left = cut = False
 
         def on_disconnect(listener: asyncio.Future[None]) -> None:
             nonlocal client_left
@@ -70,16 +81,31 @@ class EventStreamResponse(StreamingResponse):
                 client_left = True
                 body.cancel()
 
+        def on_cut(waiter: asyncio.Future[Any]) -> None:
+            nonlocal cut
+            if streaming and not waiter.cancelled():
+                cut = True
+                body.cancel()
+
         listener = asyncio.ensure_future(_disconnect(receive))
         listener.add_done_callback(on_disconnect)
+        cutter = asyncio.ensure_future(self._cut.wait()) if self._cut is not None else None
+        if cutter is not None:
+            cutter.add_done_callback(on_cut)
         try:
             await self._stream(send)
         except asyncio.CancelledError:
-            if not client_left or body.uncancel():  # cancelled by someone else: obey
+            if not (client_left or cut) or body.uncancel():  # cancelled by someone else: obey
                 raise
+            if cut and not client_left:  # the drain's deadline: say so, end the body properly
+                self._stop_pings()
+                await send({"type": "http.response.body", "body": CUT_FRAME, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             streaming = False
             listener.cancel()
+            if cutter is not None:
+                cutter.cancel()
             self._stop_pings()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
