@@ -336,6 +336,9 @@ BAD_INPUT = [
     (b'{"model": "m", "messages": "hi"}', 400, "messages"),
     (b'{"model": "m", "messages": [{"role": "robot", "content": "x"}]}', 400, "role"),
     (b'{"model": "m", "max_tokens": "lots", "messages": []}', 400, "max_tokens"),
+    # as Anthropic's API: a conversation needs a message (it was a 200 with an empty answer)
+    (b'{"model": "m", "max_tokens": 10, "messages": []}', 400, "messages: List should have"),
+    (b'{"model": "m", "stream": true, "messages": []}', 400, "at least 1 item"),
     (
         b'{"model": "m", "messages": [{"role": "user", "content": [{"type": "hologram"}]}]}',
         400,
