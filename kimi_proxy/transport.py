@@ -14,7 +14,8 @@ network read.
   provider chunks stays one piece. Reading pauses while a slow consumer has more than
   `HIGH_WATER` bytes waiting, so a slow client holds back the provider, not proxy memory.
 * Timeouts come from httpx (connect, read, write, pool) and raise httpx's exceptions, as do
-  refused connections and broken answers.
+  refused connections and broken answers. A head (status line and headers) over
+  `MAX_HEAD_BYTES` is a broken answer: a provider cannot make the proxy hold an endless one.
 * An https provider is reached through the proxy the environment names (`HTTPS_PROXY`, else
   `ALL_PROXY`; an http:// proxy, credentials allowed) with a CONNECT tunnel, unless `NO_PROXY`
   lists it; loopback hosts are always reached directly.
@@ -36,6 +37,7 @@ import httptools
 import httpx
 
 HIGH_WATER = 64 * 1024  # bytes waiting for the consumer before reading pauses (per stream)
+MAX_HEAD_BYTES = 64 * 1024  # status line and headers: an answer whose head is longer is refused
 _Origin = tuple[str, str, int]
 
 
@@ -154,6 +156,7 @@ class Connection(asyncio.Protocol):
         self._body: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
+        self._head_bytes = 0
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,6 +172,16 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._broken(httpx.RemoteProtocolError(f"The provider's answer is not HTTP: {exc}"))
             self.close()
+            return
+        if not self.status:  # still in the head: a never-ending one must not grow forever
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._broken(
+                    httpx.RemoteProtocolError(
+                        f"The provider's answer has a header block over {MAX_HEAD_BYTES} bytes."
+                    )
+                )
+                self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
