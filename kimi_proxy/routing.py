@@ -92,6 +92,8 @@ def plan_call(
     call.built[first.label] = preview
     if raw is not None:
         parsed.clear()
+    else:  # agent mode: the loop edits the payload step by step
+        call.keep_payload = True
     return call
 
 

@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 
 import httpx
+import orjson
 
 from ..errors import (
     TOKEN_LIMIT_ADVICE,
@@ -29,7 +30,6 @@ from ..errors import (
     RateLimitError,
     TokenLimitError,
 )
-from ..observability import LazyJson
 from ..pool_config import CandidateSpec
 from ..translate.request import UpstreamRequest
 from ..upstream import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
@@ -99,6 +99,8 @@ class Call:
     excluded: set[tuple[str, str, str]] = field(default_factory=set)
     backoff: dict[tuple[str, str, str], float] = field(default_factory=dict)
     built: dict[str, UpstreamRequest] = field(default_factory=dict)
+    encoded: dict[str, bytes] = field(default_factory=dict)
+    keep_payload: bool = False
     reservation: Reservation | None = None
     target: Target | None = None
     last_error: ProxyError | None = None
@@ -195,12 +197,15 @@ class Call:
         request = self.built.get(target.candidate.label)
         if request is None:
             request = self.built[target.candidate.label] = self.build(target.candidate)
+        body = self._body(target.candidate.label, request)
         need = self.need(target)
-        payload = request.payload
-        if need - self.prompt_tokens < payload.get("max_tokens", 0):
-            payload = {**payload, "max_tokens": need - self.prompt_tokens}
+        if need - self.prompt_tokens < request.max_tokens:  # fitted to the key's limit
+            payload = orjson.loads(body)
+            payload["max_tokens"] = need - self.prompt_tokens
+            body = orjson.dumps(payload)
         reservation = target.key.ledger.reserve(need, pool.clock())
-        flow_log.debug("upstream request to %s: %s", target.label, LazyJson(payload))
+        if flow_log.isEnabledFor(logging.DEBUG):
+            flow_log.debug("upstream request to %s: %s", target.label, body.decode())
         self.attempts += 1
         pool.events.attempt(target)
         context = CallContext(
@@ -209,7 +214,7 @@ class Call:
             context_window=target.candidate.limits.context_window,
         )
         try:
-            response = await target.key.client.open(payload, context)
+            response = await target.key.client.open(body, context)
         except UpstreamFailure as failure:
             target.key.ledger.release(reservation)
             self._failed(target, failure)
@@ -225,6 +230,17 @@ class Call:
             if len(pool.affinity) > AFFINITY_SESSIONS:
                 pool.affinity.popitem(last=False)
         return Opened(self, target, request, response)
+
+    def _body(self, label: str, request: UpstreamRequest) -> bytes:
+        """The request as sent, encoded once per candidate. Unless the payload is still needed
+        (agent mode edits it), it is let go: while the provider thinks, a stream holds 50 KB of
+        bytes, not the payload's objects."""
+        body = self.encoded.get(label)
+        if body is None:
+            body = self.encoded[label] = orjson.dumps(request.payload)
+            if not self.keep_payload:
+                request.payload = {}
+        return body
 
     def _out_of_retry_time(self) -> bool:
         if self.first_failure is None:
@@ -321,10 +337,13 @@ class Call:
         """The answer has reached the client: no failover any more, so let the request go."""
         self.build = _no_more_translations
         self.built.clear()
+        self.encoded.clear()
 
     def sent(self, opened: Opened) -> None:
-        """The provider has the request: free its payload (a failover translates again)."""
-        self.built.pop(opened.target.candidate.label, None)
+        """The provider has the request: free it (a failover translates again)."""
+        label = opened.target.candidate.label
+        self.built.pop(label, None)
+        self.encoded.pop(label, None)
         opened.request.payload = {}
 
     async def reopen(self, error: ProxyError) -> Opened:

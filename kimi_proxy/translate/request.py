@@ -65,6 +65,7 @@ class UpstreamRequest:
     limits: ModelLimits
     tool_names: ToolNames
     stop_sequences: tuple[str, ...] = ()
+    max_tokens: int = 0  # the answer budget asked of the provider (the payload's max_tokens)
 
 
 @dataclass(slots=True)
@@ -494,4 +495,5 @@ def anthropic_to_openai_request(
         limits=limits,
         tool_names=ToolNames(tools_by_name),
         stop_sequences=stops,
+        max_tokens=payload["max_tokens"],
     )
