@@ -11,13 +11,15 @@ import functools
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
 import httpx
 from prometheus_client import Counter, Gauge
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -48,7 +50,7 @@ from .observability import (
 from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_pool_spec
 from .providers.discovery import served_models, unserved
 from .providers.pool import Events as PoolEvents
-from .providers.pool import KeyState, Pool, Target
+from .providers.pool import Pool, Target
 from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
@@ -132,21 +134,36 @@ def report_pool_to(metrics: Metrics, pool: Pool) -> None:
         series(metrics.waits, *of(target)).inc()
         series(metrics.wait_seconds, *of(target)).inc(seconds)
 
-    def observed(key: KeyState) -> None:
-        now = pool.clock()
-        for budget in key.ledger.windows.values():
-            left = budget.available(now)
-            if left is not None:
-                name = (key.provider.name, key.key.name, budget.kind, budget.window)
-                series(metrics.remaining, *name).set(left)
-
     pool.events = PoolEvents(
         attempt=lambda t: series(metrics.provider_requests, *of(t)).inc(),
         failover=lambda t: series(metrics.failovers, *of(t)).inc(),
         wait=waited,
         rate_limited=lambda t: series(metrics.rate_limited, *of(t)).inc(),
-        observed=observed,
     )
+    metrics.registry.register(RemainingCollector(pool))
+
+
+class RemainingCollector(Collector):
+    """`kimi_provider_remaining`: what each key has left, read from the ledgers when scraped
+    (nothing to do per request)."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "kimi_provider_remaining",
+            "What a key has left, as its provider last reported (or as counted)",
+            labels=["provider", "key", "kind", "window"],
+        )
+        now = self.pool.clock()
+        for key in self.pool.all_keys():
+            for budget in key.ledger.windows.values():
+                left = budget.available(now)
+                if left is not None:
+                    labels = [key.provider.name, key.key.name, budget.kind, budget.window]
+                    family.add_metric(labels, max(0, left))
+        yield family
 
 
 def error_response(error: ProxyError) -> Response:

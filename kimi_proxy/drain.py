@@ -63,6 +63,6 @@ class DrainingServer(uvicorn.Server):
             await asyncio.sleep(POLL_SECONDS)
         if running:
             log.warning("drain deadline: ending %d streams with an error event", len(running))
-            self.state.cut.set()
+            self.state.drain.cut_all()
             await asyncio.sleep(CUT_SECONDS)
         self.should_exit = True

@@ -156,12 +156,6 @@ class Metrics:
             target,
             registry=r,
         )
-        self.remaining = Gauge(
-            "kimi_provider_remaining",
-            "What a key has left, as its provider last reported (or as counted)",
-            ["provider", "key", "kind", "window"],
-            registry=r,
-        )
 
     def observe(self, record: RequestRecord) -> None:
         self.requests.labels(record.path, str(record.status)).inc()

@@ -156,7 +156,7 @@ async def create_message(request: Request) -> Response:
 
     events = stream_events(call, current, record)
     return EventStreamResponse(
-        events, ping_interval=settings.ping_interval, on_close=on_close, cut=state.cut
+        events, ping_interval=settings.ping_interval, on_close=on_close, drain=state.drain
     )
 
 
@@ -282,7 +282,7 @@ async def agent_response(
         release()
 
     return EventStreamResponse(
-        body(), ping_interval=settings.ping_interval, on_close=on_close, cut=state.cut
+        body(), ping_interval=settings.ping_interval, on_close=on_close, drain=state.drain
     )
 
 

@@ -3,13 +3,13 @@ stateless and scale out behind any load balancer."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from .agent.tools import LocalTools
 from .config import Settings
 from .observability import Metrics
 from .providers.pool import Pool
+from .streaming import Drain
 from .web.feed import Feed
 
 
@@ -22,4 +22,4 @@ class ProxyState:
     active_streams: int = 0
     feed: Feed = field(default_factory=Feed)
     draining: bool = False  # SIGTERM came: no new work (drain.py)
-    cut: asyncio.Event = field(default_factory=asyncio.Event)  # the drain's deadline passed
+    drain: Drain = field(default_factory=Drain)  # the streams to end at the drain's deadline

@@ -49,6 +49,20 @@ async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
         await close()
 
 
+class Drain:
+    """The streams a drain may have to end at its deadline (`cut_all`), without a task or a
+    waiter per stream: a stream registers its own task while it runs."""
+
+    def __init__(self) -> None:
+        self.streams: set[asyncio.Task[Any]] = set()
+        self.cut = False
+
+    def cut_all(self) -> None:
+        self.cut = True
+        for task in list(self.streams):
+            task.cancel()
+
+
 class EventStreamResponse(StreamingResponse):
     def __init__(
         self,
@@ -57,7 +71,7 @@ class EventStreamResponse(StreamingResponse):
         ping_interval: float,
         on_close: Callable[[], Awaitable[None]],
         headers: dict[str, str] | None = None,
-        cut: asyncio.Event | None = None,
+        drain: Drain | None = None,
     ) -> None:
         super().__init__(
             content, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
@@ -67,13 +81,13 @@ class EventStreamResponse(StreamingResponse):
         self._last_sent = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._pinging: set[asyncio.Task[None]] = set()
-        self._cut = cut
+        self._drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = asyncio.current_task()
         assert body is not None
         streaming = True
-        client_left = cut = False
+        client_left = False
 
         def on_disconnect(listener: asyncio.Future[None]) -> None:
             nonlocal client_left
@@ -81,31 +95,26 @@ class EventStreamResponse(StreamingResponse):
                 client_left = True
                 body.cancel()
 
-        def on_cut(waiter: asyncio.Future[Any]) -> None:
-            nonlocal cut
-            if streaming and not waiter.cancelled():
-                cut = True
-                body.cancel()
-
         listener = asyncio.ensure_future(_disconnect(receive))
         listener.add_done_callback(on_disconnect)
-        cutter = asyncio.ensure_future(self._cut.wait()) if self._cut is not None else None
-        if cutter is not None:
-            cutter.add_done_callback(on_cut)
+        drain = self._drain
+        if drain is not None:
+            drain.streams.add(body)
         try:
             await self._stream(send)
         except asyncio.CancelledError:
+            cut = drain is not None and drain.cut and not client_left
             if not (client_left or cut) or body.uncancel():  # cancelled by someone else: obey
                 raise
-            if cut and not client_left:  # the drain's deadline: say so, end the body properly
+            if cut:  # the drain's deadline: say so, and end the body properly
                 self._stop_pings()
                 await send({"type": "http.response.body", "body": CUT_FRAME, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             streaming = False
             listener.cancel()
-            if cutter is not None:
-                cutter.cancel()
+            if drain is not None:
+                drain.streams.discard(body)
             self._stop_pings()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:

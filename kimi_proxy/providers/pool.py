@@ -62,7 +62,6 @@ class Events:
     failover: Callable[[Target], None] = lambda target: None
     wait: Callable[[Target, float], None] = lambda target, seconds: None
     rate_limited: Callable[[Target], None] = lambda target: None
-    observed: Callable[[KeyState], None] = lambda key: None
 
 
 class Pool:
@@ -154,5 +153,3 @@ class Pool:
         plain = dict(headers.items())  # httpx.Headers looks each name up by a scan
         reported = read_limits(key.provider.dialect, plain, self.clock(), self.wall_clock())
         key.ledger.acknowledge(reservation, reported)
-        if reported:
-            self.events.observed(key)

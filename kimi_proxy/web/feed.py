@@ -92,7 +92,7 @@ class Feed:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.in_flight: dict[str, RequestRecord] = {}
-        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        self.recent: deque[RequestRecord] = deque(maxlen=RECENT)  # shown as rows on demand
         self.minutes: deque[Minute] = deque(maxlen=MINUTES)
         self.sessions: dict[str, Today] = {}
         self.users: dict[str, Today] = {}
@@ -125,10 +125,9 @@ class Feed:
             minute.tokens_by_provider[record.provider] += total
         for totals in self._totals_of(record):
             _add(totals, record)
-        shown = row(record)
-        self.recent.append(shown)
+        self.recent.append(record)
         if self.watchers:
-            self.publish({"type": "request", "row": shown})
+            self.publish({"type": "request", "row": row(record)})
 
     def publish(self, event: dict[str, Any]) -> None:
         for queue in self.watchers:
@@ -150,6 +149,9 @@ class Feed:
 
     def running(self) -> list[dict[str, Any]]:
         return [row(r) for r in self.in_flight.values()]
+
+    def finished_rows(self) -> list[dict[str, Any]]:
+        return [row(r) for r in self.recent]
 
     def today(self) -> dict[str, Any]:
         self._roll_day(self.clock())

@@ -84,7 +84,7 @@ def state(pool: Pool, feed: Feed, *, full: bool) -> dict[str, Any]:
         "today": feed.today(),
     }
     if full:
-        body["recent"] = list(feed.recent)
+        body["recent"] = feed.finished_rows()
     return body
 
 
