@@ -214,6 +214,21 @@ def _floor_and_proxy(row: dict[str, Any], q: str) -> str:
     return f"{_ms(_added(row, q, 'floor'))} / **{_ms(_added(row, q))}**"
 
 
+def _times_floor(row: dict[str, Any], q: str) -> str:
+    """The proxy's added TTFT as a multiple of the pass-through floor's, same run."""
+    floor = _added(row, q, "floor")
+    return f"{_added(row, q) / floor:.1f}×" if floor > 0 else "–"
+
+
+def _streams_per_core(result: dict[str, Any], interval_ms: float) -> str:
+    """How many streams at this pace one core carries: 1 s of CPU ÷ (CPU per chunk × chunks a
+    second of one stream)."""
+    per_chunk = cpu_us_per_chunk(result)
+    if not per_chunk:
+        return "–"
+    return f"{1e6 / (per_chunk * 1000 / interval_ms):,.0f}"
+
+
 def _ratio(result: dict[str, Any], direct: dict[str, Any]) -> str:
     if not direct["events_per_s"]:
         return "–"
@@ -333,16 +348,17 @@ def render(results: dict[str, Any]) -> str:
             "CPU time ÷ requests.\n"
         )
         w(
-            "| Concurrency | Added TTFT p50 floor / proxy (ms) | Added TTFT p99 floor / proxy "
-            "(ms) | Events/s direct / floor / proxy | Floor, proxy vs direct | CPU/request floor "
-            "/ proxy |"
+            "| Concurrency | Added TTFT p50 floor / proxy (ms) | Proxy ÷ floor, p50 | Added TTFT "
+            "p99 floor / proxy (ms) | Events/s direct / floor / proxy | Floor, proxy vs direct | "
+            "CPU/request floor / proxy |"
         )
-        w("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in results["streaming"]:
             d, f, p = row["direct"], row["floor"], row["proxy"]
             w(
                 f"| {row['concurrency']} "
                 f"| {_floor_and_proxy(row, 'p50')} "
+                f"| {_times_floor(row, 'p50')} "
                 f"| {_floor_and_proxy(row, 'p99')} "
                 f"| {d['events_per_s']:,.0f} / {f['events_per_s']:,.0f} / "
                 f"{p['events_per_s']:,.0f} "
@@ -368,9 +384,9 @@ def render(results: dict[str, Any]) -> str:
         w(
             "| Concurrency | Requests | Errors | TTFT p50 direct / floor / proxy (ms) | Added p50 "
             "floor / proxy (ms) | TTFT p99 direct / floor / proxy (ms) | Added p99 floor / proxy "
-            "(ms) | CPU/chunk floor / proxy | Proxy CPU |"
+            "(ms) | CPU/chunk floor / proxy | Proxy CPU | Streams per core at this pace |"
         )
-        w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in paced["levels"]:
             d, f, p = row["direct"], row["floor"], row["proxy"]
             errors = " / ".join(str(r["errors"]) for r in (d, f, p))
@@ -383,7 +399,8 @@ def render(results: dict[str, Any]) -> str:
                 f"{_ms(p['ttft_ms']['p99'])} "
                 f"| {_floor_and_proxy(row, 'p99')} "
                 f"| {cpu_us_per_chunk(f):.0f} / {cpu_us_per_chunk(p):.0f} µs "
-                f"| {p['proxy_cpu_s'] / p['process_wall_s']:.0%} |"
+                f"| {p['proxy_cpu_s'] / p['process_wall_s']:.0%} "
+                f"| {_streams_per_core(p, paced['interval_ms'])} |"
             )
         w("")
 
