@@ -36,8 +36,9 @@ import orjson
 from starlette.types import Send
 
 KEY_ADVICE = (
-    "Check GROQ_API_KEY / KIMI_API_KEY: set it to a valid key from your provider "
-    "(for Groq: https://console.groq.com/keys) and restart kimi-proxy."
+    "Check the provider keys (MOONSHOT_API_KEY, OPENROUTER_API_KEY, GROQ_API_KEY… or "
+    "KIMI_API_KEY, or the keys in your config file, docs/CONFIG.md): set them to valid keys "
+    "from your providers and restart kimi-proxy."
 )
 
 
