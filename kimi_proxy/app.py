@@ -40,6 +40,7 @@ from .errors import (
     internal_error,
     render_json,
 )
+from .gateway.users import UserDirectory, UserFile
 from .observability import (
     DEFAULT_DEBUG_LOG,
     Metrics,
@@ -264,6 +265,7 @@ def create_app(
         log.warning("%s", note)
     local_names = parse_tool_names(settings.local_tools)
     state = ProxyState(
+        users=UserDirectory(UserFile(settings.users_file)) if settings.users_file else None,
         settings=settings,
         pool=new_pool(settings, spec, connections),
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
@@ -292,6 +294,7 @@ def create_app(
             allowed_hosts=settings.allowed_host_list,
             cors_origins=settings.cors_origin_list,
             auth_token=settings.auth_token_value,
+            users=state.users,
         )
 
     middleware = []

@@ -15,6 +15,7 @@ from pydantic import AliasChoices, ValidationError
 from pydantic_core import PydanticUndefined
 
 from .config import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
+from .gateway.users import DEFAULT_USERS_FILE, UserError, UserFile, UserLimits
 from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_pool_spec
 
 
@@ -38,6 +39,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     default = DEFAULT_CONFIG_PATH.expanduser()
     if settings.config is None and default.is_file():
         settings.config = default
+    if settings.users_file is None:
+        settings.users_file = DEFAULT_USERS_FILE
     return settings
 
 
@@ -94,6 +97,49 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a limit must be above 0")
+    return number
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=_positive, help="requests a minute")
+    parser.add_argument("--tpm", type=_positive, help="tokens a minute (input + answer budget)")
+    parser.add_argument("--concurrency", type=_positive, help="requests at once")
+    parser.add_argument("--daily-tokens", type=_positive, help="tokens a day")
+
+
+def run_users(settings: Settings, args: argparse.Namespace) -> int:
+    """`kimi-proxy users add|list|revoke|limits`: exit 2 with the reason when it cannot."""
+    store = UserFile(settings.users_file or DEFAULT_USERS_FILE)
+    try:
+        if args.action == "list":
+            for user in store.load().values():
+                state = "revoked" if user.revoked else "active"
+                print(f"{user.name}\t{state}\t{user.limits.describe()}")
+            return 0
+        if args.action == "revoke":
+            store.revoke(args.name)
+            print(f"{args.name}: revoked (every instance refuses the key within a second)")
+            return 0
+        limits = UserLimits(args.rpm, args.tpm, args.concurrency, args.daily_tokens)
+        if args.action == "add":
+            key = store.add(args.name, limits)
+            print(f"{args.name}: {limits.describe()}. The key (shown once, not stored):\n{key}")
+            return 0
+        user = store.set_limits(args.name, limits)
+        print(f"{user.name}: {user.limits.describe()}")
+        return 0
+    except UserError as exc:
+        print(f"kimi-proxy: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kimi-proxy",
@@ -108,6 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check each provider and key, without a model call"
     )
     doctor_parser.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+    users = sub.add_parser("users", help="the gateway's users: their keys and limits")
+    users.add_argument("--users-file", metavar="USERS_FILE", help="(KIMI_USERS_FILE)")
+    actions = users.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a user; prints the new key once")
+    add.add_argument("name")
+    _limit_flags(add)
+    actions.add_parser("list", help="the users, their state and limits (never their keys)")
+    revoke = actions.add_parser("revoke", help="revoke a user's key (on every instance)")
+    revoke.add_argument("name")
+    limits = actions.add_parser("limits", help="set a user's limits (omitted ones: none)")
+    limits.add_argument("name")
+    _limit_flags(limits)
     status = sub.add_parser(
         "statusline", help="one line for Claude Code's status line (reads its JSON on stdin)"
     )
@@ -131,6 +189,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
+    if args.command == "users":
+        return run_users(settings, args)
     if args.command == "code":
         from .launcher import run_claude_code
 

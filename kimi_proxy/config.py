@@ -78,6 +78,7 @@ class Settings(BaseSettings):
         "auto", validation_alias=_env("dashboard", "KIMI_DASHBOARD")
     )
 
+    users_file: Path | None = Field(None, validation_alias=_env("users_file", "KIMI_USERS_FILE"))
     drain_seconds: float = Field(
         120.0, ge=0, validation_alias=_env("drain_seconds", "KIMI_DRAIN_SECONDS")
     )

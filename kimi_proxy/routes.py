@@ -129,11 +129,21 @@ async def create_message(request: Request) -> Response:
     else:
         call = plan_call(state, message_request, request.headers, record, raw)
     del raw
+    user = request.scope.get("state", {}).get("user")
+    if user is not None:  # the user's own limits, before any provider is asked
+        call.on_end = state.user_limiter.admit(user, call.prompt_tokens + call.answer_tokens).end
     if state.local_tools is not None:
         return await agent_response(state, message_request.stream, call, record)
     if not message_request.stream:
-        return _json(await complete_message(call, record))
-    release = acquire_stream_slot(state)
+        try:
+            return _json(await complete_message(call, record))
+        finally:
+            call.finish(None)  # a no-op once answered; else the budgets it held are let go
+    try:
+        release = acquire_stream_slot(state)
+    except BaseException:
+        call.finish(None)
+        raise
     # Nothing but the call needs the parsed request any more: let it go before waiting for the
     # provider (with hundreds of streams opening at once, it is most of the memory).
     del message_request
@@ -145,12 +155,13 @@ async def create_message(request: Request) -> Response:
         opened = None
     except BaseException:
         release()
+        call.finish(None)
         raise
     current = Current(opened)
 
     async def on_close() -> None:
         release()
-        call.settle(None)  # a no-op when the stream ended normally
+        call.finish(None)  # a no-op when the stream ended normally
         if current.opened is not None:
             await current.opened.response.aclose()
 
@@ -169,13 +180,13 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
             completion = await opened.target.key.client.read_completion(opened.response)
         except ProxyError as exc:
             if not fails_over(exc):
-                call.settle(None)
+                call.finish(None)
                 raise
             opened = await call.reopen(exc)
             continue
         message = openai_to_anthropic_message(completion, opened.request)
         usage = message["usage"]
-        call.settle(usage["input_tokens"] + usage["output_tokens"])
+        call.finish(usage["input_tokens"] + usage["output_tokens"])
         record.tokens(usage)
         return message
 
@@ -260,11 +271,18 @@ async def agent_response(
         local_tools=frozenset(upstream_tool_name(n) for n in state.local_tools.enabled),
     )
     if not stream:
-        async with aclosing(loop.events(translator)) as events:
-            message = accumulate_message([event async for event in events])
+        try:
+            async with aclosing(loop.events(translator)) as events:
+                message = accumulate_message([event async for event in events])
+        finally:
+            call.finish(None)
         record.tokens(message["usage"])
         return _json(message)
-    release = acquire_stream_slot(state)
+    try:
+        release = acquire_stream_slot(state)
+    except BaseException:
+        call.finish(None)
+        raise
 
     async def body() -> AsyncIterator[bytes]:
         try:
@@ -280,6 +298,7 @@ async def agent_response(
 
     async def on_close() -> None:
         release()
+        call.finish(None)
 
     return EventStreamResponse(
         body(), ping_interval=settings.ping_interval, on_close=on_close, drain=state.drain
@@ -337,7 +356,7 @@ async def stream_events(
             closing = translator.finish()
             usage = closing[-2]["usage"]
             record.tokens(usage)
-            call.settle(usage["input_tokens"] + usage["output_tokens"])
+            call.finish(usage["input_tokens"] + usage["output_tokens"])
             yield encode_events(closing)
             return
         except Exception as exc:
@@ -357,7 +376,7 @@ async def stream_events(
                     return
                 note_target(record, call, current.opened)
                 continue
-            call.settle(None)
+            call.finish(None)
             yield stream_failure(exc, record)
             return
 

@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import AuthenticationError, PermissionDeniedError, ProxyError, send_error
+from .gateway.users import UserDirectory
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes carry no token
@@ -43,12 +44,14 @@ class SecurityMiddleware:
         allowed_hosts: list[str],
         cors_origins: list[str],
         auth_token: str | None,
+        users: UserDirectory | None = None,
     ) -> None:
         self.app = app
         self.any_host = "*" in allowed_hosts
         self.allowed_hosts = {h.lower() for h in (*LOOPBACK_NAMES, *allowed_hosts)}
         self.cors_origins = set(cors_origins)
         self.token = auth_token.encode() if auth_token else None
+        self.users = users
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +76,12 @@ class SecurityMiddleware:
                 "Requests from web pages are refused. List the page's origin in "
                 "KIMI_CORS_ORIGINS to allow it."
             )
+        if self.users is not None and scope["path"] not in OPEN_PATHS:
+            self.users.refresh()
+            if self.users.any:  # a gateway with users: a user key, or the proxy's own token
+                if scope["method"] == "OPTIONS" and origin is not None:
+                    return None
+                return self._user(headers, scope)
         if self.token is not None and scope["path"] not in OPEN_PATHS:
             if scope["method"] == "OPTIONS" and origin is not None:
                 return None  # CORS preflight: answered by CORSMiddleware, carries no token
@@ -83,19 +92,47 @@ class SecurityMiddleware:
                 )
         return None
 
+    def _user(self, headers: dict[bytes, bytes], scope: Scope) -> ProxyError | None:
+        """Let a request in when it carries an active user's key (noted for the request) or
+        the proxy's token; else a 401 that says what to do."""
+        assert self.users is not None
+        if self.token is not None and self._authorized(headers, scope):
+            return None
+        for presented in _presented(headers, scope):
+            user = self.users.user(presented.decode("latin-1"))
+            if user is not None:
+                state = scope.setdefault("state", {})
+                state["user"] = user
+                record = state.get("record")
+                if record is not None:
+                    record.user = user.name
+                return None
+        return AuthenticationError(
+            "Unknown or revoked user key. This gateway has users: send your key (from "
+            "`kimi-proxy users add NAME`) as x-api-key or Authorization: Bearer; with Claude "
+            "Code, as ANTHROPIC_AUTH_TOKEN or from an apiKeyHelper."
+        )
+
     def _allowed_origin(self, origin: str, host: str) -> bool:
         return origin in self.cors_origins or origin in (f"http://{host}", f"https://{host}")
 
     def _authorized(self, headers: dict[bytes, bytes], scope: Scope) -> bool:
         assert self.token is not None
-        candidates = [headers.get(b"x-api-key", b"")]
-        authorization = headers.get(b"authorization", b"")
-        if authorization[:7].lower() == b"bearer ":
-            candidates.append(authorization[7:].strip())
-        if scope["path"] == DASHBOARD or scope["path"].startswith(DASHBOARD + "/"):
-            candidates += _dashboard_tokens(headers, scope)
+        candidates = _presented(headers, scope)
         results = [hmac.compare_digest(c, self.token) for c in candidates]
         return any(results)
+
+
+def _presented(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:
+    """The credentials a request carries: `x-api-key`, a Bearer token, and on the dashboard's
+    pages its `?token=` or cookie."""
+    candidates = [headers.get(b"x-api-key", b"")]
+    authorization = headers.get(b"authorization", b"")
+    if authorization[:7].lower() == b"bearer ":
+        candidates.append(authorization[7:].strip())
+    if scope["path"] == DASHBOARD or scope["path"].startswith(DASHBOARD + "/"):
+        candidates += _dashboard_tokens(headers, scope)
+    return [c for c in candidates if c]
 
 
 def _dashboard_tokens(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:

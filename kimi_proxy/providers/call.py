@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -101,6 +102,7 @@ class Call:
     built: dict[str, UpstreamRequest] = field(default_factory=dict)
     encoded: dict[str, bytes] = field(default_factory=dict)
     keep_payload: bool = False
+    on_end: Callable[[int | None], None] | None = None  # its user's grant (gateway/limits.py)
     reservation: Reservation | None = None
     target: Target | None = None
     last_error: ProxyError | None = None
@@ -356,6 +358,14 @@ class Call:
         self.pool.events.failover(self.target)
         log.info("%s broke before the first token: failing over", self.target.label)
         return await self.open(may_stream_wait=True)
+
+    def finish(self, used_tokens: int | None) -> None:
+        """The client's request is over (answered, failed or abandoned): settle, and end what
+        else it held (its user's budget), once."""
+        self.settle(used_tokens)
+        if self.on_end is not None:
+            on_end, self.on_end = self.on_end, None
+            on_end(used_tokens)
 
     def settle(self, used_tokens: int | None) -> None:
         """The request is over: counted windows spend what it used (its reservation when the

@@ -1,0 +1,167 @@
+"""Users of a shared proxy: a name, a key shown once, limits. The store keeps only the key's
+SHA-256 (a key is 256 random bits: a fast hash is enough, and it is looked up on every request).
+
+Single machine: a JSON file (`KIMI_USERS_FILE`, default `~/.config/kimi-proxy/users.json`),
+written whole to a temporary file and renamed into place under a lock, so nothing is ever
+half-written and several instances on the machine see a change (`UserDirectory` re-reads it
+when it changes, within `RELOAD_SECONDS`). Once a user exists, every request needs a user key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+KEY_PREFIX = "kpu_"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+RELOAD_SECONDS = 0.5  # a revoked key stops working within this on every instance
+DEFAULT_USERS_FILE = Path("~/.config/kimi-proxy/users.json")
+
+
+class UserError(Exception):
+    """A user command that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserLimits:
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+    daily_tokens: int | None = None
+
+    def describe(self) -> str:
+        parts = [
+            f"{name.replace('_', ' ')} {value:,}" for name, value in asdict(self).items() if value
+        ]
+        return ", ".join(parts) or "no limits"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    key_hash: str = field(repr=False)
+    created: float
+    revoked: bool = False
+    limits: UserLimits = UserLimits()
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class UserFile:
+    """The users as a JSON file; every change is read, changed and written under a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.expanduser()
+
+    def load(self) -> dict[str, User]:
+        try:
+            raw = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{self.path}: cannot read the users file ({exc}).") from None
+        return {
+            name: User(
+                name=name,
+                key_hash=entry["key_hash"],
+                created=entry["created"],
+                revoked=entry.get("revoked", False),
+                limits=UserLimits(**entry.get("limits", {})),
+            )
+            for name, entry in raw.get("users", {}).items()
+        }
+
+    @contextlib.contextmanager
+    def changing(self) -> Iterator[dict[str, User]]:
+        """The users to change in place; written back atomically when the block succeeds."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            users = self.load()
+            yield users
+            data = {
+                "users": {u.name: {**asdict(u), "limits": asdict(u.limits)} for u in users.values()}
+            }
+            for entry in data["users"].values():
+                entry.pop("name")
+            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
+            with os.fdopen(handle, "w") as out:
+                json.dump(data, out, indent=1)
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, self.path)
+
+    def add(self, name: str, limits: UserLimits) -> str:
+        if not NAME.match(name):
+            raise UserError(
+                f"{name!r} is not a usable name: letters, digits, '.', '_', '@' or '-', "
+                "at most 64 characters."
+            )
+        key = new_key()
+        with self.changing() as users:
+            if name in users:
+                raise UserError(f"A user named {name!r} exists already; pick another name.")
+            users[name] = User(name, hash_key(key), time.time(), limits=limits)
+        return key
+
+    def revoke(self, name: str) -> None:
+        with self.changing() as users:
+            if name not in users:
+                raise UserError(f"No user named {name!r}.")
+            users[name] = replace(users[name], revoked=True)
+
+    def set_limits(self, name: str, limits: UserLimits) -> User:
+        with self.changing() as users:
+            if name not in users:
+                raise UserError(f"No user named {name!r}.")
+            users[name] = replace(users[name], limits=limits)
+            return users[name]
+
+
+class UserDirectory:
+    """Who a key belongs to, for the server: the file re-read when it changes."""
+
+    def __init__(self, store: UserFile) -> None:
+        self.store = store
+        self._checked = 0.0
+        self._stamp: float | None = None
+        self._by_hash: dict[str, User] = {}
+        self.any = False  # whether any user exists: then every request needs a user key
+        self.refresh(force=True)
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < RELOAD_SECONDS:
+            return
+        self._checked = now
+        try:
+            stamp: float | None = self.store.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = None
+        if stamp == self._stamp and not force:
+            return
+        self._stamp = stamp
+        users = self.store.load()
+        self._by_hash = {u.key_hash: u for u in users.values()}
+        self.any = bool(users)
+
+    def user(self, key: str) -> User | None:
+        """The active user whose key this is, or None."""
+        self.refresh()
+        found = self._by_hash.get(hash_key(key))
+        return found if found is not None and not found.revoked else None

@@ -1,0 +1,169 @@
+"""Users of a shared proxy (single machine: a users file): keys shown once and stored hashed,
+every request needing one once a user exists, revocation seen within a second by every
+instance, and each user's own limits refused as the user's — not the provider's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from support.proxy import proxy_settings, serve_app
+from support.sse_client import BASIC
+from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream
+
+from kimi_proxy.app import create_app
+
+
+def users(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kimi_proxy", "users", "--users-file", str(path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def add(path: Path, name: str, *limits: str) -> str:
+    done = users(path, "add", name, *limits)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@contextmanager
+def instances(path: Path, count: int = 1, script: Any = None) -> Iterator[list[str]]:
+    with ExitStack() as stack:
+        upstream = stack.enter_context(
+            scripted_upstream(script or (lambda b, n: text_stream("hello")))
+        )
+        settings = proxy_settings(upstream.base_url, users_file=path)
+        yield [stack.enter_context(serve_app(create_app(settings))) for _ in range(count)]
+
+
+def post(url: str, key: str | None, **body: Any) -> httpx.Response:
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(f"{url}/v1/messages", json={**BASIC, **body}, headers=headers, timeout=20)
+
+
+def test_a_key_is_shown_once_and_only_its_hash_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    key = add(path, "alice", "--rpm", "30", "--daily-tokens", "1000000")
+    assert key.startswith("kpu_") and len(key) > 40
+    stored = path.read_text()
+    assert key not in stored and "alice" in stored
+    assert path.stat().st_mode & 0o777 == 0o600
+    listed = users(path, "list")
+    assert (
+        listed.stdout == "alice\tactive\trpm 30, daily tokens 1,000,000\n"
+        and key not in listed.stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["add", "alice"], "exists already"),
+        (["add", "bob", "--rpm", "-5"], "a limit must be above 0"),
+        (["add", "bob", "--tpm", "lots"], "is not a whole number"),
+        (["add", "no spaces please"], "is not a usable name"),
+        (["revoke", "carol"], "No user named 'carol'"),
+        (["limits", "carol", "--rpm", "3"], "No user named 'carol'"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_nothing_half_written(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    path = tmp_path / "users.json"
+    add(path, "alice")
+    before = path.read_text()
+    done = users(path, *args)
+    assert done.returncode == 2 and words in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert path.read_text() == before
+
+
+def test_once_a_user_exists_every_request_needs_a_key_and_revocation_reaches_every_instance(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "users.json"
+    with instances(path, count=2) as (first, second):
+        assert post(first, None).status_code == 200  # no users yet: open as before
+        key = add(path, "alice")
+        time.sleep(0.6)
+        refused = post(first, None)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["type"] == "authentication_error"
+        assert "ANTHROPIC_AUTH_TOKEN" in refused.json()["error"]["message"]
+        assert post(first, "kpu_not-a-key").status_code == 401
+        assert post(first, key).status_code == 200 and post(second, key).status_code == 200
+        assert users(path, "revoke", "alice").returncode == 0
+        revoked = time.monotonic()
+        for url in (first, second):
+            while post(url, key).status_code != 401:
+                assert time.monotonic() - revoked < 1.0
+                time.sleep(0.05)
+        assert httpx.get(f"{first}/health").status_code == 200  # probes need no key
+
+
+def test_a_users_own_limits_are_refused_as_the_users(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    key = add(path, "alice", "--rpm", "2")
+    with instances(path) as (url,):
+        assert [post(url, key).status_code for _ in range(2)] == [200, 200]  # 2 at once
+        third = post(url, key)
+        assert third.status_code == 429 and int(third.headers["retry-after"]) > 0
+        message = third.json()["error"]["message"]
+        assert "User 'alice'" in message and "requests a minute" in message
+        assert "not the provider's" in message
+
+
+def test_a_users_concurrent_streams_are_limited_and_released(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    key = add(path, "alice", "--concurrency", "1")
+    slow = Stream(
+        [chunk({"role": "assistant", "content": "a"}), Pause(1.0), *text_stream("b").items]
+    )
+    with instances(path, script=lambda b, n: slow) as (url,):
+        headers = {"authorization": f"Bearer {key}"}
+        with (
+            httpx.Client(timeout=20) as client,
+            client.stream(
+                "POST", f"{url}/v1/messages", json={**BASIC, "stream": True}, headers=headers
+            ) as first,
+        ):
+            lines = first.iter_lines()  # kept: a dropped iterator closes the stream
+            next(lines)
+            second = post(url, key, stream=True)
+            assert (
+                second.status_code == 429
+                and "concurrent streams" in second.json()["error"]["message"]
+            )
+            for _ in lines:
+                pass
+        assert post(url, key, stream=True).status_code == 200  # released when it ended
+
+
+def test_the_dashboard_shows_usage_per_user(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    key = add(path, "alice")
+    with instances(path) as (url,):
+        post(url, key, stream=True)
+        with (
+            httpx.Client(timeout=10) as client,
+            client.stream(
+                "GET", f"{url}/dashboard/events", headers={"authorization": f"Bearer {key}"}
+            ) as feed,
+        ):
+            for line in feed.iter_lines():
+                if line.startswith("data:"):
+                    snapshot = json.loads(line[5:])
+                    break
+    assert snapshot["today"]["users"]["alice"]["requests"] == 1
+    assert snapshot["recent"][-1]["user"] == "alice"
