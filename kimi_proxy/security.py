@@ -98,6 +98,11 @@ class SecurityMiddleware:
         assert self.users is not None
         if self.token is not None and self._authorized(headers, scope):
             return None
+        if self.token is not None and _dashboard(scope):
+            return PermissionDeniedError(
+                "The dashboard shows every user's requests: it takes the proxy's token "
+                "(KIMI_PROXY_AUTH_TOKEN), not a user key."
+            )
         for presented in _presented(headers, scope):
             user = self.users.user(presented.decode("latin-1"))
             if user is not None:
@@ -130,9 +135,14 @@ def _presented(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:
     authorization = headers.get(b"authorization", b"")
     if authorization[:7].lower() == b"bearer ":
         candidates.append(authorization[7:].strip())
-    if scope["path"] == DASHBOARD or scope["path"].startswith(DASHBOARD + "/"):
+    if _dashboard(scope):
         candidates += _dashboard_tokens(headers, scope)
     return [c for c in candidates if c]
+
+
+def _dashboard(scope: Scope) -> bool:
+    path: str = scope["path"]
+    return path == DASHBOARD or path.startswith(DASHBOARD + "/")
 
 
 def _dashboard_tokens(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:

@@ -38,12 +38,14 @@ def add(path: Path, name: str, *limits: str) -> str:
 
 
 @contextmanager
-def instances(path: Path, count: int = 1, script: Any = None) -> Iterator[list[str]]:
+def instances(
+    path: Path, count: int = 1, script: Any = None, **overrides: Any
+) -> Iterator[list[str]]:
     with ExitStack() as stack:
         upstream = stack.enter_context(
             scripted_upstream(script or (lambda b, n: text_stream("hello")))
         )
-        settings = proxy_settings(upstream.base_url, users_file=path)
+        settings = proxy_settings(upstream.base_url, users_file=path, **overrides)
         yield [stack.enter_context(serve_app(create_app(settings))) for _ in range(count)]
 
 
