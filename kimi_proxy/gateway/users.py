@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+log = logging.getLogger("kimi_proxy.users")
 KEY_PREFIX = "kpu_"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 RELOAD_SECONDS = 0.5  # a revoked key stops working within this on every instance
@@ -155,8 +157,14 @@ class UserDirectory:
             stamp = None
         if stamp == self._stamp and not force:
             return
+        try:
+            users = self.store.load()
+        except UserError as exc:  # keep serving with the users last read; say why once
+            if self._stamp != stamp:
+                log.error("%s Still using the users read before.", exc)
+            self._stamp = stamp
+            return
         self._stamp = stamp
-        users = self.store.load()
         self._by_hash = {u.key_hash: u for u in users.values()}
         self.any = bool(users)
 

@@ -169,3 +169,14 @@ def test_the_dashboard_shows_usage_per_user(tmp_path: Path) -> None:
                     break
     assert snapshot["today"]["users"]["alice"]["requests"] == 1
     assert snapshot["recent"][-1]["user"] == "alice"
+
+
+def test_a_damaged_users_file_keeps_the_users_last_read(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    key = add(path, "alice")
+    with instances(path) as (url,):
+        assert post(url, key).status_code == 200
+        path.write_text("{ not json")
+        time.sleep(0.6)
+        assert post(url, key).status_code == 200  # not a 500 for everyone
+        assert post(url, None).status_code == 401
