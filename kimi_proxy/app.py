@@ -56,7 +56,7 @@ from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
 from .upstream import UpstreamClient
-from .web.routes import dashboard_routes, status_routes
+from .web.routes import dashboard_routes, keys_state, status_routes
 
 log = logging.getLogger("kimi_proxy")
 
@@ -157,13 +157,11 @@ class RemainingCollector(Collector):
             "What a key has left, as its provider last reported (or as counted)",
             labels=["provider", "key", "kind", "window"],
         )
-        now = self.pool.clock()
-        for key in self.pool.all_keys():
-            for budget in key.ledger.windows.values():
-                left = budget.available(now)
-                if left is not None:
-                    labels = [key.provider.name, key.key.name, budget.kind, budget.window]
-                    family.add_metric(labels, max(0, left))
+        for key in keys_state(self.pool, self.pool.clock()):  # what the dashboard shows
+            for window in key["windows"]:
+                if window["left"] is not None:
+                    labels = [key["provider"], key["key"], window["kind"], window["window"]]
+                    family.add_metric(labels, window["left"])
         yield family
 
 

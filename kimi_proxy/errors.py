@@ -35,6 +35,8 @@ import httpx
 import orjson
 from starlette.types import Send
 
+from .providers.dialects import retry_after
+
 KEY_ADVICE = (
     "Check the provider keys (MOONSHOT_API_KEY, OPENROUTER_API_KEY, GROQ_API_KEY… or "
     "KIMI_API_KEY, or the keys in your config file, docs/CONFIG.md): set them to valid keys "
@@ -248,16 +250,6 @@ def token_limit_error(message: str, *, model: str) -> TokenLimitError | None:
     )
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
-
-
 def error_from_provider_response(
     status: int,
     body: bytes,
@@ -307,7 +299,7 @@ def error_from_provider_response(
         message = f"The provider failed with HTTP {status}: {message}"
     else:
         message = f"The provider rejected the request (HTTP {status}): {message}"
-    return cls(message, retry_after=_retry_after(headers))
+    return cls(message, retry_after=retry_after(headers))
 
 
 def error_from_stream_payload(payload: dict[str, Any], *, model: str) -> ProxyError:
