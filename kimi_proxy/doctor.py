@@ -5,6 +5,7 @@ to fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from datetime import date
@@ -21,7 +22,7 @@ from .errors import (
 )
 from .pool_config import ConfigError, KeySpec, PoolSpec, ProviderSpec, load_pool_spec
 from .providers.dialects import read_limits
-from .providers.discovery import unserved
+from .providers.discovery import model_ids, unserved
 from .upstream import MIN_ANSWER_TOKENS
 
 # Auto mode's built-in check (Claude Code 2.1.328, which the launcher turns on) sends the main
@@ -53,11 +54,8 @@ async def _check_key(
         return False
     served: set[str] | None = None
     if response.status_code == 200:
-        try:
-            data = response.json()
-            served = {str(m["id"]) for m in data.get("data", []) if isinstance(m, dict)}
-        except (ValueError, AttributeError, KeyError):
-            served = None
+        with contextlib.suppress(ValueError):
+            served = model_ids(response.content)
     candidates = [c for family in spec.families.values() for c in dict.fromkeys(family)]
     mine = [c for c in dict.fromkeys(candidates) if c.provider == provider.name]
     ok = True

@@ -28,7 +28,13 @@ async def served_models(
             headers={"authorization": f"Bearer {key.secret}"},
         )
         response.raise_for_status()
-    data = orjson.loads(response.content)
+    return model_ids(response.content)
+
+
+def model_ids(content: bytes) -> set[str]:
+    """The ids in a `GET /models` answer (`{"data": [{"id": …}]}` or a bare list); raises
+    `ValueError` when it holds no list of models."""
+    data = orjson.loads(content)
     entries = data.get("data") if isinstance(data, dict) else data
     if not isinstance(entries, list):
         raise ValueError("no list of models in the answer")
