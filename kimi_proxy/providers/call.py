@@ -35,7 +35,7 @@ from ..pool_config import CandidateSpec
 from ..translate.request import UpstreamRequest
 from ..upstream import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
 from .budget import Admission, Reservation, WaitUntil
-from .dialects import read_limits, retry_after
+from .dialects import retry_after
 from .plan import Go, Option, Refuse, Wait, choose
 from .pool import Build, KeyState, Pool, Target
 
@@ -261,9 +261,7 @@ class Call:
         now = pool.clock()
         key = target.key
         if failure.status is not None:  # the provider answered: learn what it reported
-            plain = dict(failure.headers.items())
-            reported = read_limits(key.provider.dialect, plain, now, pool.wall_clock())
-            key.ledger.acknowledge(Reservation(), reported)
+            pool.observe(key, Reservation(), failure.headers)
         if isinstance(error, AuthenticationError | PermissionDeniedError):
             pool.disable(key, f"the provider answered HTTP {failure.status} ({error.message})")
             reason = "key rejected"

@@ -10,11 +10,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import httpx
 
 from ..pool_config import CandidateSpec, KeySpec, PoolSpec, ProviderSpec
 from ..upstream import UpstreamClient
@@ -149,7 +147,8 @@ class Pool:
             self.retired[candidate.label] = why
             log.error("%s retired until restart: %s", candidate.label, why)
 
-    def observe(self, key: KeyState, reservation: Reservation, headers: httpx.Headers) -> None:
+    def observe(self, key: KeyState, reservation: Reservation, headers: Mapping[str, str]) -> None:
+        """What the provider's answer reports of the key's limits (any answer, errors too)."""
         plain = dict(headers.items())  # httpx.Headers looks each name up by a scan
         reported = read_limits(key.provider.dialect, plain, self.clock(), self.wall_clock())
         key.ledger.acknowledge(reservation, reported)
