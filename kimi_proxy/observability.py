@@ -59,9 +59,6 @@ class RequestRecord:
     wall_start: float = field(default_factory=time.time)
     prices: Prices | None = None  # of the model that answered (not logged)
 
-    def count_retry(self) -> None:
-        self.retries += 1
-
     def tokens(self, usage: dict[str, Any]) -> None:
         self.input_tokens = usage.get("input_tokens")
         self.output_tokens = usage.get("output_tokens")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Annotated
@@ -303,9 +303,9 @@ def _kimi_family(
             continue
         providers.setdefault(name, spec)
         live = [
-            CandidateSpec(name, model, spec.profile.limits(model))
+            candidate
             for model in entry.models_of_family(DEFAULT_FAMILY)
-            if _usable(spec, model, today, notes) is not None
+            if (candidate := _usable(spec, model, today, notes)) is not None
         ]
         chosen += live
         if not live:
@@ -332,15 +332,10 @@ def spec_from_environment(
         return _legacy_spec(settings, catalog)
     notes: list[str] = []
     providers: dict[str, ProviderSpec] = {}
-    if settings.api_key_value:  # GROQ_API_KEY, or KIMI_API_KEY for the default provider
-        groq = catalog.providers["groq"]
-        providers["groq"] = ProviderSpec(
-            "groq",
-            groq.base_url,
-            groq.dialect,
-            groq.profile,
-            (KeySpec(_settings_key_name(env), settings.api_key_value),),
-        )
+    groq = _catalog_provider("groq", {}, catalog)
+    if settings.api_key_value and groq is not None:  # GROQ_API_KEY, or KIMI_API_KEY
+        key = KeySpec(_settings_key_name(env), settings.api_key_value)
+        providers["groq"] = replace(groq, keys=(key,))
     family = _kimi_family(providers, catalog, env, today, notes)
     return PoolSpec(
         providers, {DEFAULT_FAMILY: family} if family else {}, RouteConfig(), notes=tuple(notes)

@@ -172,7 +172,8 @@ async def create_message(request: Request) -> Response:
 
 
 async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
-    """A non-streaming answer; a connection that breaks while reading fails over."""
+    """A non-streaming answer; a connection that breaks while reading fails over. The caller
+    finishes the call whatever happens."""
     opened = await call.open(may_stream_wait=True)
     while True:
         note_target(record, call, opened)
@@ -180,7 +181,6 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
             completion = await opened.target.key.client.read_completion(opened.response)
         except ProxyError as exc:
             if not fails_over(exc):
-                call.finish(None)
                 raise
             opened = await call.reopen(exc)
             continue
