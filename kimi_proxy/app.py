@@ -40,7 +40,8 @@ from .errors import (
     internal_error,
     render_json,
 )
-from .gateway.users import UserDirectory, UserFile
+from .gateway.runtime import GatewayRuntime
+from .gateway.settings import Gateway
 from .observability import (
     DEFAULT_DEBUG_LOG,
     Metrics,
@@ -48,7 +49,7 @@ from .observability import (
     request_record,
     setup_logging,
 )
-from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_pool_spec
+from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_gateway, load_pool_spec
 from .providers.discovery import served_models, unserved
 from .providers.pool import Events as PoolEvents
 from .providers.pool import Pool, Target
@@ -204,9 +205,13 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return error_response(error)
 
 
-def configure_logging(settings: Settings, spec: PoolSpec | None = None) -> None:
+def configure_logging(
+    settings: Settings, spec: PoolSpec | None = None, gateway: Gateway | None = None
+) -> None:
     """Console logging, and the redacted debug log with `--debug` / `KIMI_LOG_FILE`."""
     keys = [k.secret for p in spec.providers.values() for k in p.keys] if spec else []
+    if gateway is not None and gateway.redis_url:
+        keys.append(gateway.redis_url)  # it may carry a password
     secrets = [s for s in (settings.api_key_value, settings.auth_token_value, *keys) if s]
     log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
     setup_logging(settings.log_level, log_file, secrets)
@@ -233,8 +238,9 @@ def app_from_env() -> ASGIApp:
     """The app of one worker process (`kimi-proxy serve --workers N`)."""
     settings = load_settings()
     spec = load_pool_spec(settings, os.environ, date.today())
-    configure_logging(settings, spec)
-    app = create_app(settings, spec=spec)
+    gateway = load_gateway(settings, os.environ)
+    configure_logging(settings, spec, gateway)
+    app = create_app(settings, spec=spec, gateway=gateway)
     tune_garbage_collector()
     return app
 
@@ -253,17 +259,20 @@ def create_app(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     spec: PoolSpec | None = None,
+    gateway: Gateway | None = None,
 ) -> ASGIApp:
-    """The app; `spec` defaults to the pool the settings and environment describe."""
+    """The app; `spec` and `gateway` default to what the settings and environment describe."""
     owns_transport = transport is None
     connections = transport or new_transport(settings)
     if spec is None:
         spec = load_pool_spec(settings, os.environ, date.today())
     for note in spec.notes:
         log.warning("%s", note)
+    if gateway is None:
+        gateway = load_gateway(settings, os.environ)
     local_names = parse_tool_names(settings.local_tools)
     state = ProxyState(
-        users=UserDirectory(UserFile(settings.users_file)) if settings.users_file else None,
+        gateway=GatewayRuntime.build(gateway, settings.users_file),
         settings=settings,
         pool=new_pool(settings, spec, connections),
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
@@ -276,7 +285,8 @@ def create_app(
             check_served_models(state.pool, connections, settings.connect_timeout)
         )
         try:
-            yield
+            async with state.gateway.running():
+                yield
         finally:
             check.cancel()
             if owns_transport:
@@ -292,7 +302,7 @@ def create_app(
             allowed_hosts=settings.allowed_host_list,
             cors_origins=settings.cors_origin_list,
             auth_token=settings.auth_token_value,
-            users=state.users,
+            users=state.gateway.users,
         )
 
     middleware = []
@@ -330,11 +340,13 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.proxy = state
+    meter = state.gateway.meter
+    watchers = (state.feed,) if meter is None else (state.feed, meter)
     if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette
-        return ObservabilityMiddleware(app, metrics=metrics, watcher=state.feed)
+        return ObservabilityMiddleware(app, metrics=metrics, watchers=watchers)
     # Outermost, so that even Starlette's last-resort 500 carries a request id and is counted.
     return ObservabilityMiddleware(
-        MessagesFastPath(app, secured(_messages)), metrics=metrics, watcher=state.feed
+        MessagesFastPath(app, secured(_messages)), metrics=metrics, watchers=watchers
     )
 
 

@@ -1,4 +1,5 @@
-"""`kimi-proxy serve | code | doctor` — the commands (`cli.py` dispatches to them)."""
+"""`kimi-proxy serve | code | doctor | users | usage` — the commands (`cli.py` dispatches to
+them; `users` and `usage` live in `gateway/commands.py`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from pydantic import AliasChoices, ValidationError
 from pydantic_core import PydanticUndefined
 
 from .config import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
-from .gateway.users import DEFAULT_USERS_FILE, UserError, UserFile, UserLimits
-from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_pool_spec
+from .gateway.commands import add_parsers as add_gateway_parsers
+from .gateway.commands import run_usage, run_users
+from .gateway.users import DEFAULT_USERS_FILE
+from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_gateway, load_pool_spec
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +62,11 @@ def serve(settings: Settings) -> int:
         return 2
     try:
         spec = load_pool_spec(settings, os.environ, date.today())
+        gateway = load_gateway(settings, os.environ)
     except ConfigError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings, spec)
+    configure_logging(settings, spec, gateway)
     if not spec.has_keys:
         logging.getLogger("kimi_proxy").warning(
             "no provider API key configured: set MOONSHOT_API_KEY, GROQ_API_KEY or another "
@@ -90,54 +94,22 @@ def serve(settings: Settings) -> int:
             **options,
         )
         return 0
-    app = create_app(settings, spec=spec)
+    app = create_app(settings, spec=spec, gateway=gateway)
     tune_garbage_collector()
     config = uvicorn.Config(app, timeout_graceful_shutdown=DRAIN_LEFTOVER_SECONDS, **options)
     DrainingServer(config, proxy_state(app), settings.drain_seconds).run()
     return 0
 
 
-def _positive(value: str) -> int:
+def run_gateway_command(settings: Settings, args: argparse.Namespace) -> int:
     try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: a limit must be above 0")
-    return number
-
-
-def _limit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rpm", type=_positive, help="requests a minute")
-    parser.add_argument("--tpm", type=_positive, help="tokens a minute (input + answer budget)")
-    parser.add_argument("--concurrency", type=_positive, help="requests at once")
-    parser.add_argument("--daily-tokens", type=_positive, help="tokens a day")
-
-
-def run_users(settings: Settings, args: argparse.Namespace) -> int:
-    """`kimi-proxy users add|list|revoke|limits`: exit 2 with the reason when it cannot."""
-    store = UserFile(settings.users_file or DEFAULT_USERS_FILE)
-    try:
-        if args.action == "list":
-            for user in store.load().values():
-                state = "revoked" if user.revoked else "active"
-                print(f"{user.name}\t{state}\t{user.limits.describe()}")
-            return 0
-        if args.action == "revoke":
-            store.revoke(args.name)
-            print(f"{args.name}: revoked (every instance refuses the key within a second)")
-            return 0
-        limits = UserLimits(args.rpm, args.tpm, args.concurrency, args.daily_tokens)
-        if args.action == "add":
-            key = store.add(args.name, limits)
-            print(f"{args.name}: {limits.describe()}. The key (shown once, not stored):\n{key}")
-            return 0
-        user = store.set_limits(args.name, limits)
-        print(f"{user.name}: {user.limits.describe()}")
-        return 0
-    except UserError as exc:
+        gateway = load_gateway(settings, os.environ)
+    except ConfigError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 2
+    if args.command == "usage":
+        return run_usage(gateway, args)
+    return run_users(gateway, settings.users_file or DEFAULT_USERS_FILE, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,18 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check each provider and key, without a model call"
     )
     doctor_parser.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
-    users = sub.add_parser("users", help="the gateway's users: their keys and limits")
-    users.add_argument("--users-file", metavar="USERS_FILE", help="(KIMI_USERS_FILE)")
-    actions = users.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", help="add a user; prints the new key once")
-    add.add_argument("name")
-    _limit_flags(add)
-    actions.add_parser("list", help="the users, their state and limits (never their keys)")
-    revoke = actions.add_parser("revoke", help="revoke a user's key (on every instance)")
-    revoke.add_argument("name")
-    limits = actions.add_parser("limits", help="set a user's limits (omitted ones: none)")
-    limits.add_argument("name")
-    _limit_flags(limits)
+    add_gateway_parsers(sub)
     status = sub.add_parser(
         "statusline", help="one line for Claude Code's status line (reads its JSON on stdin)"
     )
@@ -189,8 +150,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
-    if args.command == "users":
-        return run_users(settings, args)
+    if args.command in ("users", "usage"):
+        return run_gateway_command(settings, args)
     if args.command == "code":
         from .launcher import run_claude_code
 

@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         120.0, ge=0, validation_alias=_env("drain_seconds", "KIMI_DRAIN_SECONDS")
     )
+    # The team gateway's shared store; each may also come from `[gateway]` in the config file.
+    redis_url: SecretStr | None = Field(None, validation_alias=_env("redis_url", "KIMI_REDIS_URL"))
+    on_redis_down: Literal["fail_open", "fail_closed"] | None = Field(
+        None, validation_alias=_env("on_redis_down", "KIMI_ON_REDIS_DOWN")
+    )
 
     workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
     body_timeout: float = Field(

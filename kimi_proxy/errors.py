@@ -14,7 +14,8 @@
     │   └── ModelOutputError     500 api_error          (the model's tool call was invalid)
     ├── GatewayTimeoutError      504 timeout_error
     └── OverloadedError          529 overloaded_error
-        └── DrainingError        503 overloaded_error   (this instance is shutting down)
+        ├── DrainingError        503 overloaded_error   (this instance is shutting down)
+        └── SharedStoreDownError 503 overloaded_error   (Redis down, policy fail_closed)
 
 Statuses are chosen for what clients do with them: Claude Code retries 429 and 5xx, retries a
 400 with fewer betas before showing it, and replaces the message of a 404 or 413 with its own
@@ -148,6 +149,12 @@ class GatewayTimeoutError(ProxyError):
 
 class OverloadedError(ProxyError):
     status, error_type = 529, "overloaded_error"
+
+
+class SharedStoreDownError(OverloadedError):
+    """The gateway's Redis is unreachable and its policy is `fail_closed`: a 503."""
+
+    status = 503
 
 
 class DrainingError(OverloadedError):

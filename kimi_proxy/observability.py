@@ -186,10 +186,10 @@ class Watcher(Protocol):
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, watcher: Watcher | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, watchers: tuple[Watcher, ...] = ()) -> None:
         self.app = app
         self.metrics = metrics
-        self.watcher = watcher
+        self.watchers = watchers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -198,8 +198,8 @@ class ObservabilityMiddleware:
         record = RequestRecord(new_request_id(), scope["method"], scope["path"])
         scope.setdefault("state", {})["record"] = record
         header = (b"request-id", record.request_id.encode())
-        if self.watcher is not None:
-            self.watcher.started(record)
+        for watcher in self.watchers:
+            watcher.started(record)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -219,8 +219,8 @@ class ObservabilityMiddleware:
         finally:
             record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
             self.metrics.observe(record)
-            if self.watcher is not None:
-                self.watcher.finished(record)
+            for watcher in self.watchers:
+                watcher.finished(record)
             if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
                 access_log.info("%s", record.as_json().decode())
 

@@ -21,6 +21,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .config import Settings
+from .gateway.settings import Gateway, GatewayFileConfig, gateway_from
 from .models import ModelRouter
 from .providers.catalog import Catalog, Dialect, Window, load_catalog
 from .providers.profile import ModelLimits, ProviderProfile
@@ -94,6 +95,7 @@ class FileConfig(_Strict):
     provider: list[ProviderConfig] = []
     family: dict[str, FamilyConfig] = {}
     route: RouteConfig = RouteConfig()
+    gateway: GatewayFileConfig = GatewayFileConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,3 +371,14 @@ def load_pool_spec(settings: Settings, env: Mapping[str, str], today: date) -> P
         return spec_from_environment(settings, env, catalog, today)
     path = settings.config.expanduser()
     return spec_from_file(read_config_file(path), str(path), env, catalog, today)
+
+
+def load_gateway(settings: Settings, env: Mapping[str, str]) -> Gateway:
+    """The gateway's settings: the environment's over the config file's `[gateway]`."""
+    file = GatewayFileConfig()
+    if settings.config is not None:
+        file = read_config_file(settings.config.expanduser()).gateway
+        if file.redis_url:
+            file = file.model_copy(update={"redis_url": expand(file.redis_url, env)})
+    url = settings.redis_url.get_secret_value() if settings.redis_url else None
+    return gateway_from(file, url, settings.on_redis_down)

@@ -29,6 +29,7 @@ from .errors import (
     ProxyError,
     RateLimitError,
     RequestTooLargeError,
+    SharedStoreDownError,
     internal_error,
     render_sse,
 )
@@ -120,6 +121,9 @@ async def create_message(request: Request) -> Response:
             "This kimi-proxy instance is shutting down and takes no new requests; send it "
             "again (a load balancer sends it to another instance)."
         )
+    if state.gateway.refusing:
+        assert state.gateway.link is not None
+        raise SharedStoreDownError(state.gateway.link.down_message())
     message_request, raw = await parse_body_and_bytes(request, MessagesRequest)
     record.stream = message_request.stream
     record.model_asked = message_request.model
@@ -131,7 +135,8 @@ async def create_message(request: Request) -> Response:
     del raw
     user = request.scope.get("state", {}).get("user")
     if user is not None:  # the user's own limits, before any provider is asked
-        call.on_end = state.user_limiter.admit(user, call.prompt_tokens + call.answer_tokens).end
+        grant = await state.gateway.limiter.admit(user, call.prompt_tokens + call.answer_tokens)
+        call.on_end = grant.end
     if state.local_tools is not None:
         return await agent_response(state, message_request.stream, call, record)
     if not message_request.stream:
@@ -478,11 +483,18 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness: 503 once the instance is draining (liveness is `/health`)."""
+    """Readiness: 503 once the instance is draining, or while Redis is down under
+    `fail_closed` (liveness is `/health`, which never asks Redis)."""
     state: ProxyState = request.app.state.proxy
     if state.draining:
         return _json({"status": "draining", "active_streams": state.active_streams}, 503)
-    return _json({"status": "ready", "active_streams": state.active_streams})
+    link = state.gateway.link
+    answer: dict[str, Any] = {"status": "ready", "active_streams": state.active_streams}
+    if link is not None:
+        answer["redis"] = "up" if link.up else "down"
+        if state.gateway.refusing:
+            return _json({**answer, "status": "redis_down", "policy": "fail_closed"}, 503)
+    return _json(answer)
 
 
 async def metrics(request: Request) -> Response:

@@ -21,7 +21,13 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import AuthenticationError, PermissionDeniedError, ProxyError, send_error
+from .errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    ProxyError,
+    SharedStoreDownError,
+    send_error,
+)
 from .gateway.users import UserDirectory
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -77,6 +83,11 @@ class SecurityMiddleware:
                 "KIMI_CORS_ORIGINS to allow it."
             )
         if self.users is not None and scope["path"] not in OPEN_PATHS:
+            if not self.users.known:
+                return SharedStoreDownError(
+                    "This gateway has not read its users from Redis yet (Redis does not "
+                    "answer); it serves no one until it has. Retry shortly."
+                )
             self.users.refresh()
             if self.users.any:  # a gateway with users: a user key, or the proxy's own token
                 if scope["method"] == "OPTIONS" and origin is not None:

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 
 from .agent.tools import LocalTools
 from .config import Settings
-from .gateway.limits import UserLimiter
-from .gateway.users import UserDirectory
+from .gateway.runtime import GatewayRuntime
 from .observability import Metrics
 from .providers.pool import Pool
 from .streaming import Drain
@@ -25,5 +24,5 @@ class ProxyState:
     feed: Feed = field(default_factory=Feed)
     draining: bool = False  # SIGTERM came: no new work (drain.py)
     drain: Drain = field(default_factory=Drain)  # the streams to end at the drain's deadline
-    users: UserDirectory | None = None  # the gateway's users (gateway/users.py)
-    user_limiter: UserLimiter = field(default_factory=UserLimiter)
+    #: The gateway's users, their limits and usage (gateway/): none without users or Redis.
+    gateway: GatewayRuntime = field(default_factory=lambda: GatewayRuntime.build(None, None))

@@ -1,7 +1,9 @@
 """Users of a shared proxy: a name, a key shown once, limits. The store keeps only the key's
 SHA-256 (a key is 256 random bits: a fast hash is enough, and it is looked up on every request).
 
-Single machine: a JSON file (`KIMI_USERS_FILE`, default `~/.config/kimi-proxy/users.json`),
+With Redis (`KIMI_REDIS_URL`), the users live there (`redis_users.py`) and every instance sees
+a change within `RELOAD_SECONDS`. Single machine: a JSON file (`KIMI_USERS_FILE`, default
+`~/.config/kimi-proxy/users.json`),
 written whole to a temporary file and renamed into place under a lock, so nothing is ever
 half-written and several instances on the machine see a change (`UserDirectory` re-reads it
 when it changes, within `RELOAD_SECONDS`). Once a user exists, every request needs a user key.
@@ -22,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("kimi_proxy.users")
 KEY_PREFIX = "kpu_"
@@ -65,6 +68,31 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def check_name(name: str) -> None:
+    if not NAME.match(name):
+        raise UserError(
+            f"{name!r} is not a usable name: letters, digits, '.', '_', '@' or '-', "
+            "at most 64 characters."
+        )
+
+
+def user_entry(user: User) -> dict[str, Any]:
+    """A user as stored (JSON), without its name (the key it is stored under)."""
+    entry = {**asdict(user), "limits": asdict(user.limits)}
+    entry.pop("name")
+    return entry
+
+
+def user_from_entry(name: str, entry: dict[str, Any]) -> User:
+    return User(
+        name=name,
+        key_hash=entry["key_hash"],
+        created=entry["created"],
+        revoked=entry.get("revoked", False),
+        limits=UserLimits(**entry.get("limits", {})),
+    )
+
+
 class UserFile:
     """The users as a JSON file; every change is read, changed and written under a lock."""
 
@@ -78,16 +106,7 @@ class UserFile:
             return {}
         except (OSError, ValueError) as exc:
             raise UserError(f"{self.path}: cannot read the users file ({exc}).") from None
-        return {
-            name: User(
-                name=name,
-                key_hash=entry["key_hash"],
-                created=entry["created"],
-                revoked=entry.get("revoked", False),
-                limits=UserLimits(**entry.get("limits", {})),
-            )
-            for name, entry in raw.get("users", {}).items()
-        }
+        return {name: user_from_entry(name, entry) for name, entry in raw.get("users", {}).items()}
 
     @contextlib.contextmanager
     def changing(self) -> Iterator[dict[str, User]]:
@@ -97,11 +116,7 @@ class UserFile:
             fcntl.flock(lock, fcntl.LOCK_EX)
             users = self.load()
             yield users
-            data = {
-                "users": {u.name: {**asdict(u), "limits": asdict(u.limits)} for u in users.values()}
-            }
-            for entry in data["users"].values():
-                entry.pop("name")
+            data = {"users": {u.name: user_entry(u) for u in users.values()}}
             handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
             with os.fdopen(handle, "w") as out:
                 json.dump(data, out, indent=1)
@@ -109,11 +124,7 @@ class UserFile:
             os.replace(temporary, self.path)
 
     def add(self, name: str, limits: UserLimits) -> str:
-        if not NAME.match(name):
-            raise UserError(
-                f"{name!r} is not a usable name: letters, digits, '.', '_', '@' or '-', "
-                "at most 64 characters."
-            )
+        check_name(name)
         key = new_key()
         with self.changing() as users:
             if name in users:
@@ -136,19 +147,26 @@ class UserFile:
 
 
 class UserDirectory:
-    """Who a key belongs to, for the server: the file re-read when it changes."""
+    """Who a key belongs to, for the server. With a users file, the file is re-read when it
+    changes; with Redis, the gateway's link `load`s the users whenever they change there."""
 
-    def __init__(self, store: UserFile) -> None:
+    def __init__(self, store: UserFile | None) -> None:
         self.store = store
         self._checked = 0.0
         self._stamp: float | None = None
         self._by_hash: dict[str, User] = {}
         self.any = False  # whether any user exists: then every request needs a user key
+        self.known = store is not None  # with Redis: not until the users were read once
         self.refresh(force=True)
+
+    def load(self, users: dict[str, User]) -> None:
+        self._by_hash = {u.key_hash: u for u in users.values()}
+        self.any = bool(users)
+        self.known = True
 
     def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._checked < RELOAD_SECONDS:
+        if self.store is None or (not force and now - self._checked < RELOAD_SECONDS):
             return
         self._checked = now
         try:
@@ -165,8 +183,7 @@ class UserDirectory:
             self._stamp = stamp
             return
         self._stamp = stamp
-        self._by_hash = {u.key_hash: u for u in users.values()}
-        self.any = bool(users)
+        self.load(users)
 
     def user(self, key: str) -> User | None:
         """The active user whose key this is, or None."""

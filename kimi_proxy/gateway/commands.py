@@ -1,0 +1,219 @@
+"""`kimi-proxy users …` and `kimi-proxy usage …`: on Redis when the gateway has one (the
+`KIMI_REDIS_URL` or `[gateway] redis_url` the instances use), else on the users file and the
+access log. Every refusal is one line on stderr and exit code 2; nothing is half-written."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Awaitable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .metering import (
+    DIMENSIONS,
+    UsageRow,
+    days_between,
+    fold,
+    render,
+    rows_from_access_log,
+    rows_from_fields,
+)
+from .redis_users import RedisUsers
+from .settings import Gateway
+from .users import User, UserError, UserFile, UserLimits
+
+USAGE_FORMATS = ("table", "csv", "json")
+
+
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: a limit must be above 0")
+    return number
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date like 2026-12-01") from None
+
+
+def _dimensions(value: str) -> tuple[str, ...]:
+    parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    unknown = [p for p in parts if p not in DIMENSIONS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: group by any of {', '.join(DIMENSIONS)}, comma-separated"
+        )
+    return parts
+
+
+def _limit_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rpm", type=_positive, help="requests a minute")
+    parser.add_argument("--tpm", type=_positive, help="tokens a minute (input + answer budget)")
+    parser.add_argument("--concurrency", type=_positive, help="requests at once")
+    parser.add_argument("--daily-tokens", type=_positive, help="tokens a day")
+
+
+def add_parsers(sub: Any) -> None:
+    """The `users` and `usage` commands, on the CLI's subparsers."""
+    users = sub.add_parser("users", help="the gateway's users: their keys and limits")
+    users.add_argument("--users-file", metavar="USERS_FILE", help="(KIMI_USERS_FILE)")
+    users.add_argument("--redis-url", metavar="REDIS_URL", help="(KIMI_REDIS_URL)")
+    users.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+    actions = users.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="add a user; prints the new key once")
+    add.add_argument("name")
+    _limit_flags(add)
+    actions.add_parser("list", help="the users, their state and limits (never their keys)")
+    revoke = actions.add_parser("revoke", help="revoke a user's key (on every instance)")
+    revoke.add_argument("name")
+    limits = actions.add_parser("limits", help="set a user's limits (omitted ones: none)")
+    limits.add_argument("name")
+    _limit_flags(limits)
+
+    usage = sub.add_parser("usage", help="usage and cost per user, session, provider, model")
+    usage.add_argument("--user", help="only this user")
+    usage.add_argument(
+        "--since", type=_day, help="from this day (YYYY-MM-DD, UTC); default: 7 days"
+    )
+    usage.add_argument("--format", choices=USAGE_FORMATS, default="table")
+    usage.add_argument(
+        "--by",
+        type=_dimensions,
+        default=("day", "user", "provider", "model"),
+        help=f"group by (default day,user,provider,model; any of {','.join(DIMENSIONS)})",
+    )
+    usage.add_argument(
+        "--access-log", type=Path, help="without Redis: read the proxy's JSON access log"
+    )
+    usage.add_argument("--redis-url", metavar="REDIS_URL", help="(KIMI_REDIS_URL)")
+    usage.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+
+
+def run_users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
+    """`kimi-proxy users add|list|revoke|limits`."""
+    try:
+        if gateway.redis_url:
+            return asyncio.run(_users_on_redis(gateway, args))
+        return _users_action(UserFile(users_file), args)
+    except UserError as exc:
+        print(f"kimi-proxy: {exc}", file=sys.stderr)
+        return 2
+    except (RedisError, OSError) as exc:
+        print(f"kimi-proxy: Redis does not answer ({exc}); nothing was changed.", file=sys.stderr)
+        return 2
+
+
+def _users_action(store: UserFile, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        _print_users(store.load())
+        return 0
+    if args.action == "revoke":
+        store.revoke(args.name)
+        return _revoked(args.name)
+    limits = _limits(args)
+    if args.action == "add":
+        return _added(args.name, limits, store.add(args.name, limits))
+    return _limited(store.set_limits(args.name, limits))
+
+
+async def _users_on_redis(gateway: Gateway, args: argparse.Namespace) -> int:
+    assert gateway.redis_url is not None
+    client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    store = RedisUsers(client, gateway.prefix)
+    try:
+        if args.action == "list":
+            _print_users(await store.load())
+            return 0
+        if args.action == "revoke":
+            await store.revoke(args.name)
+            return _revoked(args.name)
+        limits = _limits(args)
+        if args.action == "add":
+            return _added(args.name, limits, await store.add(args.name, limits, time.time()))
+        return _limited(await store.set_limits(args.name, limits))
+    finally:
+        await client.aclose()
+
+
+def _limits(args: argparse.Namespace) -> UserLimits:
+    return UserLimits(args.rpm, args.tpm, args.concurrency, args.daily_tokens)
+
+
+def _print_users(users: dict[str, User]) -> None:
+    for user in users.values():
+        state = "revoked" if user.revoked else "active"
+        print(f"{user.name}\t{state}\t{user.limits.describe()}")
+
+
+def _revoked(name: str) -> int:
+    print(f"{name}: revoked (every instance refuses the key within a second)")
+    return 0
+
+
+def _added(name: str, limits: UserLimits, key: str) -> int:
+    print(f"{name}: {limits.describe()}. The key (shown once, not stored):\n{key}")
+    return 0
+
+
+def _limited(user: User) -> int:
+    print(f"{user.name}: {user.limits.describe()}")
+    return 0
+
+
+def run_usage(gateway: Gateway, args: argparse.Namespace) -> int:
+    """`kimi-proxy usage [--user U] [--since DATE] [--format table|csv|json]`."""
+    today = datetime.now(UTC).date()
+    since: date = args.since or date.fromordinal(today.toordinal() - 6)
+    if since > today:
+        print(f"kimi-proxy: --since {since} is in the future.", file=sys.stderr)
+        return 2
+    if gateway.redis_url:
+        try:
+            rows = asyncio.run(_usage_rows(gateway, since, today))
+        except (RedisError, OSError) as exc:
+            print(f"kimi-proxy: Redis does not answer ({exc}).", file=sys.stderr)
+            return 2
+    elif args.access_log is not None:
+        try:
+            with args.access_log.open(encoding="utf-8", errors="replace") as lines:
+                rows = list(rows_from_access_log(lines))
+        except OSError as exc:
+            print(f"kimi-proxy: cannot read {args.access_log}: {exc.strerror}", file=sys.stderr)
+            return 2
+    else:
+        print(
+            "kimi-proxy: usage is kept in Redis (KIMI_REDIS_URL or [gateway] redis_url); "
+            "without it, pass --access-log with the file the proxy's log went to.",
+            file=sys.stderr,
+        )
+        return 2
+    print(render(fold(rows, args.by, args.user, since), args.by, args.format))
+    return 0
+
+
+async def _usage_rows(gateway: Gateway, since: date, today: date) -> list[UsageRow]:
+    assert gateway.redis_url is not None
+    client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    rows: list[UsageRow] = []
+    try:
+        for day in days_between(since, today):
+            key = f"{gateway.prefix}:usage:{day}"
+            raw = await cast("Awaitable[dict[bytes, bytes]]", client.hgetall(key))
+            values = ((k.decode(), int(v)) for k, v in raw.items())
+            rows += list(rows_from_fields(day, values))
+    finally:
+        await client.aclose()
+    return rows

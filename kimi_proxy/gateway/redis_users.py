@@ -1,0 +1,81 @@
+"""The users in Redis, shared by every instance: a hash of name → the user as JSON (its key's
+SHA-256, never the key), and a version counter bumped by every change, which instances poll to
+reload (`link.py`). A change is one transaction: nothing is half-written."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from .users import (
+    User,
+    UserError,
+    UserLimits,
+    check_name,
+    hash_key,
+    new_key,
+    user_entry,
+    user_from_entry,
+)
+
+
+class RedisUsers:
+    def __init__(self, client: Redis, prefix: str = "kimi") -> None:
+        self.client = client
+        self.users_key = f"{prefix}:users"
+        self.version_key = f"{prefix}:users:version"
+
+    async def version(self) -> int:
+        return int(await self.client.get(self.version_key) or 0)
+
+    async def load(self) -> dict[str, User]:
+        raw = await cast("Awaitable[dict[bytes, bytes]]", self.client.hgetall(self.users_key))
+        users: dict[str, User] = {}
+        for name, entry in raw.items():
+            text = name.decode()
+            users[text] = user_from_entry(text, orjson.loads(entry))
+        return users
+
+    async def add(self, name: str, limits: UserLimits, created: float) -> str:
+        check_name(name)
+        key = new_key()
+        user = User(name, hash_key(key), created, limits=limits)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self.users_key, name, _json(user))
+            pipe.incr(self.version_key)
+            added, _ = await pipe.execute()
+        if not added:
+            raise UserError(f"A user named {name!r} exists already; pick another name.")
+        return key
+
+    async def revoke(self, name: str) -> User:
+        return await self._change(name, lambda u: replace(u, revoked=True))
+
+    async def set_limits(self, name: str, limits: UserLimits) -> User:
+        return await self._change(name, lambda u: replace(u, limits=limits))
+
+    async def _change(self, name: str, change: Callable[[User], User]) -> User:
+        """Read, change and write one user, retried if another writer came in between."""
+        changed: list[User] = []
+
+        async def attempt(pipe: Pipeline) -> None:
+            entry = await cast("Awaitable[bytes | None]", pipe.hget(self.users_key, name))
+            if entry is None:
+                raise UserError(f"No user named {name!r}.")
+            user = change(user_from_entry(name, orjson.loads(entry)))
+            pipe.multi()  # type: ignore[no-untyped-call]
+            pipe.hset(self.users_key, name, _json(user))
+            pipe.incr(self.version_key)
+            changed[:] = [user]
+
+        await self.client.transaction(attempt, self.users_key)
+        return changed[0]
+
+
+def _json(user: User) -> str:
+    return orjson.dumps(user_entry(user)).decode()

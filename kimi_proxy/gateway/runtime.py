@@ -1,0 +1,62 @@
+"""The gateway as one instance runs it: who its users are, their limits, the usage meter, and
+(with Redis) the link whose background work keeps them shared. `running()` is the part of the
+app's lifespan: users are read before the first request, and usage is flushed at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .limits import UserLimiter
+from .link import RedisLink
+from .metering import Meter
+from .settings import Gateway
+from .users import UserDirectory, UserFile
+
+
+@dataclass(slots=True)
+class GatewayRuntime:
+    settings: Gateway | None
+    users: UserDirectory | None
+    limiter: UserLimiter
+    link: RedisLink | None = None
+    meter: Meter | None = None
+
+    @classmethod
+    def build(cls, gateway: Gateway | None, users_file: Path | None) -> GatewayRuntime:
+        if gateway is None or gateway.redis_url is None:
+            users = UserDirectory(UserFile(users_file)) if users_file else None
+            return cls(gateway, users, UserLimiter())
+        link = RedisLink(gateway)
+        meter = Meter(link.client, gateway.prefix, gateway.retention_days)
+        return cls(gateway, UserDirectory(None), UserLimiter(link), link, meter)
+
+    @property
+    def refusing(self) -> bool:
+        """Redis is down and the policy is fail_closed: not ready, no requests."""
+        return self.link is not None and not self.link.up and self.link.fail_closed
+
+    async def flush(self) -> None:
+        if self.meter is not None:
+            await self.meter.flush()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        link = self.link
+        if link is None:
+            yield
+            return
+        await link.heartbeat(self.users, self.limiter.shared_leases, self.flush)
+        task = asyncio.create_task(link.run(self.users, self.limiter.shared_leases, self.flush))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await asyncio.gather(*self.limiter.tasks, return_exceptions=True)
+            await link.heartbeat(None, self.limiter.shared_leases, self.flush)  # the last usage
+            await link.leave()

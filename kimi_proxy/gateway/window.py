@@ -1,0 +1,170 @@
+"""Sliding-window budgets: the admission rule of the gateway's limits, pure. The clock (in
+milliseconds) is an argument; `limits.lua` is the same rule, line for line, run inside Redis so
+that every instance shares it, and one test suite holds both to the same answers.
+
+Why a sliding log, not GCRA or fixed windows: a limit of N a minute must mean *at most N in any
+60 seconds* — what the scripted providers in the tests (and real ones) count — while a user who
+has been idle gets all N at once. A fixed window admits 2N across its edge; GCRA (a token
+bucket) with a burst of N admits N at once and then N more during the minute. The log keeps one
+entry per request in the window (for RPM at most N entries), so the price is memory per request,
+not accuracy.
+
+An entry is a request's reservation: 1 for a requests window; its input estimate and answer
+budget for a tokens window, settled to the real usage when it ends. Concurrent streams are
+leases: each expires unless its instance renews it, so a dead instance's streams free
+themselves.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+MINUTE_MS = 60_000
+DAY_MS = 86_400_000
+NEVER = -1  # a refusal's `at` when the request can never fit (larger than the limit)
+CONCURRENCY_RETRY_MS = 1_000  # a stream of the subject's may have ended by then
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """One limit: `limit` units of `kind` ("requests" or "tokens") per `span_ms`."""
+
+    name: str  # "requests a minute": what a refusal names
+    kind: str
+    span_ms: int
+    limit: int
+
+
+@dataclass(slots=True)
+class SlidingLog:
+    """What was taken in the last `span_ms`, entry by entry, oldest first."""
+
+    span_ms: int
+    kind: str
+    entries: OrderedDict[str, list[int]] = field(default_factory=OrderedDict)  # id: [at, amount]
+    total: int = 0
+
+    def prune(self, now: int) -> None:
+        while self.entries:
+            at, amount = next(iter(self.entries.values()))
+            if at > now - self.span_ms:
+                return
+            self.entries.popitem(last=False)
+            self.total -= amount
+
+    def fits_at(self, amount: int, limit: int, now: int) -> int | None:
+        """None when `amount` fits now; else when it will (ms), or NEVER."""
+        self.prune(now)
+        if amount > limit:
+            return NEVER
+        excess = self.total + amount - limit
+        if excess <= 0:
+            return None
+        for at, taken in self.entries.values():
+            excess -= taken
+            if excess <= 0:
+                return at + self.span_ms
+        return NEVER  # unreachable: the entries sum to the total
+
+    def take(self, ident: str, amount: int, now: int) -> None:
+        self.entries[ident] = [now, amount]
+        self.total += amount
+
+    def settle(self, ident: str, used: int) -> None:
+        entry = self.entries.get(ident)
+        if entry is not None:
+            self.total += used - entry[1]
+            entry[1] = used
+
+    def give_back(self, ident: str) -> None:
+        entry = self.entries.pop(ident, None)
+        if entry is not None:
+            self.total -= entry[1]
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """`limit` is the window's name, or "concurrent streams"; retry in `after_ms`, or NEVER."""
+
+    limit: str
+    after_ms: int
+
+
+Decision = Admitted | Refused
+CONCURRENCY = "concurrent streams"
+
+
+@dataclass(slots=True)
+class Allowance:
+    """One subject's budget (a user, a provider key): its windows and its leased streams."""
+
+    logs: dict[str, SlidingLog] = field(default_factory=dict)
+    leases: dict[str, int] = field(default_factory=dict)  # id: expiry (ms)
+
+    def admit(
+        self,
+        ident: str,
+        windows: tuple[WindowSpec, ...],
+        tokens: int,
+        concurrency: int | None,
+        lease_ms: int,
+        now: int,
+    ) -> Decision:
+        """Take one request of `tokens` on every window and a lease, or nothing at all."""
+        if concurrency:
+            self.leases = {k: v for k, v in self.leases.items() if v > now}
+            if len(self.leases) >= concurrency:
+                return Refused(CONCURRENCY, CONCURRENCY_RETRY_MS)
+        for spec in windows:
+            log = self.logs.setdefault(spec.name, SlidingLog(spec.span_ms, spec.kind))
+            log.span_ms = spec.span_ms
+            at = log.fits_at(amount(spec, tokens), spec.limit, now)
+            if at is not None:
+                return Refused(spec.name, NEVER if at == NEVER else at - now)
+        for spec in windows:
+            self.logs[spec.name].take(ident, amount(spec, tokens), now)
+        if concurrency:
+            self.leases[ident] = now + lease_ms
+        return Admitted()
+
+    def settle(self, ident: str, used_tokens: int | None, *, give_back: bool = False) -> None:
+        """The request ended: tokens windows spend `used_tokens` (None: its reservation);
+        `give_back` returns everything (it never reached a provider). Its lease ends."""
+        self.leases.pop(ident, None)
+        for log in self.logs.values():
+            if give_back:
+                log.give_back(ident)
+            elif used_tokens is not None and log.kind == "tokens":
+                log.settle(ident, used_tokens)
+
+    def renew(self, idents: list[str], lease_ms: int, now: int) -> None:
+        for ident in idents:
+            if ident in self.leases:
+                self.leases[ident] = now + lease_ms
+
+
+def amount(spec: WindowSpec, tokens: int) -> int:
+    return 1 if spec.kind == "requests" else tokens
+
+
+def windows_of(
+    rpm: int | None, tpm: int | None, daily_tokens: int | None, share: int = 1
+) -> tuple[WindowSpec, ...]:
+    """The windows of a user's limits; `share` instances each take 1/share (rounded up): what
+    one instance may admit alone when the shared store is unreachable."""
+    specs = [
+        ("requests a minute", "requests", MINUTE_MS, rpm),
+        ("tokens a minute", "tokens", MINUTE_MS, tpm),
+        ("tokens a day", "tokens", DAY_MS, daily_tokens),
+    ]
+    return tuple(
+        WindowSpec(name, kind, span, -(-limit // share))
+        for name, kind, span, limit in specs
+        if limit
+    )
