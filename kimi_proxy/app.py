@@ -278,6 +278,7 @@ def create_app(
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
         metrics=Metrics(),
     )
+    state.gateway.share_keys(state.pool)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -153,7 +153,7 @@ def _limits(args: argparse.Namespace) -> UserLimits:
 
 
 def _print_users(users: dict[str, User]) -> None:
-    for user in users.values():
+    for user in sorted(users.values(), key=lambda u: u.name):
         state = "revoked" if user.revoked else "active"
         print(f"{user.name}\t{state}\t{user.limits.describe()}")
 

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..providers.pool import Pool
+from .key_budgets import SharedKeyBudgets
 from .limits import UserLimiter
 from .link import RedisLink
 from .metering import Meter
@@ -33,6 +35,11 @@ class GatewayRuntime:
         link = RedisLink(gateway)
         meter = Meter(link.client, gateway.prefix, gateway.retention_days)
         return cls(gateway, UserDirectory(None), UserLimiter(link), link, meter)
+
+    def share_keys(self, pool: Pool) -> None:
+        """With Redis, the pool's keys are spent together with the other instances."""
+        if self.link is not None:
+            pool.shared = SharedKeyBudgets(self.link, self.limiter)
 
     @property
     def refusing(self) -> bool:

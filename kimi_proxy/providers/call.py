@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -98,12 +100,13 @@ class Call:
     waited: float = 0.0
     first_failure: float | None = None
     excluded: set[tuple[str, str, str]] = field(default_factory=set)
-    backoff: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    backoff: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
     built: dict[str, UpstreamRequest] = field(default_factory=dict)
     encoded: dict[str, bytes] = field(default_factory=dict)
     keep_payload: bool = False
     on_end: Callable[[int | None], None] | None = None  # its user's grant (gateway/limits.py)
     reservation: Reservation | None = None
+    shared: str | None = None  # its id on the gateway's shared budgets, while it holds them
     target: Target | None = None
     last_error: ProxyError | None = None
 
@@ -138,9 +141,9 @@ class Call:
 
     def _admission(self, target: Target, now: float) -> Admission:
         admission = target.key.ledger.admission(self.need(target), now)
-        until = self.backoff.get(_ident(target))
+        until, why = self.backoff.get(_ident(target), (None, ""))
         if until is not None and until > now and not isinstance(admission, WaitUntil):
-            return WaitUntil(until, "failed just now; backing off")
+            return WaitUntil(until, why)
         if until is not None and isinstance(admission, WaitUntil) and until > admission.at:
             return WaitUntil(until, admission.reason)
         return admission
@@ -205,6 +208,17 @@ class Call:
             payload = orjson.loads(body)
             payload["max_tokens"] = need - self.prompt_tokens
             body = orjson.dumps(payload)
+        shared = None
+        if pool.shared is not None:  # the gateway's instances together: one Redis round trip
+            shared = secrets.token_hex(8)
+            wait = await pool.shared.take(target.key, need, shared)
+            if wait is not None:
+                if math.isinf(wait):
+                    self.excluded.add(_ident(target))
+                else:
+                    reason = "its limits are held by the gateway's other instances"
+                    self.backoff[_ident(target)] = (pool.clock() + wait, reason)
+                return None
         reservation = target.key.ledger.reserve(need, pool.clock())
         if flow_log.isEnabledFor(logging.DEBUG):
             flow_log.debug("upstream request to %s: %s", target.label, body.decode())
@@ -219,19 +233,25 @@ class Call:
             response = await target.key.client.open(body, context)
         except UpstreamFailure as failure:
             target.key.ledger.release(reservation)
+            self._give_back(shared)
             self._failed(target, failure)
             return None
         except BaseException:
             target.key.ledger.release(reservation)
+            self._give_back(shared)
             raise
         pool.observe(target.key, reservation, response.headers)
-        self.reservation, self.target = reservation, target
+        self.reservation, self.target, self.shared = reservation, target, shared
         if self.session:
             pool.affinity[self.session] = _ident(target)
             pool.affinity.move_to_end(self.session)
             if len(pool.affinity) > AFFINITY_SESSIONS:
                 pool.affinity.popitem(last=False)
         return Opened(self, target, request, response)
+
+    def _give_back(self, shared: str | None) -> None:
+        if shared is not None and self.pool.shared is not None:
+            self.pool.shared.done(shared, None, give_back=True)
 
     def _body(self, label: str, request: UpstreamRequest) -> bytes:
         """The request as sent, encoded once per candidate. Unless the payload is still needed
@@ -294,7 +314,7 @@ class Call:
             pause = error.retry_after
             if pause is None:  # exponential backoff with full jitter
                 pause = random.uniform(0, 0.25 * 2 ** min(self.attempts - 1, 6))
-            self.backoff[ident] = now + pause
+            self.backoff[ident] = (now + pause, "failed just now; backing off")
             reason = f"HTTP {failure.status}" if failure.status else "unreachable"
         elif failure.status is None:  # a stall or a broken answer: not this key again now
             self.excluded.add(ident)
@@ -372,6 +392,9 @@ class Call:
             used = self.reservation.tokens if used_tokens is None else used_tokens
             self.target.key.ledger.settle(self.reservation, used)
             self.reservation = None
+            if self.shared is not None and self.pool.shared is not None:
+                self.pool.shared.done(self.shared, used_tokens)
+            self.shared = None
 
 
 def _left(key: KeyState, now: float) -> int:

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ..pool_config import CandidateSpec, KeySpec, PoolSpec, ProviderSpec
 from ..upstream import UpstreamClient
@@ -62,6 +62,16 @@ class Events:
     rate_limited: Callable[[Target], None] = lambda target: None
 
 
+class SharedBudgets(Protocol):
+    """The keys' budgets as every instance of a gateway spends them (`gateway/key_budgets.py`).
+    `take` answers None when the request is taken on them, else the seconds until it may be
+    (`math.inf`: never); `done` settles it (or gives it back) once."""
+
+    async def take(self, key: KeyState, need_tokens: int, ident: str) -> float | None: ...
+
+    def done(self, ident: str, used_tokens: int | None, *, give_back: bool = False) -> None: ...
+
+
 class Pool:
     def __init__(
         self,
@@ -89,6 +99,7 @@ class Pool:
             ]
             for name, p in spec.providers.items()
         }
+        self.shared: SharedBudgets | None = None  # set by a gateway with Redis
         self.retired: dict[str, str] = {}  # candidate label → why
         self.affinity: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
