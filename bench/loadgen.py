@@ -156,10 +156,10 @@ class Connection(asyncio.Protocol):
         return outcome
 
 
-def build_request(side: str, host: str, port: int, body: bytes) -> bytes:
+def build_request(side: str, host: str, port: int, body: bytes, api_key: str = "bench") -> bytes:
     if side == "proxy":
         path = b"/v1/messages"
-        auth = b"x-api-key: bench\r\nanthropic-version: 2023-06-01\r\n"
+        auth = b"x-api-key: %s\r\nanthropic-version: 2023-06-01\r\n" % api_key.encode()
     else:
         path = b"/v1/chat/completions"
         auth = b"authorization: Bearer bench\r\naccept: text/event-stream\r\n"
@@ -190,7 +190,9 @@ async def run(job: dict[str, Any]) -> dict[str, Any]:
     warmup: bool = job.get("warmup", True)
     stagger: float = job.get("stagger_s", 0.0)
     with open(job["body_file"], "rb") as handle:
-        raw = build_request(side, job["host"], job["port"], handle.read())
+        raw = build_request(
+            side, job["host"], job["port"], handle.read(), job.get("api_key", "bench")
+        )
     loop = asyncio.get_running_loop()
     outcomes: list[Outcome] = []
     remaining = total_requests

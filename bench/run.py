@@ -235,6 +235,7 @@ class Bench:
         record: bool = False,
         warmup: bool = True,
         stagger: float = 0.0,
+        api_key: str = "bench",
     ) -> dict[str, Any]:
         ports = {"proxy": self.procs.proxy_port, "floor": self.procs.floor_port}
         port = ports.get(side, self.procs.upstream_port)
@@ -252,6 +253,7 @@ class Bench:
             "record_arrivals": record,
             "warmup": warmup,
             "stagger_s": stagger,
+            "api_key": api_key,
         }
         middle = self.procs.floor if side == "floor" else self.procs.proxy
         assert middle is not None and self.procs.upstream is not None

@@ -7,19 +7,15 @@ its own. Errors of every kind leave as Anthropic-shaped JSON.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
 
 import httpx
-from prometheus_client import Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -32,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from . import routes
 from .agent.sandbox import Sandbox
 from .agent.tools import LocalTools, parse_tool_names
+from .collectors import GatewayCollector, report_pool_to
 from .config import Settings, load_settings
 from .errors import (
     InvalidRequestError,
@@ -51,13 +48,12 @@ from .observability import (
 )
 from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_gateway, load_pool_spec
 from .providers.discovery import served_models, unserved
-from .providers.pool import Events as PoolEvents
-from .providers.pool import Pool, Target
+from .providers.pool import Pool
 from .security import SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
 from .upstream import UpstreamClient
-from .web.routes import dashboard_routes, keys_state, status_routes
+from .web.routes import dashboard_routes, status_routes
 
 log = logging.getLogger("kimi_proxy")
 
@@ -119,51 +115,6 @@ async def check_served_models(
             continue
         for candidate, why in unserved(dict.fromkeys(candidates), name, served):
             pool.retire(candidate, why)
-
-
-def report_pool_to(metrics: Metrics, pool: Pool) -> None:
-    """The pool's events as Prometheus series per provider, key name and model. Each labelled
-    series is looked up once (prometheus_client's `labels()` costs microseconds a call)."""
-
-    @functools.cache
-    def series(metric: Counter | Gauge, *labels: str) -> Any:
-        return metric.labels(*labels)
-
-    def of(target: Target) -> tuple[str, str, str]:
-        return (target.candidate.provider, target.key.key.name, target.candidate.model)
-
-    def waited(target: Target, seconds: float) -> None:
-        series(metrics.waits, *of(target)).inc()
-        series(metrics.wait_seconds, *of(target)).inc(seconds)
-
-    pool.events = PoolEvents(
-        attempt=lambda t: series(metrics.provider_requests, *of(t)).inc(),
-        failover=lambda t: series(metrics.failovers, *of(t)).inc(),
-        wait=waited,
-        rate_limited=lambda t: series(metrics.rate_limited, *of(t)).inc(),
-    )
-    metrics.registry.register(RemainingCollector(pool))
-
-
-class RemainingCollector(Collector):
-    """`kimi_provider_remaining`: what each key has left, read from the ledgers when scraped
-    (nothing to do per request)."""
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "kimi_provider_remaining",
-            "What a key has left, as its provider last reported (or as counted)",
-            labels=["provider", "key", "kind", "window"],
-        )
-        for key in keys_state(self.pool, self.pool.clock()):  # what the dashboard shows
-            for window in key["windows"]:
-                if window["left"] is not None:
-                    labels = [key["provider"], key["key"], window["kind"], window["window"]]
-                    family.add_metric(labels, window["left"])
-        yield family
 
 
 def error_response(error: ProxyError) -> Response:
@@ -296,6 +247,8 @@ def create_app(
     metrics = state.metrics
     metrics.active_streams.set_function(lambda: state.active_streams)
     report_pool_to(metrics, state.pool)
+    if state.gateway.link is not None:
+        metrics.registry.register(GatewayCollector(state.gateway.link))
 
     def secured(app: ASGIApp) -> SecurityMiddleware:
         return SecurityMiddleware(

@@ -309,6 +309,9 @@ def test_redis_down_follows_each_policy_then_recovers_and_keeps_users_and_usage(
             "closed": (ready(closed), post(closed.url, keys["bob"])),
         }
         health = httpx.get(f"{closed.url}/health", timeout=5)
+        metrics = httpx.get(
+            f"{opened.url}/metrics", headers={"authorization": f"Bearer {keys['ann']}"}
+        ).text
 
         redis.start()  # the same data folder: AOF brings users and usage back
         deadline = time.monotonic() + 10
@@ -328,6 +331,8 @@ def test_redis_down_follows_each_policy_then_recovers_and_keeps_users_and_usage(
     assert refused.status_code == 503
     assert "fail_closed" in refused.json()["error"]["message"]
     assert health.status_code == 200  # liveness never asks Redis
+    assert "kimi_redis_up 0.0" in metrics
+    assert "kimi_redis_fallback_requests_total 1.0" in metrics
     assert after_requests == [200, 200]
 
     assert users_after.stdout == users_before.stdout and "ann\tactive" in users_after.stdout
