@@ -135,8 +135,11 @@ async def create_message(request: Request) -> Response:
     del raw
     user = request.scope.get("state", {}).get("user")
     if user is not None:  # the user's own limits, before any provider is asked
-        grant = await state.gateway.limiter.admit(user, call.prompt_tokens + call.answer_tokens)
-        call.on_end = grant.end
+        limiter, need = state.gateway.limiter, call.prompt_tokens + call.answer_tokens
+        if state.pool.shared is not None and state.local_tools is None:
+            call.rider = limiter.ask(user, need)  # taken with the first key's: one round trip
+        else:
+            call.on_end = (await limiter.admit(user, need)).end
     if state.local_tools is not None:
         return await agent_response(state, message_request.stream, call, record)
     if not message_request.stream:
@@ -158,6 +161,12 @@ async def create_message(request: Request) -> Response:
         note_target(record, call, opened)
     except MustWait:
         opened = None
+        try:  # the stream starts now: the user's own limits answer before it does
+            await call.take_rider_alone()
+        except BaseException:
+            release()
+            call.finish(None)
+            raise
     except BaseException:
         release()
         call.finish(None)
@@ -362,6 +371,10 @@ async def stream_events(
             usage = closing[-2]["usage"]
             record.tokens(usage)
             call.finish(usage["input_tokens"] + usage["output_tokens"])
+            if call.pool.shared is not None:
+                # The settlement goes to Redis before the last events go to the client, so
+                # that its work is this stream's tail, not the next request's wait (bench/).
+                await asyncio.sleep(0)
             yield encode_events(closing)
             return
         except Exception as exc:

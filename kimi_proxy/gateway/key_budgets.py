@@ -2,11 +2,12 @@
 provider's own figures from its answers (`providers/budget.py`); what no instance can see alone
 is what the others are sending right now. So every limit a key is known to have — configured,
 or reported by the provider's headers — is also a sliding window in Redis (`store.py`), taken
-before each attempt in one round trip and settled to the real usage at the end: together the
-instances never send a key more than its limit in any window.
+before each attempt and settled to the real usage at the end: together the instances never
+send a key more than its limit in any window. The user's own claim rides along (`UserAsk`):
+one Lua round trip checks and reserves the user's limits and the key's.
 
 While Redis is down, each instance goes on with its own ledger alone (the provider's headers
-still hold it back); the user limits carry the `fail_open` / `fail_closed` policy.
+still hold it back); the user's limits follow the `fail_open` / `fail_closed` policy.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from redis.exceptions import RedisError
 from ..providers.budget import KeyLedger
 from ..providers.dialects import WINDOW_SECONDS
 from ..providers.pool import KeyState
-from .limits import UserLimiter
+from .limits import UserAsk, UserLimiter, refusal
 from .link import RedisLink
-from .window import NEVER, Refused, WindowSpec
+from .store import Settlement
+from .window import NEVER, Claim, Refused, WindowSpec
 
 PER = {"minute": "a minute", "day": "a day"}
 
@@ -37,30 +39,42 @@ def key_windows(ledger: KeyLedger) -> tuple[WindowSpec, ...]:
 class SharedKeyBudgets:
     def __init__(self, link: RedisLink, limiter: UserLimiter) -> None:
         self.link = link
-        self.limiter = limiter  # its task set settles in the background
-        self.held: dict[str, tuple[str, tuple[WindowSpec, ...]]] = {}  # ident: subject, windows
+        self.limiter = limiter
+        self.held: dict[str, Claim] = {}  # attempt id: the key's claim, until settled
 
-    async def take(self, key: KeyState, need_tokens: int, ident: str) -> float | None:
+    async def take(
+        self, key: KeyState, need_tokens: int, ident: str, rider: object | None = None
+    ) -> float | None:
+        ask = rider if isinstance(rider, UserAsk) else None
         windows = key_windows(key.ledger)
-        if not windows or not self.link.up:
+        claims: list[Claim] = []
+        if windows:
+            claims.append(Claim(f"key:{key.provider.name}:{key.key.name}", windows, need_tokens))
+        if ask is not None:
+            claims.append(ask.claim)
+        if not claims:
             return None
-        subject = f"key:{key.provider.name}:{key.key.name}"
-        try:
-            decision = await self.link.store.admit(
-                subject, ident, windows, need_tokens, None, self.link.lease_ms
-            )
-        except (RedisError, OSError) as exc:
-            self.link.mark_down(exc)
-            return None
-        if isinstance(decision, Refused):
-            return math.inf if decision.after_ms == NEVER else decision.after_ms / 1000
-        self.held[ident] = (subject, windows)
+        if self.link.up:
+            try:
+                decision = await self.link.store.admit(ident, tuple(claims), self.link.lease_ms)
+            except (RedisError, OSError) as exc:
+                self.link.mark_down(exc)
+            else:
+                if isinstance(decision, Refused):
+                    if ask is not None and decision.subject == ask.claim.subject:
+                        raise refusal(ask.user, decision)
+                    return math.inf if decision.after_ms == NEVER else decision.after_ms / 1000
+                if windows:
+                    self.held[ident] = claims[0]
+                if ask is not None:
+                    ask.taken(self.link.store, ident)
+                return None
+        if ask is not None:  # Redis is down: the user's limits by the policy, the key's alone
+            await ask.take_alone()
         return None
 
     def done(self, ident: str, used_tokens: int | None, *, give_back: bool = False) -> None:
-        held = self.held.pop(ident, None)
-        if held is not None:
-            subject, windows = held
-            self.limiter.spawn(
-                self.link.store.settle(subject, ident, windows, used_tokens, give_back=give_back)
-            )
+        claim = self.held.pop(ident, None)
+        if claim is not None:
+            settlement = Settlement(ident, (claim,), used_tokens, give_back)
+            self.limiter.settler.put(self.link.store, settlement)

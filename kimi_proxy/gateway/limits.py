@@ -1,8 +1,12 @@
 """Each user's limits — requests and tokens a minute, tokens a day, streams at once — admitted
 on a `LimitStore` (`store.py`): Redis when the gateway has one, shared by every instance; this
 process otherwise. A request reserves its input estimate and answer budget, and its grant is
-settled to the real usage when it ends (or gives everything back when it never reached a
-provider). An RPM of N admits N requests at once from a user who has been idle (`window.py`).
+settled to the real usage when it ends. An RPM of N admits N requests at once from a user who
+has been idle (`window.py`).
+
+With Redis, the user's claim rides with the first provider key's (`UserAsk`, taken by
+`key_budgets.py`): one round trip checks and reserves both. Settlements are queued and sent
+together (`Settler`): one pipeline per batch, off the request's path.
 
 When Redis does not answer, the policy decides: `fail_open` admits on this process's share of
 each limit (the limit divided among the instances last seen alive), `fail_closed` refuses with
@@ -21,12 +25,38 @@ from redis.exceptions import RedisError
 
 from ..errors import InvalidRequestError, RateLimitError, SharedStoreDownError
 from .link import RedisLink
-from .store import LimitStore, MemoryStore
+from .store import LimitStore, MemoryStore, Settlement
 from .users import User
-from .window import CONCURRENCY, NEVER, Refused, WindowSpec, windows_of
+from .window import CONCURRENCY, NEVER, Claim, Refused, windows_of
 
 log = logging.getLogger("kimi_proxy.gateway")
 LOCAL_LEASE_MS = 3_600_000  # in this process a stream's end always releases its lease
+
+
+@dataclass(slots=True)
+class Settler:
+    """Settlements waiting to be sent, by store; one task sends each store's as one batch."""
+
+    waiting: dict[int, tuple[LimitStore, list[Settlement]]] = field(default_factory=dict)
+    task: asyncio.Task[None] | None = None
+
+    def put(self, store: LimitStore, settlement: Settlement) -> None:
+        self.waiting.setdefault(id(store), (store, []))[1].append(settlement)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
+        while self.waiting:
+            batches, self.waiting = self.waiting, {}
+            for store, settlements in batches.values():
+                try:
+                    await store.settle_many(settlements)
+                except (RedisError, OSError) as exc:  # leases expire, windows age out
+                    log.debug("settling %d requests failed: %s", len(settlements), exc)
+
+    async def drain(self) -> None:
+        while self.task is not None and not self.task.done():
+            await asyncio.shield(self.task)
 
 
 @dataclass(slots=True)
@@ -35,21 +65,38 @@ class Grant:
 
     limiter: UserLimiter
     store: LimitStore
-    subject: str
     ident: str
-    windows: tuple[WindowSpec, ...]
+    claim: Claim
     done: bool = False
 
-    def end(self, used_tokens: int | None, *, give_back: bool = False) -> None:
+    def end(self, used_tokens: int | None) -> None:
         if self.done:
             return
         self.done = True
-        self.limiter.open.pop((self.subject, self.ident), None)
-        self.limiter.spawn(
-            self.store.settle(
-                self.subject, self.ident, self.windows, used_tokens, give_back=give_back
-            )
-        )
+        self.limiter.open.pop((self.claim.subject, self.ident), None)
+        self.limiter.settler.put(self.store, Settlement(self.ident, (self.claim,), used_tokens))
+
+
+@dataclass(slots=True)
+class UserAsk:
+    """A user's claim waiting to ride with the first provider key's (one round trip); once
+    taken, `grant` holds it."""
+
+    limiter: UserLimiter
+    user: User
+    claim: Claim
+    grant: Grant | None = None
+
+    def taken(self, store: LimitStore, ident: str) -> None:
+        self.grant = self.limiter.hold(store, ident, self.claim)
+
+    async def take_alone(self) -> None:
+        """Taken on its own (the key's turn is far off, or Redis stopped answering)."""
+        self.grant = await self.limiter.admit(self.user, self.claim.tokens)
+
+    def end(self, used_tokens: int | None) -> None:
+        if self.grant is not None:
+            self.grant.end(used_tokens)
 
 
 @dataclass(slots=True)
@@ -57,63 +104,50 @@ class UserLimiter:
     link: RedisLink | None = None
     local: MemoryStore = field(default_factory=MemoryStore)
     open: dict[tuple[str, str], LimitStore] = field(default_factory=dict)  # grants not ended
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    settler: Settler = field(default_factory=Settler)
+
+    def claim(self, user: User, need_tokens: int, share: int = 1) -> Claim:
+        limits = user.limits
+        concurrency = -(-limits.concurrency // share) if limits.concurrency else None
+        windows = windows_of(limits.rpm, limits.tpm, limits.daily_tokens, share)
+        return Claim(f"user:{user.name}", windows, need_tokens, concurrency)
+
+    def ask(self, user: User, need_tokens: int) -> UserAsk:
+        return UserAsk(self, user, self.claim(user, need_tokens))
 
     async def admit(self, user: User, need_tokens: int) -> Grant:
         """Reserve `need_tokens` of the user's budget, or raise the 429 (400, 503) saying why."""
-        limits = user.limits
-        subject, ident = f"user:{user.name}", secrets.token_hex(8)
+        ident = secrets.token_hex(8)
         link = self.link
         if link is not None and link.up:
-            windows = windows_of(limits.rpm, limits.tpm, limits.daily_tokens)
+            claim = self.claim(user, need_tokens)
             try:
-                decision = await link.store.admit(
-                    subject, ident, windows, need_tokens, limits.concurrency, link.lease_ms
-                )
+                decision = await link.store.admit(ident, (claim,), link.lease_ms)
             except (RedisError, OSError) as exc:
                 link.mark_down(exc)
             else:
-                return self._granted(decision, link.store, subject, ident, windows, user)
+                if isinstance(decision, Refused):
+                    raise refusal(user, decision)
+                return self.hold(link.store, ident, claim)
         if link is not None and link.fail_closed:
             raise SharedStoreDownError(link.down_message())
-        share = link.instances if link is not None else 1
+        share = 1
         if link is not None:
             link.note_fallback()
-        windows = windows_of(limits.rpm, limits.tpm, limits.daily_tokens, share)
-        concurrency = -(-limits.concurrency // share) if limits.concurrency else None
-        decision = await self.local.admit(
-            subject, ident, windows, need_tokens, concurrency, LOCAL_LEASE_MS
-        )
-        return self._granted(decision, self.local, subject, ident, windows, user)
-
-    def _granted(
-        self,
-        decision: object,
-        store: LimitStore,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        user: User,
-    ) -> Grant:
+            share = link.instances
+        claim = self.claim(user, need_tokens, share)
+        decision = await self.local.admit(ident, (claim,), LOCAL_LEASE_MS)
         if isinstance(decision, Refused):
             raise refusal(user, decision)
-        self.open[(subject, ident)] = store
-        return Grant(self, store, subject, ident, windows)
+        return self.hold(self.local, ident, claim)
+
+    def hold(self, store: LimitStore, ident: str, claim: Claim) -> Grant:
+        self.open[(claim.subject, ident)] = store
+        return Grant(self, store, ident, claim)
 
     def shared_leases(self) -> list[tuple[str, str]]:
         """This instance's open grants on Redis: their leases are renewed while they run."""
         return [pair for pair, store in self.open.items() if store is not self.local]
-
-    def spawn(self, work: object) -> None:
-        async def run() -> None:
-            try:
-                await work  # type: ignore[misc]
-            except (RedisError, OSError) as exc:  # the lease expires on its own
-                log.debug("settling a grant failed: %s", exc)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
 
 def refusal(user: User, refused: Refused) -> InvalidRequestError | RateLimitError:

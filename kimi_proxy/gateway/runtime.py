@@ -64,6 +64,6 @@ class GatewayRuntime:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await asyncio.gather(*self.limiter.tasks, return_exceptions=True)
+            await self.limiter.settler.drain()
             await link.heartbeat(None, self.limiter.shared_leases, self.flush)  # the last usage
             await link.leave()

@@ -3,20 +3,35 @@
 `MemoryStore` keeps them in this process (one machine, or one instance's share while Redis is
 unreachable); `RedisStore` keeps them in Redis, shared by every instance, each step one Lua
 script (`lua/admit.lua`, `lua/settle.lua`: package data, the same rule as `window.py`) and so
-one round trip. The clock of `RedisStore` is the Redis server's, so instances' clocks never
-disagree; tests may pass `now_ms` to both to compare them step by step.
+one round trip, however many subjects a request claims (its user and its provider key). The
+clock of `RedisStore` is the Redis server's, so instances' clocks never disagree; tests may
+pass `now_ms` to both to compare them step by step.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Protocol
 
+import orjson
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
-from .window import CONCURRENCY, Admitted, Allowance, Decision, Refused, WindowSpec
+from .window import CONCURRENCY, Admitted, Allowances, Claim, Decision, Refused
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """One request's end: its claims spend `used_tokens` (None: their reservation), or are
+    given back whole."""
+
+    ident: str
+    claims: tuple[Claim, ...]
+    used_tokens: int | None
+    give_back: bool = False
 
 
 def _script(name: str) -> str:
@@ -27,25 +42,10 @@ class LimitStore(Protocol):
     """Budgets by subject ("user:alice", "key:groq:GROQ_API_KEY")."""
 
     async def admit(
-        self,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        tokens: int,
-        concurrency: int | None,
-        lease_ms: int,
-        now_ms: int | None = None,
+        self, ident: str, claims: tuple[Claim, ...], lease_ms: int, now_ms: int | None = None
     ) -> Decision: ...
 
-    async def settle(
-        self,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        used_tokens: int | None,
-        *,
-        give_back: bool = False,
-    ) -> None: ...
+    async def settle_many(self, settlements: list[Settlement]) -> None: ...
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None: ...
 
@@ -59,39 +59,22 @@ class MemoryStore:
 
     def __init__(self, clock: Callable[[], int] = monotonic_ms) -> None:
         self.clock = clock
-        self.allowances: dict[str, Allowance] = {}
+        self.allowances = Allowances()
 
     async def admit(
-        self,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        tokens: int,
-        concurrency: int | None,
-        lease_ms: int,
-        now_ms: int | None = None,
+        self, ident: str, claims: tuple[Claim, ...], lease_ms: int, now_ms: int | None = None
     ) -> Decision:
-        allowance = self.allowances.setdefault(subject, Allowance())
         now = self.clock() if now_ms is None else now_ms
-        return allowance.admit(ident, windows, tokens, concurrency, lease_ms, now)
+        return self.allowances.admit(ident, claims, lease_ms, now)
 
-    async def settle(
-        self,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        used_tokens: int | None,
-        *,
-        give_back: bool = False,
-    ) -> None:
-        allowance = self.allowances.get(subject)
-        if allowance is not None:
-            allowance.settle(ident, used_tokens, give_back=give_back)
+    async def settle_many(self, settlements: list[Settlement]) -> None:
+        for s in settlements:
+            self.allowances.settle(s.ident, s.claims, s.used_tokens, give_back=s.give_back)
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         now = self.clock()
         for subject, ident in leases:
-            allowance = self.allowances.get(subject)
+            allowance = self.allowances.subjects.get(subject)
             if allowance is not None:
                 allowance.renew([ident], lease_ms, now)
 
@@ -105,54 +88,47 @@ class RedisStore:
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
 
-    def _keys(self, subject: str, windows: tuple[WindowSpec, ...]) -> list[str]:
-        base = f"{self.prefix}:budget:{subject}"
-        keys = [f"{base}:leases"]
-        for spec in windows:
-            keys += [f"{base}:{spec.name}", f"{base}:{spec.name}:amounts"]
+    def _keys(self, claims: tuple[Claim, ...]) -> list[str]:
+        keys: list[str] = []
+        for claim in claims:
+            base = f"{self.prefix}:budget:{claim.subject}"
+            keys.append(f"{base}:leases")
+            for spec in claim.windows:
+                keys += [f"{base}:{spec.name}", f"{base}:{spec.name}:amounts"]
         return keys
 
     async def admit(
-        self,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        tokens: int,
-        concurrency: int | None,
-        lease_ms: int,
-        now_ms: int | None = None,
+        self, ident: str, claims: tuple[Claim, ...], lease_ms: int, now_ms: int | None = None
     ) -> Decision:
-        args: list[str | int] = [
-            ident,
-            "" if now_ms is None else now_ms,
-            lease_ms,
-            concurrency or 0,
-            tokens,
+        plan = [
+            [c.concurrency or 0, c.tokens, [[w.span_ms, w.limit, w.kind] for w in c.windows]]
+            for c in claims
         ]
-        for spec in windows:
-            args += [spec.span_ms, spec.limit, spec.kind]
-        answer = await self._admit(keys=self._keys(subject, windows), args=args)
+        args = [ident, "" if now_ms is None else now_ms, lease_ms, orjson.dumps(plan)]
+        answer = await self._admit(keys=self._keys(claims), args=args)
         if int(answer[0]) == 1:
             return Admitted()
-        index, after = int(answer[1]), int(answer[2])
-        return Refused(CONCURRENCY if index == 0 else windows[index - 1].name, after)
+        claim = claims[int(answer[1]) - 1]
+        window, after = int(answer[2]), int(answer[3])
+        limit = CONCURRENCY if window == 0 else claim.windows[window - 1].name
+        return Refused(claim.subject, limit, after)
 
-    async def settle(
-        self,
-        subject: str,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        used_tokens: int | None,
-        *,
-        give_back: bool = False,
-    ) -> None:
-        args: list[str | int] = [
-            ident,
-            "" if used_tokens is None else used_tokens,
-            int(give_back),
-            *(spec.kind for spec in windows),
-        ]
-        await self._settle(keys=self._keys(subject, windows), args=args)
+    async def settle_many(self, settlements: list[Settlement]) -> None:
+        """Every settlement in one pipeline: one round trip for the batch. (EVALSHA by hand:
+        redis-py asks `SCRIPT EXISTS` first on every pipeline holding a script; the script is
+        loaded again only when Redis has lost it — a restart.)"""
+        for attempt in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                for s in settlements:
+                    keys = self._keys(s.claims)
+                    kinds = [[w.kind for w in claim.windows] for claim in s.claims]
+                    used = "" if s.used_tokens is None else s.used_tokens
+                    args = [s.ident, used, int(s.give_back), orjson.dumps(kinds)]
+                    pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
+                results = await pipe.execute(raise_on_error=False)
+            if attempt or not any(isinstance(r, NoScriptError) for r in results):
+                return
+            await self.client.script_load(self._settle.script)
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         """Push the expiry of this instance's open streams on (one pipeline); a lease that

@@ -84,14 +84,27 @@ class SlidingLog:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """What one request asks of one subject (a user, a provider key): `tokens` on each of its
+    windows, and a lease when its streams at once are limited."""
+
+    subject: str
+    windows: tuple[WindowSpec, ...]
+    tokens: int
+    concurrency: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Admitted:
     pass
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """`limit` is the window's name, or "concurrent streams"; retry in `after_ms`, or NEVER."""
+    """`limit` is the window's name, or "concurrent streams", of `subject`; retry in
+    `after_ms`, or NEVER."""
 
+    subject: str
     limit: str
     after_ms: int
 
@@ -102,36 +115,29 @@ CONCURRENCY = "concurrent streams"
 
 @dataclass(slots=True)
 class Allowance:
-    """One subject's budget (a user, a provider key): its windows and its leased streams."""
+    """One subject's budget: its windows and its leased streams."""
 
     logs: dict[str, SlidingLog] = field(default_factory=dict)
     leases: dict[str, int] = field(default_factory=dict)  # id: expiry (ms)
 
-    def admit(
-        self,
-        ident: str,
-        windows: tuple[WindowSpec, ...],
-        tokens: int,
-        concurrency: int | None,
-        lease_ms: int,
-        now: int,
-    ) -> Decision:
-        """Take one request of `tokens` on every window and a lease, or nothing at all."""
-        if concurrency:
+    def check(self, claim: Claim, now: int) -> Refused | None:
+        if claim.concurrency:
             self.leases = {k: v for k, v in self.leases.items() if v > now}
-            if len(self.leases) >= concurrency:
-                return Refused(CONCURRENCY, CONCURRENCY_RETRY_MS)
-        for spec in windows:
+            if len(self.leases) >= claim.concurrency:
+                return Refused(claim.subject, CONCURRENCY, CONCURRENCY_RETRY_MS)
+        for spec in claim.windows:
             log = self.logs.setdefault(spec.name, SlidingLog(spec.span_ms, spec.kind))
             log.span_ms = spec.span_ms
-            at = log.fits_at(amount(spec, tokens), spec.limit, now)
+            at = log.fits_at(amount(spec, claim.tokens), spec.limit, now)
             if at is not None:
-                return Refused(spec.name, NEVER if at == NEVER else at - now)
-        for spec in windows:
-            self.logs[spec.name].take(ident, amount(spec, tokens), now)
-        if concurrency:
+                return Refused(claim.subject, spec.name, NEVER if at == NEVER else at - now)
+        return None
+
+    def take(self, ident: str, claim: Claim, lease_ms: int, now: int) -> None:
+        for spec in claim.windows:
+            self.logs[spec.name].take(ident, amount(spec, claim.tokens), now)
+        if claim.concurrency:
             self.leases[ident] = now + lease_ms
-        return Admitted()
 
     def settle(self, ident: str, used_tokens: int | None, *, give_back: bool = False) -> None:
         """The request ended: tokens windows spend `used_tokens` (None: its reservation);
@@ -147,6 +153,36 @@ class Allowance:
         for ident in idents:
             if ident in self.leases:
                 self.leases[ident] = now + lease_ms
+
+
+@dataclass(slots=True)
+class Allowances:
+    """Every subject's budget in one process."""
+
+    subjects: dict[str, Allowance] = field(default_factory=dict)
+
+    def admit(self, ident: str, claims: tuple[Claim, ...], lease_ms: int, now: int) -> Decision:
+        """Take every claim of one request, or none: the first refusal says why."""
+        for claim in claims:
+            refused = self.subjects.setdefault(claim.subject, Allowance()).check(claim, now)
+            if refused is not None:
+                return refused
+        for claim in claims:
+            self.subjects[claim.subject].take(ident, claim, lease_ms, now)
+        return Admitted()
+
+    def settle(
+        self,
+        ident: str,
+        claims: tuple[Claim, ...],
+        used_tokens: int | None,
+        *,
+        give_back: bool = False,
+    ) -> None:
+        for claim in claims:
+            allowance = self.subjects.get(claim.subject)
+            if allowance is not None:
+                allowance.settle(ident, used_tokens, give_back=give_back)
 
 
 def amount(spec: WindowSpec, tokens: int) -> int:

@@ -39,7 +39,7 @@ from ..upstream import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
 from .budget import Admission, Reservation, WaitUntil
 from .dialects import retry_after
 from .plan import Go, Option, Refuse, Wait, choose
-from .pool import Build, KeyState, Pool, Target
+from .pool import Build, KeyState, Pool, Rider, Target
 
 log = logging.getLogger("kimi_proxy.pool")
 flow_log = logging.getLogger("kimi_proxy.flow")
@@ -105,6 +105,7 @@ class Call:
     encoded: dict[str, bytes] = field(default_factory=dict)
     keep_payload: bool = False
     on_end: Callable[[int | None], None] | None = None  # its user's grant (gateway/limits.py)
+    rider: Rider | None = None  # its user's claim, to take with the first key's
     reservation: Reservation | None = None
     shared: str | None = None  # its id on the gateway's shared budgets, while it holds them
     target: Target | None = None
@@ -211,7 +212,9 @@ class Call:
         shared = None
         if pool.shared is not None:  # the gateway's instances together: one Redis round trip
             shared = secrets.token_hex(8)
-            wait = await pool.shared.take(target.key, need, shared)
+            wait = await pool.shared.take(target.key, need, shared, self.rider)
+            if self.rider is not None and self.rider.grant is not None:
+                self.on_end, self.rider = self.rider.end, None
             if wait is not None:
                 if math.isinf(wait):
                     self.excluded.add(_ident(target))
@@ -352,6 +355,12 @@ class Call:
         return any(
             k.disabled is None for c in self.candidates for k in self.pool.keys.get(c.provider, ())
         )
+
+    async def take_rider_alone(self) -> None:
+        """Take the user's claim now, on its own (a long wait for a key is ahead)."""
+        if self.rider is not None:
+            await self.rider.take_alone()
+            self.on_end, self.rider = self.rider.end, None
 
     def answered(self) -> None:
         """The answer has reached the client: no failover any more, so let the request go."""

@@ -62,12 +62,26 @@ class Events:
     rate_limited: Callable[[Target], None] = lambda target: None
 
 
+class Rider(Protocol):
+    """Another claim the first attempt takes with its key's (`gateway.limits.UserAsk`)."""
+
+    @property
+    def grant(self) -> object | None: ...
+
+    async def take_alone(self) -> None: ...
+
+    def end(self, used_tokens: int | None) -> None: ...
+
+
 class SharedBudgets(Protocol):
     """The keys' budgets as every instance of a gateway spends them (`gateway/key_budgets.py`).
     `take` answers None when the request is taken on them, else the seconds until it may be
-    (`math.inf`: never); `done` settles it (or gives it back) once."""
+    (`math.inf`: never); `done` settles it (or gives it back) once. A `rider` (the user's own
+    claim) is taken in the same step, or the step raises the error that refuses it."""
 
-    async def take(self, key: KeyState, need_tokens: int, ident: str) -> float | None: ...
+    async def take(
+        self, key: KeyState, need_tokens: int, ident: str, rider: Rider | None = None
+    ) -> float | None: ...
 
     def done(self, ident: str, used_tokens: int | None, *, give_back: bool = False) -> None: ...
 

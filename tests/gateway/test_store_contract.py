@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from support.redis_server import RedisServer, redis_server
 
-from kimi_proxy.gateway.store import LimitStore, MemoryStore, RedisStore
+from kimi_proxy.gateway.store import LimitStore, MemoryStore, RedisStore, Settlement
 from kimi_proxy.gateway.window import (
     MINUTE_MS,
     NEVER,
     Admitted,
+    Claim,
     Refused,
     WindowSpec,
     windows_of,
@@ -33,7 +34,15 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
         yield server
 
 
-def run_both(redis: RedisServer, steps: list[tuple[str, int, int]], windows, concurrency):  # type: ignore[no-untyped-def]
+def claims(windows, tokens, concurrency, key_windows=()):  # type: ignore[no-untyped-def]
+    """A user's claim, and a provider key's when it has windows (half the tokens)."""
+    mine = (Claim("user:a", windows, tokens, concurrency),)
+    return mine + ((Claim("key:p:k", key_windows, tokens // 2),) if key_windows else ())
+
+
+def run_both(
+    redis: RedisServer, steps: list[tuple[str, int, int]], windows, concurrency, key_windows=()
+):  # type: ignore[no-untyped-def]
     """Each step on both stores at the same explicit clock; the two lists of answers."""
 
     async def go() -> tuple[list[object], list[object]]:
@@ -46,14 +55,12 @@ def run_both(redis: RedisServer, steps: list[tuple[str, int, int]], windows, con
             for n, (op, value, advance) in enumerate(steps):
                 now += advance
                 for store, out in zip(stores, answers, strict=True):
+                    asked = claims(windows, value, concurrency, key_windows)
                     if op == "admit":
-                        out.append(
-                            await store.admit(
-                                "user:a", f"r{n}", windows, value, concurrency, LEASE_MS, now
-                            )
-                        )
-                    else:  # settle the n-th earlier request (it may not exist: a no-op)
-                        await store.settle("user:a", f"r{value}", windows, value * 7)
+                        out.append(await store.admit(f"r{n}", asked, LEASE_MS, now))
+                    else:  # settle an earlier request (it may not exist: a no-op)
+                        done = Settlement(f"r{value}", asked, value * 7, give_back=value % 5 == 0)
+                        await store.settle_many([done])
         finally:
             await client.aclose()
         return answers
@@ -74,10 +81,18 @@ steps = st.lists(
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(steps=steps, rpm=st.integers(1, 5), tpm=st.integers(100, 1_500))
-def test_memory_and_redis_give_the_same_answers(redis: RedisServer, steps, rpm, tpm) -> None:  # type: ignore[no-untyped-def]
+@given(
+    steps=steps,
+    rpm=st.integers(1, 5),
+    tpm=st.integers(100, 1_500),
+    key_rpm=st.one_of(st.none(), st.integers(1, 8)),
+)
+def test_memory_and_redis_give_the_same_answers(
+    redis: RedisServer, steps, rpm, tpm, key_rpm
+) -> None:  # type: ignore[no-untyped-def]
     windows = windows_of(rpm, tpm, None)
-    memory, shared = run_both(redis, steps, windows, None)
+    key = windows_of(key_rpm, 700, None) if key_rpm else ()
+    memory, shared = run_both(redis, steps, windows, None, key)
     assert memory == shared
 
 
@@ -87,7 +102,7 @@ def test_concurrency_leases_agree_and_expire(redis: RedisServer) -> None:
     memory, shared = run_both(redis, plan, windows, 2)
     assert memory == shared
     assert memory[:2] == [Admitted(), Admitted()]
-    assert memory[2] == Refused("concurrent streams", 1_000)
+    assert memory[2] == Refused("user:a", "concurrent streams", 1_000)
     assert memory[3] == Admitted()  # the first two leases expired, unrenewed
 
 
@@ -104,7 +119,7 @@ def test_no_window_of_sixty_seconds_ever_holds_more_than_the_limit(plan, rpm, tp
     now = 0
     for n, (tokens, advance) in enumerate(plan):
         now += advance
-        answer = asyncio.run(store.admit("u", f"r{n}", windows, tokens, None, LEASE_MS, now))
+        answer = asyncio.run(store.admit(f"r{n}", (Claim("u", windows, tokens),), LEASE_MS, now))
         if isinstance(answer, Admitted):
             taken.append((now, tokens))
         else:
@@ -119,17 +134,18 @@ def test_an_idle_user_gets_the_whole_rpm_at_once_then_waits_for_the_oldest() -> 
     windows = windows_of(3, None, None)
 
     def admit(n: int, now: int) -> object:
-        return asyncio.run(store.admit("u", f"r{n}", windows, 10, None, LEASE_MS, now))
+        return asyncio.run(store.admit(f"r{n}", (Claim("u", windows, 10),), LEASE_MS, now))
 
     assert [admit(n, 5_000) for n in range(3)] == [Admitted()] * 3
-    assert admit(3, 20_000) == Refused("requests a minute", 45_000)  # the first leaves at 65 s
+    assert admit(3, 20_000) == Refused("u", "requests a minute", 45_000)  # the first leaves at 65 s
     assert admit(4, 65_000) == Admitted()
 
 
 def test_a_request_larger_than_a_limit_never_fits() -> None:
     store = MemoryStore()
-    answer = asyncio.run(store.admit("u", "r", windows_of(None, 100, None), 101, None, 1, 0))
-    assert answer == Refused("tokens a minute", NEVER)
+    claim = Claim("u", windows_of(None, 100, None), 101)
+    answer = asyncio.run(store.admit("r", (claim,), 1, 0))
+    assert answer == Refused("u", "tokens a minute", NEVER)
 
 
 def test_settled_usage_replaces_the_reservation() -> None:
@@ -137,10 +153,10 @@ def test_settled_usage_replaces_the_reservation() -> None:
     windows = windows_of(None, 1_000, None)
 
     async def go() -> list[object]:
-        first = await store.admit("u", "a", windows, 900, None, 1, 0)
-        refused = await store.admit("u", "b", windows, 200, None, 1, 1)
-        await store.settle("u", "a", windows, 300)  # it used 300 of its 900
-        admitted = await store.admit("u", "c", windows, 700, None, 1, 2)
+        first = await store.admit("a", (Claim("u", windows, 900),), 1, 0)
+        refused = await store.admit("b", (Claim("u", windows, 200),), 1, 1)
+        await store.settle_many([Settlement("a", (Claim("u", windows, 900),), 300)])  # used 300
+        admitted = await store.admit("c", (Claim("u", windows, 700),), 1, 2)
         return [first, refused, admitted]
 
     first, refused, admitted = asyncio.run(go())
@@ -157,3 +173,21 @@ def test_scripts_are_package_data(tmp: None, tmp_path: Path) -> None:
 
     lua = files("kimi_proxy.gateway").joinpath("lua")
     assert {p.name for p in lua.iterdir()} >= {"admit.lua", "settle.lua"}
+
+
+def test_a_request_claiming_two_subjects_takes_both_or_neither() -> None:
+    store = MemoryStore()
+    user = Claim("user:a", windows_of(5, None, None), 10)
+    key = Claim("key:p:k", windows_of(1, None, None), 10)
+
+    async def go() -> list[object]:
+        first = await store.admit("r1", (user, key), 1, 0)
+        second = await store.admit("r2", (user, key), 1, 1)  # the key's RPM of 1 is spent
+        alone = await store.admit("r3", (user,), 1, 2)
+        return [first, second, alone]
+
+    first, second, alone = asyncio.run(go())
+    assert first == Admitted() and alone == Admitted()
+    assert isinstance(second, Refused) and second.subject == "key:p:k"
+    log = store.allowances.subjects["user:a"].logs["requests a minute"]
+    assert list(log.entries) == ["r1", "r3"]  # the refused request took nothing of the user's

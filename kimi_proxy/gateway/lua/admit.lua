@@ -1,76 +1,86 @@
--- Admission on a sliding-window budget, atomically: `window.py`'s Allowance.admit, line for
--- line. Every window is checked first; only when all fit is the request taken on each, with a
--- lease when streams at once are limited. One round trip; nothing is half-taken.
+-- Admission of one request on sliding-window budgets, atomically: `window.py`'s
+-- Allowances.admit, line for line. The request claims tokens of one or more subjects (a
+-- user, a provider key); every claim's streams at once and windows are checked first, and only
+-- when all fit is each taken, with a lease where streams at once are limited. One round trip;
+-- nothing is half-taken.
 --
--- KEYS[1]            the leases (zset: request id -> expiry ms)
--- KEYS[2i], [2i+1]   window i: its log (zset: id -> time ms), its amounts (hash: id -> amount,
---                    and "_total")
--- ARGV: id, now ms ("" = the server's clock), lease ms, concurrency (0 = none), tokens,
---       then for each window: span ms, limit, kind ("requests" | "tokens")
--- Returns {1} admitted, or {0, i, after}: refused by window i (0 = concurrency), retry after
--- `after` ms (-1: never fits).
-local id, lease_ms, concurrency, tokens = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- KEYS, per claim: its leases (zset: request id -> expiry ms), then per window its log (zset:
+--       id -> time ms) and its amounts (hash: id -> amount, and "_total")
+-- ARGV: id, now ms ("" = the server's clock), lease ms, and the claims as one JSON array
+--       (one argument: cheaper to send than many): per claim [concurrency (0 = none), tokens,
+--       [[span ms, limit, kind ("requests" | "tokens")], ...]]
+-- Returns {1} admitted, or {0, claim, window, after}: refused by that claim's window (0: its
+-- streams at once), retry after `after` ms (-1: never fits).
+local id, lease_ms, asked = ARGV[1], tonumber(ARGV[3]), cjson.decode(ARGV[4])
 local now = tonumber(ARGV[2])
 if now == nil then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local windows = (#KEYS - 1) / 2
 
-if concurrency > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-  if redis.call('ZCARD', KEYS[1]) >= concurrency then
-    return {0, 0, 1000}
+local plan = {}
+local k = 1
+for c, ask in ipairs(asked) do
+  local claim = {lease = KEYS[k], concurrency = ask[1], tokens = ask[2], windows = {}}
+  k = k + 1
+  for w, spec in ipairs(ask[3]) do
+    local amount = claim.tokens
+    if spec[3] == 'requests' then amount = 1 end
+    claim.windows[w] = {log = KEYS[k], sums = KEYS[k + 1], span = spec[1], limit = spec[2], amount = amount}
+    k = k + 2
   end
+  plan[c] = claim
 end
 
-local amounts = {}
-for i = 1, windows do
-  local log, sums = KEYS[2 * i], KEYS[2 * i + 1]
-  local base = 5 + 3 * (i - 1)
-  local span, limit = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2])
-  local amount = tokens
-  if ARGV[base + 3] == 'requests' then amount = 1 end
-  amounts[i] = amount
-  -- prune what left the window
-  local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - span)
-  if #old > 0 then
-    local gone = 0
-    for _, member in ipairs(old) do
-      gone = gone + (tonumber(redis.call('HGET', sums, member)) or 0)
-      redis.call('HDEL', sums, member)
+for c, claim in ipairs(plan) do
+  if claim.concurrency > 0 then
+    redis.call('ZREMRANGEBYSCORE', claim.lease, '-inf', now)
+    if redis.call('ZCARD', claim.lease) >= claim.concurrency then
+      return {0, c, 0, 1000}
     end
-    redis.call('ZREMRANGEBYSCORE', log, '-inf', now - span)
-    redis.call('HINCRBY', sums, '_total', 0 - gone)
   end
-  if amount > limit then
-    return {0, i, -1}
-  end
-  local total = tonumber(redis.call('HGET', sums, '_total')) or 0
-  local excess = total + amount - limit
-  if excess > 0 then
-    local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
-    for j = 1, #entries, 2 do
-      excess = excess - (tonumber(redis.call('HGET', sums, entries[j])) or 0)
-      if excess <= 0 then
-        return {0, i, tonumber(entries[j + 1]) + span - now}
+  for w, window in ipairs(claim.windows) do
+    local log, sums = window.log, window.sums
+    -- prune what left the window
+    local old = redis.call('ZRANGEBYSCORE', log, '-inf', now - window.span)
+    if #old > 0 then
+      local gone = 0
+      for _, member in ipairs(old) do
+        gone = gone + (tonumber(redis.call('HGET', sums, member)) or 0)
+        redis.call('HDEL', sums, member)
       end
+      redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window.span)
+      redis.call('HINCRBY', sums, '_total', 0 - gone)
     end
-    return {0, i, -1}
+    if window.amount > window.limit then
+      return {0, c, w, -1}
+    end
+    local total = tonumber(redis.call('HGET', sums, '_total')) or 0
+    local excess = total + window.amount - window.limit
+    if excess > 0 then
+      local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
+      for j = 1, #entries, 2 do
+        excess = excess - (tonumber(redis.call('HGET', sums, entries[j])) or 0)
+        if excess <= 0 then
+          return {0, c, w, tonumber(entries[j + 1]) + window.span - now}
+        end
+      end
+      return {0, c, w, -1}
+    end
   end
 end
 
-for i = 1, windows do
-  local log, sums = KEYS[2 * i], KEYS[2 * i + 1]
-  local span = tonumber(ARGV[5 + 3 * (i - 1) + 1])
-  redis.call('ZADD', log, now, id)
-  redis.call('HSET', sums, id, amounts[i])
-  redis.call('HINCRBY', sums, '_total', amounts[i])
-  redis.call('PEXPIRE', log, span + lease_ms)
-  redis.call('PEXPIRE', sums, span + lease_ms)
-end
-if concurrency > 0 then
-  redis.call('ZADD', KEYS[1], now + lease_ms, id)
-  redis.call('PEXPIRE', KEYS[1], lease_ms * 2)
+for _, claim in ipairs(plan) do
+  for _, window in ipairs(claim.windows) do
+    redis.call('ZADD', window.log, now, id)
+    redis.call('HSET', window.sums, id, window.amount)
+    redis.call('HINCRBY', window.sums, '_total', window.amount)
+    redis.call('PEXPIRE', window.log, window.span + lease_ms)
+    redis.call('PEXPIRE', window.sums, window.span + lease_ms)
+  end
+  if claim.concurrency > 0 then
+    redis.call('ZADD', claim.lease, now + lease_ms, id)
+    redis.call('PEXPIRE', claim.lease, lease_ms * 2)
+  end
 end
 return {1}
