@@ -163,6 +163,8 @@ def configure_logging(
     keys = [k.secret for p in spec.providers.values() for k in p.keys] if spec else []
     if gateway is not None and gateway.redis_url:
         keys.append(gateway.redis_url)  # it may carry a password
+    if settings.user_key is not None:
+        keys.append(settings.user_key.get_secret_value())
     secrets = [s for s in (settings.api_key_value, settings.auth_token_value, *keys) if s]
     log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
     setup_logging(settings.log_level, log_file, secrets)

@@ -82,6 +82,7 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         120.0, ge=0, validation_alias=_env("drain_seconds", "KIMI_DRAIN_SECONDS")
     )
+    user_key: SecretStr | None = Field(None, validation_alias=_env("user_key", "KIMI_USER_KEY"))
     # The team gateway's shared store; each may also come from `[gateway]` in the config file.
     redis_url: SecretStr | None = Field(None, validation_alias=_env("redis_url", "KIMI_REDIS_URL"))
     on_redis_down: Literal["fail_open", "fail_closed"] | None = Field(

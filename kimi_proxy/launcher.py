@@ -239,10 +239,12 @@ def proxy_env(settings: Settings, url: str) -> dict[str, str]:
     """Where Claude Code's requests go. The proxy's token goes as a bearer token, not as an API
     key: Claude Code then skips its first-run connectivity check against api.anthropic.com (it
     exits where that host cannot be reached), asks no "use this API key?" question, and does not
-    warn about a claude.ai login."""
+    warn about a claude.ai login. On a gateway with users, `KIMI_USER_KEY` is sent instead:
+    the user's own key, so their own limits and usage apply."""
+    user_key = settings.user_key.get_secret_value() if settings.user_key else None
     return {
         "ANTHROPIC_BASE_URL": url,
-        "ANTHROPIC_AUTH_TOKEN": settings.auth_token_value or "kimi-proxy",
+        "ANTHROPIC_AUTH_TOKEN": user_key or settings.auth_token_value or "kimi-proxy",
     }
 
 

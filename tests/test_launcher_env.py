@@ -121,3 +121,8 @@ def test_the_launchers_own_claude_code_stays_the_pinned_version(
         claude_env(settings, "http://127.0.0.1:8090", own_copy=True)["DISABLE_AUTOUPDATER"] == "1"
     )
     assert "DISABLE_AUTOUPDATER" not in claude_env(settings, "http://127.0.0.1:8090")
+
+
+def test_a_users_own_key_goes_to_claude_code_on_a_gateway_with_users() -> None:
+    settings = load_settings(api_key="x", auth_token="proxy-secret", user_key="kpu_mine")
+    assert claude_env(settings, "http://127.0.0.1:1")["ANTHROPIC_AUTH_TOKEN"] == "kpu_mine"
