@@ -376,3 +376,32 @@ def test_users_on_redis_bad_input_and_revocation_on_every_instance_within_a_seco
             time.sleep(0.05)
             answers = [post(i.url, key) for i in (a, b)]
     assert all(r.json()["error"]["type"] == "authentication_error" for r in answers)
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_slot_at_once_on_every_instance(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    counting = CountingProvider(KEY_RPM, pause=30)
+    with scripted_upstream(counting, ["kimi-k2"]) as upstream:
+        counting.upstream = upstream
+        keys = add_users(redis, ["solo"], UserLimits(concurrency=1))
+        env = gateway_env(tmp_path, redis, upstream, lease=30, max_wait=5)
+        with instances(tmp_path, 2, **env) as (a, b):
+            with (
+                httpx.Client(timeout=30) as client,
+                client.stream(
+                    "POST",
+                    f"{a.url}/v1/messages",
+                    json={**BASIC, "stream": True},
+                    headers={"authorization": f"Bearer {keys['solo']}"},
+                ) as first,
+            ):
+                lines = first.iter_lines()
+                next(lines)
+                held = post(b.url, keys["solo"], stream=False, timeout=5)
+            left = time.monotonic()  # the client has gone; the lease has 30 s to run
+            counting.pause = 0
+            while (answer := post(b.url, keys["solo"], stream=False)).status_code != 200:
+                assert time.monotonic() - left < 2, answer.text
+                time.sleep(0.1)
+    assert held.status_code == 429
