@@ -1,0 +1,135 @@
+"""10,000 open streams on one worker: `python -m bench.many_streams [--streams N]`.
+
+A team proxy holds thousands of streams that look idle: models think, then trickle tokens.
+This opens `--streams` of them against a fresh `kimi-proxy serve` (one worker), arriving
+evenly over `--ramp` seconds as independent users do, each a slow stream from the scripted
+upstream (`--chunks` chunks, one per `--interval` seconds), and while they are all open:
+
+* peak RSS of the proxy (VmHWM, and psutil sampled every 20 ms) above the idle process, per
+  open stream;
+* errors (any stream that did not end whole);
+* a new request's added time to first token: probes at concurrency 1 through the proxy and
+  directly to the upstream, side by side, while the streams are open.
+
+The file limit is raised for this process and its children (the proxy needs two descriptors a
+stream): the benchmark raises it, the product does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import threading
+import time
+from typing import Any
+
+import psutil
+
+from .run import ROOT, Bench, peak_rss, rss_sampler
+
+
+def raise_file_limit(needed: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(needed, soft)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.many_streams")
+    parser.add_argument("--streams", type=int, default=10_000)
+    parser.add_argument("--ramp", type=float, default=30.0, help="seconds over which they open")
+    parser.add_argument("--chunks", type=int, default=30)
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between chunks")
+    parser.add_argument("--probes", type=int, default=40)
+    options = parser.parse_args()
+    raise_file_limit(2 * options.streams + 2_000)
+    args = argparse.Namespace(
+        max_streams=options.streams + 100,
+        proxy_src=ROOT,
+        workers=1,
+        chunks=100,
+        size=16,
+    )
+    bench = Bench(args)
+    procs = bench.procs
+    procs.start_upstream()
+    procs.start_proxy()
+    procs.configure(options.chunks, 16, options.interval)
+    assert procs.proxy is not None
+    proxy = psutil.Process(procs.proxy.pid)
+    time.sleep(1.0)
+    idle = proxy.memory_info().rss
+    stream_seconds = options.chunks * options.interval
+    results: dict[str, Any] = {}
+
+    def many() -> None:
+        results["streams"] = bench.load(
+            "proxy",
+            stream=True,
+            concurrency=options.streams,
+            requests=options.streams,
+            max_seconds=options.ramp + stream_seconds + 120,
+            expected=options.chunks,
+            warmup=False,
+            stagger=options.ramp,
+        )
+
+    try:
+        with rss_sampler(proxy) as samples:
+            worker = threading.Thread(target=many)
+            worker.start()
+            time.sleep(options.ramp + 2)  # every stream is open now, none has ended
+            open_rss = proxy.memory_info().rss
+            probes: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}
+            for _ in range(2):
+                for side in probes:
+                    probes[side].append(
+                        bench.load(
+                            side,
+                            stream=True,
+                            concurrency=1,
+                            requests=options.probes // 2,
+                            max_seconds=stream_seconds,
+                            expected=options.chunks,
+                            warmup=False,
+                        )
+                    )
+            worker.join()
+        hwm = peak_rss(proxy.pid)
+    finally:
+        procs.stop_all()
+    got = results["streams"]
+    peak = max(hwm, max(samples, default=0))
+    ttft = {
+        side: statistics.median(p["ttft_ms"]["p50"] for p in parts)
+        for side, parts in probes.items()
+    }
+    ttft99 = {
+        side: statistics.median(p["ttft_ms"]["p99"] for p in parts)
+        for side, parts in probes.items()
+    }
+    per_stream = (peak - idle) / options.streams / 1024
+    print(
+        f"{options.streams:,} streams over {options.ramp:g} s, {options.chunks} chunks one per "
+        f"{options.interval:g} s: ok {got['requests'] - got['errors']:,}, errors {got['errors']}"
+        f" {got.get('error_kinds', '')}"
+    )
+    print(
+        f"proxy RSS: idle {idle / 2**20:.0f} MB, all open {open_rss / 2**20:.0f} MB, peak "
+        f"{peak / 2**20:.0f} MB = {per_stream:.1f} KB per open stream above idle"
+    )
+    print(
+        f"a new request while they are open: TTFT p50 direct {ttft['direct']:.2f} ms, proxy "
+        f"{ttft['proxy']:.2f} ms, added {ttft['proxy'] - ttft['direct']:.2f} ms (p99 added "
+        f"{ttft99['proxy'] - ttft99['direct']:.2f} ms); probe errors "
+        f"{sum(p['errors'] for parts in probes.values() for p in parts)}"
+    )
+    print(f"proxy CPU for the run: {got['proxy_cpu_s']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
