@@ -503,7 +503,7 @@ def render(results: dict[str, Any]) -> str:
             w(f"| `{name}` | {n / s['samples']:.1%} |")
         w("")
 
-    for hand_written in ("analysis.md", "pool.md", "dashboard.md", "redis.md"):
+    for hand_written in ("analysis.md", "pool.md", "dashboard.md", "redis.md", "many.md"):
         path = ROOT / "bench" / hand_written
         if path.exists():
             w(path.read_text().rstrip() + "\n")
