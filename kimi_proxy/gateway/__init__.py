@@ -1,4 +1,7 @@
-"""The team gateway: users with their own keys and limits. Owns `users.py` (the people, their
-hashed keys, the store) and `limits.py` (each user's budget in this process). May import
-`providers.budget` (the admission arithmetic is the same as for provider keys); nothing here
-imports the server."""
+"""The team gateway: users with their own keys and limits, shared by every instance through
+Redis when it has one. Owns `users.py` / `redis_users.py` (the people and their hashed keys),
+`window.py` (the sliding-window rule, pure), `store.py` + `lua/` (that rule in this process or
+in Redis), `limits.py` and `key_budgets.py` (users' and provider keys' admission), `link.py`
+(the connection's health and background work), `metering.py` (usage), `runtime.py` (one
+instance's gateway) and `commands.py` (`kimi-proxy users | usage`). May import `providers`,
+`errors` and `observability`; nothing here imports the server."""

@@ -45,7 +45,6 @@ class RedisLink:
         self.up = True  # until a command says otherwise
         self.instances = 1  # alive at the last heartbeat: fail_open's divisor
         self.fallbacks = 0  # requests admitted on this instance's share while Redis was down
-        self.down_since: float | None = None
         self._users_version: int | None = None
         self._renewed = 0.0
 
@@ -73,13 +72,11 @@ class RedisLink:
                 "fail_open)"
             )
             log.warning("Redis does not answer (%s): %s", type(exc).__name__, policy)
-            self.down_since = time.monotonic()
         self.up = False
 
     def mark_up(self) -> None:
         if not self.up:
             log.warning("Redis answers again: limits are shared again")
-            self.down_since = None
         self.up = True
 
     def note_fallback(self) -> None:
