@@ -47,11 +47,12 @@ class SharedKeyBudgets:
     ) -> float | None:
         ask = rider if isinstance(rider, UserAsk) else None
         windows = key_windows(key.ledger)
-        claims: list[Claim] = []
+        # The user's own claim first: when both are spent, the refusal names the user's limit.
+        claims: list[Claim] = [ask.claim] if ask is not None else []
+        key_claim = None
         if windows:
-            claims.append(Claim(f"key:{key.provider.name}:{key.key.name}", windows, need_tokens))
-        if ask is not None:
-            claims.append(ask.claim)
+            key_claim = Claim(f"key:{key.provider.name}:{key.key.name}", windows, need_tokens)
+            claims.append(key_claim)
         if not claims:
             return None
         if self.link.up:
@@ -64,8 +65,8 @@ class SharedKeyBudgets:
                     if ask is not None and decision.subject == ask.claim.subject:
                         raise refusal(ask.user, decision)
                     return math.inf if decision.after_ms == NEVER else decision.after_ms / 1000
-                if windows:
-                    self.held[ident] = claims[0]
+                if key_claim is not None:
+                    self.held[ident] = key_claim
                 if ask is not None:
                     ask.taken(self.link.store, ident)
                 return None
