@@ -5,21 +5,17 @@ exits 0."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
-from support.proxy import TEST_KEY, wait_healthy
+from support.instances import start
+from support.proxy import TEST_KEY
 from support.sse_client import BASIC, parse_sse
 from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream
-
-from kimi_proxy.launcher import free_port
 
 
 def slow(pieces: int, seconds: float) -> Stream:
@@ -29,19 +25,9 @@ def slow(pieces: int, seconds: float) -> Stream:
     return Stream(items + text_stream("").items[-2:])
 
 
-def serve(upstream_url: str, port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    environment = {
-        **os.environ,
-        "KIMI_UPSTREAM_URL": upstream_url,
-        "KIMI_API_KEY": TEST_KEY,
-        "KIMI_MODEL": "kimi-big",
-        "KIMI_PROXY_PORT": str(port),
-        **env,
-    }
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "kimi_proxy", "serve"], env=environment, stdout=out, stderr=out
-        )
+def legacy(upstream_url: str) -> dict[str, str]:
+    """One provider at `upstream_url`, as the single-provider settings describe it."""
+    return {"KIMI_UPSTREAM_URL": upstream_url, "KIMI_API_KEY": TEST_KEY, "KIMI_MODEL": "kimi-big"}
 
 
 def stream_text(url: str) -> tuple[str, list[str]]:
@@ -54,11 +40,9 @@ def stream_text(url: str) -> tuple[str, list[str]]:
 
 def test_sigterm_lets_twenty_open_streams_finish_and_refuses_new_work(tmp_path: Path) -> None:
     with scripted_upstream(lambda b, n: slow(20, 0.1)) as upstream:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = serve(upstream.base_url, port, tmp_path / "proxy.log")
+        instance = start(tmp_path / "proxy.log", **legacy(upstream.base_url))
+        url, process = instance.url, instance.process
         try:
-            wait_healthy(url, 20, tmp_path / "proxy.log")
             assert httpx.get(f"{url}/ready").status_code == 200
             with ThreadPoolExecutor(20) as pool:
                 streams = [pool.submit(stream_text, url) for _ in range(20)]
@@ -88,11 +72,10 @@ def test_a_stream_that_outlives_the_grace_period_ends_with_an_error_event(
     tmp_path: Path,
 ) -> None:
     with scripted_upstream(lambda b, n: slow(100, 0.1)) as upstream:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = serve(upstream.base_url, port, tmp_path / "proxy.log", KIMI_DRAIN_SECONDS="1")
+        env = legacy(upstream.base_url)
+        instance = start(tmp_path / "proxy.log", **env, KIMI_DRAIN_SECONDS="1")
+        url, process = instance.url, instance.process
         try:
-            wait_healthy(url, 20, tmp_path / "proxy.log")
             with ThreadPoolExecutor(1) as pool:
                 stream = pool.submit(stream_text, url)
                 while not upstream.requests:
