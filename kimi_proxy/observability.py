@@ -76,10 +76,10 @@ class RequestRecord:
             self.ttft_ms = round((time.monotonic() - self.started) * 1000, 2)
 
     def as_json(self) -> bytes:
-        return orjson.dumps({name: getattr(self, name) for name in _LOGGED_FIELDS})
+        return orjson.dumps({name: getattr(self, name) for name in LOGGED_FIELDS})
 
 
-_LOGGED_FIELDS = tuple(
+LOGGED_FIELDS = tuple(
     f.name for f in fields(RequestRecord) if f.name not in ("started", "wall_start", "prices")
 )
 

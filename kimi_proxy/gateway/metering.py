@@ -17,14 +17,14 @@ import csv
 import io
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
 
-from ..observability import RequestRecord
+from ..observability import LOGGED_FIELDS, RequestRecord
 
 METERED_PATH = "/v1/messages"
 SEPARATOR = "\x1f"
@@ -147,8 +147,8 @@ def rows_from_access_log(lines: Iterable[str]) -> Iterator[UsageRow]:
         if not isinstance(entry, dict) or entry.get("path") != METERED_PATH:
             continue
         record = RequestRecord("", "POST", METERED_PATH)
-        for name in (f.name for f in fields(RequestRecord)):
-            if name in entry and name not in ("started", "wall_start", "prices"):
+        for name in LOGGED_FIELDS:  # what the access log line carries
+            if name in entry:
                 setattr(record, name, entry[name])
         record.wall_start = _line_time(line[:start])
         yield from rows_from_fields(day_of(record), increments(record).items())
