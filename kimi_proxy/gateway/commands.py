@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -102,12 +102,41 @@ def add_parsers(sub: Any) -> None:
     usage.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
 
 
+class UserStore(Protocol):
+    """The users, wherever they live: the file (`UserFile`) or Redis (`RedisUsers`)."""
+
+    async def load(self) -> dict[str, User]: ...
+
+    async def add(self, name: str, limits: UserLimits) -> str: ...
+
+    async def revoke(self, name: str) -> None: ...
+
+    async def set_limits(self, name: str, limits: UserLimits) -> User: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _FileUsers:
+    """`UserFile`, as a `UserStore`: each change is still one locked write."""
+
+    file: UserFile
+
+    async def load(self) -> dict[str, User]:
+        return self.file.load()
+
+    async def add(self, name: str, limits: UserLimits) -> str:
+        return self.file.add(name, limits)
+
+    async def revoke(self, name: str) -> None:
+        self.file.revoke(name)
+
+    async def set_limits(self, name: str, limits: UserLimits) -> User:
+        return self.file.set_limits(name, limits)
+
+
 def run_users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
     """`kimi-proxy users add|list|revoke|limits`."""
     try:
-        if gateway.redis_url:
-            return asyncio.run(_users_on_redis(gateway, args))
-        return _users_action(UserFile(users_file), args)
+        return asyncio.run(_users(gateway, users_file, args))
     except UserError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 2
@@ -116,36 +145,27 @@ def run_users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> i
         return 2
 
 
-def _users_action(store: UserFile, args: argparse.Namespace) -> int:
+async def _users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
+    if not gateway.redis_url:
+        return await _users_action(_FileUsers(UserFile(users_file)), args)
+    client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        return await _users_action(RedisUsers(client, gateway.prefix), args)
+    finally:
+        await client.aclose()
+
+
+async def _users_action(store: UserStore, args: argparse.Namespace) -> int:
     if args.action == "list":
-        _print_users(store.load())
+        _print_users(await store.load())
         return 0
     if args.action == "revoke":
-        store.revoke(args.name)
+        await store.revoke(args.name)
         return _revoked(args.name)
     limits = _limits(args)
     if args.action == "add":
-        return _added(args.name, limits, store.add(args.name, limits))
-    return _limited(store.set_limits(args.name, limits))
-
-
-async def _users_on_redis(gateway: Gateway, args: argparse.Namespace) -> int:
-    assert gateway.redis_url is not None
-    client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=3)
-    store = RedisUsers(client, gateway.prefix)
-    try:
-        if args.action == "list":
-            _print_users(await store.load())
-            return 0
-        if args.action == "revoke":
-            await store.revoke(args.name)
-            return _revoked(args.name)
-        limits = _limits(args)
-        if args.action == "add":
-            return _added(args.name, limits, await store.add(args.name, limits, time.time()))
-        return _limited(await store.set_limits(args.name, limits))
-    finally:
-        await client.aclose()
+        return _added(args.name, limits, await store.add(args.name, limits))
+    return _limited(await store.set_limits(args.name, limits))
 
 
 def _limits(args: argparse.Namespace) -> UserLimits:

@@ -4,6 +4,7 @@ reload (`link.py`). A change is one transaction: nothing is half-written."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import cast
@@ -41,10 +42,11 @@ class RedisUsers:
             users[text] = user_from_entry(text, orjson.loads(entry))
         return users
 
-    async def add(self, name: str, limits: UserLimits, created: float) -> str:
+    async def add(self, name: str, limits: UserLimits, created: float | None = None) -> str:
         check_name(name)
         key = new_key()
-        user = User(name, hash_key(key), created, limits=limits)
+        when = time.time() if created is None else created
+        user = User(name, hash_key(key), when, limits=limits)
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hsetnx(self.users_key, name, _json(user))
             pipe.incr(self.version_key)
@@ -53,8 +55,8 @@ class RedisUsers:
             raise UserError(f"A user named {name!r} exists already; pick another name.")
         return key
 
-    async def revoke(self, name: str) -> User:
-        return await self._change(name, lambda u: replace(u, revoked=True))
+    async def revoke(self, name: str) -> None:
+        await self._change(name, lambda u: replace(u, revoked=True))
 
     async def set_limits(self, name: str, limits: UserLimits) -> User:
         return await self._change(name, lambda u: replace(u, limits=limits))
