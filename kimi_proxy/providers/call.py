@@ -213,8 +213,7 @@ class Call:
         if pool.shared is not None:  # the gateway's instances together: one Redis round trip
             shared = secrets.token_hex(8)
             wait = await pool.shared.take(target.key, need, shared, self.rider)
-            if self.rider is not None and self.rider.grant is not None:
-                self.on_end, self.rider = self.rider.end, None
+            self._hold_rider()
             if wait is not None:
                 if math.isinf(wait):
                     self.excluded.add(_ident(target))
@@ -360,6 +359,11 @@ class Call:
         """Take the user's claim now, on its own (a long wait for a key is ahead)."""
         if self.rider is not None:
             await self.rider.take_alone()
+            self._hold_rider()
+
+    def _hold_rider(self) -> None:
+        """Once the user's claim is taken, it is held until the request ends (`finish`)."""
+        if self.rider is not None and self.rider.grant is not None:
             self.on_end, self.rider = self.rider.end, None
 
     def answered(self) -> None:
