@@ -84,6 +84,8 @@ class Processes:
         self.upstream: subprocess.Popen[bytes] | None = None
         self.proxy: subprocess.Popen[bytes] | None = None
         self.floor: subprocess.Popen[bytes] | None = None
+        self.baseline_port = free_port()
+        self.baseline: subprocess.Popen[bytes] | None = None
 
     def _spawn(
         self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT
@@ -97,11 +99,16 @@ class Processes:
         wait_healthy(f"http://{HOST}:{self.upstream_port}/health", self.upstream)
 
     def start_proxy(self) -> None:
+        self.proxy = self._serve("proxy", self.proxy_src, self.proxy_port)
+
+    def start_baseline(self, src: Path) -> None:
+        """A second proxy, from other code (`--baseline-ref`), beside the first."""
+        self.baseline = self._serve("baseline", src, self.baseline_port)
+
+    def _serve(self, name: str, src: Path, port: int) -> subprocess.Popen[bytes]:
         env = dict(os.environ)
         env.update(
-            KIMI_API_KEY="bench",
-            KIMI_MAX_STREAMS=str(self.max_streams),
-            PYTHONPATH=str(self.proxy_src),
+            KIMI_API_KEY="bench", KIMI_MAX_STREAMS=str(self.max_streams), PYTHONPATH=str(src)
         )
         args = [
             sys.executable,
@@ -111,12 +118,13 @@ class Processes:
             "--upstream-url",
             f"http://{HOST}:{self.upstream_port}/v1",
             "--port",
-            str(self.proxy_port),
+            str(port),
             "--workers",
             str(self.workers),
         ]
-        self.proxy = self._spawn("proxy", args, env, cwd=self.proxy_src)
-        wait_healthy(f"http://{HOST}:{self.proxy_port}/health", self.proxy)
+        process = self._spawn(name, args, env, cwd=src)
+        wait_healthy(f"http://{HOST}:{port}/health", process)
+        return process
 
     def start_floor(self) -> None:
         """The pass-through floor (`bench/passthrough.py`), from the same proxy source."""
@@ -143,6 +151,7 @@ class Processes:
             process.wait()
 
     def stop_all(self) -> None:
+        self.stop(self.baseline)
         self.stop(self.floor)
         self.stop(self.proxy)
         self.stop(self.upstream)
@@ -161,12 +170,23 @@ def _family(process: psutil.Process) -> list[psutil.Process]:
 
 
 def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time of the process and its workers, every thread: the scheduler's nanosecond
+    count (/proc/PID/task/TID/schedstat) where the kernel keeps one, else the 10 ms ticks of
+    user + system time."""
     total = 0.0
     for member in _family(process):
-        with contextlib.suppress(psutil.Error):
-            times = member.cpu_times()
-            total += times.user + times.system
+        try:
+            total += _scheduled_seconds(member.pid)
+        except (OSError, ValueError):
+            with contextlib.suppress(psutil.Error):
+                times = member.cpu_times()
+                total += times.user + times.system
     return total
+
+
+def _scheduled_seconds(pid: int) -> float:
+    tasks = Path(f"/proc/{pid}/task")
+    return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
 
 
 def peak_rss(pid: int) -> int:
@@ -237,9 +257,11 @@ class Bench:
         stagger: float = 0.0,
         api_key: str = "bench",
     ) -> dict[str, Any]:
-        ports = {"proxy": self.procs.proxy_port, "floor": self.procs.floor_port}
-        port = ports.get(side, self.procs.upstream_port)
-        wire = "proxy" if side == "proxy" else "direct"  # the floor speaks the upstream's API
+        procs = self.procs
+        ports = {"proxy": procs.proxy_port, "floor": procs.floor_port}
+        ports["baseline"] = procs.baseline_port
+        port = ports.get(side, procs.upstream_port)
+        wire = "direct" if side in ("direct", "floor") else "proxy"  # the floor: upstream's API
         job = {
             "side": wire,
             "stream": stream,
@@ -255,7 +277,7 @@ class Bench:
             "stagger_s": stagger,
             "api_key": api_key,
         }
-        middle = self.procs.floor if side == "floor" else self.procs.proxy
+        middle = {"floor": procs.floor, "baseline": procs.baseline}.get(side, procs.proxy)
         assert middle is not None and self.procs.upstream is not None
         proxy = psutil.Process(middle.pid)  # the process in the middle: proxy or floor
         upstream = psutil.Process(self.procs.upstream.pid)
@@ -482,7 +504,7 @@ class Bench:
         return self.results
 
 
-def proxy_source(ref: str | None) -> tuple[Path, dict[str, Any]]:
+def proxy_source(ref: str | None, folder: str = "proxy-src") -> tuple[Path, dict[str, Any]]:
     """Where the proxy runs from: the working tree, or `git archive REF` under bench/results/."""
 
     def git(*args: str) -> str:
@@ -496,7 +518,7 @@ def proxy_source(ref: str | None) -> tuple[Path, dict[str, Any]]:
             "commit": git("rev-parse", "--short", "HEAD"),
             "uncommitted": [line[3:] for line in changed],
         }
-    dest = RESULTS / "proxy-src"
+    dest = RESULTS / folder
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     archive = subprocess.run(

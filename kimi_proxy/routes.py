@@ -46,7 +46,7 @@ from .providers.pool import Pool
 from .routing import no_candidate_error, note_target, plan_call
 from .sse import encode_event, encode_events
 from .state import ProxyState
-from .streaming import EventStreamResponse
+from .streaming import BodyWriter, EventStreamResponse
 from .tokens import estimate_tokens
 from .translate.accumulate import accumulate_message
 from .translate.request import (
@@ -57,6 +57,7 @@ from .translate.request import (
 from .translate.response import new_message_id, openai_to_anthropic_message
 from .translate.stream import Event, StreamTranslator
 from .translate.tools import upstream_tool_name
+from .upstream import Deliver
 
 M = TypeVar("M", bound=BaseModel)
 log = logging.getLogger(__name__)
@@ -179,9 +180,13 @@ async def create_message(request: Request) -> Response:
         if current.opened is not None:
             await current.opened.response.aclose()
 
-    events = stream_events(call, current, record)
+    writer = BodyWriter()
     return EventStreamResponse(
-        events, ping_interval=settings.ping_interval, on_close=on_close, drain=state.drain
+        stream_events(call, current, record, writer),
+        ping_interval=settings.ping_interval,
+        on_close=on_close,
+        drain=state.drain,
+        writer=writer,
     )
 
 
@@ -320,14 +325,16 @@ async def agent_response(
 
 
 async def stream_events(
-    call: Call, current: Current, record: RequestRecord
+    call: Call, current: Current, record: RequestRecord, writer: BodyWriter
 ) -> AsyncIterator[bytes]:
     """The SSE body: translated events, pings while the provider is silent, errors as events.
 
-    Until the first content block has gone out, a provider that fails (a drop, a timeout, an
-    error event) is replaced by the next one the pool picks, under the same `message_start`.
+    The provider's chunks are translated and written as each network read brings them, from
+    the read callback (`UpstreamClient.relay`, `BodyWriter`); what comes before and after them
+    is yielded. Until the first content block has gone out, a provider that fails (a drop, a
+    timeout, an error event) is replaced by the next one the pool picks, under the same
+    `message_start`.
     """
-    debug = flow_log.isEnabledFor(logging.DEBUG)
     message_id = new_message_id()
     started = False
     while True:
@@ -349,20 +356,11 @@ async def stream_events(
             if not started:
                 started = True
                 yield encode_events(translator.start())
-            async with aclosing(client.chunk_batches(opened.response)) as batches:
-                async for batch in batches:
-                    events = []
-                    for chunk in batch:  # everything one network read brought: one write out,
-                        events += translator.feed(chunk)
-                        if events and record.ttft_ms is None:  # but the first token goes at once
-                            record.first_token()
-                            call.answered()
-                            yield encode_events(events)
-                            events = []
-                    if debug:
-                        flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
-                    if events:
-                        yield encode_events(events)
+
+            try:
+                await client.relay(opened.response, _deliver(translator, writer, record, call))
+            finally:
+                await writer.drained()
             if not translator.finished:
                 raise BadGatewayError(
                     "The provider closed the stream before finishing the message; try again."
@@ -397,6 +395,31 @@ async def stream_events(
             call.finish(None)
             yield stream_failure(exc, record)
             return
+
+
+def _deliver(
+    translator: StreamTranslator, writer: BodyWriter, record: RequestRecord, call: Call
+) -> Deliver:
+    """What the relay does with each network read's chunks: translate them and write their
+    events out at once, as one piece (the first token on its own, before anything else)."""
+    feed = translator.feed
+    debug = flow_log.isEnabledFor(logging.DEBUG)
+
+    def deliver(batch: list[dict[str, Any]]) -> asyncio.Future[None] | None:
+        events: list[Event] = []
+        wait = None
+        for chunk in batch:
+            events += feed(chunk)
+            if events and record.ttft_ms is None:  # the first token goes at once
+                record.first_token()
+                call.answered()
+                wait = writer.write(encode_events(events))
+                events = []
+        if debug:
+            flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
+        return writer.write(encode_events(events)) if events else wait
+
+    return deliver
 
 
 def _start(request: UpstreamRequest, message_id: str, input_tokens: int) -> list[Event]:

@@ -15,11 +15,12 @@ the first byte. Here the body runs in the request's own task beside one listener
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from .errors import DrainingError, render_sse
 
@@ -63,6 +64,102 @@ class Drain:
             task.cancel()
 
 
+def _body(data: bytes) -> Message:
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
+class BodyWriter:
+    """Sends pieces of the body from a plain callback (the provider connection's read
+    callback, `UpstreamClient.relay`): no task step per piece.
+
+    An ASGI `send` is a coroutine; the server's returns without waiting unless the client is
+    behind on reading (uvicorn waits for its socket to drain). `write` runs it to that point
+    at once. When it does wait, a task finishes it, pieces written meanwhile queue behind it,
+    and `write` returns the future of that flush so the reader can stop reading until then.
+    """
+
+    def __init__(self) -> None:
+        self.last_sent = 0.0  # loop time of the last piece: the keep-alive timer reads it
+        self._send: Send | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog: list[bytes] = []
+        self._flushed: asyncio.Future[None] | None = None
+        self._flushing: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    def bind(self, send: Send) -> None:
+        self._send = send
+        self._loop = asyncio.get_running_loop()
+        self.last_sent = self._loop.time()
+
+    def write(self, data: bytes) -> asyncio.Future[None] | None:
+        """Send `data` now; a future when it has to wait for the client (see the class)."""
+        if self._error is not None:
+            raise self._error
+        if self._flushed is not None:
+            self._backlog.append(data)
+            return self._flushed
+        assert self._send is not None and self._loop is not None, "bind first"
+        self.last_sent = self._loop.time()
+        step = self._send(_body(data))
+        rest: Awaitable[None] = step
+        if inspect.iscoroutine(step):  # (not the Coroutine ABC: its check costs a microsecond)
+            try:
+                awaited = step.send(None)
+            except StopIteration:
+                return None
+            rest = _resume(step, awaited)
+        self._flushed = self._loop.create_future()
+        self._flushing = self._loop.create_task(self._finish(rest))
+        return self._flushed
+
+    async def drained(self) -> None:
+        """Until everything written has been handed to the server (errors are `write`'s)."""
+        if self._flushed is not None:
+            await asyncio.wait([self._flushed])
+
+    def close(self) -> None:
+        if self._flushing is not None:
+            self._flushing.cancel()
+
+    async def _finish(self, rest: Awaitable[None]) -> None:
+        flushed = self._flushed
+        assert flushed is not None and self._send is not None
+        try:
+            await rest
+            while self._backlog:
+                data = b"".join(self._backlog)
+                self._backlog.clear()
+                await self._send(_body(data))
+        except Exception as exc:  # the client's connection failed: the next write raises it
+            self._error = exc
+        finally:
+            self._flushed = self._flushing = None
+            flushed.set_result(None)
+
+
+async def _resume(step: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Run a coroutine that was started by hand, and suspended on `awaited`, to its end: what
+    a task does with what its coroutine yields (a future to wait for, or None for a turn)."""
+    while True:
+        try:
+            if awaited is None:
+                await asyncio.sleep(0)
+            else:
+                awaited._asyncio_future_blocking = False  # taken over, as a task does
+                await awaited
+        except BaseException as exc:
+            try:
+                awaited = step.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            awaited = step.send(None)
+        except StopIteration:
+            return
+
+
 class EventStreamResponse(StreamingResponse):
     def __init__(
         self,
@@ -72,13 +169,14 @@ class EventStreamResponse(StreamingResponse):
         on_close: Callable[[], Awaitable[None]],
         headers: dict[str, str] | None = None,
         drain: Drain | None = None,
+        writer: BodyWriter | None = None,
     ) -> None:
         super().__init__(
             content, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
         )
         self._ping_interval = ping_interval
         self._on_close = on_close
-        self._last_sent = 0.0
+        self.writer = writer or BodyWriter()  # the body's pieces pushed outside `content`
         self._timer: asyncio.TimerHandle | None = None
         self._pinging: set[asyncio.Task[None]] = set()
         self._drain = drain
@@ -108,6 +206,7 @@ class EventStreamResponse(StreamingResponse):
                 raise
             if cut:  # the drain's deadline: say so, and end the body properly
                 self._stop_pings()
+                self.writer.close()
                 await send({"type": "http.response.body", "body": CUT_FRAME, "more_body": True})
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
@@ -116,6 +215,7 @@ class EventStreamResponse(StreamingResponse):
             if drain is not None:
                 drain.streams.discard(body)
             self._stop_pings()
+            self.writer.close()
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await close_shielded(aclose)
@@ -126,23 +226,25 @@ class EventStreamResponse(StreamingResponse):
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
-        self._last_sent = loop.time()
-        self._timer = loop.call_at(self._last_sent + self._ping_interval, self._check, send)
+        writer = self.writer
+        writer.bind(send)
+        self._timer = loop.call_at(writer.last_sent + self._ping_interval, self._check, send)
         async for chunk in self.body_iterator:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            self._last_sent = loop.time()
+            writer.last_sent = loop.time()
         self._stop_pings()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _check(self, send: Send) -> None:
         """The timer: ping if the stream was silent for a whole interval, then re-arm."""
         loop = asyncio.get_running_loop()
-        if loop.time() - self._last_sent >= self._ping_interval * 0.999:
+        writer = self.writer
+        if loop.time() - writer.last_sent >= self._ping_interval * 0.999:
             task = loop.create_task(self._ping(send))
             self._pinging.add(task)
             task.add_done_callback(self._pinging.discard)
-            self._last_sent = loop.time()
-        self._timer = loop.call_at(self._last_sent + self._ping_interval, self._check, send)
+            writer.last_sent = loop.time()
+        self._timer = loop.call_at(writer.last_sent + self._ping_interval, self._check, send)
 
     async def _ping(self, send: Send) -> None:
         await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})

@@ -39,6 +39,11 @@ import httpx
 HIGH_WATER = 64 * 1024  # bytes waiting for the consumer before reading pauses (per stream)
 MAX_HEAD_BYTES = 64 * 1024  # status line and headers: an answer whose head is longer is refused
 _Origin = tuple[str, str, int]
+Consumer = Callable[[bytes], "asyncio.Future[None] | None"]
+
+
+class StopPushing(Exception):
+    """Raised by a push consumer that needs no more of the body (it read the stream's end)."""
 
 
 class Proxy:
@@ -142,6 +147,7 @@ class Connection(asyncio.Protocol):
         self._read_timer: asyncio.TimerHandle | None = None
         self._read_timeout: float | None = None
         self._quiet_since = 0.0
+        self._consumer: Consumer | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -157,6 +163,7 @@ class Connection(asyncio.Protocol):
         self._buffered = 0
         self._paused = False
         self._head_bytes = 0
+        self._stopped = False
 
     # -- asyncio
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -227,6 +234,10 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            self._deliver(consumer, body)
+            return
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
@@ -240,6 +251,31 @@ class Connection(asyncio.Protocol):
             return
         self.complete = True
         self._wake()
+
+    def _deliver(self, consumer: Consumer, body: bytes) -> None:
+        """A piece of the body to the pushing consumer, in the read callback itself."""
+        try:
+            wait = consumer(body)
+        except StopPushing:
+            self._consumer = None
+            self._stopped = True
+            self._wake()
+            return
+        except Exception as exc:  # the consumer's failure ends the push with it
+            self._consumer = None
+            self._broken(exc)
+            return
+        if wait is None or wait.done() or self.transport is None:
+            return
+        if not self._paused:
+            self._paused = True  # the consumer is behind (a slow client): read once it is not
+            self.transport.pause_reading()
+        wait.add_done_callback(self._read_again)
+
+    def _read_again(self, _: object) -> None:
+        if self._paused and not self.closed and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     # -- the request's side
     def _wake(self) -> None:
@@ -321,6 +357,36 @@ class Connection(asyncio.Protocol):
             else:
                 await self._wait(read_timeout)
 
+    async def push(self, consumer: Consumer, read_timeout: float | None) -> None:
+        """Hand each piece of the body to `consumer` as it arrives, from the read callback
+        itself, until the body ends or the consumer raises `StopPushing`.
+
+        Pulling (`body`) wakes the reading task once per network read; at a provider's pace
+        every chunk is its own read, and that wake-up was a third of a stream's CPU (bench/).
+        The consumer returns a future when it cannot take more yet: reading pauses until it is
+        done. Its exception ends the push and is raised here.
+        """
+        if self._body:  # what arrived before the push began
+            data = b"".join(self._body)
+            self._body.clear()
+            self._buffered = 0
+            try:
+                wait = consumer(data)
+            except StopPushing:
+                return
+            if wait is not None:
+                await wait
+        self._read_again(None)
+        self._consumer = consumer
+        try:
+            while self.error is None:  # a failure of the consumer's first, then the end
+                if self.complete or self._stopped:
+                    return
+                await self._wait(read_timeout)
+            raise self.error
+        finally:
+            self._consumer = None
+
     def reusable(self) -> bool:
         """Only a connection whose answer ended cleanly and whose reading runs carries another."""
         return (
@@ -347,6 +413,11 @@ class _ResponseStream(httpx.AsyncByteStream):
     def __aiter__(self) -> AsyncIterator[bytes]:
         assert self._conn is not None, "the response was closed"
         return self._conn.body(self._read)  # no generator of its own: one step less per read
+
+    async def push(self, consumer: Consumer) -> None:
+        """The body handed to `consumer` as it arrives (`Connection.push`)."""
+        assert self._conn is not None, "the response was closed"
+        await self._conn.push(consumer, self._read)
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

@@ -11,8 +11,9 @@ One call is one attempt: which key, when to retry, wait or fail over is the pool
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -31,6 +32,7 @@ from .errors import (
     transport_failure_kind,
 )
 from .sse import SSEDecoder
+from .transport import StopPushing
 
 log = logging.getLogger("kimi_proxy.upstream")
 
@@ -174,18 +176,60 @@ class UpstreamClient:
         decoder = SSEDecoder()
         try:
             async for raw in _raw_reads(response):
-                batch: list[dict[str, Any]] = []
-                for data in decoder.feed_data(raw):
-                    if data == b"[DONE]":
-                        if batch:
-                            yield batch
-                        return
-                    if data:
-                        batch.append(_json_object(data, "sent a stream event"))
+                batch, done = decode_reads(decoder, raw)
                 if batch:
                     yield batch
+                if done:
+                    return
         except httpx.HTTPError as exc:
             raise error_from_transport(exc, upstream=self._url) from exc
+
+    async def relay(self, response: httpx.Response, deliver: Deliver) -> None:
+        """The chunks of a streaming response handed to `deliver` as they arrive, a list per
+        network read, until `[DONE]` or the end of the body.
+
+        With the proxy's own transport, `deliver` runs in the connection's read callback
+        (`Connection.push`): no task wakes per chunk. `deliver` returns a future when it cannot
+        take more yet (a slow client): reading waits for it. Transport failures mid-stream raise
+        the mapped `ProxyError`; so does what `deliver` raises.
+        """
+        decoder = SSEDecoder()
+
+        def consume(raw: bytes) -> asyncio.Future[None] | None:
+            batch, done = decode_reads(decoder, raw)
+            wait = deliver(batch) if batch else None
+            if done:
+                raise StopPushing
+            return wait
+
+        push = getattr(response.stream, "push", None)
+        try:
+            if push is not None and "content-encoding" not in response.headers:
+                await push(consume)
+                return
+            async for raw in _raw_reads(response):  # another transport (tests): pulled
+                try:
+                    wait = consume(raw)
+                except StopPushing:
+                    return
+                if wait is not None:
+                    await wait
+        except httpx.HTTPError as exc:
+            raise error_from_transport(exc, upstream=self._url) from exc
+
+
+Deliver = Callable[[list[dict[str, Any]]], "asyncio.Future[None] | None"]
+
+
+def decode_reads(decoder: SSEDecoder, raw: bytes) -> tuple[list[dict[str, Any]], bool]:
+    """The chunks one network read completed, and whether `[DONE]` was among them."""
+    batch: list[dict[str, Any]] = []
+    for data in decoder.feed_data(raw):
+        if data == b"[DONE]":
+            return batch, True
+        if data:
+            batch.append(_json_object(data, "sent a stream event"))
+    return batch, False
 
 
 def within_token_limit(body: bytes, error: TokenLimitError) -> bytes | None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
+import time
 from typing import Any
 
 import httpx
 from support.proxy import TEST_KEY, Harness, proxy_for
-from support.sse_client import BASIC, post_stream
+from support.sse_client import BASIC, parse_sse, post_stream
 from support.streams import check_grammar, comparable_blocks
 from support.upstream import (
     Pause,
@@ -258,3 +260,43 @@ def test_a_provider_stream_compressed_anyway_is_decoded(proxy: Harness) -> None:
     text = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
     assert (text, events[-1][0]) == ("hi", "message_stop")
     assert "accept-encoding" not in proxy.upstream.requests[-1].headers
+
+
+def test_a_client_reading_slowly_gets_the_whole_answer_in_order() -> None:
+    """A client behind on reading: the proxy's writes wait for it and the provider is read no
+    faster (BodyWriter, Connection.push), and nothing is lost or reordered."""
+    piece = "0123456789abcdef" * 256  # 4 KB a chunk, 8 MB in all: far over every buffer
+    text = "".join(f"{n:08d}{piece[8:]}" for n in range(2048))
+    with proxy_for(lambda b, n: text_stream(text, pieces=2048)) as proxy:
+        host, port = proxy.url.removeprefix("http://").split(":")
+        body = json.dumps({**BASIC, "stream": True}).encode()
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+            sock.connect((host, int(port)))
+            sock.sendall(
+                b"POST /v1/messages HTTP/1.1\r\nhost: %s:%s\r\ncontent-type: application/json\r\n"
+                b"x-api-key: anything\r\nconnection: close\r\ncontent-length: %d\r\n\r\n%s"
+                % (host.encode(), port.encode(), len(body), body)
+            )
+            received = bytearray(sock.recv(4096))
+            time.sleep(0.5)  # behind: the proxy's socket and buffers fill up
+            while data := sock.recv(65536):
+                received += data
+    head, _, chunked = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    events = parse_sse(_dechunk(chunked))
+    texts = [e["delta"]["text"] for name, e in events if name == "content_block_delta"]
+    assert "".join(texts) == text
+    assert events[-1][0] == "message_stop"
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size, _, rest = body.partition(b"\r\n")
+        length = int(size, 16)
+        if length == 0:
+            break
+        out += rest[:length]
+        body = rest[length + 2 :]
+    return bytes(out)

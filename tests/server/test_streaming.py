@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kimi_proxy.streaming import EventStreamResponse
+from kimi_proxy.streaming import BodyWriter, EventStreamResponse
 
 
 async def endless() -> AsyncIterator[bytes]:
@@ -82,3 +82,65 @@ async def test_a_finished_stream_ignores_the_disconnect_that_follows() -> None:
     assert recorder.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     assert recorder.closed == 1
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+class SlowClient:
+    """A server `send` as uvicorn's behaves: at once while the client keeps up, else waiting
+    for its socket to drain (`ready`)."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.ready = asyncio.Event()
+        self.ready.set()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ready.wait()
+        self.bodies.append(message["body"])
+
+
+async def test_the_writer_sends_at_once_while_the_client_keeps_up() -> None:
+    client = SlowClient()
+    writer = BodyWriter()
+    writer.bind(client.send)
+    assert writer.write(b"one") is None
+    assert writer.write(b"two") is None
+    assert client.bodies == [b"one", b"two"]  # no task step in between
+
+
+async def test_the_writer_holds_the_reader_back_and_keeps_order_while_the_client_is_behind() -> (
+    None
+):
+    client = SlowClient()
+    writer = BodyWriter()
+    writer.bind(client.send)
+    client.ready.clear()
+    wait = writer.write(b"one")
+    assert wait is not None and not wait.done()
+    assert writer.write(b"two") is wait  # queued behind the first
+    assert writer.write(b"three") is wait
+    await asyncio.sleep(0.01)
+    assert client.bodies == [] and not wait.done()
+    client.ready.set()
+    await asyncio.wait_for(writer.drained(), 1)
+    assert wait.done()
+    assert b"".join(client.bodies) == b"onetwothree"
+    assert client.bodies[0] == b"one"
+    assert writer.write(b"four") is None  # caught up: at once again
+    assert client.bodies[-1] == b"four"
+
+
+async def test_a_client_connection_that_fails_while_behind_fails_the_next_write() -> None:
+    ready = asyncio.Event()
+
+    async def send(message: dict[str, Any]) -> None:
+        await ready.wait()
+        raise OSError("the client's connection broke")
+
+    writer = BodyWriter()
+    writer.bind(send)
+    wait = writer.write(b"one")
+    assert wait is not None
+    ready.set()
+    await asyncio.wait_for(writer.drained(), 1)
+    with pytest.raises(OSError, match="broke"):
+        writer.write(b"two")

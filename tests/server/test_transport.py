@@ -13,14 +13,14 @@ import asyncio
 import base64
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 
 import httpx
 import pytest
 from support.company_proxy import clear_proxy_env, connect_proxy, provider_tls
 
-from kimi_proxy.transport import HIGH_WATER, Connection, HttptoolsTransport
+from kimi_proxy.transport import HIGH_WATER, Connection, HttptoolsTransport, StopPushing
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
@@ -400,3 +400,75 @@ async def test_a_malformed_proxy_url_is_named_without_its_value(
         ) as caught:
             await http.post("https://provider.test/v1", content=b"{}")
     assert "s3cret" not in str(caught.value)
+
+
+def _frame(piece: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(piece), piece)
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+async def test_a_push_hands_each_read_to_the_consumer_within_the_read_itself() -> None:
+    conn = Connection(("http", "provider", 80), on_lost=lambda _: None)
+    conn.connection_made(FakeTransport())
+    conn.data_received(CHUNKED_HEAD + _frame(b"early"))  # before the push began: kept
+    got: list[bytes] = []
+
+    def consumer(data: bytes) -> None:
+        got.append(data)
+
+    push = asyncio.ensure_future(conn.push(consumer, read_timeout=1.0))
+    await asyncio.sleep(0)
+    assert got == [b"early"]
+    conn.data_received(_frame(b"next"))
+    assert got == [b"early", b"next"]  # no task step in between
+    assert not push.done()
+    conn.data_received(b"0\r\n\r\n")
+    await asyncio.wait_for(push, 1)
+    assert conn.reusable()
+
+
+async def test_a_push_pauses_reading_while_the_consumer_is_behind() -> None:
+    conn = Connection(("http", "provider", 80), on_lost=lambda _: None)
+    wire = FakeTransport()
+    conn.connection_made(wire)
+    conn.data_received(CHUNKED_HEAD)
+    behind: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    push = asyncio.ensure_future(conn.push(lambda data: behind, read_timeout=1.0))
+    await asyncio.sleep(0)
+    conn.data_received(_frame(b"a"))
+    assert not wire.reading
+    behind.set_result(None)
+    await asyncio.sleep(0)
+    assert wire.reading
+    conn.data_received(b"0\r\n\r\n")
+    await asyncio.wait_for(push, 1)
+    assert conn.reusable()
+
+
+async def test_a_push_ends_with_the_consumers_failure_or_when_it_has_read_enough() -> None:
+    def fails(data: bytes) -> None:
+        raise ValueError("not an event")
+
+    def enough(data: bytes) -> None:
+        raise StopPushing
+
+    for consumer, outcome in ((fails, pytest.raises(ValueError)), (enough, nullcontext())):
+        conn = Connection(("http", "provider", 80), on_lost=lambda _: None)
+        conn.connection_made(FakeTransport())
+        conn.data_received(CHUNKED_HEAD)
+        push = asyncio.ensure_future(conn.push(consumer, read_timeout=1.0))
+        await asyncio.sleep(0)
+        conn.data_received(_frame(b"a"))
+        with outcome:
+            await asyncio.wait_for(push, 1)
+        assert not conn.reusable()  # the rest of the body was never read
+
+
+async def test_a_push_that_hears_nothing_times_out() -> None:
+    conn = Connection(("http", "provider", 80), on_lost=lambda _: None)
+    conn.connection_made(FakeTransport())
+    conn.data_received(CHUNKED_HEAD)
+    with pytest.raises(httpx.ReadTimeout):
+        await asyncio.wait_for(conn.push(lambda data: None, read_timeout=0.05), 1)

@@ -1,0 +1,160 @@
+"""CPU per streamed chunk and per request, for the proxy process alone, at a provider's pace.
+
+The same streams run with a short and a long answer (`--short`, `--long` chunks), every chunk
+its own network read (the upstream paces them, `--pace-ms`). The middle process's CPU time
+(the scheduler's count, /proc/PID/task/*/schedstat) per request grows with the chunks: the
+slope is what one chunk costs (read, decode, translate, frame, write), the rest is what one
+request costs (read and validate the body, translate it, open the upstream call, log). From
+those: streams one core carries at this pace. The pass-through floor runs beside the proxy, and
+with `--baseline-ref` the proxy as committed at that ref too, interleaved over `--repeats`
+rounds so that a noisy moment on a shared machine hits every side; each figure is the median
+of the rounds.
+
+    python -m bench.cost [--concurrency 64] [--pace-ms 5] [--baseline-ref REF]
+
+`bench.run` runs the same measurement as one of its phases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from typing import Any
+
+import orjson
+
+from .run import RESULTS, Bench, proxy_source
+
+ROUNDS = 16  # requests per concurrent stream in each measurement
+
+
+def measure(
+    bench: Bench,
+    *,
+    sides: tuple[str, ...],
+    concurrency: int,
+    pace_ms: float,
+    short: int,
+    long: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Per-chunk and per-request CPU of each side (`floor`, `proxy`, `baseline`)."""
+    interval = pace_ms / 1e3
+    out: dict[str, Any] = {
+        "concurrency": concurrency,
+        "pace_ms": pace_ms,
+        "chunks": [short, long],
+        "repeats": repeats,
+    }
+    rounds: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+    for _ in range(repeats):
+        for side in sides:
+            runs = {}
+            for chunks in (short, long):
+                bench.procs.configure(chunks, bench.args.size, interval)
+                result = bench.load(
+                    side,
+                    stream=True,
+                    concurrency=concurrency,
+                    requests=concurrency * ROUNDS,
+                    max_seconds=120,
+                    expected=chunks,
+                    stagger=interval * chunks,
+                )
+                served = result["requests"] + concurrency  # and each worker's warm-up request
+                runs[str(chunks)] = {
+                    "requests": served,
+                    "errors": result["errors"],
+                    "cpu_s": result["proxy_cpu_s"],
+                    "cpu_per_request_us": result["proxy_cpu_s"] / served * 1e6,
+                    "upstream_cpu_s": result["upstream_cpu_s"],
+                    "wall_s": result["process_wall_s"],
+                    "ttft_ms": result["ttft_ms"],
+                }
+            chunk_us, request_us = split(
+                runs[str(short)]["cpu_per_request_us"],
+                runs[str(long)]["cpu_per_request_us"],
+                short,
+                long,
+            )
+            rounds[side].append({"chunk_us": chunk_us, "request_us": request_us, "runs": runs})
+    for side in sides:
+        chunk_us = statistics.median(r["chunk_us"] for r in rounds[side])
+        request_us = statistics.median(r["request_us"] for r in rounds[side])
+        out[side] = {
+            "cpu_per_chunk_us": chunk_us,
+            "cpu_per_request_us": request_us,
+            "streams_per_core": streams_per_core(chunk_us, request_us, pace_ms, long),
+            "errors": sum(run["errors"] for r in rounds[side] for run in r["runs"].values()),
+            "rounds": rounds[side],
+        }
+    return out
+
+
+def split(short_us: float, long_us: float, short: int, long: int) -> tuple[float, float]:
+    """CPU per chunk and per request from the CPU per request of a short and a long answer."""
+    chunk_us = (long_us - short_us) / (long - short)
+    return chunk_us, short_us - short * chunk_us
+
+
+def streams_per_core(chunk_us: float, request_us: float, pace_ms: float, chunks: int) -> float:
+    """Concurrent streams of `chunks` chunks at `pace_ms` that one core's CPU time covers."""
+    stream_s = chunks * pace_ms / 1e3
+    cpu_s = (request_us + chunks * chunk_us) / 1e6
+    return stream_s / cpu_s if cpu_s > 0 else float("inf")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cost", description=__doc__)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--pace-ms", type=float, default=5)
+    parser.add_argument("--short", type=int, default=10, help="chunks of the short answer")
+    parser.add_argument("--long", type=int, default=100, help="chunks of the long answer")
+    parser.add_argument("--size", type=int, default=16, help="characters per chunk")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--proxy-ref", help="the proxy as committed at this git ref")
+    parser.add_argument("--baseline-ref", help="also measure the proxy as committed here")
+    args = parser.parse_args(argv)
+    args.max_streams, args.workers = 2000, 1
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.proxy_src, source = proxy_source(args.proxy_ref)
+    sys.path.insert(0, str(args.proxy_src))
+    bench = Bench(args)
+    sides: tuple[str, ...] = ("floor", "proxy")
+    try:
+        bench.procs.start_upstream()
+        bench.procs.start_proxy()
+        bench.procs.start_floor()
+        if args.baseline_ref:
+            baseline_src, baseline = proxy_source(args.baseline_ref, "baseline-src")
+            bench.procs.start_baseline(baseline_src)
+            sides += ("baseline",)
+        out = measure(
+            bench,
+            sides=sides,
+            concurrency=args.concurrency,
+            pace_ms=args.pace_ms,
+            short=args.short,
+            long=args.long,
+            repeats=args.repeats,
+        )
+    finally:
+        bench.procs.stop_all()
+    out["proxy_source"] = source
+    if args.baseline_ref:
+        out["baseline_source"] = baseline
+    for side in sides:
+        figures = out[side]
+        print(
+            f"{side:<8} {figures['cpu_per_chunk_us']:6.1f} µs/chunk "
+            f"{figures['cpu_per_request_us']:6.0f} µs/request "
+            f"{figures['streams_per_core']:5.0f} streams/core  errors {figures['errors']}  "
+            "rounds: " + " ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
+        )
+    (RESULTS / "cost.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
