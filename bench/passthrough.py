@@ -4,10 +4,11 @@
 
 A raw ASGI app on the same uvicorn (uvloop, httptools) with the proxy's own upstream transport
 (`kimi_proxy.app.new_transport`, called as the proxy calls it): it reads the body, posts it to
-the upstream's `/chat/completions` and streams the answer back as it arrives, with no parsing,
-validation or translation. What it adds over the direct upstream is what the stack itself costs
-(an extra loopback hop, HTTP parsing both ways, the event loop); what the proxy adds over it is
-the proxy's own work.
+the upstream's `/chat/completions` and streams the answer back as it arrives, relayed as the
+proxy relays (each network read written from the read callback: `Connection.push`,
+`BodyWriter`), with no parsing, validation or translation. What it adds over the direct upstream
+is what the stack itself costs (an extra loopback hop, HTTP parsing both ways, the event loop);
+what the proxy adds over it is the proxy's own work.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import uvicorn
 
 from kimi_proxy.app import new_transport, tune_garbage_collector, upstream_timeout
 from kimi_proxy.config import Settings, load_settings
+from kimi_proxy.streaming import BodyWriter
+from kimi_proxy.transport import ResponseStream
 
 
 def provider_transport(upstream_url: str) -> httpx.AsyncBaseTransport:
@@ -56,8 +59,13 @@ def passthrough_app(transport: httpx.AsyncBaseTransport, upstream_url: str) -> A
             kind = response.headers.get("content-type", "application/json").encode()
             start = {"status": response.status_code, "headers": [(b"content-type", kind)]}
             await send({"type": "http.response.start", **start})
-            async for data in response.aiter_bytes():
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+            writer = BodyWriter()  # the proxy's relay: written from the read callback
+            writer.bind(send)
+            try:
+                assert isinstance(response.stream, ResponseStream)
+                await response.stream.push(writer.write)
+            finally:
+                await writer.drained()
         finally:
             await response.aclose()
         await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -404,7 +404,9 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
-class _ResponseStream(httpx.AsyncByteStream):
+class ResponseStream(httpx.AsyncByteStream):
+    """A response's body: pulled (`async for`) or pushed (`push`)."""
+
     def __init__(self, pool: HttptoolsTransport, conn: Connection, read: float | None) -> None:
         self._pool = pool
         self._conn: Connection | None = conn
@@ -476,7 +478,7 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             conn.status,
             headers=conn.headers,
-            stream=_ResponseStream(self, conn, timeouts.get("read")),
+            stream=ResponseStream(self, conn, timeouts.get("read")),
             extensions={"http_version": b"HTTP/1.1"},
         )
 

@@ -32,7 +32,7 @@ from .errors import (
     transport_failure_kind,
 )
 from .sse import SSEDecoder
-from .transport import StopPushing
+from .transport import ResponseStream, StopPushing
 
 log = logging.getLogger("kimi_proxy.upstream")
 
@@ -202,10 +202,10 @@ class UpstreamClient:
                 raise StopPushing
             return wait
 
-        push = getattr(response.stream, "push", None)
+        stream = response.stream
         try:
-            if push is not None and "content-encoding" not in response.headers:
-                await push(consume)
+            if isinstance(stream, ResponseStream) and "content-encoding" not in response.headers:
+                await stream.push(consume)
                 return
             async for raw in _raw_reads(response):  # another transport (tests): pulled
                 try:
