@@ -40,6 +40,10 @@ TTFT_P50_MS = 1.0
 TTFT_P99_MS = 5.0
 THROUGHPUT_RATIO = 0.5
 MAX_RSS_MB = 250
+# Targets from issue 18.
+CHUNK_CPU_SHARE = 0.6  # of the baseline's CPU per streamed chunk
+TIMES_FLOOR = 2.0  # added TTFT at 16 and 64 streams, over the pass-through floor's
+UPSTREAM_HEADROOM = 2.0  # direct events/s over the proxy's: the upstream was not the limit
 
 
 def machine_info() -> dict[str, Any]:
@@ -65,6 +69,50 @@ def machine_info() -> dict[str, Any]:
         "packages": versions,
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    """The machine and versions, under each table."""
+    m = results["machine"]
+    packages = m["packages"]
+    source = results.get("proxy_source") or {}
+    return (
+        f"_{m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}, uvicorn "
+        f"{packages.get('uvicorn', '-')}, uvloop {packages.get('uvloop', '-')}, httptools "
+        f"{packages.get('httptools', '-')}; kimi_proxy {source.get('commit', '?')}; "
+        f"{m['date']}._\n"
+    )
+
+
+def render_cost(cost: dict[str, Any]) -> str:
+    """CPU per chunk and per request of the middle process (`bench/cost.py`)."""
+    sides = [side for side in ("floor", "proxy", "baseline") if side in cost]
+    short, long = cost["chunks"]
+    baseline = (cost.get("baseline_source") or {}).get("commit", "")
+    names = {"floor": "pass-through floor", "proxy": "proxy", "baseline": f"proxy at {baseline}"}
+    lines = [
+        f"## CPU per streamed chunk and per request ({cost['pace_ms']:g} ms a chunk)\n",
+        f"The process in the middle alone, its CPU time from the scheduler "
+        f"(`/proc/PID/task/*/schedstat`). {cost['concurrency']} streams at the provider's pace, "
+        f"every chunk its own network read, run with answers of {short} and of {long} chunks: "
+        f"the growth of CPU per request with the chunks is the CPU per chunk (read, decode, "
+        f"translate, frame, write), the rest the CPU per request (read and validate the 50 KB "
+        f"body, translate it, send it, open the response, log). Streams per core = how many "
+        f"{long}-chunk streams at this pace one core's time covers. Sides interleaved over "
+        f"{cost['repeats']} rounds; medians.\n",
+        "| Side | CPU per chunk | CPU per request | Streams per core | Rounds (µs a chunk) "
+        "| Errors |",
+        "| --- | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for side in sides:
+        figures = cost[side]
+        rounds = ", ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
+        lines.append(
+            f"| {names[side]} | {figures['cpu_per_chunk_us']:.1f} µs "
+            f"| {figures['cpu_per_request_us']:.0f} µs | {figures['streams_per_core']:.0f} "
+            f"| {rounds} | {figures['errors']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 # -- profile ------------------------------------------------------------------------------
@@ -134,6 +182,73 @@ def cpu_us_per_chunk(result: dict[str, Any]) -> float:
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    return engine_targets(results) + _issue6_targets(results)
+
+
+def engine_targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Issue 18's: CPU per chunk against the baseline, added TTFT against the floor at a
+    provider's pace, c=1 latency, and proof that the scripted upstream was not the limit."""
+    rows: list[tuple[str, str, bool]] = []
+    cost = results.get("cost")
+    if cost and "baseline" in cost:
+        new, old = cost["proxy"]["cpu_per_chunk_us"], cost["baseline"]["cpu_per_chunk_us"]
+        commit = (cost.get("baseline_source") or {}).get("commit", "baseline")
+        rows.append(
+            (
+                f"CPU per streamed chunk ≤ {CHUNK_CPU_SHARE:.0%} of {commit}'s "
+                f"({cost['pace_ms']:g} ms a chunk, {cost['concurrency']} streams)",
+                f"{new:.1f} vs {old:.1f} µs = {new / old:.0%} (floor: "
+                f"{cost['floor']['cpu_per_chunk_us']:.1f} µs)",
+                new <= CHUNK_CPU_SHARE * old,
+            )
+        )
+    paced = results.get("paced")
+    if paced:
+        levels = [r for r in paced["levels"] if r["concurrency"] in (16, 64)]
+        if levels:
+            measured = ", ".join(
+                f"c={r['concurrency']}: {_added(r, 'p50'):.2f} vs {_added(r, 'p50', 'floor'):.2f}"
+                f" ms = {_times_floor(r, 'p50')}"
+                for r in levels
+            )
+            rows.append(
+                (
+                    f"added TTFT p50 at 16 and 64 streams ≤ {TIMES_FLOOR:g}× the pass-through "
+                    f"floor's ({paced['interval_ms']:g} ms a chunk, same run)",
+                    measured,
+                    all(
+                        _added(r, "p50") <= TIMES_FLOOR * _added(r, "p50", "floor") for r in levels
+                    ),
+                )
+            )
+    one = next((r for r in results["streaming"] if r["concurrency"] == 1), None)
+    if one:
+        measured = f"{_added(one, 'p50'):.2f} ms back to back"
+        pace = paced["interval_ms"] if paced else 0
+        for row in paced["levels"] if paced else []:
+            if row["concurrency"] == 1:
+                measured += f" ({_added(row, 'p50'):.2f} ms at {pace:g} ms a chunk)"
+        rows.append(
+            (f"added TTFT p50 at 1 stream ≤ {TTFT_P50_MS:g} ms", measured, _added(one, "p50") <= 1)
+        )
+    streaming = results["streaming"]
+    if streaming:
+        headroom = {
+            r["concurrency"]: r["direct"]["events_per_s"] / max(1.0, r["proxy"]["events_per_s"])
+            for r in streaming
+        }
+        rows.append(
+            (
+                f"the scripted upstream was not the limit: direct events/s ≥ "
+                f"{UPSTREAM_HEADROOM:g}× the proxy's",
+                ", ".join(f"c={c}: {v:.1f}×" for c, v in headroom.items()),
+                all(v >= UPSTREAM_HEADROOM for v in headroom.values()),
+            )
+        )
+    return rows
+
+
+def _issue6_targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
     rows: list[tuple[str, str, bool]] = []
     low = [r for r in results["streaming"] if r["concurrency"] <= 64]
     added50 = {r["concurrency"]: _added(r, "p50") for r in low}
@@ -288,6 +403,7 @@ def render(results: dict[str, Any]) -> str:
     w("")
 
     w("## Streaming\n")
+    w(machine_line(results))
     w(
         f"Each level runs as {results['config'].get('repeats', 1)} interleaved repeats (direct, "
         "floor, proxy, direct, …) so that a noisy moment on the shared machine hits every side; "
@@ -370,6 +486,7 @@ def render(results: dict[str, Any]) -> str:
     paced = results.get("paced")
     if paced:
         w(f"## Streaming at a provider's pace ({paced['interval_ms']:g} ms a chunk)\n")
+        w(machine_line(results))
         w(
             f"The same request; the upstream sends its {paced['chunks']} chunks one per "
             f"{paced['interval_ms']:g} ms (about the pace of a fast hosted model), so neither "
@@ -404,7 +521,11 @@ def render(results: dict[str, Any]) -> str:
             )
         w("")
 
+    cost = results.get("cost")
+    if cost:
+        w(render_cost(cost))
     w("## Non-streaming\n")
+    w(machine_line(results))
     w("Time to the whole JSON body (the same upstream reply as one completion).\n")
     w(
         "| Concurrency | Requests | Errors direct / proxy | p50 direct / proxy / added (ms) | "
@@ -427,6 +548,7 @@ def render(results: dict[str, Any]) -> str:
     flushing = results.get("flushing")
     if flushing:
         w("## Event flushing\n")
+        w(machine_line(results))
         w(
             f"One stream at a time, upstream pacing {flushing['interval_ms']:g} ms between "
             f"{flushing['chunks']} content chunks, 3 requests per side. Inter-arrival of "
@@ -446,6 +568,7 @@ def render(results: dict[str, Any]) -> str:
     many = results.get("open_streams")
     if many:
         w(f"## {many['streams']:,} concurrent open streams\n")
+        w(machine_line(results))
         w(
             f"A fresh proxy process; the upstream sends {many['chunks']} chunks, one per "
             f"{many['interval_ms']:g} ms; all {many['streams']:,} streams are opened at once. "

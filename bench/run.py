@@ -228,6 +228,7 @@ class Bench:
             max_streams=args.max_streams, proxy_src=args.proxy_src, workers=args.workers
         )
         self.results: dict[str, Any] = {"streaming": [], "non_streaming": []}
+        self.baseline_source: dict[str, Any] | None = None
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.bodies: dict[tuple[str, bool], Path] = {}
         sizes: dict[str, int] = {}
@@ -344,6 +345,30 @@ class Bench:
                 self._say(side, sides[side])
             out["levels"].append({"concurrency": concurrency, **sides})
         self.results["paced"] = out
+
+    def cost(self) -> None:
+        """CPU per chunk and per request at the provider's pace (`bench.cost`), the floor and
+        the proxy side by side, and the proxy at `--baseline-ref` when one is given."""
+        from . import cost  # (it builds on this module)
+
+        sides = ("floor", "proxy") + (("baseline",) if self.procs.baseline else ())
+        out = cost.measure(
+            self,
+            sides=sides,
+            concurrency=64,
+            pace_ms=self.args.pace_ms,
+            short=10,
+            long=self.args.chunks,
+            repeats=self.args.repeats,
+        )
+        out["baseline_source"] = self.baseline_source
+        self.results["cost"] = out
+        for side in sides:
+            print(
+                f"  {side:<8} {out[side]['cpu_per_chunk_us']:5.1f} µs a chunk, "
+                f"{out[side]['cpu_per_request_us']:4.0f} µs a request",
+                flush=True,
+            )
 
     def non_streaming(self) -> None:
         args = self.args
@@ -486,10 +511,15 @@ class Bench:
             self.procs.start_upstream()
             self.procs.start_proxy()
             self.procs.start_floor()
+            if self.args.baseline_ref:
+                src, self.baseline_source = proxy_source(self.args.baseline_ref, "baseline-src")
+                self.procs.start_baseline(src)
             print("streaming (upstream as fast as it can):", flush=True)
             self.streaming()
             print(f"streaming at a provider's pace ({self.args.pace_ms:g} ms a chunk):", flush=True)
             self.paced()
+            print(f"CPU a chunk and a request ({self.args.pace_ms:g} ms a chunk):", flush=True)
+            self.cost()
             print("non-streaming:", flush=True)
             self.non_streaming()
             print("event flushing (50 ms-paced upstream):", flush=True)
@@ -582,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--proxy-ref",
         help="benchmark kimi_proxy as committed at this git ref (default: the working tree)",
+    )
+    parser.add_argument(
+        "--baseline-ref",
+        help="also measure CPU a chunk and a request of kimi_proxy as committed at this ref",
     )
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -180,6 +180,10 @@ class Connection(asyncio.Protocol):
             self._broken(httpx.RemoteProtocolError(f"The provider's answer is not HTTP: {exc}"))
             self.close()
             return
+        consumer = self._consumer
+        if consumer is not None and self._body:
+            self._deliver(consumer)
+            return
         if not self.status:  # still in the head: a never-ending one must not grow forever
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEAD_BYTES:
@@ -234,12 +238,10 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
-        consumer = self._consumer
-        if consumer is not None:
-            self._deliver(consumer, body)
-            return
         self._body.append(body)
         self._buffered += len(body)
+        if self._consumer is not None:
+            return  # pushed when the read is parsed: what arrived together goes together
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -252,8 +254,12 @@ class Connection(asyncio.Protocol):
         self.complete = True
         self._wake()
 
-    def _deliver(self, consumer: Consumer, body: bytes) -> None:
-        """A piece of the body to the pushing consumer, in the read callback itself."""
+    def _deliver(self, consumer: Consumer) -> None:
+        """What one network read brought of the body, to the pushing consumer, in the read
+        callback itself."""
+        body = self._body.popleft() if len(self._body) == 1 else b"".join(self._body)
+        self._body.clear()
+        self._buffered = 0
         try:
             wait = consumer(body)
         except StopPushing:
@@ -358,26 +364,18 @@ class Connection(asyncio.Protocol):
                 await self._wait(read_timeout)
 
     async def push(self, consumer: Consumer, read_timeout: float | None) -> None:
-        """Hand each piece of the body to `consumer` as it arrives, from the read callback
-        itself, until the body ends or the consumer raises `StopPushing`.
+        """Hand what each network read brings of the body to `consumer`, from the read
+        callback itself, until the body ends or the consumer raises `StopPushing`.
 
         Pulling (`body`) wakes the reading task once per network read; at a provider's pace
         every chunk is its own read, and that wake-up was a third of a stream's CPU (bench/).
         The consumer returns a future when it cannot take more yet: reading pauses until it is
         done. Its exception ends the push and is raised here.
         """
-        if self._body:  # what arrived before the push began
-            data = b"".join(self._body)
-            self._body.clear()
-            self._buffered = 0
-            try:
-                wait = consumer(data)
-            except StopPushing:
-                return
-            if wait is not None:
-                await wait
-        self._read_again(None)
+        self._read_again(None)  # paused for the pull's reader: the consumer takes over
         self._consumer = consumer
+        if self._body:  # what arrived before the push began
+            self._deliver(consumer)
         try:
             while self.error is None:  # a failure of the consumer's first, then the end
                 if self.complete or self._stopped:
