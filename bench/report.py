@@ -84,7 +84,7 @@ def machine_line(results: dict[str, Any]) -> str:
     )
 
 
-def render_cost(cost: dict[str, Any]) -> str:
+def render_cost(cost: dict[str, Any], machine: str) -> str:
     """CPU per chunk and per request of the middle process (`bench/cost.py`)."""
     sides = [side for side in ("floor", "proxy", "baseline") if side in cost]
     short, long = cost["chunks"]
@@ -92,6 +92,7 @@ def render_cost(cost: dict[str, Any]) -> str:
     names = {"floor": "pass-through floor", "proxy": "proxy", "baseline": f"proxy at {baseline}"}
     lines = [
         f"## CPU per streamed chunk and per request ({cost['pace_ms']:g} ms a chunk)\n",
+        machine,
         f"The process in the middle alone, its CPU time from the scheduler "
         f"(`/proc/PID/task/*/schedstat`). {cost['concurrency']} streams at the provider's pace, "
         f"every chunk its own network read, run with answers of {short} and of {long} chunks: "
@@ -501,7 +502,8 @@ def render(results: dict[str, Any]) -> str:
         w(
             "| Concurrency | Requests | Errors | TTFT p50 direct / floor / proxy (ms) | Added p50 "
             "floor / proxy (ms) | TTFT p99 direct / floor / proxy (ms) | Added p99 floor / proxy "
-            "(ms) | CPU/chunk floor / proxy | Proxy CPU | Streams per core at this pace |"
+            "(ms) | CPU/chunk floor / proxy (request work included) | Proxy CPU | Streams per core "
+            "at this pace |"
         )
         w("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for row in paced["levels"]:
@@ -523,7 +525,7 @@ def render(results: dict[str, Any]) -> str:
 
     cost = results.get("cost")
     if cost:
-        w(render_cost(cost))
+        w(render_cost(cost, machine_line(results)))
     w("## Non-streaming\n")
     w(machine_line(results))
     w("Time to the whole JSON body (the same upstream reply as one completion).\n")
