@@ -1,13 +1,12 @@
-"""HTTP routes: glue between the wire and the pure translators."""
+"""HTTP routes: glue between the wire and the pure translators (a stream's body: relay.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import orjson
@@ -20,21 +19,15 @@ from . import __version__
 from .agent.loop import AgentLoop
 from .agent.tools import tool_definitions
 from .errors import (
-    ApiError,
-    BadGatewayError,
     DrainingError,
-    GatewayTimeoutError,
     InvalidRequestError,
     OverloadedError,
     ProxyError,
-    RateLimitError,
     RequestTooLargeError,
     SharedStoreDownError,
-    internal_error,
-    render_sse,
 )
 from .models import DEFAULT_ALIASES
-from .observability import LazyJson, RequestRecord, request_record
+from .observability import RequestRecord, request_record
 from .protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
@@ -43,25 +36,22 @@ from .protocol.anthropic import (
 )
 from .providers.call import Call, MustWait, Opened
 from .providers.pool import Pool
+from .relay import Current, fails_over, stream_events, stream_failure
 from .routing import no_candidate_error, note_target, plan_call
-from .sse import encode_event, encode_events
+from .sse import encode_event
 from .state import ProxyState
 from .streaming import BodyWriter, EventStreamResponse
 from .tokens import estimate_tokens
 from .translate.accumulate import accumulate_message
 from .translate.request import (
-    UpstreamRequest,
     convert_messages,
     convert_tools,
 )
-from .translate.response import new_message_id, openai_to_anthropic_message
-from .translate.stream import Event, StreamTranslator
+from .translate.response import openai_to_anthropic_message
+from .translate.stream import StreamTranslator
 from .translate.tools import upstream_tool_name
-from .upstream import Deliver
 
 M = TypeVar("M", bound=BaseModel)
-log = logging.getLogger(__name__)
-flow_log = logging.getLogger("kimi_proxy.flow")
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
@@ -210,18 +200,6 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
         return message
 
 
-def fails_over(error: ProxyError) -> bool:
-    """Whether a failure before the first content block is worth another provider."""
-    return isinstance(error, ApiError | GatewayTimeoutError | RateLimitError | OverloadedError)
-
-
-@dataclass(slots=True)
-class Current:
-    """The provider response a stream reads now (another one after a failover)."""
-
-    opened: Opened | None
-
-
 def acquire_stream_slot(state: ProxyState) -> Callable[[], None]:
     """Count a stream against `KIMI_MAX_STREAMS`; beyond it answer 529 at once, never queue."""
     limit = state.settings.max_streams
@@ -322,121 +300,6 @@ async def agent_response(
     return EventStreamResponse(
         body(), ping_interval=settings.ping_interval, on_close=on_close, drain=state.drain
     )
-
-
-async def stream_events(
-    call: Call, current: Current, record: RequestRecord, writer: BodyWriter
-) -> AsyncIterator[bytes]:
-    """The SSE body: translated events, pings while the provider is silent, errors as events.
-
-    The provider's chunks are translated and written as each network read brings them, from
-    the read callback (`UpstreamClient.relay`, `BodyWriter`); what comes before and after them
-    is yielded. Until the first content block has gone out, a provider that fails (a drop, a
-    timeout, an error event) is replaced by the next one the pool picks, under the same
-    `message_start`.
-    """
-    message_id = new_message_id()
-    started = False
-    while True:
-        translator: StreamTranslator | None = None
-        try:
-            if current.opened is None:  # a wait for a reset: the client gets pings meanwhile
-                if not started:
-                    started = True
-                    first = next(iter(call.built.values()))
-                    yield encode_events(_start(first, message_id, call.prompt_tokens))
-                current.opened = await call.open(may_stream_wait=True)
-                note_target(record, call, current.opened)
-            opened = current.opened
-            client = opened.target.key.client
-            translator = StreamTranslator(
-                opened.request, message_id=message_id, input_tokens=call.prompt_tokens
-            )
-            call.sent(opened)
-            if not started:
-                started = True
-                yield encode_events(translator.start())
-
-            try:
-                await client.relay(opened.response, _deliver(translator, writer, record, call))
-            finally:
-                await writer.drained()
-            if not translator.finished:
-                raise BadGatewayError(
-                    "The provider closed the stream before finishing the message; try again."
-                )
-            closing = translator.finish()
-            usage = closing[-2]["usage"]
-            record.tokens(usage)
-            call.finish(usage["input_tokens"] + usage["output_tokens"])
-            if call.pool.shared is not None:
-                # The settlement goes to Redis before the last events go to the client, so
-                # that its work is this stream's tail, not the next request's wait (bench/).
-                await asyncio.sleep(0)
-            yield encode_events(closing)
-            return
-        except Exception as exc:
-            if (
-                isinstance(exc, ProxyError)
-                and translator is not None
-                and not translator.has_content
-                and fails_over(exc)
-                and current.opened is not None
-            ):
-                await current.opened.response.aclose()
-                current.opened = None
-                try:
-                    current.opened = await call.reopen(exc)
-                except Exception as final:
-                    yield stream_failure(final, record)
-                    return
-                note_target(record, call, current.opened)
-                continue
-            call.finish(None)
-            yield stream_failure(exc, record)
-            return
-
-
-def _deliver(
-    translator: StreamTranslator, writer: BodyWriter, record: RequestRecord, call: Call
-) -> Deliver:
-    """What the relay does with each network read's chunks: translate them and write their
-    events out at once, as one piece (the first token on its own, before anything else)."""
-    feed = translator.feed
-    debug = flow_log.isEnabledFor(logging.DEBUG)
-
-    def deliver(batch: list[dict[str, Any]]) -> asyncio.Future[None] | None:
-        events: list[Event] = []
-        wait = None
-        for chunk in batch:
-            events += feed(chunk)
-            if events and record.ttft_ms is None:  # the first token goes at once
-                record.first_token()
-                call.answered()
-                wait = writer.write(encode_events(events))
-                events = []
-        if debug:
-            flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
-        return writer.write(encode_events(events)) if events else wait
-
-    return deliver
-
-
-def _start(request: UpstreamRequest, message_id: str, input_tokens: int) -> list[Event]:
-    return StreamTranslator(request, message_id=message_id, input_tokens=input_tokens).start()
-
-
-def stream_failure(exc: Exception, record: RequestRecord) -> bytes:
-    """The `error` event that ends a stream once it has started: a provider's failure as it
-    is, and a bug too (its traceback logged), so the client always reads why it ended."""
-    if isinstance(exc, ProxyError):
-        error: ProxyError = exc
-        flow_log.debug("stream error: %s", error.message)
-    else:
-        log.error("unexpected error in the stream of %s", record.request_id, exc_info=exc)
-        error = internal_error(exc)
-    record.error_type = error.error_type
-    return render_sse(error)
 
 
 async def count_tokens(request: Request) -> Response:

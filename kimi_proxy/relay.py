@@ -1,0 +1,166 @@
+"""The body of a streamed message: the provider's chunks translated and relayed as they arrive.
+
+`stream_events` is the response's body and keeps the control flow: `message_start`, failover to
+the next provider until the first content block has gone out, the closing events, and every
+failure as an SSE `error` event. In between, the provider's chunks do not pass through it: the
+provider connection hands each network read to `_deliver`'s function, which translates it and
+writes the events at once (`UpstreamClient.relay`, `BodyWriter`; docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    ApiError,
+    BadGatewayError,
+    GatewayTimeoutError,
+    OverloadedError,
+    ProxyError,
+    RateLimitError,
+    internal_error,
+    render_sse,
+)
+from .observability import LazyJson, RequestRecord
+from .providers.call import Call, Opened
+from .routing import note_target
+from .sse import encode_events
+from .streaming import BodyWriter
+from .translate.request import UpstreamRequest
+from .translate.response import new_message_id
+from .translate.stream import Event, StreamTranslator
+from .upstream import Deliver
+
+log = logging.getLogger(__name__)
+flow_log = logging.getLogger("kimi_proxy.flow")
+
+
+def fails_over(error: ProxyError) -> bool:
+    """Whether a failure before the first content block is worth another provider."""
+    return isinstance(error, ApiError | GatewayTimeoutError | RateLimitError | OverloadedError)
+
+
+@dataclass(slots=True)
+class Current:
+    """The provider response a stream reads now (another one after a failover)."""
+
+    opened: Opened | None
+
+
+async def stream_events(
+    call: Call, current: Current, record: RequestRecord, writer: BodyWriter
+) -> AsyncIterator[bytes]:
+    """The SSE body: translated events, pings while the provider is silent, errors as events.
+
+    The provider's chunks are translated and written as each network read brings them, from
+    the read callback (`UpstreamClient.relay`, `BodyWriter`); what comes before and after them
+    is yielded. Until the first content block has gone out, a provider that fails (a drop, a
+    timeout, an error event) is replaced by the next one the pool picks, under the same
+    `message_start`.
+    """
+    message_id = new_message_id()
+    started = False
+    while True:
+        translator: StreamTranslator | None = None
+        try:
+            if current.opened is None:  # a wait for a reset: the client gets pings meanwhile
+                if not started:
+                    started = True
+                    first = next(iter(call.built.values()))
+                    yield encode_events(_start(first, message_id, call.prompt_tokens))
+                current.opened = await call.open(may_stream_wait=True)
+                note_target(record, call, current.opened)
+            opened = current.opened
+            client = opened.target.key.client
+            translator = StreamTranslator(
+                opened.request, message_id=message_id, input_tokens=call.prompt_tokens
+            )
+            call.sent(opened)
+            if not started:
+                started = True
+                yield encode_events(translator.start())
+
+            try:
+                await client.relay(opened.response, _deliver(translator, writer, record, call))
+            finally:
+                await writer.drained()
+            if not translator.finished:
+                raise BadGatewayError(
+                    "The provider closed the stream before finishing the message; try again."
+                )
+            closing = translator.finish()
+            usage = closing[-2]["usage"]
+            record.tokens(usage)
+            call.finish(usage["input_tokens"] + usage["output_tokens"])
+            if call.pool.shared is not None:
+                # The settlement goes to Redis before the last events go to the client, so
+                # that its work is this stream's tail, not the next request's wait (bench/).
+                await asyncio.sleep(0)
+            yield encode_events(closing)
+            return
+        except Exception as exc:
+            if (
+                isinstance(exc, ProxyError)
+                and translator is not None
+                and not translator.has_content
+                and fails_over(exc)
+                and current.opened is not None
+            ):
+                await current.opened.response.aclose()
+                current.opened = None
+                try:
+                    current.opened = await call.reopen(exc)
+                except Exception as final:
+                    yield stream_failure(final, record)
+                    return
+                note_target(record, call, current.opened)
+                continue
+            call.finish(None)
+            yield stream_failure(exc, record)
+            return
+
+
+def _deliver(
+    translator: StreamTranslator, writer: BodyWriter, record: RequestRecord, call: Call
+) -> Deliver:
+    """What the relay does with each network read's chunks: translate them and write their
+    events out at once, as one piece (the first token on its own, before anything else)."""
+    feed = translator.feed
+    debug = flow_log.isEnabledFor(logging.DEBUG)
+
+    def deliver(batch: list[dict[str, Any]]) -> asyncio.Future[None] | None:
+        events: list[Event] = []
+        wait = None
+        for chunk in batch:
+            events += feed(chunk)
+            if events and record.ttft_ms is None:  # the first token goes at once
+                record.first_token()
+                call.answered()
+                wait = writer.write(encode_events(events))
+                events = []
+        if debug:
+            flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
+        return writer.write(encode_events(events)) if events else wait
+
+    return deliver
+
+
+def _start(request: UpstreamRequest, message_id: str, input_tokens: int) -> list[Event]:
+    return StreamTranslator(request, message_id=message_id, input_tokens=input_tokens).start()
+
+
+def stream_failure(exc: Exception, record: RequestRecord) -> bytes:
+    """The `error` event that ends a stream once it has started: a provider's failure as it
+    is, and a bug too (its traceback logged), so the client always reads why it ended."""
+    if isinstance(exc, ProxyError):
+        error: ProxyError = exc
+        flow_log.debug("stream error: %s", error.message)
+    else:
+        log.error("unexpected error in the stream of %s", record.request_id, exc_info=exc)
+        error = internal_error(exc)
+    record.error_type = error.error_type
+    return render_sse(error)
