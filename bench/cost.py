@@ -92,6 +92,17 @@ def measure(
     return out
 
 
+def summary(side: str, figures: dict[str, Any]) -> str:
+    """One side's figures on one line."""
+    rounds = " ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
+    return (
+        f"{side:<8} {figures['cpu_per_chunk_us']:5.1f} µs a chunk, "
+        f"{figures['cpu_per_request_us']:4.0f} µs a request, "
+        f"{figures['streams_per_core']:4.0f} streams a core, errors {figures['errors']}, "
+        f"rounds (µs a chunk): {rounds}"
+    )
+
+
 def split(short_us: float, long_us: float, short: int, long: int) -> tuple[float, float]:
     """CPU per chunk and per request from the CPU per request of a short and a long answer."""
     chunk_us = (long_us - short_us) / (long - short)
@@ -121,15 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     args.proxy_src, source = proxy_source(args.proxy_ref)
     sys.path.insert(0, str(args.proxy_src))
     bench = Bench(args)
-    sides: tuple[str, ...] = ("floor", "proxy")
+    sides = ("floor", "proxy") + (("baseline",) if args.baseline_ref else ())
     try:
-        bench.procs.start_upstream()
-        bench.procs.start_proxy()
-        bench.procs.start_floor()
-        if args.baseline_ref:
-            baseline_src, baseline = proxy_source(args.baseline_ref, "baseline-src")
-            bench.procs.start_baseline(baseline_src)
-            sides += ("baseline",)
+        bench.start()
         out = measure(
             bench,
             sides=sides,
@@ -142,16 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.procs.stop_all()
     out["proxy_source"] = source
-    if args.baseline_ref:
-        out["baseline_source"] = baseline
+    out["baseline_source"] = bench.baseline_source
     for side in sides:
-        figures = out[side]
-        print(
-            f"{side:<8} {figures['cpu_per_chunk_us']:6.1f} µs/chunk "
-            f"{figures['cpu_per_request_us']:6.0f} µs/request "
-            f"{figures['streams_per_core']:5.0f} streams/core  errors {figures['errors']}  "
-            "rounds: " + " ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
-        )
+        print(summary(side, out[side]))
     (RESULTS / "cost.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     return 0
 

@@ -259,8 +259,11 @@ class Bench:
         api_key: str = "bench",
     ) -> dict[str, Any]:
         procs = self.procs
-        ports = {"proxy": procs.proxy_port, "floor": procs.floor_port}
-        ports["baseline"] = procs.baseline_port
+        ports = {
+            "proxy": procs.proxy_port,
+            "floor": procs.floor_port,
+            "baseline": procs.baseline_port,
+        }
         port = ports.get(side, procs.upstream_port)
         wire = "direct" if side in ("direct", "floor") else "proxy"  # the floor: upstream's API
         job = {
@@ -346,6 +349,15 @@ class Bench:
             out["levels"].append({"concurrency": concurrency, **sides})
         self.results["paced"] = out
 
+    def start(self) -> None:
+        """The upstream, the proxy, the floor and, with `--baseline-ref`, the baseline proxy."""
+        self.procs.start_upstream()
+        self.procs.start_proxy()
+        self.procs.start_floor()
+        if self.args.baseline_ref:
+            src, self.baseline_source = proxy_source(self.args.baseline_ref, "baseline-src")
+            self.procs.start_baseline(src)
+
     def cost(self) -> None:
         """CPU per chunk and per request at the provider's pace (`bench.cost`), the floor and
         the proxy side by side, and the proxy at `--baseline-ref` when one is given."""
@@ -364,11 +376,7 @@ class Bench:
         out["baseline_source"] = self.baseline_source
         self.results["cost"] = out
         for side in sides:
-            print(
-                f"  {side:<8} {out[side]['cpu_per_chunk_us']:5.1f} µs a chunk, "
-                f"{out[side]['cpu_per_request_us']:4.0f} µs a request",
-                flush=True,
-            )
+            print(f"  {cost.summary(side, out[side])}", flush=True)
 
     def non_streaming(self) -> None:
         args = self.args
@@ -508,12 +516,7 @@ class Bench:
             k: v for k, v in vars(self.args).items() if isinstance(v, int | float | str | list)
         }
         try:
-            self.procs.start_upstream()
-            self.procs.start_proxy()
-            self.procs.start_floor()
-            if self.args.baseline_ref:
-                src, self.baseline_source = proxy_source(self.args.baseline_ref, "baseline-src")
-                self.procs.start_baseline(src)
+            self.start()
             print("streaming (upstream as fast as it can):", flush=True)
             self.streaming()
             print(f"streaming at a provider's pace ({self.args.pace_ms:g} ms a chunk):", flush=True)

@@ -207,7 +207,7 @@ class EventStreamResponse(StreamingResponse):
             if cut:  # the drain's deadline: say so, and end the body properly
                 self._stop_pings()
                 self.writer.close()
-                await send({"type": "http.response.body", "body": CUT_FRAME, "more_body": True})
+                await send(_body(CUT_FRAME))
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             streaming = False
@@ -247,7 +247,7 @@ class EventStreamResponse(StreamingResponse):
         self._timer = loop.call_at(writer.last_sent + self._ping_interval, self._check, send)
 
     async def _ping(self, send: Send) -> None:
-        await send({"type": "http.response.body", "body": PING_FRAME, "more_body": True})
+        await send(_body(PING_FRAME))
 
     def _stop_pings(self) -> None:
         if self._timer is not None:
