@@ -8,8 +8,9 @@ upstream (`--chunks` chunks, one per `--interval` seconds), and while they are a
 * peak RSS of the proxy (VmHWM, and psutil sampled every 20 ms) above the idle process, per
   open stream;
 * errors (any stream that did not end whole);
-* a new request's added time to first token: probes at concurrency 1 through the proxy and
-  directly to the upstream, side by side, while the streams are open.
+* a new request's added time to first token: `--probes` short requests (10 chunks, 5 ms
+  apart) at concurrency 1 through the proxy and directly to the upstream, in two interleaved
+  rounds, while the streams are open.
 
 The file limit is raised for this process and its children (the proxy needs two descriptors a
 stream): the benchmark raises it, the product does not.
@@ -27,6 +28,10 @@ from typing import Any
 import psutil
 
 from .run import ROOT, Bench, peak_rss, rss_sampler
+
+
+PROBE_CHUNKS = 10  # a probe's answer: 10 chunks, 5 ms apart
+PROBE_INTERVAL = 0.005
 
 
 def raise_file_limit(needed: int) -> None:
@@ -84,6 +89,9 @@ def main() -> None:
             worker.start()
             time.sleep(options.ramp + 2)  # every stream is open now, none has ended
             open_rss = proxy.memory_info().rss
+            # The probes are short answers at a provider's pace: a stream reads its script when
+            # it starts, so the open ones go on as they began.
+            procs.configure(PROBE_CHUNKS, 16, PROBE_INTERVAL)
             probes: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}
             for _ in range(2):
                 for side in probes:
@@ -94,7 +102,7 @@ def main() -> None:
                             concurrency=1,
                             requests=options.probes // 2,
                             max_seconds=stream_seconds,
-                            expected=options.chunks,
+                            expected=PROBE_CHUNKS,
                             warmup=False,
                         )
                     )
