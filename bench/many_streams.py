@@ -29,7 +29,6 @@ import psutil
 
 from .run import ROOT, Bench, peak_rss, rss_sampler
 
-
 PROBE_CHUNKS = 10  # a probe's answer: 10 chunks, 5 ms apart
 PROBE_INTERVAL = 0.005
 
