@@ -68,6 +68,7 @@ def measure(
                     "errors": result["errors"],
                     "cpu_s": result["proxy_cpu_s"],
                     "cpu_per_request_us": result["proxy_cpu_s"] / served * 1e6,
+                    "system_per_request_us": result["proxy_system_s"] / served * 1e6,
                     "upstream_cpu_s": result["upstream_cpu_s"],
                     "wall_s": result["process_wall_s"],
                     "ttft_ms": result["ttft_ms"],
@@ -78,12 +79,20 @@ def measure(
                 short,
                 long,
             )
-            rounds[side].append({"chunk_us": chunk_us, "request_us": request_us, "runs": runs})
+            system_us, _ = split(
+                runs[str(short)]["system_per_request_us"],
+                runs[str(long)]["system_per_request_us"],
+                short,
+                long,
+            )
+            figures = {"chunk_us": chunk_us, "request_us": request_us, "system_us": system_us}
+            rounds[side].append({**figures, "runs": runs})
     for side in sides:
         chunk_us = statistics.median(r["chunk_us"] for r in rounds[side])
         request_us = statistics.median(r["request_us"] for r in rounds[side])
         out[side] = {
             "cpu_per_chunk_us": chunk_us,
+            "system_per_chunk_us": statistics.median(r["system_us"] for r in rounds[side]),
             "cpu_per_request_us": request_us,
             "streams_per_core": streams_per_core(chunk_us, request_us, pace_ms, long),
             "errors": sum(run["errors"] for r in rounds[side] for run in r["runs"].values()),
@@ -96,7 +105,8 @@ def summary(side: str, figures: dict[str, Any]) -> str:
     """One side's figures on one line."""
     rounds = " ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
     return (
-        f"{side:<8} {figures['cpu_per_chunk_us']:5.1f} µs a chunk, "
+        f"{side:<8} {figures['cpu_per_chunk_us']:5.1f} µs a chunk "
+        f"({figures.get('system_per_chunk_us', float('nan')):.1f} in the kernel), "
         f"{figures['cpu_per_request_us']:4.0f} µs a request, "
         f"{figures['streams_per_core']:4.0f} streams a core, errors {figures['errors']}, "
         f"rounds (µs a chunk): {rounds}"

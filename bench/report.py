@@ -99,17 +99,20 @@ def render_cost(cost: dict[str, Any], machine: str) -> str:
         f"the growth of CPU per request with the chunks is the CPU per chunk (read, decode, "
         f"translate, frame, write), the rest the CPU per request (read and validate the 50 KB "
         f"body, translate it, send it, open the response, log). Streams per core = how many "
-        f"{long}-chunk streams at this pace one core's time covers. Sides interleaved over "
-        f"{cost['repeats']} rounds; medians.\n",
-        "| Side | CPU per chunk | CPU per request | Streams per core | Rounds (µs a chunk) "
-        "| Errors |",
-        "| --- | ---: | ---: | ---: | --- | ---: |",
+        f"{long}-chunk streams at this pace one core's time covers. Of which in the kernel: the "
+        f"system part of a chunk's CPU (psutil, 10 ms ticks), a loopback read and write for every "
+        f"side. Sides interleaved over {cost['repeats']} rounds; medians.\n",
+        "| Side | CPU per chunk | Of which in the kernel | CPU per request | Streams per core "
+        "| Rounds (µs a chunk) | Errors |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
     ]
     for side in sides:
         figures = cost[side]
         rounds = ", ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
+        system = figures.get("system_per_chunk_us")  # (results from before it was measured)
         lines.append(
             f"| {names[side]} | {figures['cpu_per_chunk_us']:.1f} µs "
+            f"| {'–' if system is None else f'{system:.1f} µs'} "
             f"| {figures['cpu_per_request_us']:.0f} µs | {figures['streams_per_core']:.0f} "
             f"| {rounds} | {figures['errors']} |"
         )

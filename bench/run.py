@@ -184,6 +184,15 @@ def cpu_seconds(process: psutil.Process) -> float:
     return total
 
 
+def system_seconds(process: psutil.Process) -> float:
+    """The kernel's part of that CPU time (system time, 10 ms ticks), process and workers."""
+    total = 0.0
+    for member in _family(process):
+        with contextlib.suppress(psutil.Error):
+            total += member.cpu_times().system
+    return total
+
+
 def _scheduled_seconds(pid: int) -> float:
     tasks = Path(f"/proc/{pid}/task")
     return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
@@ -293,11 +302,13 @@ class Bench:
         # Proxy CPU is counted over the whole client run, warm-up requests (one per worker)
         # included; the client reports their events too, so CPU per chunk divides by both.
         proxy_cpu0, upstream_cpu0, t0 = cpu_seconds(proxy), cpu_seconds(upstream), time.time()
+        proxy_system0 = system_seconds(proxy)
         out, _ = client.communicate(timeout=max_seconds + 120)
         elapsed = time.time() - t0
         result: dict[str, Any] = orjson.loads(out)
         result["side"] = side
         result["proxy_cpu_s"] = cpu_seconds(proxy) - proxy_cpu0
+        result["proxy_system_s"] = system_seconds(proxy) - proxy_system0
         result["upstream_cpu_s"] = cpu_seconds(upstream) - upstream_cpu0
         result["process_wall_s"] = elapsed
         return result
