@@ -73,18 +73,8 @@ def measure(
                     "wall_s": result["process_wall_s"],
                     "ttft_ms": result["ttft_ms"],
                 }
-            chunk_us, request_us = split(
-                runs[str(short)]["cpu_per_request_us"],
-                runs[str(long)]["cpu_per_request_us"],
-                short,
-                long,
-            )
-            system_us, _ = split(
-                runs[str(short)]["system_per_request_us"],
-                runs[str(long)]["system_per_request_us"],
-                short,
-                long,
-            )
+            chunk_us, request_us = split_runs(runs, "cpu_per_request_us", short, long)
+            system_us, _ = split_runs(runs, "system_per_request_us", short, long)
             figures = {"chunk_us": chunk_us, "request_us": request_us, "system_us": system_us}
             rounds[side].append({**figures, "runs": runs})
     for side in sides:
@@ -106,7 +96,7 @@ def summary(side: str, figures: dict[str, Any]) -> str:
     rounds = " ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
     return (
         f"{side:<8} {figures['cpu_per_chunk_us']:5.1f} µs a chunk "
-        f"({figures.get('system_per_chunk_us', float('nan')):.1f} in the kernel), "
+        f"({figures['system_per_chunk_us']:.1f} in the kernel), "
         f"{figures['cpu_per_request_us']:4.0f} µs a request, "
         f"{figures['streams_per_core']:4.0f} streams a core, errors {figures['errors']}, "
         f"rounds (µs a chunk): {rounds}"
@@ -117,6 +107,11 @@ def split(short_us: float, long_us: float, short: int, long: int) -> tuple[float
     """CPU per chunk and per request from the CPU per request of a short and a long answer."""
     chunk_us = (long_us - short_us) / (long - short)
     return chunk_us, short_us - short * chunk_us
+
+
+def split_runs(runs: dict[str, Any], figure: str, short: int, long: int) -> tuple[float, float]:
+    """`split` of one per-request figure of the short and the long run."""
+    return split(runs[str(short)][figure], runs[str(long)][figure], short, long)
 
 
 def streams_per_core(chunk_us: float, request_us: float, pace_ms: float, chunks: int) -> float:
