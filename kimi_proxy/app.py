@@ -39,6 +39,7 @@ from .errors import (
 )
 from .gateway.runtime import GatewayRuntime
 from .gateway.settings import Gateway
+from .gc_pauses import timing_collections
 from .observability import (
     DEFAULT_DEBUG_LOG,
     Metrics,
@@ -239,8 +240,9 @@ def create_app(
             check_served_models(state.pool, connections, settings.connect_timeout)
         )
         try:
-            async with state.gateway.running():
-                yield
+            with timing_collections(state.metrics.gc_pauses):
+                async with state.gateway.running():
+                    yield
         finally:
             check.cancel()
             if owns_transport:

@@ -122,6 +122,13 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
         self.tokens = Counter("kimi_tokens", "Tokens by direction", ["direction"], registry=r)
+        self.gc_pauses = Histogram(
+            "kimi_gc_pause_seconds",
+            "Garbage collector pauses by generation (2: a full collection)",
+            ["generation"],
+            registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
         self.retries = Counter("kimi_upstream_retries", "Upstream retries", registry=r)
         self.cost = Counter(
             "kimi_cost_usd",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from support.proxy import TEST_KEY, proxy_for
 from support.sse_client import BASIC, post_stream
 from support.upstream import Json, Reply, error, scripted_upstream, text_stream
@@ -75,6 +77,24 @@ def test_metrics_endpoint() -> None:
     assert 'kimi_tokens_total{direction="out"}' in text
     assert "kimi_upstream_retries_total" in text
     assert "kimi_request_seconds_bucket" in text
+
+
+def test_garbage_collector_pauses_are_in_the_metrics_while_the_proxy_runs() -> None:
+    """A full collection stops every stream; an operator sees each pause by generation."""
+    callbacks = list(gc.callbacks)
+    with proxy_for(lambda b, n: text_stream("abc")) as proxy, httpx.Client() as client:
+        gc.collect()  # a full collection, in the proxy's own process
+        text = client.get(f"{proxy.url}/metrics").text
+    counts = {
+        sample.labels["generation"]: sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "kimi_gc_pause_seconds"
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    }
+    assert counts["2"] >= 1
+    assert set(counts) == {"0", "1", "2"}
+    assert gc.callbacks == callbacks  # the proxy's timer left with it
 
 
 def test_doctor_says_what_is_wrong_per_key_without_a_model_call(
