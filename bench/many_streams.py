@@ -8,6 +8,8 @@ upstream (`--chunks` chunks, one per `--interval` seconds), and while they are a
 * peak RSS of the proxy (VmHWM, and psutil sampled every 20 ms) above the idle process, per
   open stream;
 * errors (any stream that did not end whole);
+* the garbage collector's pauses over the run, by generation (the proxy's
+  `kimi_gc_pause_seconds`): a full collection walks every open stream;
 * a new request's added time to first token: `--probes` short requests (10 chunks, 5 ms
   apart) at concurrency 1 through the proxy and directly to the upstream, in two interleaved
   rounds, while the streams are open.
@@ -23,11 +25,13 @@ import resource
 import statistics
 import threading
 import time
+import urllib.request
 from typing import Any
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
-from .run import ROOT, Bench, peak_rss, rss_sampler
+from .run import HOST, ROOT, Bench, http, peak_rss, rss_sampler
 
 PROBE_CHUNKS = 10  # a probe's answer: 10 chunks, 5 ms apart
 PROBE_INTERVAL = 0.005
@@ -86,8 +90,9 @@ def main() -> None:
         with rss_sampler(proxy) as samples:
             worker = threading.Thread(target=many)
             worker.start()
-            time.sleep(options.ramp + 2)  # every stream is open now, none has ended
-            open_rss = proxy.memory_info().rss
+            time.sleep(options.ramp)
+            opened_all(f"http://{HOST}:{procs.upstream_port}/_bench/stats", options.streams)
+            open_rss = proxy.memory_info().rss  # every stream is open now, none has ended
             # The probes are short answers at a provider's pace: a stream reads its script when
             # it starts, so the open ones go on as they began.
             procs.configure(PROBE_CHUNKS, 16, PROBE_INTERVAL)
@@ -107,6 +112,7 @@ def main() -> None:
                     )
             worker.join()
         hwm = peak_rss(proxy.pid)
+        pauses = collector_pauses(f"http://{HOST}:{procs.proxy_port}/metrics")
     finally:
         procs.stop_all()
     got = results["streams"]
@@ -136,6 +142,52 @@ def main() -> None:
         f"{sum(p['errors'] for parts in probes.values() for p in parts)}"
     )
     print(f"proxy CPU for the run: {got['proxy_cpu_s']:.1f} s")
+    for generation, (count, total, longest) in sorted(pauses.items()):
+        print(
+            f"garbage collections of generation {generation}: {count:.0f}, {total * 1e3:.0f} ms "
+            f"in all, the longest ≤ {longest * 1e3:g} ms"
+        )
+
+
+def opened_all(stats_url: str, streams: int, seconds: float = 60) -> None:
+    """Wait until the upstream has been asked for every stream (the load client's last ones
+    start late when ten thousand connections are opening)."""
+    deadline = time.monotonic() + seconds
+    while http("GET", stats_url)["streams_started"] < streams:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not all {streams} streams opened in {seconds:g} s")
+        time.sleep(0.2)
+
+
+def collector_pauses(metrics_url: str) -> dict[str, tuple[float, float, float]]:
+    """From the proxy's `kimi_gc_pause_seconds`: per generation, how many collections, their
+    total time, and the upper bound of the bucket the longest fell in."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    counts: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "kimi_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            generation = sample.labels["generation"]
+            if sample.name.endswith("_count"):
+                counts[generation] = sample.value
+            elif sample.name.endswith("_sum"):
+                sums[generation] = sample.value
+            elif sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                buckets.setdefault(generation, []).append((bound, sample.value))
+    return {
+        generation: (
+            count,
+            sums[generation],
+            min(bound for bound, seen in buckets[generation] if seen >= count),
+        )
+        for generation, count in counts.items()
+        if count
+    }
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ class Script:
 class Stats:
     connections = 0
     requests = 0
+    streams_started = 0  # each read its script as it started
     streams_done = 0
     streams_cut = 0
 
@@ -176,7 +177,7 @@ class UpstreamProtocol(asyncio.Protocol):
             UpstreamProtocol.script = Script(**config)
             transport.write(_json_response(200, {"ok": True, **config}))
         elif path == b"/_bench/stats":
-            names = ("connections", "requests", "streams_done", "streams_cut")
+            names = ("connections", "requests", "streams_started", "streams_done", "streams_cut")
             stats = {k: getattr(Stats, k) for k in names}
             transport.write(_json_response(200, stats))
         elif path == b"/health":
@@ -186,6 +187,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     async def stream(self, transport: asyncio.Transport) -> None:
         script = self.script
+        Stats.streams_started += 1
         transport.write(script.head)
         interval = script.interval
         for i, frame in enumerate(script.content):
