@@ -1,8 +1,8 @@
 """The garbage collector's pauses in `/metrics` (`kimi_gc_pause_seconds`, by generation).
 
 A collection stops the event loop, and every stream with it. A full one (generation 2) walks
-every object the process holds, so its pause grows with the open streams: at 5,000 and 10,000
-streams opening, 180 and 550 ms (bench/many.md). An operator sees it here before users feel it.
+every object the process holds, so its pause grows with the open streams: while 10,000 opened,
+two took 180 and 550 ms (bench/many.md). An operator sees it here before users feel it.
 """
 
 from __future__ import annotations
