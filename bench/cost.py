@@ -137,24 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     args.proxy_src, source = proxy_source(args.proxy_ref)
     sys.path.insert(0, str(args.proxy_src))
     bench = Bench(args)
-    sides = ("floor", "proxy") + (("baseline",) if args.baseline_ref else ())
     try:
         bench.start()
-        out = measure(
-            bench,
-            sides=sides,
-            concurrency=args.concurrency,
-            pace_ms=args.pace_ms,
-            short=args.short,
-            long=args.long,
-            repeats=args.repeats,
-        )
+        bench.cost(concurrency=args.concurrency, short=args.short, long=args.long)
     finally:
         bench.procs.stop_all()
-    out["proxy_source"] = source
-    out["baseline_source"] = bench.baseline_source
-    for side in sides:
-        print(summary(side, out[side]))
+    out = {**bench.results["cost"], "proxy_source": source}
     (RESULTS / "cost.json").write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
     return 0
 

@@ -369,19 +369,20 @@ class Bench:
             src, self.baseline_source = proxy_source(self.args.baseline_ref, "baseline-src")
             self.procs.start_baseline(src)
 
-    def cost(self) -> None:
+    def cost(self, concurrency: int = 64, short: int = 10, long: int | None = None) -> None:
         """CPU per chunk and per request at the provider's pace (`bench.cost`), the floor and
-        the proxy side by side, and the proxy at `--baseline-ref` when one is given."""
+        the proxy side by side, and the proxy at `--baseline-ref` when one is given; answers
+        of `short` and `long` (default `--chunks`) chunks."""
         from . import cost  # (it builds on this module)
 
         sides = ("floor", "proxy") + (("baseline",) if self.procs.baseline else ())
         out = cost.measure(
             self,
             sides=sides,
-            concurrency=64,
+            concurrency=concurrency,
             pace_ms=self.args.pace_ms,
-            short=10,
-            long=self.args.chunks,
+            short=short,
+            long=self.args.chunks if long is None else long,
             repeats=self.args.repeats,
         )
         out["baseline_source"] = self.baseline_source
