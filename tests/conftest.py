@@ -1,14 +1,31 @@
-"""Shared fixtures: the real proxy in front of a scripted OpenAI-compatible upstream."""
+"""Shared fixtures: the real proxy in front of a scripted OpenAI-compatible upstream.
+
+Before anything is collected, the environment is the suite's own (`support/hermetic.py`): no
+test reads the caller's HOME, config file, provider keys, `KIMI_*` or proxy variables.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 import uvloop
+from support.hermetic import scrub
 from support.proxy import Harness, proxy_for
 from support.upstream import text_stream
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    home = Path(tempfile.mkdtemp(prefix="kimi-proxy-tests-home-"))
+    scrub(os.environ, home, REPO / ".test-cache")
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
 
 
 @pytest.fixture(scope="module")

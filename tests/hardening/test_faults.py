@@ -177,7 +177,9 @@ def test_sigterm_drains_live_streams_then_exits_zero(tmp_path: Path) -> None:
             threads = [threading.Thread(target=stream_one) for _ in range(50)]
             for thread in threads:
                 thread.start()
+            deadline = time.monotonic() + 20
             while len(upstream.requests) < 50:
+                assert time.monotonic() < deadline, (tmp_path / "server.log").read_text()
                 time.sleep(0.01)
             server.send_signal(signal.SIGTERM)
             time.sleep(0.3)

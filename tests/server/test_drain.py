@@ -78,7 +78,9 @@ def test_a_stream_that_outlives_the_grace_period_ends_with_an_error_event(
         try:
             with ThreadPoolExecutor(1) as pool:
                 stream = pool.submit(stream_text, url)
+                deadline = time.monotonic() + 10
                 while not upstream.requests:
+                    assert time.monotonic() < deadline
                     time.sleep(0.02)
                 time.sleep(0.3)
                 started = time.monotonic()
