@@ -37,8 +37,9 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kimi_proxy.app import create_app
+from kimi_proxy.claude_code import pinned_claude_code
 from kimi_proxy.config import load_settings
-from kimi_proxy.launcher import free_port, pinned_claude_code
+from kimi_proxy.launcher import free_port
 from kimi_proxy.tokens import estimate_tokens
 
 TPM = 10_000

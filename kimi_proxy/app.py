@@ -82,7 +82,13 @@ def new_client_factory(
 
     def new_client(provider: ProviderSpec, key: KeySpec) -> UpstreamClient:
         url = provider.base_url.rstrip("/") + "/chat/completions"
-        return UpstreamClient(transport, url=url, api_key=key.secret, timeout=timeout)
+        return UpstreamClient(
+            transport,
+            url=url,
+            api_key=key.secret,
+            timeout=timeout,
+            url_setting=provider.url_setting,
+        )
 
     return new_client
 
@@ -119,11 +125,11 @@ async def check_served_models(
 
 
 def error_response(error: ProxyError) -> Response:
-    headers = {}
-    if error.retry_after is not None:
-        headers["retry-after"] = str(int(error.retry_after + 0.999))
     return Response(
-        render_json(error), status_code=error.status, media_type="application/json", headers=headers
+        render_json(error),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers(),
     )
 
 
@@ -233,6 +239,7 @@ def create_app(
         metrics=Metrics(),
     )
     state.gateway.share_keys(state.pool)
+    state.gateway.limiter.patience = spec.routes.max_wait_s
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

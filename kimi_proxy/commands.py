@@ -8,6 +8,8 @@ import logging
 import os
 import signal
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -96,9 +98,24 @@ def serve(settings: Settings) -> int:
         return 0
     app = create_app(settings, spec=spec, gateway=gateway)
     tune_garbage_collector()
+    exit_with_launcher(os.environ.get("KIMI_LAUNCHER_PID"))
     config = uvicorn.Config(app, timeout_graceful_shutdown=DRAIN_LEFTOVER_SECONDS, **options)
     DrainingServer(config, proxy_state(app), settings.drain_seconds).run()
     return 0
+
+
+def exit_with_launcher(pid: str | None) -> None:
+    """A proxy `kimi-proxy code` started shuts down (SIGTERM: a drain) once that launcher is
+    gone, however it went: killed outright too, when it could not stop the proxy itself."""
+    if not pid or not pid.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(pid):
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="exit-with-launcher", daemon=True).start()
 
 
 def run_gateway_command(settings: Settings, args: argparse.Namespace) -> int:

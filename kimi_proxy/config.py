@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .agent.tools import parse_tool_names
 from .models import ModelRouter
-from .providers import GROQ_URL, KIMI_K2, ProviderProfile, profile_by_name, profile_for_url
+from .providers import GROQ_URL, ProviderProfile, profile_by_name, profile_for_url
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # bind addresses that stay local
 
@@ -31,8 +31,10 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, validation_alias=_env("api_key", "KIMI_API_KEY", "GROQ_API_KEY")
     )
-    model: str = Field(KIMI_K2, validation_alias=_env("model", "KIMI_MODEL"))
-    small_model: str = Field(KIMI_K2, validation_alias=_env("small_model", "KIMI_SMALL_MODEL"))
+    # No default model id: ids rot (Groq shut its Kimi down); the catalog's live Kimi for the
+    # provider is taken when these are unset (pool_config.py).
+    model: str | None = Field(None, validation_alias=_env("model", "KIMI_MODEL"))
+    small_model: str | None = Field(None, validation_alias=_env("small_model", "KIMI_SMALL_MODEL"))
     model_rules: str = Field(
         "haiku=small", validation_alias=_env("model_rules", "KIMI_MODEL_RULES")
     )
@@ -83,6 +85,8 @@ class Settings(BaseSettings):
         120.0, ge=0, validation_alias=_env("drain_seconds", "KIMI_DRAIN_SECONDS")
     )
     user_key: SecretStr | None = Field(None, validation_alias=_env("user_key", "KIMI_USER_KEY"))
+    # `./kimi.sh` on a team gateway: its URL (with KIMI_USER_KEY); no local proxy then.
+    gateway_url: str | None = Field(None, validation_alias=_env("gateway_url", "KIMI_GATEWAY_URL"))
     # The team gateway's shared store; each may also come from `[gateway]` in the config file.
     redis_url: SecretStr | None = Field(None, validation_alias=_env("redis_url", "KIMI_REDIS_URL"))
     on_redis_down: Literal["fail_open", "fail_closed"] | None = Field(
@@ -114,7 +118,9 @@ class Settings(BaseSettings):
 
     @cached_property
     def router(self) -> ModelRouter:
-        return ModelRouter.from_spec(self.model_rules, self.model, self.small_model)
+        """The rules over the models named here (the pool resolves unset ones first)."""
+        big = self.model or ""
+        return ModelRouter.from_spec(self.model_rules, big, self.small_model or big)
 
     @property
     def dashboard_enabled(self) -> bool:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
-from datetime import date
 
 import httpx
 
 from .app import new_transport
+from .claude_code import LaunchError
 from .config import Settings
 from .errors import (
     CLAUDE_CODE_PROMPT_TOKENS,
@@ -20,7 +19,9 @@ from .errors import (
     TOKEN_LIMIT_ADVICE,
     provider_error_message,
 )
-from .pool_config import ConfigError, KeySpec, PoolSpec, ProviderSpec, load_pool_spec
+from .launch_plan import NoSetup, decide
+from .launcher import gateway_target, look
+from .pool_config import ConfigError, KeySpec, PoolSpec, ProviderSpec
 from .providers.dialects import read_limits
 from .providers.discovery import model_ids, unserved
 from .upstream import MIN_ANSWER_TOKENS
@@ -40,7 +41,7 @@ async def _check_key(
     label = f"{provider.name} key {key.name}"
     url = provider.base_url.rstrip("/") + "/models"
     try:
-        response = await client.get(url, headers={"authorization": f"Bearer {key.secret}"})
+        response = await client.get(url, headers=key.headers())
     except httpx.HTTPError as exc:
         _say(False, f"{label}: cannot reach {url} ({type(exc).__name__}: {exc}).")
         return False
@@ -89,9 +90,6 @@ async def _check_key(
 
 
 async def _check(settings: Settings, spec: PoolSpec) -> bool:
-    if not any(p.keys for p in spec.providers.values()):
-        _say(False, f"No API key. {KEY_ADVICE}")
-        return False
     for note in spec.notes:
         print(f"⚠️ {note}")
     ok = True
@@ -129,11 +127,30 @@ def _token_limit_fits(label: str, limit: int) -> bool:
 
 
 def run_doctor(settings: Settings) -> int:
+    """The launcher's decision first (`launch_plan.py`), then what that setup depends on: the
+    team gateway and the user's key, or each provider key."""
     try:
-        spec = load_pool_spec(settings, os.environ, date.today())
+        found, spec = look(settings)
     except ConfigError as exc:
         _say(False, str(exc))
-        return 1
+        return 2
+    plan = decide(found)
+    if isinstance(plan, NoSetup):
+        _say(False, plan.message)
+        return 2
+    print(f"./kimi.sh would be {plan.line}.")
+    if plan.mode == "gateway":
+        try:
+            target = gateway_target(settings)
+        except LaunchError as exc:
+            _say(False, str(exc))
+            return 1
+        _say(True, f"{target.url}: answers, and takes your key.")
+        print("All good: run ./kimi.sh")
+        return 0
+    if spec is None or not spec.usable:  # a running proxy with keys that are not ours
+        print("All good: run ./kimi.sh")
+        return 0
     ok = asyncio.run(_check(settings, spec))
     print(
         "All good: run ./kimi.sh" if ok else "Fix the item marked ❌ and run doctor again.",

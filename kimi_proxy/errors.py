@@ -67,18 +67,36 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
 
 
 class ProxyError(Exception):
-    """An error with an HTTP status and an Anthropic error type."""
+    """An error with an HTTP status and an Anthropic error type.
+
+    `final`: retrying soon cannot help, and the person should read the message now. It is sent
+    as `x-should-retry: false`, which the Anthropic SDKs and Claude Code honour: Claude Code
+    then shows the message at once instead of retrying a 401 for three minutes ("Not logged
+    in") or a 429 for as long as `retry-after` says ("retrying in 30s", nothing of ours).
+    """
 
     status: ClassVar[int] = 500
     error_type: ClassVar[str] = "api_error"
+    final_by_default: ClassVar[bool] = False
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, final: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.final = self.final_by_default if final is None else final
 
     def body(self) -> dict[str, Any]:
         return {"type": "error", "error": {"type": self.error_type, "message": self.message}}
+
+    def headers(self) -> dict[str, str]:
+        headers = {}
+        if self.retry_after is not None:
+            headers["retry-after"] = str(int(self.retry_after + 0.999))
+        if self.final:
+            headers["x-should-retry"] = "false"
+        return headers
 
 
 class InvalidRequestError(ProxyError):
@@ -87,16 +105,19 @@ class InvalidRequestError(ProxyError):
 
 class AuthenticationError(ProxyError):
     status, error_type = 401, "authentication_error"
+    final_by_default = True  # a wrong or revoked key stays wrong: say so at once
 
 
 class PermissionDeniedError(ProxyError):
     status, error_type = 403, "permission_error"
+    final_by_default = True
 
 
 class BillingError(ProxyError):
     """The provider wants credits or a better plan (Claude Code shows the message as is)."""
 
     status, error_type = 402, "billing_error"
+    final_by_default = True
 
 
 class TokenLimitError(BillingError):
@@ -265,8 +286,10 @@ def error_from_provider_response(
     model: str,
     prompt_tokens: int = 0,
     context_window: int = 0,
+    setting: str = "KIMI_UPSTREAM_URL",
 ) -> ProxyError:
-    """Map a provider's non-2xx answer to the matching Anthropic error."""
+    """Map a provider's non-2xx answer to the matching Anthropic error; `setting` names where
+    the provider's URL is set (a variable, or the config file's entry)."""
     message = provider_error_message(body)
     if status in (400, 413, 422) and is_context_length_message(message) and context_window:
         return context_too_long(message, prompt_tokens, context_window)
@@ -296,9 +319,9 @@ def error_from_provider_response(
         )
     elif status == 404:
         message = (
-            f"The provider has no chat completions endpoint at KIMI_UPSTREAM_URL (HTTP 404: "
-            f"{message}). Set KIMI_UPSTREAM_URL to the provider's OpenAI-compatible base URL, "
-            "the part before /chat/completions (Groq: https://api.groq.com/openai/v1)."
+            f"The provider has no chat completions endpoint at {setting} (HTTP 404: "
+            f"{message}). Set {setting} to the provider's OpenAI-compatible base URL, "
+            "the part before /chat/completions (Moonshot: https://api.moonshot.ai/v1)."
         )
     elif cls is RateLimitError:
         message = f"The provider is rate-limiting requests: {message}"
@@ -334,8 +357,11 @@ def transport_failure_kind(exc: httpx.HTTPError) -> str:
     return "broken"
 
 
-def error_from_transport(exc: httpx.HTTPError, *, upstream: str) -> ProxyError:
-    """Map an httpx exception (no HTTP answer from the provider) to an Anthropic error."""
+def error_from_transport(
+    exc: httpx.HTTPError, *, upstream: str, setting: str = "KIMI_UPSTREAM_URL"
+) -> ProxyError:
+    """Map an httpx exception (no HTTP answer from the provider) to an Anthropic error;
+    `setting` names where the provider's URL is set."""
     kind = transport_failure_kind(exc)
     if kind in ("connect_timeout", "read_timeout"):
         phase = "connecting to" if kind == "connect_timeout" else "waiting for"
@@ -343,7 +369,7 @@ def error_from_transport(exc: httpx.HTTPError, *, upstream: str) -> ProxyError:
     if kind == "connect":
         return BadGatewayError(
             f"Cannot connect to the provider at {upstream}: {exc or type(exc).__name__}. "
-            "Check KIMI_UPSTREAM_URL and your network."
+            f"Check {setting} and your network."
         )
     return BadGatewayError(
         f"The connection to the provider at {upstream} failed: {exc or type(exc).__name__}."
@@ -362,6 +388,7 @@ def render_json(error: ProxyError) -> bytes:
 async def send_error(send: Send, error: ProxyError) -> None:
     """`error` as a whole ASGI response, for middleware that answers below any framework."""
     headers = [(b"content-type", b"application/json")]
+    headers += [(k.encode(), v.encode()) for k, v in error.headers().items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": render_json(error)})
 

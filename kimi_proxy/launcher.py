@@ -1,57 +1,51 @@
-"""`kimi-proxy code`: start the proxy if none is running, run Claude Code through it, clean up.
+"""`kimi-proxy code` (and `./kimi.sh`): find or start what serves Claude Code, run it, clean up.
 
-The proxy runs in its own session so the terminal's Ctrl-C reaches Claude Code (which uses it to
-interrupt a turn) and not the proxy; when Claude Code exits, the proxy this launcher started is
-stopped, and one it found already running is left alone. A proxy that another running launcher
-started is not shared, since it stops when that launcher's Claude Code exits: this launcher then
-starts its own on a free port.
+The setup is decided by `launch_plan.decide` (the team gateway, a proxy already running, or a
+proxy started here) and said in one line. A proxy started here runs in its own session, so the
+terminal's Ctrl-C reaches Claude Code (which uses it to interrupt a turn) and not the proxy; it
+dies with the launcher: when Claude Code exits, when the launcher gets SIGHUP or SIGTERM (passed
+on to Claude Code first), and, should the launcher be killed outright, by itself (it watches
+its parent: `KIMI_LAUNCHER_PID`). A proxy found already running is left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
 
 import httpx
 
+from .claude_code import (
+    LaunchError,
+    Target,
+    cache_dir,
+    claude_command,
+    claude_env,
+    find_claude,
+    given_settings,
+    ours,
+    pinned_binary,
+    state_dir,
+    write_session_settings,
+)
 from .config import Settings
-from .errors import KEY_ADVICE
-from .pool_config import ConfigError, load_pool_spec
+from .launch_plan import Found, NoSetup, Plan, Running, decide
+from .pool_config import ConfigError, PoolSpec, load_pool_spec
+from .providers.catalog import load_catalog
 
-CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
-CLAUDE_CODE_VERSION = "2.1.332"
 HEALTH_WAIT_SECONDS = 15.0
-SMALL_MODEL_ALIAS = "claude-haiku-5-5"
-DEFAULT_CONTEXT_WINDOW = 131072  # when the configuration names no model
-
-
-class LaunchError(Exception):
-    """A problem the user can fix; the message says how."""
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kimi-proxy"
-
-
-def claude_code_cache(version: str = CLAUDE_CODE_VERSION) -> Path:
-    return cache_dir() / f"claude-code-{version}"
-
-
-def pinned_binary(version: str = CLAUDE_CODE_VERSION) -> Path:
-    return claude_code_cache(version) / "node_modules" / ".bin" / "claude"
+GATEWAY_TIMEOUT = 10.0
+DEFAULT_CONTEXT_WINDOW = 131072  # when nothing names a model's window
 
 
 def owner_file(port: int) -> Path:
@@ -80,77 +74,112 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def find_claude() -> str:
-    """`claude` from PATH, else the pinned CLI from the npm registry (installed once, cached)."""
-    return shutil.which("claude") or str(pinned_claude_code())
-
-
-def pinned_claude_code(quiet: bool = False, version: str = CLAUDE_CODE_VERSION) -> Path:
-    """The pinned Claude Code CLI (or `version` of it) in the cache, installed there with npm
-    when missing."""
-    cache = claude_code_cache(version)
-    binary = pinned_binary(version)
-    if binary.exists():
-        return binary
-    npm = shutil.which("npm")
-    if npm is None:
-        raise LaunchError(
-            f"Claude Code is not installed and npm was not found. Install Node.js (with npm), "
-            f"or install Claude Code yourself: npm install -g {CLAUDE_CODE_PACKAGE}"
-        )
-    cache.mkdir(parents=True, exist_ok=True)
-    if not quiet:
-        print(
-            f"kimi-proxy: installing {CLAUDE_CODE_PACKAGE}@{version} into {cache} "
-            "(first run only)...",
-            file=sys.stderr,
-        )
-    result = subprocess.run(
-        [
-            npm,
-            "install",
-            "--prefix",
-            str(cache),
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-            f"{CLAUDE_CODE_PACKAGE}@{version}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if result.returncode != 0 or not binary.exists():
-        raise LaunchError(
-            f"npm could not install {CLAUDE_CODE_PACKAGE}@{version} into {cache}: "
-            f"{result.stderr.strip()[-1500:]}"
-        )
-    return binary
-
-
 def proxy_url(settings: Settings) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     return f"http://{host}:{settings.port}"
 
 
-def probe_health(url: str) -> bool | None:
-    """True: a kimi-proxy answers; False: something else holds the port; None: nothing there."""
-    try:  # the local proxy: never through HTTP_PROXY
-        response = httpx.get(f"{url}/health", timeout=1.0, trust_env=False)
-    except httpx.HTTPError:
-        return None
+def health(url: str, timeout: float = 1.0) -> dict[str, Any] | Literal["nothing", "other"]:
+    """A kimi-proxy's `/health` answer; `other` when something else answers, `nothing` when
+    nobody does."""
     try:
-        return response.status_code == 200 and "provider" in response.json()
+        response = httpx.get(f"{url}/health", timeout=timeout, trust_env=not _loopback(url))
+    except httpx.HTTPError:
+        return "nothing"
+    try:
+        data = response.json()
     except ValueError:
-        return False
+        return "other"
+    if response.status_code == 200 and isinstance(data, dict) and "families" in data:
+        return data
+    return "other"
+
+
+def _loopback(url: str) -> bool:
+    return httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+
+
+def context_window(spec: PoolSpec | None) -> int:
+    return DEFAULT_CONTEXT_WINDOW if spec is None else spec.smallest_window(DEFAULT_CONTEXT_WINDOW)
+
+
+def look(settings: Settings) -> tuple[Found, PoolSpec | None]:
+    """What the decision needs: the gateway variables, the port, the local pool."""
+    spec: PoolSpec | None = None
+    notes: tuple[str, ...] = ()
+    try:
+        spec = load_pool_spec(settings, os.environ, date.today())
+        notes = spec.notes
+    except ConfigError:
+        if settings.gateway_url is None:
+            raise
+    on_port: Running | Literal["nothing", "other"] = "nothing"
+    if settings.gateway_url is None:
+        answer = health(proxy_url(settings))
+        if isinstance(answer, dict):
+            on_port = Running(
+                str(answer.get("config_id")), started_by_a_running_launcher(settings.port)
+            )
+        else:
+            on_port = answer
+    found = Found(
+        gateway_url=settings.gateway_url,
+        user_key=settings.user_key is not None or settings.auth_token is not None,
+        port=settings.port,
+        on_port=on_port,
+        usable=spec is not None and spec.usable,
+        config_id=spec.config_id() if spec is not None else "",
+        key_variables=tuple(e.key_env for e in load_catalog().providers.values() if e.key_env),
+        config_file=str(settings.config) if settings.config is not None else None,
+        config_notes=notes,
+    )
+    return found, spec
+
+
+def gateway_target(settings: Settings) -> Target:
+    """The team gateway, checked: it answers `/health` and takes the user's key."""
+    url = (settings.gateway_url or "").rstrip("/")
+    key = settings.user_key or settings.auth_token
+    assert key is not None
+    answer = health(url, timeout=GATEWAY_TIMEOUT)
+    if not isinstance(answer, dict):
+        why = "nothing answers there" if answer == "nothing" else "it is not a kimi-proxy"
+        raise LaunchError(
+            f"the team gateway {url} cannot be used: {why} ({url}/health). Check "
+            "KIMI_GATEWAY_URL, your network or VPN, or ask your team lead."
+        )
+    headers = {"authorization": f"Bearer {key.get_secret_value()}"}
+    try:
+        check = httpx.get(f"{url}/v1/models", headers=headers, timeout=GATEWAY_TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise LaunchError(f"the team gateway {url} stopped answering: {exc}.") from None
+    if check.status_code in (401, 403):
+        raise LaunchError(f"the team gateway refused your key: {_message(check)}")
+    window = answer.get("context_window")
+    return Target(
+        url,
+        key.get_secret_value(),
+        window if isinstance(window, int) and window > 0 else DEFAULT_CONTEXT_WINDOW,
+        "gateway",
+    )
+
+
+def _message(response: httpx.Response) -> str:
+    with contextlib.suppress(ValueError, KeyError, TypeError):
+        return str(response.json()["error"]["message"])
+    return f"HTTP {response.status_code}"
 
 
 def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     """Start `kimi-proxy serve` in the background and wait for /health."""
-    log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG", "/tmp/kimi-proxy-launcher.log"))
+    log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG") or state_dir() / "launcher.log")
     log_file = log_path.open("ab")
-    env = {**os.environ, "KIMI_PROXY_PORT": str(settings.port), "KIMI_PROXY_HOST": settings.host}
+    env = {
+        **os.environ,
+        "KIMI_PROXY_PORT": str(settings.port),
+        "KIMI_PROXY_HOST": settings.host,
+        "KIMI_LAUNCHER_PID": str(os.getpid()),
+    }
     if settings.config is not None:
         env["KIMI_PROXY_CONFIG"] = str(settings.config)
     process = subprocess.Popen(
@@ -168,10 +197,9 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
             tail = log_path.read_text(errors="replace")[-800:]
             raise LaunchError(
                 f"kimi-proxy exited during start-up (code {process.returncode}). "
-                f"Is port {settings.port} taken? Set KIMI_PROXY_PORT to a free port. "
                 f"Log ({log_path}):\n{tail}"
             )
-        if probe_health(url):
+        if isinstance(health(url), dict):
             return process
         time.sleep(0.1)
     stop_proxy(process)
@@ -192,180 +220,93 @@ def stop_proxy(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def without_proxy_for(env: dict[str, str], host: str) -> None:
-    """Add `host` to NO_PROXY/no_proxy: Claude Code honours HTTP(S)_PROXY, and a corporate
-    proxy cannot reach (or must not see) the local kimi-proxy."""
-    for name in ("NO_PROXY", "no_proxy"):
-        hosts = [h.strip() for h in env.get(name, "").split(",") if h.strip()]
-        env[name] = ",".join([*hosts, *(h for h in (host, "localhost") if h not in hosts)])
+class Hangup(Exception):
+    """The launcher got SIGHUP or SIGTERM: Claude Code has it too; clean up and go."""
 
-
-def context_window(settings: Settings) -> int:
-    """The smallest context window of the models Claude Code's main and background requests
-    may be routed to (a failover must not meet a window Claude Code has not compacted for)."""
-    try:
-        spec = load_pool_spec(settings, os.environ, date.today())
-    except ConfigError:
-        return DEFAULT_CONTEXT_WINDOW
-    windows = [
-        candidate.limits.context_window
-        for route, model in (("default", "claude-sonnet"), ("background", SMALL_MODEL_ALIAS))
-        for candidate in spec.candidates(route, model)
-    ]
-    return min(windows, default=DEFAULT_CONTEXT_WINDOW)
-
-
-# Never passed on to Claude Code: a real Anthropic key (it would reach the proxy, and make Claude
-# Code ask whether to use it), and the switches that send Claude Code to another provider
-# (Bedrock, Vertex…) whatever ANTHROPIC_BASE_URL says, as a company's shell profile may set.
-UNSET = (
-    "ANTHROPIC_API_KEY",
-    *(
-        f"CLAUDE_CODE_USE_{name}"
-        for name in (
-            "BEDROCK",
-            "VERTEX",
-            "FOUNDRY",
-            "ANTHROPIC_AWS",
-            "ANTHROPIC_GOOGLE_CLOUD",
-            "MANTLE",
-            "GATEWAY",
-        )
-    ),
-)
-
-
-def proxy_env(settings: Settings, url: str) -> dict[str, str]:
-    """Where Claude Code's requests go. The proxy's token goes as a bearer token, not as an API
-    key: Claude Code then skips its first-run connectivity check against api.anthropic.com (it
-    exits where that host cannot be reached), asks no "use this API key?" question, and does not
-    warn about a claude.ai login. On a gateway with users, `KIMI_USER_KEY` is sent instead:
-    the user's own key, so their own limits and usage apply."""
-    user_key = settings.user_key.get_secret_value() if settings.user_key else None
-    return {
-        "ANTHROPIC_BASE_URL": url,
-        "ANTHROPIC_AUTH_TOKEN": user_key or settings.auth_token_value or "kimi-proxy",
-    }
-
-
-def claude_env(settings: Settings, url: str, *, own_copy: bool = False) -> dict[str, str]:
-    """Claude Code's environment; `own_copy`: it is the launcher's pinned copy, which stays the
-    version the launcher was tested with (no self-update)."""
-    env = {k: v for k, v in os.environ.items() if k not in UNSET}
-    env.update(proxy_env(settings, url))
-    if own_copy:
-        env.setdefault("DISABLE_AUTOUPDATER", "1")
-    without_proxy_for(env, httpx.URL(url).host)
-    env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-    # Auto mode (Claude Code's default permission mode) has each risky action checked. Its server
-    # check runs on Anthropic's API only; its built-in check asks the model, through the proxy.
-    env.setdefault("CLAUDE_CODE_AUTO_MODE_SERVER", "0")
-    # Claude Code takes its claude-* models for 1M-token ones: told the provider's window, it
-    # compacts the conversation in time instead of after the provider refuses a request.
-    env.setdefault("CLAUDE_CODE_AUTO_COMPACT_WINDOW", str(context_window(settings)))
-    # Claude Code's background and title work uses the small model: keep it a haiku id so the
-    # proxy routes it to KIMI_SMALL_MODEL.
-    env.setdefault("ANTHROPIC_SMALL_FAST_MODEL", SMALL_MODEL_ALIAS)
-    env.setdefault("ANTHROPIC_DEFAULT_HAIKU_MODEL", SMALL_MODEL_ALIAS)
-    return env
-
-
-@contextlib.contextmanager
-def session_settings(settings: Settings, url: str) -> Iterator[Path]:
-    """Claude Code's `--settings` file for one session: only the user can read it (it holds the
-    proxy's token), and it is removed afterwards.
-
-    Its `env` outranks the `env` of the user's own settings files, which may point Claude Code
-    at another base URL or provider (guides for Kimi put ANTHROPIC_BASE_URL there). And WebFetch
-    no longer asks api.anthropic.com about each site first: where that host cannot be reached,
-    WebFetch fails, and the lookup tells Anthropic every site fetched.
-    """
-    content = {
-        "skipWebFetchPreflight": True,
-        "env": {**proxy_env(settings, url), **dict.fromkeys(UNSET, "")},
-        "statusLine": {"type": "command", "command": statusline_command(url), "padding": 0},
-    }
-    handle, name = tempfile.mkstemp(prefix="kimi-proxy-claude-", suffix=".json")
-    path = Path(name)
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(content, file)
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
-def statusline_command(url: str) -> str:
-    """The status line Claude Code runs on every update: what really serves the session."""
-    return f"{shlex.quote(sys.executable)} -m kimi_proxy statusline --url {shlex.quote(url)}"
-
-
-def claude_command(claude: str, claude_args: Sequence[str], settings_file: Path) -> list[str]:
-    """Claude Code with the user's arguments; the launcher's `--settings` unless they give one
-    (theirs would replace it)."""
-    if any(a == "--settings" or a.startswith("--settings=") for a in claude_args):
-        return [claude, *claude_args]
-    return [claude, "--settings", str(settings_file), *claude_args]
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def run_until_exit(command: list[str], env: dict[str, str]) -> int:
-    """Claude Code's exit status, the way a shell reports it."""
+    """Claude Code's exit status, the way a shell reports it. Ctrl-C is Claude Code's (it
+    interrupts a turn): the launcher waits it out. SIGHUP and SIGTERM are passed on."""
     claude_code = subprocess.Popen(command, env=env)
-    # Ctrl-C is Claude Code's (it interrupts a turn); the launcher waits it out. Ignored only
-    # after the start, so Claude Code does not inherit an ignored SIGINT.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def pass_on(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            claude_code.send_signal(signum)
+        raise Hangup(signum)
+
+    # Set only after the start, so Claude Code does not inherit an ignored SIGINT.
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, pass_on),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, pass_on),
+    }
     try:
         code = claude_code.wait()
         return 128 - code if code < 0 else code  # killed by signal N: the shell's 128+N
+    except Hangup as hangup:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            claude_code.wait(timeout=5)
+        return 128 + hangup.signum
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
     try:
-        spec = load_pool_spec(settings, os.environ, date.today())
+        found, spec = look(settings)
     except ConfigError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 2
-    if not spec.has_keys:
-        print(
-            "kimi-proxy: no provider API key. Set MOONSHOT_API_KEY, OPENROUTER_API_KEY, "
-            "GROQ_API_KEY (or another provider's key variable), or a config file.\n"
-            f"  export MOONSHOT_API_KEY=sk-...   # {KEY_ADVICE}",
-            file=sys.stderr,
-        )
+    plan = decide(found)
+    if isinstance(plan, NoSetup):
+        print(f"kimi-proxy: {plan.message}", file=sys.stderr)
         return 2
-    url = proxy_url(settings)
     started: subprocess.Popen[bytes] | None = None
     owner: Path | None = None
     try:
         claude = find_claude()
-        state = probe_health(url)
-        if state is False:
-            raise LaunchError(
-                f"Port {settings.port} is taken by another program. "
-                "Set KIMI_PROXY_PORT to a free port."
-            )
-        if state and started_by_a_running_launcher(settings.port):
-            settings = settings.model_copy(update={"port": free_port()})
-            url, state = proxy_url(settings), None
-        elif state is None:
-            owner = owner_file(settings.port)
-        if state is None:
-            started = start_proxy(settings, url)
-        if owner is not None:
-            owner.parent.mkdir(parents=True, exist_ok=True)
-            owner.write_text(str(os.getpid()))
-        with session_settings(settings, url) as settings_file:
-            command = claude_command(claude, claude_args, settings_file)
-            own_copy = Path(claude) == pinned_binary()
-            return run_until_exit(command, claude_env(settings, url, own_copy=own_copy))
+        print(f"kimi-proxy: {plan.line}", file=sys.stderr)
+        target, started, owner = _serve(settings, plan, spec)
+        path = write_session_settings(target, ours(given_settings(claude_args)))
+        command = claude_command(claude, claude_args, path)
+        own_copy = Path(claude) == pinned_binary()
+        return run_until_exit(command, claude_env(target, own_copy=own_copy))
     except LaunchError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
-        return 1
+        return 2
     finally:
         if owner is not None:
             owner.unlink(missing_ok=True)
         if started is not None:
             with contextlib.suppress(Exception):
                 stop_proxy(started)
+
+
+def _serve(
+    settings: Settings, plan: Plan, spec: PoolSpec | None
+) -> tuple[Target, subprocess.Popen[bytes] | None, Path | None]:
+    """The target of `plan`, and the proxy started for it (with its owner file) if any."""
+    if plan.mode == "gateway":
+        return gateway_target(settings), None, None
+    token = settings.auth_token_value or "kimi-proxy"
+    if plan.mode == "running":
+        url = proxy_url(settings)
+        answer = health(url)
+        window = answer.get("context_window") if isinstance(answer, dict) else None
+        if not isinstance(window, int) or window <= 0:
+            window = context_window(spec)
+        token = settings.user_key.get_secret_value() if settings.user_key else token
+        return Target(url, token, window, str(settings.port)), None, None
+    if plan.new_port:
+        settings = settings.model_copy(update={"port": free_port()})
+    url = proxy_url(settings)
+    owner = owner_file(settings.port)
+    started = start_proxy(settings, url)
+    owner.parent.mkdir(parents=True, exist_ok=True)
+    owner.write_text(str(os.getpid()))
+    return Target(url, token, context_window(spec), str(settings.port)), started, owner

@@ -10,13 +10,14 @@ the pool and the `kimi` family is the Kimi models those keys reach. See docs/CON
 
 from __future__ import annotations
 
+import hashlib
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -62,6 +63,8 @@ class ProviderConfig(_Strict):
     name: str = Field(min_length=1)
     base_url: str | None = None
     keys: list[str] = []
+    #: `none`: a keyless server (Ollama, vLLM on your own machine): no Authorization header.
+    auth: Literal["bearer", "none"] = "bearer"
     limits: LimitsConfig | None = None
     dialect: str | None = None
 
@@ -101,7 +104,15 @@ class FileConfig(_Strict):
 @dataclass(frozen=True, slots=True)
 class KeySpec:
     name: str  # the variable it came from, or its last four characters: never the key
-    secret: str = field(repr=False)
+    secret: str = field(repr=False)  # empty for a provider with `auth = "none"`
+
+    def headers(self) -> dict[str, str]:
+        """The request headers that carry this key (none for a keyless provider)."""
+        return {"authorization": f"Bearer {self.secret}"} if self.secret else {}
+
+
+#: The one "key" of a provider with `auth = "none"`.
+NO_KEY = KeySpec("no key", "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +123,8 @@ class ProviderSpec:
     profile: ProviderProfile
     keys: tuple[KeySpec, ...]
     limits: tuple[tuple[str, Window, int], ...] = ()
+    #: Where its base_url is set, for error advice: a variable, or the config file's entry.
+    url_setting: str = "its base_url in the provider catalog"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +160,34 @@ class PoolSpec:
     @property
     def has_keys(self) -> bool:
         return any(p.keys for p in self.providers.values())
+
+    def config_id(self) -> str:
+        """A short digest of the providers, keys and families: equal for two proxies started
+        with the same setup (the launcher reuses a running proxy only then). A digest, so the
+        keys cannot be read back from it."""
+        parts = [self.source, repr(sorted(self.routes.families().items()))]
+        for name in sorted(self.providers):
+            provider = self.providers[name]
+            parts += [name, provider.base_url, *(k.secret for k in provider.keys)]
+        for family in sorted(self.families):
+            parts += [family, *(c.label for c in self.families[family])]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    def smallest_window(self, default: int = 131072) -> int:
+        """The smallest context window of the models Claude Code's main and background
+        requests may be routed to (a failover must not meet a window Claude Code has not
+        compacted for); `default` when none is named."""
+        windows = [
+            candidate.limits.context_window
+            for route, model in (("default", "claude-sonnet"), ("background", "claude-haiku"))
+            for candidate in self.candidates(route, model)
+        ]
+        return min(windows, default=default)
+
+    @property
+    def usable(self) -> bool:
+        """Whether any route has a candidate to serve it (a key, or a keyless provider)."""
+        return any(self.families.values())
 
 
 def key_name(raw: str, value: str) -> str:
@@ -211,14 +252,23 @@ def spec_from_file(
                 f"{at}: dialect {dialect_name!r} is unknown; use one of "
                 f"{', '.join(sorted(catalog.dialects))}."
             )
+        if cfg.auth == "none" and cfg.keys:
+            raise ConfigError(
+                f'{at}: auth = "none" takes no keys; remove keys, or remove auth = "none".'
+            )
         profile = entry.profile if entry else catalog.for_url(base_url).profile
         providers[cfg.name] = ProviderSpec(
             name=cfg.name,
             base_url=base_url,
             dialect=catalog.dialects[dialect_name],
             profile=profile,
-            keys=_keys(cfg.keys, env),
+            keys=(NO_KEY,) if cfg.auth == "none" else _keys(cfg.keys, env),
             limits=cfg.limits.windows() if cfg.limits else (),
+            url_setting=(
+                f"the base_url of [[provider]] {cfg.name!r} in {where}"
+                if cfg.base_url
+                else f"the catalog's base_url for {cfg.name} (set base_url in {where})"
+            ),
         )
     families: dict[str, tuple[CandidateSpec, ...]] = {}
     for family, fam in config.family.items():
@@ -331,7 +381,7 @@ def spec_from_environment(
     """No file: the legacy single provider when its settings are given, else the catalog
     providers whose key variables are set."""
     if settings.model_fields_set & LEGACY_FIELDS:
-        return _legacy_spec(settings, catalog)
+        return _legacy_spec(settings, catalog, today)
     notes: list[str] = []
     providers: dict[str, ProviderSpec] = {}
     groq = _catalog_provider("groq", {}, catalog)
@@ -348,20 +398,44 @@ def _settings_key_name(env: Mapping[str, str]) -> str:
     return "KIMI_API_KEY" if env.get("KIMI_API_KEY", "").strip() else "GROQ_API_KEY"
 
 
-def _legacy_spec(settings: Settings, catalog: Catalog) -> PoolSpec:
-    """One provider at `KIMI_UPSTREAM_URL`, one key, the models `KIMI_MODEL_RULES` names."""
+def _legacy_spec(settings: Settings, catalog: Catalog, today: date) -> PoolSpec:
+    """One provider at `KIMI_UPSTREAM_URL`, one key, the models `KIMI_MODEL_RULES` names:
+    `KIMI_MODEL`, else the live Kimi model the catalog knows at that provider."""
     profile = settings.profile
     entry = catalog.get(profile.name) or catalog.for_url(settings.upstream_url)
     key = settings.api_key_value
     keys = (KeySpec(f"…{key[-4:]}", key),) if key else ()
-    provider = ProviderSpec(profile.name, settings.upstream_url, entry.dialect, profile, keys)
-    router = settings.router
+    provider = ProviderSpec(
+        profile.name,
+        settings.upstream_url,
+        entry.dialect,
+        profile,
+        keys,
+        url_setting="KIMI_UPSTREAM_URL",
+    )
+    big = settings.model or _live_kimi(profile, today)
+    if big is None:
+        raise ConfigError(
+            f"KIMI_MODEL is not set, and the provider catalog knows no Kimi model that "
+            f"{profile.name} ({settings.upstream_url}) still serves. Set KIMI_MODEL (and "
+            "KIMI_SMALL_MODEL) to a model id your provider lists, or use a provider that "
+            "serves Kimi: export MOONSHOT_API_KEY=sk-... (docs/CONFIG.md)."
+        )
+    router = ModelRouter.from_spec(settings.model_rules, big, settings.small_model or big)
     models = dict.fromkeys([router.big, router.small, *(target for _, target in router.rules)])
     families: dict[str, tuple[CandidateSpec, ...]] = {}
     if keys:
         families = {m: (CandidateSpec(profile.name, m, profile.limits(m)),) for m in models}
     routes = RouteConfig(default=router.big, max_wait_s=MAX_LEGACY_WAIT)
     return PoolSpec({profile.name: provider}, families, routes, legacy_router=router)
+
+
+def _live_kimi(profile: ProviderProfile, today: date) -> str | None:
+    """The catalog's first Kimi model at this provider that is not shut down."""
+    for model, limits in profile.models.items():
+        if limits.family == DEFAULT_FAMILY and (limits.shutdown is None or today < limits.shutdown):
+            return model
+    return None
 
 
 def load_pool_spec(settings: Settings, env: Mapping[str, str], today: date) -> PoolSpec:

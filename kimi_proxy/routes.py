@@ -37,7 +37,7 @@ from .protocol.anthropic import (
 from .providers.call import Call, MustWait, Opened
 from .providers.pool import Pool
 from .relay import Current, fails_over, stream_events, stream_failure
-from .routing import no_candidate_error, note_target, plan_call
+from .routing import no_candidate_error, note_target, plan_call, unservable
 from .sse import encode_event
 from .state import ProxyState
 from .streaming import BodyWriter, EventStreamResponse
@@ -361,6 +361,8 @@ async def get_model(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
+    """Liveness, open to anyone: no URL, no key, nothing a stranger could use. `config_id` (a
+    digest of the setup) and `context_window` are what the launcher reads."""
     state = request.app.state.proxy
     pool: Pool = state.pool
     first = pool.first_candidate("default", "claude-sonnet")
@@ -369,7 +371,8 @@ async def health(request: Request) -> Response:
             "status": "ok",
             "version": __version__,
             "provider": first.provider if first else None,
-            "upstream_url": pool.spec.providers[first.provider].base_url if first else None,
+            "config_id": pool.spec.config_id(),
+            "context_window": pool.spec.smallest_window(),
             "families": {
                 family: [c.label for c in candidates if c.label not in pool.retired]
                 for family, candidates in pool.spec.families.items()
@@ -382,11 +385,15 @@ async def health(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Readiness: 503 once the instance is draining, or while Redis is down under
-    `fail_closed` (liveness is `/health`, which never asks Redis)."""
+    """Readiness: 503 once the instance is draining, while no candidate can be served (a
+    broken configuration then does not roll out), or while Redis is down under `fail_closed`
+    (liveness is `/health`, which never asks Redis)."""
     state: ProxyState = request.app.state.proxy
     if state.draining:
         return _json({"status": "draining", "active_streams": state.active_streams}, 503)
+    pool: Pool = state.pool
+    if (why := unservable(pool)) is not None:
+        return _json({"status": "no_candidate", "reason": why}, 503)
     link = state.gateway.link
     answer: dict[str, Any] = {"status": "ready", "active_streams": state.active_streams}
     if link is not None:

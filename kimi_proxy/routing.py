@@ -97,6 +97,25 @@ def plan_call(
     return call
 
 
+def unservable(pool: Pool) -> str | None:
+    """Why no request can be served (no candidate, every model retired, every key disabled),
+    or None: what `/ready` answers 503 for."""
+    candidates = [c for family in pool.spec.families.values() for c in family]
+    if not candidates:
+        notes = " ".join(pool.spec.notes)
+        return f"No provider key or usable candidate is configured. {notes}".strip()
+    live = [c for c in candidates if c.label not in pool.retired]
+    if not live:
+        return "Every candidate model is retired: " + "; ".join(
+            f"{label}: {why}" for label, why in pool.retired.items()
+        )
+    if not any(k.disabled is None for c in live for k in pool.keys.get(c.provider, ())):
+        return "Every provider key was rejected: " + "; ".join(
+            f"{k.label}: {k.disabled}" for k in pool.all_keys() if k.disabled
+        )
+    return None
+
+
 def no_candidate_error(pool: Pool, model: str) -> ProxyError:
     if not any(pool.all_keys()):
         return AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")

@@ -124,9 +124,10 @@ class SecurityMiddleware:
                     record.user = user.name
                 return None
         return AuthenticationError(
-            "Unknown or revoked user key. This gateway has users: send your key (from "
-            "`kimi-proxy users add NAME`) as x-api-key or Authorization: Bearer; with Claude "
-            "Code, as ANTHROPIC_AUTH_TOKEN or from an apiKeyHelper."
+            "This gateway does not know your user key: it was revoked or replaced, or it is "
+            "mistyped. Ask your team lead for a new one (`kimi-proxy users rotate NAME` prints "
+            "it), then set it as KIMI_USER_KEY for ./kimi.sh (or ANTHROPIC_AUTH_TOKEN for "
+            "claude)."
         )
 
     def _allowed_origin(self, origin: str, host: str) -> bool:

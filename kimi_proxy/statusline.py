@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 TIMEOUT = 0.3  # seconds: the proxy is local; a slow answer is no answer
+REMOTE_TIMEOUT = 1.0  # a team gateway over https: a handshake and a network away
 
 
 def _url(args: list[str]) -> str:
@@ -70,15 +71,26 @@ def format_line(data: dict[str, Any], status: dict[str, Any]) -> str:
 
 
 def get(url: str, path: str, token: str | None) -> tuple[int, bytes]:
-    """One GET to the proxy: the status and the body (raises OSError or ValueError)."""
+    """One GET to the proxy or the team gateway (https: `ssl` is imported only then): the
+    status and the body (raises OSError or ValueError)."""
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ValueError(f"not an http:// URL: {url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http:// or https:// URL: {url}")
     lines = [f"GET {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
     if token:
         lines.append(f"Authorization: Bearer {token}")
-    with socket.create_connection((parts.hostname, parts.port or 80), TIMEOUT) as connection:
-        connection.settimeout(TIMEOUT)
+    secure = parts.scheme == "https"
+    timeout = TIMEOUT if parts.hostname in ("127.0.0.1", "localhost", "::1") else REMOTE_TIMEOUT
+    port = parts.port or (443 if secure else 80)
+    with socket.create_connection((parts.hostname, port), timeout) as plain:
+        connection = plain
+        if secure:
+            import ssl  # honours SSL_CERT_FILE, as the proxy's own connections do
+
+            connection = ssl.create_default_context().wrap_socket(
+                plain, server_hostname=parts.hostname
+            )
+        connection.settimeout(timeout)
         connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         received = b"".join(iter(lambda: connection.recv(65536), b""))
     head, _, body = received.partition(b"\r\n\r\n")

@@ -80,8 +80,10 @@ class UpstreamClient:
         url: str,
         api_key: str | None,
         timeout: httpx.Timeout,
+        url_setting: str = "KIMI_UPSTREAM_URL",
     ) -> None:
         self._transport = transport
+        self._url_setting = url_setting  # where the user fixes the URL: named in errors
         self._url = url
         self._target = httpx.URL(url)  # parsed once, not on every request
         self._api_key = api_key
@@ -127,7 +129,8 @@ class UpstreamClient:
         except httpx.HTTPError as exc:
             retryable = transport_failure_kind(exc) in ("connect", "connect_timeout")
             raise UpstreamFailure(
-                error_from_transport(exc, upstream=self._url), retryable=retryable
+                error_from_transport(exc, upstream=self._url, setting=self._url_setting),
+                retryable=retryable,
             ) from exc
         if response.status_code < 400:
             return response
@@ -144,6 +147,7 @@ class UpstreamClient:
             model=context.model,
             prompt_tokens=context.prompt_tokens,
             context_window=context.context_window,
+            setting=self._url_setting,
         )
         if self._api_key:
             error.message = redact(error.message, (self._api_key,))
@@ -160,7 +164,7 @@ class UpstreamClient:
         try:
             data = await response.aread()
         except httpx.HTTPError as exc:
-            raise error_from_transport(exc, upstream=self._url) from exc
+            raise error_from_transport(exc, upstream=self._url, setting=self._url_setting) from exc
         finally:
             await response.aclose()
         return _json_object(data, "answered with")
@@ -182,7 +186,7 @@ class UpstreamClient:
                 if done:
                     return
         except httpx.HTTPError as exc:
-            raise error_from_transport(exc, upstream=self._url) from exc
+            raise error_from_transport(exc, upstream=self._url, setting=self._url_setting) from exc
 
     async def relay(self, response: httpx.Response, deliver: Deliver) -> None:
         """The chunks of a streaming response handed to `deliver` as they arrive, a list per
@@ -215,7 +219,7 @@ class UpstreamClient:
                 if wait is not None:
                     await wait
         except httpx.HTTPError as exc:
-            raise error_from_transport(exc, upstream=self._url) from exc
+            raise error_from_transport(exc, upstream=self._url, setting=self._url_setting) from exc
 
 
 Deliver = Callable[[list[dict[str, Any]]], "asyncio.Future[None] | None"]

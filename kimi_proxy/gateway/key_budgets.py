@@ -63,7 +63,7 @@ class SharedKeyBudgets:
             else:
                 if isinstance(decision, Refused):
                     if ask is not None and decision.subject == ask.claim.subject:
-                        raise refusal(ask.user, decision)
+                        raise refusal(ask.user, decision, self.limiter.patience)
                     return math.inf if decision.after_ms == NEVER else decision.after_ms / 1000
                 if key_claim is not None:
                     self.held[ident] = key_claim

@@ -105,6 +105,9 @@ class UserLimiter:
     local: MemoryStore = field(default_factory=MemoryStore)
     open: dict[tuple[str, str], LimitStore] = field(default_factory=dict)  # grants not ended
     settler: Settler = field(default_factory=Settler)
+    #: A refusal whose limit resets within this many seconds (the routes' `max_wait_s`) is
+    #: retried by the client; a longer one is final: the person reads it at once.
+    patience: float = 20.0
 
     def claim(self, user: User, need_tokens: int, share: int = 1) -> Claim:
         limits = user.limits
@@ -127,7 +130,7 @@ class UserLimiter:
                 link.mark_down(exc)
             else:
                 if isinstance(decision, Refused):
-                    raise refusal(user, decision)
+                    raise refusal(user, decision, self.patience)
                 return self.hold(link.store, ident, claim)
         if link is not None and link.fail_closed:
             raise SharedStoreDownError(link.down_message())
@@ -138,7 +141,7 @@ class UserLimiter:
         claim = self.claim(user, need_tokens, share)
         decision = await self.local.admit(ident, (claim,), LOCAL_LEASE_MS)
         if isinstance(decision, Refused):
-            raise refusal(user, decision)
+            raise refusal(user, decision, self.patience)
         return self.hold(self.local, ident, claim)
 
     def hold(self, store: LimitStore, ident: str, claim: Claim) -> Grant:
@@ -150,7 +153,10 @@ class UserLimiter:
         return [pair for pair, store in self.open.items() if store is not self.local]
 
 
-def refusal(user: User, refused: Refused) -> InvalidRequestError | RateLimitError:
+def refusal(
+    user: User, refused: Refused, patience: float = 20.0
+) -> InvalidRequestError | RateLimitError:
+    """Why `user` is refused, for them to read: which limit, when it resets, whom to ask."""
     if refused.after_ms == NEVER:
         return InvalidRequestError(
             f"This request is larger than user {user.name!r}'s limit of {refused.limit} "
@@ -166,7 +172,17 @@ def refusal(user: User, refused: Refused) -> InvalidRequestError | RateLimitErro
         )
     return RateLimitError(
         f"User {user.name!r}'s limit is reached: {refused.limit} "
-        f"({user.limits.describe()}); room again in {wait:.0f} s. (This is your own limit on "
-        "this gateway, not the provider's.)",
+        f"({user.limits.describe()}); room again in {_duration(wait)}. This is your own "
+        "limit on this gateway, not the provider's: ask your team lead to raise it "
+        "(kimi-proxy users limits).",
         retry_after=wait,
+        final=wait > patience,
     )
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -348,7 +348,8 @@ class Call:
         if refuse.retry_after is None:
             return TokenLimitError(f"{refuse.message} {TOKEN_LIMIT_ADVICE}", limit=0, requested=0)
         said = f" (Provider said: {self.last_error.message})" if self.last_error else ""
-        return RateLimitError(refuse.message + said, retry_after=refuse.retry_after)
+        # Waiting was weighed and refused (longer than `max_wait_s`): the person reads it now.
+        return RateLimitError(refuse.message + said, retry_after=refuse.retry_after, final=True)
 
     def _live_keys(self) -> bool:
         return any(

@@ -25,7 +25,7 @@ async def served_models(
     async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
         response = await client.get(
             provider.base_url.rstrip("/") + "/models",
-            headers={"authorization": f"Bearer {key.secret}"},
+            headers=key.headers(),
         )
         response.raise_for_status()
     return model_ids(response.content)

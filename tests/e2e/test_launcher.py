@@ -197,39 +197,22 @@ def test_claude_code_set_up_for_another_provider_still_reaches_the_proxy(
     launch("kimi-proxy code", venv, project, env, "E2E-HELLO: hi").assert_success(HELLO)
 
 
-def test_kimi_sh_without_a_key_stops_before_starting_anything(
-    tmp_path: Path, home: Path, project: Path
+@pytest.mark.parametrize("which", ["kimi.sh", "kimi-proxy code"])
+def test_without_any_setup_one_message_names_what_was_looked_for(
+    which: str, tmp_path: Path, home: Path, project: Path, venv: Path
 ) -> None:
     bin_dir, marker = fake_claude(tmp_path)
-    venv = tmp_path / "no-venv-yet"
     port = free_port()
-    env = hermetic_env(
-        home,
-        KIMI_PROXY_PORT=str(port),
-        KIMI_VENV=str(venv),
-        KIMI_LAUNCHER_LOG=str(home / "launcher.log"),
-    )
+    env = hermetic_env(home, KIMI_PROXY_PORT=str(port), KIMI_VENV=str(venv))
     env["PATH"] = f"{bin_dir}:{env['PATH']}"
-    run = run_claude([str(KIMI_SH), "-p", "hi"], cwd=project, env=env, timeout=30)
-    assert run.returncode != 0
-    assert "GROQ_API_KEY" in run.stderr
+    run = run_claude([*launcher_command(which, venv), "-p", "hi"], cwd=project, env=env, timeout=30)
+    assert run.returncode == 2
+    for looked_for in ("KIMI_GATEWAY_URL", f"127.0.0.1:{port}", "MOONSHOT_API_KEY", "config"):
+        assert looked_for in run.stderr
     assert run.stdout == ""
-    assert not venv.exists(), "kimi.sh set up a venv before checking the key"
-    assert not marker.exists(), "kimi.sh ran Claude Code without a key"
-    assert not (home / "launcher.log").exists(), "kimi.sh started the proxy without a key"
+    assert not marker.exists(), "the launcher ran Claude Code with nothing to serve it"
+    assert not (home / ".local" / "state" / "kimi-proxy" / "launcher.log").exists()
     assert not listening(port)
-
-
-def test_kimi_proxy_code_without_a_key_names_it(
-    tmp_path: Path, home: Path, project: Path, venv: Path
-) -> None:
-    env = hermetic_env(home, KIMI_PROXY_PORT=str(free_port()))
-    run = run_claude(
-        [str(venv / "bin" / "kimi-proxy"), "code", "-p", "hi"], cwd=project, env=env, timeout=30
-    )
-    assert run.returncode != 0
-    assert "GROQ_API_KEY" in run.stderr
-    assert run.stdout == ""
 
 
 def test_kimi_sh_reuses_a_running_proxy_and_leaves_it_running(
@@ -237,9 +220,9 @@ def test_kimi_sh_reuses_a_running_proxy_and_leaves_it_running(
 ) -> None:
     with proxy_for(ScriptedModel()) as proxy:
         port = int(proxy.url.rsplit(":", 1)[1])
-        # A proxy the launcher started itself would use this dead upstream and fail.
-        dead = f"http://127.0.0.1:{free_port()}/v1"
-        env = launcher_env(home, bin_dir, venv, dead, port)
+        # No provider key here: the running proxy is the only way (and is said to be used).
+        env = hermetic_env(home, KIMI_PROXY_PORT=str(port), KIMI_VENV=str(venv))
+        env["PATH"] = f"{bin_dir}:{env['PATH']}"
         run = run_claude(
             [str(KIMI_SH), *headless_args("E2E-HELLO: hi")], cwd=project, env=env, timeout=90
         )
@@ -247,7 +230,24 @@ def test_kimi_sh_reuses_a_running_proxy_and_leaves_it_running(
         assert len(proxy.upstream.requests) == 1, "the running proxy served the session"
         health = httpx.get(f"{proxy.url}/health", timeout=5)
         assert health.status_code == 200, "the launcher stopped a proxy it did not start"
-        assert not (home / "launcher.log").exists(), "the launcher started a second proxy"
+        assert f"using the kimi-proxy already running on 127.0.0.1:{port}" in run.stderr
+
+
+def test_a_running_proxy_with_other_keys_is_not_reused(
+    home: Path, project: Path, bin_dir: Path, venv: Path, upstream: ScriptedUpstream
+) -> None:
+    """A proxy left running with yesterday's keys (or someone else's) would serve the session
+    with them: the launcher starts its own on a free port instead, and says so."""
+    with proxy_for(ScriptedModel()) as other:
+        port = int(other.url.rsplit(":", 1)[1])
+        env = launcher_env(home, bin_dir, venv, upstream.base_url, port)
+        run = run_claude(
+            [str(KIMI_SH), *headless_args("E2E-HELLO: hi")], cwd=project, env=env, timeout=90
+        )
+        run.assert_success(HELLO)
+        assert "runs with other providers or keys than yours" in run.stderr
+        assert other.upstream.requests == [], "the other proxy served the session"
+        assert len(upstream.requests) == 1
 
 
 def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(

@@ -119,8 +119,8 @@ def test_doctor_says_what_is_wrong_per_key_without_a_model_call(
         upstream.models = ["kimi-k2.6", "other"]
         assert run_doctor(good) == 1
         assert "does not serve kimi-big (it serves kimi-k2.6, other)" in capsys.readouterr().out
-    assert run_doctor(Settings(api_key=None)) == 1
-    assert "No API key" in capsys.readouterr().out
+    assert run_doctor(Settings(api_key=None)) == 2  # the launcher's own refusal
+    assert "no provider to run Claude Code on" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("limit", "verdict"), [("10000", 1), ("20000", 0), ("250000", 0)])
