@@ -126,7 +126,8 @@ def run_gateway_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if args.command == "usage":
         return run_usage(gateway, args)
-    return run_users(gateway, settings.users_file or DEFAULT_USERS_FILE, args)
+    named = getattr(args, "users_file", None) is not None or bool(os.environ.get("KIMI_USERS_FILE"))
+    return run_users(gateway, settings.users_file or DEFAULT_USERS_FILE, args, file_named=named)
 
 
 def build_parser() -> argparse.ArgumentParser:

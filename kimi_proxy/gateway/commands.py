@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -27,9 +27,20 @@ from .metering import (
 )
 from .redis_users import RedisUsers
 from .settings import Gateway
-from .users import User, UserError, UserFile, UserLimits
+from .users import (
+    User,
+    UserError,
+    UserFile,
+    UserLimits,
+    limited,
+    new_key,
+    rekeyed,
+    removed,
+    revoked,
+)
 
 USAGE_FORMATS = ("table", "csv", "json")
+LIMIT_NAMES = ("rpm", "tpm", "concurrency", "daily-tokens")
 
 
 def _positive(value: str) -> int:
@@ -72,16 +83,35 @@ def add_parsers(sub: Any) -> None:
     users.add_argument("--users-file", metavar="USERS_FILE", help="(KIMI_USERS_FILE)")
     users.add_argument("--redis-url", metavar="REDIS_URL", help="(KIMI_REDIS_URL)")
     users.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+    users.add_argument(
+        "--file",
+        action="store_true",
+        help="without Redis: yes, change the users file on this machine (a single-machine "
+        "proxy's users; a gateway on Redis does not see them)",
+    )
     actions = users.add_subparsers(dest="action", required=True)
     add = actions.add_parser("add", help="add a user; prints the new key once")
     add.add_argument("name")
     _limit_flags(add)
     actions.add_parser("list", help="the users, their state and limits (never their keys)")
-    revoke = actions.add_parser("revoke", help="revoke a user's key (on every instance)")
-    revoke.add_argument("name")
-    limits = actions.add_parser("limits", help="set a user's limits (omitted ones: none)")
+    for action, text in (
+        ("revoke", "revoke a user's key (on every instance)"),
+        ("rotate", "a new key for a user (revoked or not); prints it once, the old one stops"),
+        ("remove", "delete a user"),
+    ):
+        actions.add_parser(action, help=text).add_argument("name")
+    limits = actions.add_parser(
+        "limits", help="change the limits named (the others stay); --clear drops one"
+    )
     limits.add_argument("name")
     _limit_flags(limits)
+    limits.add_argument(
+        "--clear",
+        action="append",
+        default=[],
+        choices=LIMIT_NAMES,
+        help="drop this limit (repeat for several)",
+    )
 
     usage = sub.add_parser("usage", help="usage and cost per user, session, provider, model")
     usage.add_argument("--user", help="only this user")
@@ -109,9 +139,7 @@ class UserStore(Protocol):
 
     async def add(self, name: str, limits: UserLimits) -> str: ...
 
-    async def revoke(self, name: str) -> None: ...
-
-    async def set_limits(self, name: str, limits: UserLimits) -> User: ...
+    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +154,30 @@ class _FileUsers:
     async def add(self, name: str, limits: UserLimits) -> str:
         return self.file.add(name, limits)
 
-    async def revoke(self, name: str) -> None:
-        self.file.revoke(name)
-
-    async def set_limits(self, name: str, limits: UserLimits) -> User:
-        return self.file.set_limits(name, limits)
+    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
+        return self.file.change(name, how)
 
 
-def run_users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
-    """`kimi-proxy users add|list|revoke|limits`."""
+def run_users(
+    gateway: Gateway, users_file: Path, args: argparse.Namespace, *, file_named: bool = False
+) -> int:
+    """`kimi-proxy users add|list|revoke|rotate|remove|limits`. Without Redis, a change goes
+    to the users file only when the admin means it (`--file`, or the file named by
+    `--users-file`/`KIMI_USERS_FILE`): the gateway the key is for may well be on Redis."""
+    users_file = users_file.expanduser()
+    if not gateway.redis_url and not (args.file or file_named):
+        if args.action != "list":
+            print(
+                f"kimi-proxy: KIMI_REDIS_URL is not set, so this would change the users file "
+                f"{users_file} on this machine, which a gateway on Redis never reads (its key "
+                "would not work there, and this machine's own proxy would start asking for "
+                "user keys). For the team's gateway, set KIMI_REDIS_URL (or [gateway] "
+                "redis_url in the config file). For this machine's users file, add --file: "
+                f"kimi-proxy users --file {args.action} ...",
+                file=sys.stderr,
+            )
+            return 2
+        print(f"kimi-proxy: the users file {users_file} (no KIMI_REDIS_URL)", file=sys.stderr)
     try:
         return asyncio.run(_users(gateway, users_file, args))
     except UserError as exc:
@@ -160,16 +203,37 @@ async def _users_action(store: UserStore, args: argparse.Namespace) -> int:
         _print_users(await store.load())
         return 0
     if args.action == "revoke":
-        await store.revoke(args.name)
+        await store.change(args.name, revoked)
         return _revoked(args.name)
-    limits = _limits(args)
+    if args.action == "rotate":
+        key = new_key()
+        await store.change(args.name, rekeyed(key))
+        print(f"{args.name}: a new key (shown once, not stored); the old one stops working:")
+        print(key)
+        return 0
+    if args.action == "remove":
+        await store.change(args.name, removed)
+        print(f"{args.name}: removed")
+        return 0
+    given = _given_limits(args)
     if args.action == "add":
+        limits = UserLimits().merged(given)
         return _added(args.name, limits, await store.add(args.name, limits))
-    return _limited(await store.set_limits(args.name, limits))
+    clear = [name.replace("-", "_") for name in args.clear]
+    if both := [n for n in clear if given.get(n) is not None]:
+        raise UserError(f"--clear {both[0]} and a new value for it: give one or the other.")
+    user = await store.change(args.name, limited(given, clear))
+    assert user is not None
+    return _limited(user)
 
 
-def _limits(args: argparse.Namespace) -> UserLimits:
-    return UserLimits(args.rpm, args.tpm, args.concurrency, args.daily_tokens)
+def _given_limits(args: argparse.Namespace) -> dict[str, int | None]:
+    return {
+        "rpm": args.rpm,
+        "tpm": args.tpm,
+        "concurrency": args.concurrency,
+        "daily_tokens": args.daily_tokens,
+    }
 
 
 def _print_users(users: dict[str, User]) -> None:

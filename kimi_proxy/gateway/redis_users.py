@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import cast
 
 import orjson
@@ -55,23 +54,21 @@ class RedisUsers:
             raise UserError(f"A user named {name!r} exists already; pick another name.")
         return key
 
-    async def revoke(self, name: str) -> None:
-        await self._change(name, lambda u: replace(u, revoked=True))
-
-    async def set_limits(self, name: str, limits: UserLimits) -> User:
-        return await self._change(name, lambda u: replace(u, limits=limits))
-
-    async def _change(self, name: str, change: Callable[[User], User]) -> User:
-        """Read, change and write one user, retried if another writer came in between."""
-        changed: list[User] = []
+    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
+        """Read, change (None: remove) and write one user, retried if another writer came in
+        between."""
+        changed: list[User | None] = []
 
         async def attempt(pipe: Pipeline) -> None:
             entry = await cast("Awaitable[bytes | None]", pipe.hget(self.users_key, name))
             if entry is None:
                 raise UserError(f"No user named {name!r}.")
-            user = change(user_from_entry(name, orjson.loads(entry)))
+            user = how(user_from_entry(name, orjson.loads(entry)))
             pipe.multi()  # type: ignore[no-untyped-call]
-            pipe.hset(self.users_key, name, _json(user))
+            if user is None:
+                pipe.hdel(self.users_key, name)
+            else:
+                pipe.hset(self.users_key, name, _json(user))
             pipe.incr(self.version_key)
             changed[:] = [user]
 

@@ -21,7 +21,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,11 @@ class UserLimits:
         ]
         return ", ".join(parts) or "no limits"
 
+    def merged(self, given: dict[str, int | None], clear: Iterable[str] = ()) -> UserLimits:
+        """These limits with the `given` ones changed (None: not given) and `clear` dropped."""
+        changed = {name: value for name, value in given.items() if value is not None}
+        return replace(self, **changed, **dict.fromkeys(clear))
+
 
 @dataclass(frozen=True, slots=True)
 class User:
@@ -66,6 +71,25 @@ def hash_key(key: str) -> str:
 
 def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def revoked(user: User) -> User:
+    return replace(user, revoked=True)
+
+
+def rekeyed(key: str) -> Callable[[User], User]:
+    """A new key for the user (active again, if it was revoked); the old one stops working."""
+    return lambda user: replace(user, key_hash=hash_key(key), revoked=False)
+
+
+def limited(given: dict[str, int | None], clear: Iterable[str]) -> Callable[[User], User]:
+    """Only the limits named change; the others stay."""
+    dropped = tuple(clear)
+    return lambda user: replace(user, limits=user.limits.merged(given, dropped))
+
+
+def removed(user: User) -> None:
+    return None
 
 
 def check_name(name: str) -> None:
@@ -132,18 +156,17 @@ class UserFile:
             users[name] = User(name, hash_key(key), time.time(), limits=limits)
         return key
 
-    def revoke(self, name: str) -> None:
+    def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
+        """One user changed by `how` (None: removed), under the lock."""
         with self.changing() as users:
             if name not in users:
                 raise UserError(f"No user named {name!r}.")
-            users[name] = replace(users[name], revoked=True)
-
-    def set_limits(self, name: str, limits: UserLimits) -> User:
-        with self.changing() as users:
-            if name not in users:
-                raise UserError(f"No user named {name!r}.")
-            users[name] = replace(users[name], limits=limits)
-            return users[name]
+            changed = how(users[name])
+            if changed is None:
+                del users[name]
+            else:
+                users[name] = changed
+            return changed
 
 
 class UserDirectory:
