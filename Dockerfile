@@ -5,7 +5,6 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kimi_proxy ./kimi_proxy
-COPY bench ./bench
 RUN python -m venv /opt/kimi-proxy \
  && /opt/kimi-proxy/bin/pip install --no-cache-dir .
 

@@ -50,7 +50,7 @@ from .observability import (
 from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_gateway, load_pool_spec
 from .providers.discovery import served_models, unserved
 from .providers.pool import Pool
-from .security import SecurityMiddleware
+from .security import OPEN_PATHS, SecurityMiddleware
 from .state import ProxyState
 from .transport import HttptoolsTransport
 from .upstream import UpstreamClient
@@ -268,6 +268,7 @@ def create_app(
             cors_origins=settings.cors_origin_list,
             auth_token=settings.auth_token_value,
             users=state.gateway.users,
+            open_paths=OPEN_PATHS | ({"/metrics"} if settings.metrics_public else set()),
         )
 
     middleware = []

@@ -6,6 +6,7 @@ anything heavy (pydantic, the server) is imported; everything else goes to `comm
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +19,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args[1:])
     from .commands import main as run_command
 
-    return run_command(args)
+    try:
+        return run_command(args)
+    except BrokenPipeError:  # `kimi-proxy usage | head`: the reader has gone, not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail too
+        return 141  # 128 + SIGPIPE, as the shell reports it
 
 
 if __name__ == "__main__":  # pragma: no cover

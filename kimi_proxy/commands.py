@@ -22,6 +22,7 @@ from .gateway.commands import add_parsers as add_gateway_parsers
 from .gateway.commands import run_usage, run_users
 from .gateway.users import DEFAULT_USERS_FILE
 from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_gateway, load_pool_spec
+from .security import weak_token
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,12 @@ def serve(settings: Settings) -> int:
         print(
             f"kimi-proxy: refusing to bind {settings.host}: binding beyond localhost requires "
             "KIMI_PROXY_AUTH_TOKEN (clients then send it as x-api-key or a Bearer token).",
+            file=sys.stderr,
+        )
+        return 2
+    if why := weak_token(settings.auth_token_value, settings.host not in LOOPBACK_HOSTS):
+        print(
+            f"kimi-proxy: refusing to start: {why}. Make one with: openssl rand -hex 32",
             file=sys.stderr,
         )
         return 2

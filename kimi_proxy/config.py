@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     )
 
     workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
+    # `/metrics` without the operator's token, for a scrape inside the cluster.
+    metrics_public: bool = Field(
+        False, validation_alias=_env("metrics_public", "KIMI_METRICS_PUBLIC")
+    )
     body_timeout: float = Field(
         30.0, gt=0, validation_alias=_env("body_timeout", "KIMI_BODY_TIMEOUT")
     )

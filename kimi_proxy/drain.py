@@ -54,7 +54,7 @@ class DrainingServer(uvicorn.Server):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.grace
         running = self.state.feed.in_flight
-        log.warning(
+        log.info(  # a clean shutdown is no warning: only cutting streams is
             "draining: %d requests in flight, up to %.0f s for them to finish",
             len(running),
             self.grace,

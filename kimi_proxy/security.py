@@ -34,6 +34,25 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes carry no token
 DASHBOARD = "/dashboard"
 DASHBOARD_COOKIE = "kimi_dashboard"
+MIN_TOKEN_LENGTH = 32
+PLACEHOLDER_TOKENS = frozenset(
+    {"change-me", "changeme", "change_me", "secret", "token", "password", "replace-me", "xxx"}
+)
+
+
+def weak_token(token: str | None, beyond_loopback: bool) -> str | None:
+    """Why the operator's token cannot guard this proxy, or None. A placeholder (the one an
+    example file ships with) never does; beyond loopback it must be 32 characters or more."""
+    if token is None:
+        return None
+    if token.strip().lower() in PLACEHOLDER_TOKENS:
+        return f"KIMI_PROXY_AUTH_TOKEN is the placeholder {token.strip()!r} from an example file"
+    if beyond_loopback and len(token) < MIN_TOKEN_LENGTH:
+        return (
+            f"KIMI_PROXY_AUTH_TOKEN has {len(token)} characters; beyond localhost it needs at "
+            f"least {MIN_TOKEN_LENGTH}"
+        )
+    return None
 
 
 def _host_name(host: str) -> str:
@@ -51,8 +70,10 @@ class SecurityMiddleware:
         cors_origins: list[str],
         auth_token: str | None,
         users: UserDirectory | None = None,
+        open_paths: frozenset[str] | set[str] = OPEN_PATHS,
     ) -> None:
         self.app = app
+        self.open_paths = frozenset(open_paths)
         self.any_host = "*" in allowed_hosts
         self.allowed_hosts = {h.lower() for h in (*LOOPBACK_NAMES, *allowed_hosts)}
         self.cors_origins = set(cors_origins)
@@ -82,7 +103,7 @@ class SecurityMiddleware:
                 "Requests from web pages are refused. List the page's origin in "
                 "KIMI_CORS_ORIGINS to allow it."
             )
-        if self.users is not None and scope["path"] not in OPEN_PATHS:
+        if self.users is not None and scope["path"] not in self.open_paths:
             if not self.users.known:
                 return SharedStoreDownError(
                     "This gateway has not read its users from Redis yet (Redis does not "
@@ -93,7 +114,7 @@ class SecurityMiddleware:
                 if scope["method"] == "OPTIONS" and origin is not None:
                     return None
                 return self._user(headers, scope)
-        if self.token is not None and scope["path"] not in OPEN_PATHS:
+        if self.token is not None and scope["path"] not in self.open_paths:
             if scope["method"] == "OPTIONS" and origin is not None:
                 return None  # CORS preflight: answered by CORSMiddleware, carries no token
             if not self._authorized(headers, scope):

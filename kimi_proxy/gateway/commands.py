@@ -183,6 +183,8 @@ def run_users(
     except UserError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # our reader has gone (`| head`): the CLI ends quietly
     except (RedisError, OSError) as exc:
         print(f"kimi-proxy: Redis does not answer ({exc}); nothing was changed.", file=sys.stderr)
         return 2

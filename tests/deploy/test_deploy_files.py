@@ -32,9 +32,10 @@ MANIFESTS = ROOT / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.30.0"
 
 
-def documents() -> list[dict[str, Any]]:
+def documents(folder: Path = MANIFESTS) -> list[dict[str, Any]]:
+    """What `kubectl apply -f FOLDER` applies (its own files, not its sub-folders')."""
     docs: list[dict[str, Any]] = []
-    for path in sorted(MANIFESTS.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
 
@@ -43,7 +44,11 @@ def by_kind(kind: str) -> list[dict[str, Any]]:
     return [d for d in documents() if d["kind"] == kind]
 
 
-@pytest.mark.parametrize("doc", documents(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize(
+    "doc",
+    documents() + documents(MANIFESTS / "examples"),
+    ids=lambda d: f"{d['kind']}/{d['metadata']['name']}",
+)
 def test_each_manifest_is_valid_for_kubernetes(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
@@ -53,11 +58,14 @@ def test_the_manifests_hold_what_a_gateway_needs() -> None:
     assert kinds >= {
         "Deployment",
         "Service",
-        "Secret",
         "ConfigMap",
         "PodDisruptionBudget",
         "StatefulSet",
+        "NetworkPolicy",
     }
+    # Applying the folder never replaces the real Secret with an example's empty keys.
+    assert "Secret" not in kinds
+    (example,) = [d for d in documents(MANIFESTS / "examples") if d["kind"] == "Secret"]
     (deployment,) = by_kind("Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
@@ -76,9 +84,27 @@ def test_the_manifests_hold_what_a_gateway_needs() -> None:
         ],
     ):
         assert selector.items() <= labels.items()
-    assert container["envFrom"][0]["secretRef"]["name"] == by_kind("Secret")[0]["metadata"]["name"]
+    assert container["envFrom"][0]["secretRef"]["name"] == example["metadata"]["name"]
     (redis,) = by_kind("StatefulSet")
-    assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
+    (server,) = redis["spec"]["template"]["spec"]["containers"]
+    assert "--appendonly" in server["args"]
+    # Redis takes the Secret's password, and the proxy's URL (the ConfigMap) carries it.
+    password = server["args"][server["args"].index("--requirepass") + 1]
+    assert password == "$(REDIS_PASSWORD)"
+    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in server["env"]}
+    assert from_secret["REDIS_PASSWORD"] == {"name": "kimi-proxy-keys", "key": "REDIS_PASSWORD"}
+    assert "REDIS_PASSWORD" in example["stringData"]
+    gateway = tomllib.loads(by_kind("ConfigMap")[0]["data"]["config.toml"])["gateway"]
+    assert gateway["redis_url"].startswith("redis://:${REDIS_PASSWORD}@kimi-proxy-redis:")
+    # Only the proxy's pods reach it.
+    (policy,) = by_kind("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == redis["spec"]["selector"]["matchLabels"]
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": labels}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    (ingress,) = [d for d in documents(MANIFESTS / "examples") if d["kind"] == "Ingress"]
+    assert "cert-manager.io/cluster-issuer" in ingress["metadata"]["annotations"]
+    assert ingress["spec"]["tls"]
 
 
 def test_the_shipped_config_files_load_as_the_proxy_loads_them(tmp_path: Path) -> None:
@@ -96,11 +122,17 @@ def test_compose_runs_redis_with_aof_and_three_instances_behind_one_port() -> No
     assert "--appendonly" in services["redis"]["command"]
     proxy = services["proxy"]
     assert proxy["deploy"]["replicas"] == 3
-    assert proxy["environment"]["KIMI_REDIS_URL"].startswith("redis://redis:")
+    assert proxy["environment"]["KIMI_REDIS_URL"] == "redis://:${REDIS_PASSWORD}@redis:6379/0"
+    assert "--requirepass" in services["redis"]["command"]
     assert float(proxy["stop_grace_period"].rstrip("s")) > 120
-    assert list(services["balancer"]["ports"]) == ["8090:8090"]
+    # Plain HTTP carries user keys: published on this machine only.
+    assert list(services["balancer"]["ports"]) == ["127.0.0.1:8090:8090"]
     nginx = (ROOT / "deploy/compose/nginx.conf").read_text()
     assert "proxy_buffering off" in nginx and "http_503" in nginx
+    # Recreated replicas get new addresses: nginx asks compose's DNS again.
+    assert "resolver 127.0.0.11" in nginx and "proxy_pass $kimi_proxy;" in nginx
+    assert "timeout" not in nginx.split("proxy_next_upstream", 1)[1].split(";", 1)[0]
+    assert "ssl_certificate" in (ROOT / "deploy/compose/nginx-tls.conf.example").read_text()
 
 
 def dockerfile() -> list[tuple[str, str]]:
@@ -152,7 +184,7 @@ def test_the_entry_point_serves_as_the_image_runs_it(tmp_path: Path) -> None:
             **os.environ,
             **{k: v for k, v in image_env().items() if k != "PATH"},
             "KIMI_PROXY_PORT": str(port),
-            "KIMI_PROXY_AUTH_TOKEN": "operator-token",
+            "KIMI_PROXY_AUTH_TOKEN": "operator-token-0123456789abcdef0123",
             "KIMI_UPSTREAM_URL": upstream.base_url,
             "KIMI_API_KEY": TEST_KEY,
             "KIMI_MODEL": "kimi-big",
@@ -164,7 +196,9 @@ def test_the_entry_point_serves_as_the_image_runs_it(tmp_path: Path) -> None:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, 30, log)
             answer = httpx.post(
-                f"{url}/v1/messages", json=BASIC, headers={"x-api-key": "operator-token"}
+                f"{url}/v1/messages",
+                json=BASIC,
+                headers={"x-api-key": "operator-token-0123456789abcdef0123"},
             )
         finally:
             process.terminate()
@@ -189,7 +223,7 @@ def test_the_image_builds_and_serves_one_request() -> None:
             [
                 "docker", "run", "-d", "--rm", "--network", "host",
                 "-e", f"KIMI_PROXY_PORT={port}",
-                "-e", "KIMI_PROXY_AUTH_TOKEN=operator-token",
+                "-e", "KIMI_PROXY_AUTH_TOKEN=operator-token-0123456789abcdef0123",
                 "-e", f"KIMI_UPSTREAM_URL={upstream.base_url}",
                 "-e", f"KIMI_API_KEY={TEST_KEY}",
                 "-e", "KIMI_MODEL=kimi-big",
@@ -201,7 +235,9 @@ def test_the_image_builds_and_serves_one_request() -> None:
             url = f"http://127.0.0.1:{port}"
             wait_healthy(url, 60)
             answer = httpx.post(
-                f"{url}/v1/messages", json=BASIC, headers={"x-api-key": "operator-token"}
+                f"{url}/v1/messages",
+                json=BASIC,
+                headers={"x-api-key": "operator-token-0123456789abcdef0123"},
             )
         finally:
             subprocess.run(["docker", "stop", container], capture_output=True)

@@ -25,6 +25,32 @@ def test_binding_beyond_loopback_needs_a_token(
     assert "KIMI_PROXY_AUTH_TOKEN" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("host", "token", "why"),
+    [
+        ("0.0.0.0", "change-me", "placeholder"),
+        ("127.0.0.1", "change-me", "placeholder"),
+        ("0.0.0.0", "short-token-1234", "at least 32"),
+    ],
+)
+def test_a_placeholder_or_short_token_is_refused_before_serving(
+    host: str, token: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example files' token, or a guessable one on the network, never guards a proxy."""
+    assert main(["serve", "--host", host, "--port", "1", "--auth-token", token]) == 2
+    err = capsys.readouterr().err
+    assert why in err and "openssl rand -hex 32" in err
+
+
+def test_metrics_take_the_token_unless_made_public() -> None:
+    for public, expected in ((False, 401), (True, 200)):
+        with proxy_for(
+            lambda b, n: text_stream("ok"), auth_token=TOKEN, metrics_public=public
+        ) as proxy:
+            assert httpx.get(f"{proxy.url}/metrics").status_code == expected
+            assert httpx.get(f"{proxy.url}/v1/models").status_code == 401
+
+
 def test_token_is_required_on_every_request_but_health() -> None:
     with (
         proxy_for(lambda b, n: text_stream("ok"), auth_token=TOKEN) as proxy,
