@@ -106,6 +106,7 @@ def test_the_dashboard_shows_requests_failovers_budgets_and_charts_live(
             page.wait_for_selector("#recent tbody tr:nth-child(2)", timeout=SECOND)
             page.wait_for_selector(f"{tokens}[data-left='94000']", timeout=2 * SECOND)
             page.wait_for_selector("#charts-section[data-requests='2']", timeout=2 * SECOND)
+            assert "User" in page.inner_text("#recent")  # whose request, on a shared gateway
             alpha_card = page.inner_text("[data-key='alpha/…ey-1']")
             assert "cooling down" in alpha_card
             SCREENSHOT.parent.mkdir(exist_ok=True)

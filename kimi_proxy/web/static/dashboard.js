@@ -5,7 +5,7 @@
 
 const $ = (id) => document.getElementById(id);
 const COLUMNS = [
-  ["time", "Time"], ["session", "Session"], ["route", "Route"], ["target", "Family → provider/model"],
+  ["time", "Time"], ["session", "Session"], ["user", "User"], ["route", "Route"], ["target", "Family → provider/model"],
   ["key", "Key"], ["status", "Status"], ["waited_ms", "Wait ms"], ["failovers", "Failover"],
   ["ttft_ms", "TTFT ms"], ["tokens", "In / cached / out"], ["tokens_per_s", "Tok/s"], ["cost_usd", "Cost $"],
 ];
