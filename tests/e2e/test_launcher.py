@@ -21,7 +21,7 @@ import trustme
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
-from support.claude import ClaudeRun, headless_args, hermetic_env, run_claude
+from support.claude import ClaudeRun, as_from_a_terminal, headless_args, hermetic_env, run_claude
 from support.model import (
     RISKY,
     SLOW_COMMAND,
@@ -268,6 +268,7 @@ def test_ctrl_c_reaches_claude_code_and_the_proxy_is_stopped(
         start_new_session=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        preexec_fn=as_from_a_terminal,
     )
     try:
         wait_for_file(marker, launcher, "claude never ran")

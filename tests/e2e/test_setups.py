@@ -13,7 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from support.claude import ClaudeRun, RunClaude, headless_args, hermetic_env, run_claude
+from support.claude import (
+    ClaudeRun,
+    RunClaude,
+    as_from_a_terminal,
+    headless_args,
+    hermetic_env,
+    run_claude,
+)
 from support.instances import Instance, start
 from support.model import ScriptedModel
 from support.proxy import TEST_KEY
@@ -211,7 +218,11 @@ def test_the_launchers_proxy_dies_with_it(
     )
     env["PATH"] = f"{folder}:{env['PATH']}"
     launcher = subprocess.Popen(
-        [str(KIMI_SH), "-p", "hi"], cwd=project, env=env, start_new_session=True
+        [str(KIMI_SH), "-p", "hi"],
+        cwd=project,
+        env=env,
+        start_new_session=True,
+        preexec_fn=as_from_a_terminal,
     )
     try:
         deadline = time.monotonic() + 30

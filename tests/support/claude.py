@@ -96,6 +96,13 @@ def hermetic_env(home: Path, base_url: str | None = None, **extra: str) -> dict[
     return env
 
 
+def as_from_a_terminal() -> None:
+    """For a process started the way a terminal starts one: Ctrl-C's SIGINT not ignored. A
+    test run started in the background by a non-interactive shell inherits an ignored SIGINT,
+    which `exec` passes on to every child (Claude Code would never see Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def headless_args(prompt: str, *extra: str) -> list[str]:
     return [
         "-p",
