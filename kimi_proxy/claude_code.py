@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from .config import LOOPBACK_HOSTS
+
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_CODE_VERSION = "2.1.332"
 SMALL_MODEL_ALIAS = "claude-haiku-5-5"
@@ -133,7 +135,6 @@ UNSET = (
         )
     ),
 )
-LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
 def target_env(target: Target) -> dict[str, str]:
@@ -153,7 +154,7 @@ def claude_env(target: Target, *, own_copy: bool = False) -> dict[str, str]:
     if own_copy:
         env.setdefault("DISABLE_AUTOUPDATER", "1")
     host = httpx.URL(target.url).host
-    if host in LOOPBACK_NAMES:  # a team gateway keeps the company proxy, if it needs one
+    if host in LOOPBACK_HOSTS:  # a team gateway keeps the company proxy, if it needs one
         without_proxy_for(env, host)
     env.setdefault("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
     # Auto mode (Claude Code's default permission mode) has each risky action checked. Its server

@@ -30,6 +30,7 @@ class Running:
 
     config_id: str | None
     owned_by_live_launcher: bool
+    context_window: int | None = None  # of the models behind it, as its /health says
 
 
 @dataclass(frozen=True, slots=True)

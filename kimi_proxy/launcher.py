@@ -38,14 +38,13 @@ from .claude_code import (
     state_dir,
     write_session_settings,
 )
-from .config import Settings
+from .config import LOOPBACK_HOSTS, Settings
 from .launch_plan import Found, NoSetup, Plan, Running, decide
-from .pool_config import ConfigError, PoolSpec, load_pool_spec
+from .pool_config import DEFAULT_CONTEXT_WINDOW, ConfigError, PoolSpec, load_pool_spec
 from .providers.catalog import load_catalog
 
 HEALTH_WAIT_SECONDS = 15.0
 GATEWAY_TIMEOUT = 10.0
-DEFAULT_CONTEXT_WINDOW = 131072  # when nothing names a model's window
 
 
 def owner_file(port: int) -> Path:
@@ -96,11 +95,11 @@ def health(url: str, timeout: float = 1.0) -> dict[str, Any] | Literal["nothing"
 
 
 def _loopback(url: str) -> bool:
-    return httpx.URL(url).host in ("127.0.0.1", "localhost", "::1")
+    return httpx.URL(url).host in LOOPBACK_HOSTS
 
 
 def context_window(spec: PoolSpec | None) -> int:
-    return DEFAULT_CONTEXT_WINDOW if spec is None else spec.smallest_window(DEFAULT_CONTEXT_WINDOW)
+    return DEFAULT_CONTEXT_WINDOW if spec is None else spec.smallest_window()
 
 
 def look(settings: Settings) -> tuple[Found, PoolSpec | None]:
@@ -117,8 +116,11 @@ def look(settings: Settings) -> tuple[Found, PoolSpec | None]:
     if settings.gateway_url is None:
         answer = health(proxy_url(settings))
         if isinstance(answer, dict):
+            window = answer.get("context_window")
             on_port = Running(
-                str(answer.get("config_id")), started_by_a_running_launcher(settings.port)
+                str(answer.get("config_id")),
+                started_by_a_running_launcher(settings.port),
+                window if isinstance(window, int) and window > 0 else None,
             )
         else:
             on_port = answer
@@ -271,7 +273,7 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
     try:
         claude = find_claude()
         print(f"kimi-proxy: {plan.line}", file=sys.stderr)
-        target, started, owner = _serve(settings, plan, spec)
+        target, started, owner = _serve(settings, plan, found, spec)
         path = write_session_settings(target, ours(given_settings(claude_args)))
         command = claude_command(claude, claude_args, path)
         own_copy = Path(claude) == pinned_binary()
@@ -288,20 +290,17 @@ def run_claude_code(settings: Settings, claude_args: Sequence[str]) -> int:
 
 
 def _serve(
-    settings: Settings, plan: Plan, spec: PoolSpec | None
+    settings: Settings, plan: Plan, found: Found, spec: PoolSpec | None
 ) -> tuple[Target, subprocess.Popen[bytes] | None, Path | None]:
     """The target of `plan`, and the proxy started for it (with its owner file) if any."""
     if plan.mode == "gateway":
         return gateway_target(settings), None, None
     token = settings.auth_token_value or "kimi-proxy"
     if plan.mode == "running":
-        url = proxy_url(settings)
-        answer = health(url)
-        window = answer.get("context_window") if isinstance(answer, dict) else None
-        if not isinstance(window, int) or window <= 0:
-            window = context_window(spec)
+        assert isinstance(found.on_port, Running)
+        window = found.on_port.context_window or context_window(spec)
         token = settings.user_key.get_secret_value() if settings.user_key else token
-        return Target(url, token, window, str(settings.port)), None, None
+        return Target(proxy_url(settings), token, window, str(settings.port)), None, None
     if plan.new_port:
         settings = settings.model_copy(update={"port": free_port()})
     url = proxy_url(settings)

@@ -24,11 +24,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .config import Settings
 from .gateway.settings import Gateway, GatewayFileConfig, gateway_from
 from .models import ModelRouter
-from .providers.catalog import Catalog, Dialect, Window, load_catalog
+from .providers.catalog import Catalog, Dialect, ProviderEntry, Window, load_catalog
 from .providers.profile import ModelLimits, ProviderProfile
 
 DEFAULT_FAMILY = "kimi"
 DEFAULT_CONFIG_PATH = Path("~/.config/kimi-proxy/config.toml")
+DEFAULT_CONTEXT_WINDOW = 131072  # when no candidate names its model's window
 LEGACY_FIELDS = frozenset({"upstream_url", "model", "small_model", "provider", "model_rules"})
 #: A provider asking for a longer pause than this gets its 429 passed on (legacy single provider).
 MAX_LEGACY_WAIT = 20.0
@@ -173,7 +174,7 @@ class PoolSpec:
             parts += [family, *(c.label for c in self.families[family])]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
-    def smallest_window(self, default: int = 131072) -> int:
+    def smallest_window(self, default: int = DEFAULT_CONTEXT_WINDOW) -> int:
         """The smallest context window of the models Claude Code's main and background
         requests may be routed to (a failover must not meet a window Claude Code has not
         compacted for); `default` when none is named."""
@@ -328,11 +329,11 @@ def _usable(spec: ProviderSpec, model: str, today: date, notes: list[str]) -> Ca
     if not spec.keys:
         notes.append(f"{spec.name}:{model} skipped: {spec.name} has no key set.")
         return None
-    if limits.shutdown is not None and today >= limits.shutdown:
+    if _shut_down(limits, today):
         instead = f"; {spec.name} suggests {limits.replacement}" if limits.replacement else ""
         notes.append(
             f"{spec.name}:{model} skipped: the provider shut this model down on "
-            f"{limits.shutdown.isoformat()}{instead}."
+            f"{limits.shutdown}{instead}."
         )
         return None
     return CandidateSpec(spec.name, model, limits)
@@ -413,7 +414,7 @@ def _legacy_spec(settings: Settings, catalog: Catalog, today: date) -> PoolSpec:
         keys,
         url_setting="KIMI_UPSTREAM_URL",
     )
-    big = settings.model or _live_kimi(profile, today)
+    big = settings.model or _live_kimi(entry, today)
     if big is None:
         raise ConfigError(
             f"KIMI_MODEL is not set, and the provider catalog knows no Kimi model that "
@@ -430,12 +431,14 @@ def _legacy_spec(settings: Settings, catalog: Catalog, today: date) -> PoolSpec:
     return PoolSpec({profile.name: provider}, families, routes, legacy_router=router)
 
 
-def _live_kimi(profile: ProviderProfile, today: date) -> str | None:
+def _live_kimi(entry: ProviderEntry, today: date) -> str | None:
     """The catalog's first Kimi model at this provider that is not shut down."""
-    for model, limits in profile.models.items():
-        if limits.family == DEFAULT_FAMILY and (limits.shutdown is None or today < limits.shutdown):
-            return model
-    return None
+    models = entry.models_of_family(DEFAULT_FAMILY)
+    return next((m for m in models if not _shut_down(entry.profile.limits(m), today)), None)
+
+
+def _shut_down(limits: ModelLimits, today: date) -> bool:
+    return limits.shutdown is not None and today >= limits.shutdown
 
 
 def load_pool_spec(settings: Settings, env: Mapping[str, str], today: date) -> PoolSpec:

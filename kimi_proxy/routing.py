@@ -106,20 +106,16 @@ def unservable(pool: Pool) -> str | None:
         return f"No provider key or usable candidate is configured. {notes}".strip()
     live = [c for c in candidates if c.label not in pool.retired]
     if not live:
-        return "Every candidate model is retired: " + "; ".join(
-            f"{label}: {why}" for label, why in pool.retired.items()
-        )
+        return f"Every candidate model is retired: {pool.retired_summary()}"
     if not any(k.disabled is None for c in live for k in pool.keys.get(c.provider, ())):
-        return "Every provider key was rejected: " + "; ".join(
-            f"{k.label}: {k.disabled}" for k in pool.all_keys() if k.disabled
-        )
+        return f"Every provider key was rejected: {pool.disabled_summary()}"
     return None
 
 
 def no_candidate_error(pool: Pool, model: str) -> ProxyError:
     if not any(pool.all_keys()):
         return AuthenticationError(f"No provider API key is configured. {KEY_ADVICE}")
-    gone = "; ".join(f"{label}: {why}" for label, why in pool.retired.items())
+    gone = pool.retired_summary()
     return InvalidRequestError(
         f"No model is left to serve {model!r}" + (f" ({gone})" if gone else "") + ". Update the "
         "candidates in your config file (docs/CONFIG.md), or run kimi-proxy doctor."

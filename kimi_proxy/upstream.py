@@ -100,6 +100,10 @@ class UpstreamClient:
     def url(self) -> str:
         return self._url
 
+    def _transport_error(self, exc: httpx.HTTPError) -> ProxyError:
+        """No HTTP answer from the provider, with where its URL is set named."""
+        return error_from_transport(exc, upstream=self._url, setting=self._url_setting)
+
     async def open(self, payload: dict[str, Any] | bytes, context: CallContext) -> httpx.Response:
         """Send the request once; a 2xx response, unread, or `UpstreamFailure`.
 
@@ -129,7 +133,7 @@ class UpstreamClient:
         except httpx.HTTPError as exc:
             retryable = transport_failure_kind(exc) in ("connect", "connect_timeout")
             raise UpstreamFailure(
-                error_from_transport(exc, upstream=self._url, setting=self._url_setting),
+                self._transport_error(exc),
                 retryable=retryable,
             ) from exc
         if response.status_code < 400:
@@ -164,7 +168,7 @@ class UpstreamClient:
         try:
             data = await response.aread()
         except httpx.HTTPError as exc:
-            raise error_from_transport(exc, upstream=self._url, setting=self._url_setting) from exc
+            raise self._transport_error(exc) from exc
         finally:
             await response.aclose()
         return _json_object(data, "answered with")
@@ -186,7 +190,7 @@ class UpstreamClient:
                 if done:
                     return
         except httpx.HTTPError as exc:
-            raise error_from_transport(exc, upstream=self._url, setting=self._url_setting) from exc
+            raise self._transport_error(exc) from exc
 
     async def relay(self, response: httpx.Response, deliver: Deliver) -> None:
         """The chunks of a streaming response handed to `deliver` as they arrive, a list per
@@ -219,7 +223,7 @@ class UpstreamClient:
                 if wait is not None:
                     await wait
         except httpx.HTTPError as exc:
-            raise error_from_transport(exc, upstream=self._url, setting=self._url_setting) from exc
+            raise self._transport_error(exc) from exc
 
 
 Deliver = Callable[[list[dict[str, Any]]], "asyncio.Future[None] | None"]

@@ -329,9 +329,7 @@ class Call:
 
     def _refusal(self, refuse: Refuse) -> ProxyError:
         if not self._live_keys():
-            disabled = "; ".join(
-                f"{k.label}: {k.disabled}" for k in self.pool.all_keys() if k.disabled
-            )
+            disabled = self.pool.disabled_summary()
             return NoUsableKeyError(
                 "No provider key is left: every key was rejected. "
                 f"{disabled or 'No key is configured.'} Fix the keys (GROQ_API_KEY, "

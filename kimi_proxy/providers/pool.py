@@ -131,6 +131,14 @@ class Pool:
         for keys in self.keys.values():
             yield from keys
 
+    def retired_summary(self) -> str:
+        """Each retired candidate and why, for a message ("" when none is)."""
+        return "; ".join(f"{label}: {why}" for label, why in self.retired.items())
+
+    def disabled_summary(self) -> str:
+        """Each disabled key and why, for a message ("" when none is)."""
+        return "; ".join(f"{k.label}: {k.disabled}" for k in self.all_keys() if k.disabled)
+
     def candidates(self, route: str, client_model: str) -> tuple[CandidateSpec, ...]:
         return self.spec.candidates(route, client_model)
 
