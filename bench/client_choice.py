@@ -26,9 +26,7 @@ from typing import Any
 
 import psutil
 
-from kimi_proxy.launcher import free_port
-
-from .run import (
+from bench.run import (
     HOST,
     RESULTS,
     ROOT,
@@ -39,6 +37,7 @@ from .run import (
     rss_sampler,
     wait_healthy,
 )
+from kimi_proxy.cli.launcher import free_port
 
 CLIENTS = ("ours", "aiohttp", "httpx")
 REPEATS = 3

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import httpx
 
-from kimi_proxy.transport import HttptoolsTransport
+from kimi_proxy.upstream.transport import HttptoolsTransport
 
 
 class _Body(httpx.AsyncByteStream):

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from .run import RESULTS, Bench, proxy_source
+from bench.run import RESULTS, Bench, proxy_source
 
 ROUNDS = 16  # requests per concurrent stream in each measurement
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from .run import HOST, ROOT, Bench, combine
+from bench.run import HOST, ROOT, Bench, combine
 
 LEVELS = (1, 64)
 REPEATS = 3

@@ -3,9 +3,9 @@
 `python -m bench.passthrough --upstream-url http://127.0.0.1:9100/v1 --port 9102`
 
 A raw ASGI app on the same uvicorn (uvloop, httptools) with the proxy's own upstream transport
-(`kimi_proxy.app.new_transport`, called as the proxy calls it): it reads the body, posts it to
-the upstream's `/chat/completions` and streams the answer back as it arrives, relayed as the
-proxy relays (each network read written from the read callback: `Connection.push`,
+(`kimi_proxy.server.app.new_transport`, called as the proxy calls it): it reads the body,
+posts it to the upstream's `/chat/completions` and streams the answer back as it arrives,
+relayed as the proxy relays (each network read written from the read callback: `Connection.push`,
 `BodyWriter`), with no parsing, validation or translation. What it adds over the direct upstream
 is what the stack itself costs (an extra loopback hop, HTTP parsing both ways, the event loop);
 what the proxy adds over it is the proxy's own work.
@@ -19,10 +19,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from kimi_proxy.app import new_transport, tune_garbage_collector, upstream_timeout
-from kimi_proxy.config import Settings, load_settings
-from kimi_proxy.streaming import BodyWriter
-from kimi_proxy.transport import ResponseStream
+from kimi_proxy.config.settings import Settings, load_settings
+from kimi_proxy.server.app import new_transport, tune_garbage_collector, upstream_timeout
+from kimi_proxy.server.streaming import BodyWriter
+from kimi_proxy.upstream.transport import ResponseStream
 
 
 def provider_transport(upstream_url: str) -> httpx.AsyncBaseTransport:

@@ -28,17 +28,16 @@ import httpx
 import orjson
 from starlette.datastructures import Headers
 
-from kimi_proxy.app import create_app
-from kimi_proxy.config import load_settings
-from kimi_proxy.models import ModelRouter
-from kimi_proxy.observability import RequestRecord
+from bench.workload import anthropic_request
+from kimi_proxy.config.settings import load_settings
 from kimi_proxy.protocol.anthropic import MessagesRequest
-from kimi_proxy.routing import plan_call
-from kimi_proxy.state import ProxyState
-from kimi_proxy.tokens import estimate_tokens
+from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.providers.models import ModelRouter
+from kimi_proxy.server.app import create_app
+from kimi_proxy.server.dispatch import plan_call
+from kimi_proxy.server.state import ProxyState
 from kimi_proxy.translate.request import anthropic_to_openai_request
-
-from .workload import anthropic_request
+from kimi_proxy.translate.tokens import estimate_tokens
 
 ROUNDS = 400
 SINGLE = """

@@ -36,11 +36,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kimi_proxy.app import create_app
-from kimi_proxy.claude_code import pinned_claude_code
-from kimi_proxy.config import load_settings
-from kimi_proxy.launcher import free_port
-from kimi_proxy.tokens import estimate_tokens
+from kimi_proxy.cli.claude_code import pinned_claude_code
+from kimi_proxy.cli.launcher import free_port
+from kimi_proxy.config.settings import load_settings
+from kimi_proxy.server.app import create_app
+from kimi_proxy.translate.tokens import estimate_tokens
 
 TPM = 10_000
 MINUTE = 6.0  # the scaled minute

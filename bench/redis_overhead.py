@@ -30,9 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kimi_proxy.launcher import free_port
-
-from .run import HOST, RESULTS, ROOT, Bench, wait_healthy
+from bench.run import HOST, RESULTS, ROOT, Bench, wait_healthy
+from kimi_proxy.cli.launcher import free_port
 
 REPEATS = 5
 REQUESTS = 200

@@ -14,12 +14,11 @@ import time
 
 import orjson
 
-from kimi_proxy.config import load_settings
+from bench.workload import anthropic_request
+from kimi_proxy.config.settings import load_settings
 from kimi_proxy.protocol.anthropic import MessagesRequest
-from kimi_proxy.tokens import estimate_tokens
 from kimi_proxy.translate.request import anthropic_to_openai_request
-
-from .workload import anthropic_request
+from kimi_proxy.translate.tokens import estimate_tokens
 
 STEPS = ("loads", "validate", "translate", "estimate", "dumps")
 

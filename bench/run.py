@@ -40,10 +40,10 @@ from typing import Any
 import orjson
 import psutil
 
-from kimi_proxy.launcher import free_port
+from bench.workload import anthropic_request, openai_request
+from kimi_proxy.cli.launcher import free_port
 
 from . import report
-from .workload import anthropic_request, openai_request
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -8,10 +8,9 @@ import sys
 
 import uvicorn
 
-from kimi_proxy.app import configure_logging, create_app, tune_garbage_collector
-from kimi_proxy.config import load_settings
-
-from .clients import new_transport
+from bench.clients import new_transport
+from kimi_proxy.config.settings import load_settings
+from kimi_proxy.server.app import configure_logging, create_app, tune_garbage_collector
 
 
 def main() -> None:

@@ -363,7 +363,7 @@ def openai_request(
     body: dict[str, Any] | None = None, *, upstream_url: str = "http://127.0.0.1:1/v1"
 ) -> dict[str, Any]:
     """The Chat Completions payload the proxy sends upstream for `body` (its own translator)."""
-    from kimi_proxy.config import load_settings
+    from kimi_proxy.config.settings import load_settings
     from kimi_proxy.protocol.anthropic import MessagesRequest
     from kimi_proxy.translate.request import anthropic_to_openai_request
 

@@ -36,7 +36,7 @@ import httpx
 import orjson
 from starlette.types import Send
 
-from .providers.dialects import retry_after
+from kimi_proxy.protocol.waits import retry_after
 
 KEY_ADVICE = (
     "Check the provider keys (MOONSHOT_API_KEY, OPENROUTER_API_KEY, GROQ_API_KEY… or "

@@ -7,7 +7,7 @@ from dataclasses import replace
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kimi_proxy.launch_plan import Found, NoSetup, Plan, Running, decide
+from kimi_proxy.cli.launch_plan import Found, NoSetup, Plan, Running, decide
 
 NOTHING = Found(
     gateway_url=None,

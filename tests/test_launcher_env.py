@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from kimi_proxy.claude_code import (
+from kimi_proxy.cli.claude_code import (
     Target,
     claude_command,
     claude_env,
     settings_file,
     write_session_settings,
 )
-from kimi_proxy.config import load_settings
-from kimi_proxy.launcher import context_window, owner_file, started_by_a_running_launcher
-from kimi_proxy.pool_config import load_pool_spec
+from kimi_proxy.cli.launcher import context_window, owner_file, started_by_a_running_launcher
+from kimi_proxy.config.pool_file import load_pool_spec
+from kimi_proxy.config.settings import load_settings
 
 LOCAL = Target("http://127.0.0.1:8090", "kimi-proxy", 262144, "8090")
 

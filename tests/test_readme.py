@@ -63,7 +63,7 @@ def test_curl_commands_work_as_printed() -> None:
 def test_every_setting_is_in_the_configuration_table() -> None:
     from pydantic import AliasChoices
 
-    from kimi_proxy.config import Settings
+    from kimi_proxy.config.settings import Settings
 
     for name, field in Settings.model_fields.items():
         assert isinstance(field.validation_alias, AliasChoices)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kimi_proxy.sse import ServerSentEvent, SSEDecoder, encode_event, encode_events
+from kimi_proxy.protocol.sse import ServerSentEvent, SSEDecoder, encode_event, encode_events
 
 
 def decode(*pieces: bytes) -> list[ServerSentEvent]:

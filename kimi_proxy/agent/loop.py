@@ -17,10 +17,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import BadGatewayError
-from ..providers.call import Opened
-from ..streaming import close_shielded
-from ..translate.agent_history import (
+from kimi_proxy.errors import BadGatewayError
+from kimi_proxy.providers.call import Opened
+from kimi_proxy.translate.agent_history import (
     STARTING,
     LocalCall,
     executing_line,
@@ -28,8 +27,10 @@ from ..translate.agent_history import (
     thinking_line,
     tool_line,
 )
-from ..translate.request import tool_call, tool_message, tool_result_text
-from ..translate.stream import Event, StreamTranslator
+from kimi_proxy.translate.request import tool_call, tool_message, tool_result_text
+from kimi_proxy.translate.stream import Event, StreamTranslator
+from kimi_proxy.upstream.client import close_shielded
+
 from .sandbox import ToolError
 from .tools import READ_ONLY, LocalTools
 

@@ -29,8 +29,6 @@ BASH_DEFAULT_TIMEOUT_MS = 120_000
 BASH_MAX_TIMEOUT_MS = 600_000
 
 READ_ONLY = frozenset({"LS", "Read", "Glob", "Grep"})
-DEFAULT_SET = ("LS", "Read", "Glob", "Grep", "Write", "Edit")  # `all`; Bash only by name
-ALL_TOOLS = (*DEFAULT_SET, "Bash")
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -95,21 +93,6 @@ SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
         _schema({"command": _S, "timeout": {"type": "number"}, "description": _S}, ["command"]),
     ),
 }
-
-
-def parse_tool_names(value: str) -> tuple[str, ...]:
-    """`KIMI_LOCAL_TOOLS`: a comma list of tool names, `all` for every tool but Bash."""
-    names: list[str] = []
-    for part in (p.strip() for p in value.split(",")):
-        if not part:
-            continue
-        if part.lower() == "all":
-            names += DEFAULT_SET
-        elif part in SCHEMAS:
-            names.append(part)
-        else:
-            raise ValueError(f"unknown local tool {part!r}; choose from {', '.join(ALL_TOOLS)}")
-    return tuple(dict.fromkeys(names))
 
 
 def tool_definitions(names: tuple[str, ...]) -> list[dict[str, Any]]:

@@ -16,6 +16,8 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from kimi_proxy.config.gateway import Gateway
+
 from .metering import (
     DIMENSIONS,
     UsageRow,
@@ -26,7 +28,6 @@ from .metering import (
     rows_from_fields,
 )
 from .redis_users import RedisUsers
-from .settings import Gateway
 from .users import (
     User,
     UserError,

@@ -16,9 +16,10 @@ import math
 
 from redis.exceptions import RedisError
 
-from ..providers.budget import KeyLedger
-from ..providers.dialects import WINDOW_SECONDS
-from ..providers.pool import KeyState
+from kimi_proxy.providers.budget import KeyLedger
+from kimi_proxy.providers.dialects import WINDOW_SECONDS
+from kimi_proxy.providers.pool import KeyState
+
 from .limits import UserAsk, UserLimiter, refusal
 from .link import RedisLink
 from .store import Settlement

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from ..errors import InvalidRequestError, RateLimitError, SharedStoreDownError
+from kimi_proxy.errors import InvalidRequestError, RateLimitError, SharedStoreDownError
+
 from .link import RedisLink
 from .store import LimitStore, MemoryStore, Settlement
 from .users import User

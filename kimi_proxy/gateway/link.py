@@ -19,8 +19,9 @@ from collections.abc import Awaitable, Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from kimi_proxy.config.gateway import Gateway
+
 from .redis_users import RedisUsers
-from .settings import Gateway
 from .store import RedisStore
 from .users import UserDirectory
 

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from ..observability import LOGGED_FIELDS, RequestRecord
+from kimi_proxy.protocol.record import LOGGED_FIELDS, RequestRecord
 
 METERED_PATH = "/v1/messages"
 SEPARATOR = "\x1f"

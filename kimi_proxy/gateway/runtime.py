@@ -10,12 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..providers.pool import Pool
+from kimi_proxy.config.gateway import Gateway
+from kimi_proxy.providers.pool import Pool
+
 from .key_budgets import SharedKeyBudgets
 from .limits import UserLimiter
 from .link import RedisLink
 from .metering import Meter
-from .settings import Gateway
 from .users import UserDirectory, UserFile
 
 

@@ -15,8 +15,9 @@ May import `errors`, `upstream`, `translate`; nothing here imports the server.
 
 from __future__ import annotations
 
+from kimi_proxy.protocol.profile import ModelLimits, Prices, ProviderProfile
+
 from .catalog import GENERIC_NAME, load_catalog
-from .profile import ModelLimits, Prices, ProviderProfile
 
 GROQ_URL = "https://api.groq.com/openai/v1"
 KIMI_K2 = "moonshotai/kimi-k2-instruct-0905"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from ..errors import (
+from kimi_proxy.errors import (
     TOKEN_LIMIT_ADVICE,
     AuthenticationError,
     BillingError,
@@ -33,13 +33,14 @@ from ..errors import (
     RateLimitError,
     TokenLimitError,
 )
-from ..pool_config import CandidateSpec
-from ..translate.request import UpstreamRequest
-from ..upstream import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
+from kimi_proxy.protocol.waits import retry_after
+from kimi_proxy.translate.request import UpstreamRequest
+from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
+
 from .budget import Admission, Reservation, WaitUntil
-from .dialects import retry_after
 from .plan import Go, Option, Refuse, Wait, choose
 from .pool import Build, KeyState, Pool, Rider, Target
+from .spec import CandidateSpec
 
 log = logging.getLogger("kimi_proxy.pool")
 flow_log = logging.getLogger("kimi_proxy.flow")
@@ -110,6 +111,28 @@ class Call:
     shared: str | None = None  # its id on the gateway's shared budgets, while it holds them
     target: Target | None = None
     last_error: ProxyError | None = None
+
+    @classmethod
+    def start(
+        cls,
+        pool: Pool,
+        candidates: tuple[CandidateSpec, ...],
+        build: Build,
+        *,
+        prompt_tokens: int,
+        answer_tokens: int,
+        session: str | None,
+    ) -> Call:
+        """A call through `pool`, waiting for a key at most as long as its routes allow."""
+        return cls(
+            pool,
+            candidates,
+            build,
+            prompt_tokens=prompt_tokens,
+            answer_tokens=answer_tokens,
+            session=session,
+            max_wait=pool.spec.routes.max_wait_s,
+        )
 
     # -- choosing ---------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .profile import ModelLimits, Prices, ProviderProfile
+from kimi_proxy.protocol.profile import ModelLimits, Prices, ProviderProfile
 
 GENERIC_NAME = "openai-compatible"
 Window = Literal["minute", "day"]

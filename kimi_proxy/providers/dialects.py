@@ -8,9 +8,10 @@ them into `Reported` values with the reset as a time on the caller's clock.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from kimi_proxy.protocol.waits import parse_duration
 
 from .catalog import Dialect, HeaderNames, ResetFormat, Window
 
@@ -18,8 +19,6 @@ WINDOW_SECONDS: dict[Window, float] = {"minute": 60.0, "day": 86_400.0}
 #: Resets are written to the hundredth of a second (Groq: `7.66s`) and the provider's clock
 #: started before ours read the header: a key counts as reset this long after the time named.
 RESET_MARGIN = 0.1
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
-_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,19 +30,6 @@ class Reported:
     limit: int | None
     remaining: int
     resets_at: float
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in a Go-style duration (`2m59.56s`, `7.66s`, `1h2m`, `450ms`) or a bare number."""
-    text = text.strip()
-    try:
-        return max(0.0, float(text[:-1] if text[-1:] == "s" and text[-2:-1].isdigit() else text))
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        return None
-    return sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
 
 
 def reset_seconds(value: str, fmt: ResetFormat, wall_now: float) -> float | None:
@@ -98,17 +84,3 @@ def read_limits(
             if reported is not None:
                 found.append(reported)
     return found
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """`retry-after` in seconds (`retry-after-ms` too), or None."""
-    ms = headers.get("retry-after-ms")
-    if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    return parse_duration(value)

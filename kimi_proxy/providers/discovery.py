@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import httpx
 import orjson
 
-from ..pool_config import CandidateSpec, KeySpec, ProviderSpec
+from .spec import CandidateSpec, KeySpec, ProviderSpec
 
 log = logging.getLogger("kimi_proxy.pool")
 SHOWN_IDS = 8  # how many served ids a message lists

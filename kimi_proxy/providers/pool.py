@@ -12,20 +12,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from ..pool_config import CandidateSpec, KeySpec, PoolSpec, ProviderSpec
-from ..upstream import UpstreamClient
+from kimi_proxy.translate.request import UpstreamRequest
+from kimi_proxy.upstream.client import UpstreamClient
+
 from .budget import KeyLedger, Reservation
 from .dialects import read_limits
-
-if TYPE_CHECKING:
-    from ..translate.request import UpstreamRequest
-    from .call import Call
+from .spec import CandidateSpec, KeySpec, PoolSpec, ProviderSpec
 
 log = logging.getLogger("kimi_proxy.pool")
 
-Build = Callable[[CandidateSpec], "UpstreamRequest"]
+Build = Callable[[CandidateSpec], UpstreamRequest]
 
 
 @dataclass(slots=True)
@@ -145,28 +143,6 @@ class Pool:
     def first_candidate(self, route: str, client_model: str) -> CandidateSpec | None:
         live = [c for c in self.candidates(route, client_model) if c.label not in self.retired]
         return live[0] if live else None
-
-    def call(
-        self,
-        candidates: tuple[CandidateSpec, ...],
-        build: Build,
-        *,
-        prompt_tokens: int,
-        answer_tokens: int,
-        session: str | None,
-        max_wait: float | None = None,
-    ) -> Call:
-        from .call import Call
-
-        return Call(
-            self,
-            candidates,
-            build,
-            prompt_tokens=prompt_tokens,
-            answer_tokens=answer_tokens,
-            session=session,
-            max_wait=self.spec.routes.max_wait_s if max_wait is None else max_wait,
-        )
 
     # -- what failures say about keys and models ------------------------------------------
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from ..errors import InvalidRequestError
-from ..models import ModelRouter
-from ..protocol.anthropic import (
+from kimi_proxy.errors import InvalidRequestError
+from kimi_proxy.protocol.anthropic import (
     Base64Source,
     ContentBlock,
     DocumentBlock,
@@ -34,7 +33,8 @@ from ..protocol.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ..providers import ModelLimits, ProviderProfile
+from kimi_proxy.protocol.profile import ModelLimits, ProviderProfile
+
 from .agent_history import LocalCall, decode_transcript, is_progress_text
 from .identity import rewrite_identity
 from .tools import (
@@ -53,6 +53,12 @@ INTERRUPTED_CALL = "[tool call interrupted: no result was returned]"
 EMPTY_RESULT = "(empty result)"
 IMAGE_NOT_SHOWN = "[image not shown: this model reads text only]"
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header"
+
+
+class ModelChoice(Protocol):
+    """Which provider model answers a client's model id (`providers.models.ModelRouter`)."""
+
+    def resolve(self, client_model: str) -> str: ...
 
 
 @dataclass(slots=True)
@@ -440,7 +446,7 @@ def convert_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
 def anthropic_to_openai_request(
     request: MessagesRequest,
     *,
-    router: ModelRouter,
+    router: ModelChoice,
     profile: ProviderProfile,
     max_output_tokens: int | None = None,
     served_by: str | None = None,

@@ -11,7 +11,8 @@ from typing import Any
 import json_repair
 import orjson
 
-from ..errors import ApiError
+from kimi_proxy.errors import ApiError
+
 from .kimi_markup import split_markup
 from .request import UpstreamRequest
 from .tools import anthropic_tool_id, new_nonce

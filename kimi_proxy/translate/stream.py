@@ -44,7 +44,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import ApiError, error_from_stream_payload
+from kimi_proxy.errors import ApiError, error_from_stream_payload
+
 from .agent_history import LocalCall, encode_transcript
 from .kimi_markup import MarkupCall, MarkupScanner
 from .request import UpstreamRequest

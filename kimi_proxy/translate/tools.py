@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from ..protocol.anthropic import Tool
+from kimi_proxy.protocol.anthropic import Tool
 
 log = logging.getLogger("kimi_proxy.tools")
 

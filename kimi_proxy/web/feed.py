@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..observability import RequestRecord
+from kimi_proxy.protocol.record import RequestRecord
 
 RECENT = 100
 MINUTES = 60

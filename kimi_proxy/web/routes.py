@@ -21,8 +21,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..errors import NotFoundError
-from ..providers.pool import Pool
+from kimi_proxy.errors import NotFoundError
+from kimi_proxy.providers.pool import Pool
+
 from .feed import Feed
 
 COOKIE = "kimi_dashboard"

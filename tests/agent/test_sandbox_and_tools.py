@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from kimi_proxy.agent.sandbox import Sandbox, ToolError
-from kimi_proxy.agent.tools import ALL_TOOLS, DEFAULT_SET, LocalTools, parse_tool_names
+from kimi_proxy.agent.tools import LocalTools, tool_definitions
+from kimi_proxy.config.settings import ALL_TOOLS, DEFAULT_SET, parse_tool_names
 
 
 @pytest.fixture
@@ -69,6 +70,10 @@ def test_glob_does_not_follow_links_out(tools: LocalTools) -> None:
 def test_inside_paths_work_relative_and_absolute(tools: LocalTools, root: Path) -> None:
     assert "print('hello')" in run(tools, "Read", file_path="src/app.py")
     assert "print('hello')" in run(tools, "Read", file_path=str(root / "src" / "app.py"))
+
+
+def test_every_tool_a_setting_can_name_has_a_schema() -> None:
+    assert {d["name"] for d in tool_definitions(ALL_TOOLS)} == set(ALL_TOOLS)
 
 
 def test_bash_only_when_named(root: Path) -> None:

@@ -23,9 +23,9 @@ from support.proxy import TEST_KEY, wait_healthy
 from support.sse_client import BASIC
 from support.upstream import scripted_upstream, text_stream
 
-from kimi_proxy.config import Settings
-from kimi_proxy.launcher import free_port
-from kimi_proxy.pool_config import read_config_file
+from kimi_proxy.cli.launcher import free_port
+from kimi_proxy.config.pool_file import read_config_file
+from kimi_proxy.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"

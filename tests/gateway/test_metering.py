@@ -20,7 +20,7 @@ from kimi_proxy.gateway.metering import (
     rows_from_access_log,
     rows_from_fields,
 )
-from kimi_proxy.observability import RequestRecord
+from kimi_proxy.protocol.record import RequestRecord
 
 BY_USER = ("user",)
 

@@ -19,7 +19,7 @@ from support.proxy import proxy_settings, serve_app
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream
 
-from kimi_proxy.app import create_app
+from kimi_proxy.server.app import create_app
 
 
 def users(path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from kimi_proxy.app import create_app
-from kimi_proxy.config import Settings
+from kimi_proxy.config.settings import Settings
+from kimi_proxy.server.app import create_app
 
 GENERATED_CASES = 1000
 MUTATED_CASES = 1000

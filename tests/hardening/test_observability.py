@@ -15,9 +15,9 @@ from support.proxy import TEST_KEY, proxy_for
 from support.sse_client import BASIC, post_stream
 from support.upstream import Json, Reply, error, scripted_upstream, text_stream
 
-from kimi_proxy.config import Settings
-from kimi_proxy.doctor import run_doctor
-from kimi_proxy.observability import new_request_id
+from kimi_proxy.cli.doctor import run_doctor
+from kimi_proxy.config.settings import Settings
+from kimi_proxy.server.observability import new_request_id
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
@@ -56,7 +56,7 @@ def test_request_ids_are_unique_and_differ_between_worker_processes() -> None:
         [
             sys.executable,
             "-c",
-            "from kimi_proxy.observability import new_request_id as n; print(n())",
+            "from kimi_proxy.server.observability import new_request_id as n; print(n())",
         ],
         capture_output=True,
         text=True,

@@ -132,7 +132,7 @@ def test_secrets_never_leave(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     log_file = tmp_path / "debug.log"
     texts: list[str] = []
     caplog.set_level(logging.DEBUG)
-    from kimi_proxy.observability import setup_logging
+    from kimi_proxy.server.observability import setup_logging
 
     setup_logging("debug", log_file, [TEST_KEY, TOKEN])
     try:

@@ -6,15 +6,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kimi_proxy.protocol.waits import parse_duration, retry_after
 from kimi_proxy.providers.budget import Admit, KeyLedger, Never, Reservation, WaitUntil
 from kimi_proxy.providers.catalog import load_catalog
-from kimi_proxy.providers.dialects import (
-    RESET_MARGIN,
-    Reported,
-    parse_duration,
-    read_limits,
-    retry_after,
-)
+from kimi_proxy.providers.dialects import RESET_MARGIN, Reported, read_limits
 from kimi_proxy.providers.plan import Go, Option, Refuse, Wait, choose
 
 CATALOG = load_catalog()

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from kimi_proxy.config import Settings
-from kimi_proxy.pool_config import (
+from kimi_proxy.config.pool_file import (
     ConfigError,
     read_config_file,
     spec_from_environment,
     spec_from_file,
 )
+from kimi_proxy.config.settings import Settings
 from kimi_proxy.providers.catalog import load_catalog
 
 TODAY = date(2026, 12, 4)

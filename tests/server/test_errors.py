@@ -26,10 +26,10 @@ from support.upstream import (
     usage,
 )
 
-from kimi_proxy.app import create_app
-from kimi_proxy.config import Settings
+from kimi_proxy.config.settings import Settings
+from kimi_proxy.server.app import create_app
 from kimi_proxy.translate.stream import StreamTranslator
-from kimi_proxy.upstream import MIN_ANSWER_TOKENS
+from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS
 
 PROVIDER_ERRORS = [
     # provider status, client status, error type, words the message must contain

@@ -7,7 +7,7 @@ import sys
 
 PROBE = """
 import gc, weakref
-from kimi_proxy.app import tune_garbage_collector
+from kimi_proxy.server.app import tune_garbage_collector
 
 tune_garbage_collector()
 assert gc.isenabled() and gc.get_freeze_count() > 10_000  # libraries and schemas frozen

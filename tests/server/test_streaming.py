@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kimi_proxy.streaming import BodyWriter, EventStreamResponse
+from kimi_proxy.server.streaming import BodyWriter, EventStreamResponse
 
 
 async def endless() -> AsyncIterator[bytes]:

@@ -1,4 +1,5 @@
-"""The provider connection pool (`kimi_proxy.transport`) against servers that send exact bytes.
+"""The provider connection pool (`kimi_proxy.upstream.transport`) against servers that send
+exact bytes.
 
 The rest of the suite runs every proxy test through this transport (the scripted upstream is a
 real HTTP server); here are the wire cases a provider can produce that the scripted upstream
@@ -20,7 +21,7 @@ import httpx
 import pytest
 from support.company_proxy import clear_proxy_env, connect_proxy, provider_tls
 
-from kimi_proxy.transport import HIGH_WATER, Connection, HttptoolsTransport, StopPushing
+from kimi_proxy.upstream.transport import HIGH_WATER, Connection, HttptoolsTransport, StopPushing
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kimi_proxy.claude_code import (
+from kimi_proxy.cli.claude_code import (
     CLAUDE_CODE_PACKAGE,
     CLAUDE_CODE_VERSION,
     LaunchError,

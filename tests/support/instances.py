@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kimi_proxy.launcher import free_port
+from kimi_proxy.cli.launcher import free_port
 from support.proxy import wait_healthy
 
 

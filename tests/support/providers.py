@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kimi_proxy.app import create_app
-from kimi_proxy.tokens import estimate_tokens
+from kimi_proxy.server.app import create_app
+from kimi_proxy.translate.tokens import estimate_tokens
 from support.proxy import Harness, proxy_settings, serve_app
 from support.upstream import (
     Json,

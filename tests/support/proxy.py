@@ -12,9 +12,9 @@ from typing import Any
 import anthropic
 import httpx
 
-from kimi_proxy.app import create_app
-from kimi_proxy.config import Settings
+from kimi_proxy.config.settings import Settings
 from kimi_proxy.providers.pool import Pool
+from kimi_proxy.server.app import create_app
 from support.upstream import Script, ScriptedUpstream, scripted_upstream, serve_in_thread
 
 TEST_KEY = "gsk_test_secret_key_do_not_log_1234567890"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_proxy.launcher import free_port
+from kimi_proxy.cli.launcher import free_port
 
 
 @dataclass

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from kimi_proxy.sse import SSEDecoder
+from kimi_proxy.protocol.sse import SSEDecoder
 
 
 def parse_sse(raw: bytes) -> list[tuple[str, dict[str, Any]]]:

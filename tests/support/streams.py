@@ -10,9 +10,9 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import RawMessageStreamEvent
 from pydantic import TypeAdapter
 
-from kimi_proxy.models import ModelRouter
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.providers import GENERIC, KIMI_K2, ProviderProfile
+from kimi_proxy.providers.models import ModelRouter
 from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
 from kimi_proxy.translate.stream import StreamTranslator
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from kimi_proxy.launcher import free_port
+from kimi_proxy.cli.launcher import free_port
 
 
 @dataclass

@@ -24,7 +24,7 @@ from support.streams import (
     upstream_for,
 )
 
-from kimi_proxy.sse import SSEDecoder, encode_events
+from kimi_proxy.protocol.sse import SSEDecoder, encode_events
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.translate.response import openai_to_anthropic_message
 from kimi_proxy.translate.tools import upstream_tool_name

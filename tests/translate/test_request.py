@@ -11,10 +11,9 @@ import orjson
 import pytest
 
 from kimi_proxy.errors import CLAUDE_CODE_PROMPT_TOKENS, InvalidRequestError
-from kimi_proxy.models import ModelRouter
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, OPENROUTER, ProviderProfile
-from kimi_proxy.tokens import estimate_tokens
+from kimi_proxy.providers.models import ModelRouter
 from kimi_proxy.translate.request import (
     EMPTY_RESULT,
     IMAGE_NOT_SHOWN,
@@ -23,6 +22,7 @@ from kimi_proxy.translate.request import (
     anthropic_to_openai_request,
 )
 from kimi_proxy.translate.response import openai_to_anthropic_message
+from kimi_proxy.translate.tokens import estimate_tokens
 from kimi_proxy.translate.tools import function_parameters
 
 BIG, SMALL = KIMI_K2, "llama-3.1-8b-instant"
@@ -961,7 +961,7 @@ def test_schema_cleaning_keeps_property_names_and_values() -> None:
 
 
 def test_model_rules_are_configurable() -> None:
-    from kimi_proxy.config import Settings
+    from kimi_proxy.config.settings import Settings
 
     router = Settings(
         model="big-m",

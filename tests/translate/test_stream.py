@@ -22,7 +22,7 @@ from support.streams import (
 )
 
 from kimi_proxy.errors import ApiError, InvalidRequestError, ProxyError, RateLimitError
-from kimi_proxy.sse import SSEDecoder
+from kimi_proxy.protocol.sse import SSEDecoder
 from kimi_proxy.translate.accumulate import accumulate_message
 from kimi_proxy.translate.response import INVALID_ARGUMENTS_KEY
 from kimi_proxy.translate.stream import StreamTranslator

@@ -12,7 +12,7 @@ import pytest
 from support.proxy import proxy_settings, serve_app
 from support.upstream import scripted_upstream, text_stream
 
-from kimi_proxy.app import create_app
+from kimi_proxy.server.app import create_app
 
 TOKEN = "dashboard-test-token-1234567890"
 

@@ -18,8 +18,8 @@ from support.proxy import proxy_settings, serve_app
 from support.sse_client import BASIC, post_stream
 from support.upstream import Stream, error, scripted_upstream, text_stream
 
-from kimi_proxy.app import create_app
-from kimi_proxy.launcher import free_port
+from kimi_proxy.cli.launcher import free_port
+from kimi_proxy.server.app import create_app
 
 CHROMIUM = os.environ.get("KIMI_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

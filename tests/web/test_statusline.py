@@ -16,7 +16,7 @@ import httpx
 from support.providers import pooled_proxy
 from support.upstream import Stream, chunk
 
-from kimi_proxy.launcher import free_port
+from kimi_proxy.cli.launcher import free_port
 
 CAPTURED = json.loads(
     (Path(__file__).parents[1] / "fixtures" / "claude_code" / "statusline_input.json").read_text()

@@ -13,7 +13,6 @@ import logging.handlers
 import random
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,68 +20,12 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import internal_error, redact, send_error
-from .providers.profile import Prices
+from kimi_proxy.errors import internal_error, redact, send_error
+from kimi_proxy.protocol.record import RequestRecord
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("kimi_proxy.observability")
 access_log = logging.getLogger("kimi_proxy.access")
 DEFAULT_DEBUG_LOG = Path("/tmp/kimi_streaming_debug.log")
-
-
-@dataclass(slots=True)
-class RequestRecord:
-    request_id: str
-    method: str
-    path: str
-    started: float = field(default_factory=time.monotonic)
-    stream: bool | None = None
-    model_asked: str | None = None
-    model_used: str | None = None
-    status: int = 0
-    error_type: str | None = None
-    ttft_ms: float | None = None
-    latency_ms: float = 0.0
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    retries: int = 0
-    cached_tokens: int | None = None
-    cost_usd: float | None = None
-    route: str | None = None
-    family: str | None = None
-    provider: str | None = None
-    key: str | None = None  # the key's configured name, never the key
-    failovers: int = 0
-    waited_ms: float = 0.0
-    session: str | None = None  # x-claude-code-session-id
-    agent: str | None = None  # x-claude-code-agent-id
-    user: str | None = None
-    context_window: int | None = None
-    wall_start: float = field(default_factory=time.time)
-    prices: Prices | None = None  # of the model that answered (not logged)
-
-    def tokens(self, usage: dict[str, Any]) -> None:
-        self.input_tokens = usage.get("input_tokens")
-        self.output_tokens = usage.get("output_tokens")
-        self.cached_tokens = usage.get("cache_read_input_tokens")
-        if self.prices is not None:
-            self.cost_usd = round(
-                self.prices.cost(
-                    self.input_tokens or 0, self.cached_tokens or 0, self.output_tokens or 0
-                ),
-                8,
-            )
-
-    def first_token(self) -> None:
-        if self.ttft_ms is None:
-            self.ttft_ms = round((time.monotonic() - self.started) * 1000, 2)
-
-    def as_json(self) -> bytes:
-        return orjson.dumps({name: getattr(self, name) for name in LOGGED_FIELDS})
-
-
-LOGGED_FIELDS = tuple(
-    f.name for f in fields(RequestRecord) if f.name not in ("started", "wall_start", "prices")
-)
 
 
 class LazyJson:

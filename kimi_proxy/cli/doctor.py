@@ -10,21 +10,23 @@ import sys
 
 import httpx
 
-from .app import new_transport
-from .claude_code import LaunchError
-from .config import Settings
-from .errors import (
+from kimi_proxy.config.pool_file import ConfigError
+from kimi_proxy.config.settings import Settings
+from kimi_proxy.errors import (
     CLAUDE_CODE_PROMPT_TOKENS,
     KEY_ADVICE,
     TOKEN_LIMIT_ADVICE,
     provider_error_message,
 )
+from kimi_proxy.providers.dialects import read_limits
+from kimi_proxy.providers.discovery import model_ids, unserved
+from kimi_proxy.providers.spec import KeySpec, PoolSpec, ProviderSpec
+from kimi_proxy.server.app import new_transport
+from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS
+
+from .claude_code import LaunchError
 from .launch_plan import NoSetup, decide
 from .launcher import gateway_target, look
-from .pool_config import ConfigError, KeySpec, PoolSpec, ProviderSpec
-from .providers.dialects import read_limits
-from .providers.discovery import model_ids, unserved
-from .upstream import MIN_ANSWER_TOKENS
 
 # Auto mode's built-in check (Claude Code 2.1.328, which the launcher turns on) sends the main
 # model about 35,400 tokens of rules and transcript, by the proxy's estimate, per action checked.

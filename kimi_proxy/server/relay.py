@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import (
+from kimi_proxy.errors import (
     ApiError,
     BadGatewayError,
     GatewayTimeoutError,
@@ -25,17 +25,19 @@ from .errors import (
     internal_error,
     render_sse,
 )
-from .observability import LazyJson, RequestRecord
-from .providers.call import Call, Opened
-from .routing import note_target
-from .sse import encode_events
-from .streaming import BodyWriter
-from .translate.request import UpstreamRequest
-from .translate.response import new_message_id
-from .translate.stream import Event, StreamTranslator
-from .upstream import Deliver
+from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.protocol.sse import encode_events
+from kimi_proxy.providers.call import Call, Opened
+from kimi_proxy.translate.request import UpstreamRequest
+from kimi_proxy.translate.response import new_message_id
+from kimi_proxy.translate.stream import Event, StreamTranslator
+from kimi_proxy.upstream.client import Deliver
 
-log = logging.getLogger(__name__)
+from .dispatch import note_target
+from .observability import LazyJson
+from .streaming import BodyWriter
+
+log = logging.getLogger("kimi_proxy.relay")
 flow_log = logging.getLogger("kimi_proxy.flow")
 
 

@@ -9,11 +9,30 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .agent.tools import parse_tool_names
-from .models import ModelRouter
-from .providers import GROQ_URL, ProviderProfile, profile_by_name, profile_for_url
+from kimi_proxy.providers import GROQ_URL, ProviderProfile, profile_by_name, profile_for_url
+from kimi_proxy.providers.models import ModelRouter
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # bind addresses that stay local
+
+
+#: The tools agent mode may run in the proxy (`KIMI_LOCAL_TOOLS`; `kimi_proxy.agent.tools`).
+DEFAULT_SET = ("LS", "Read", "Glob", "Grep", "Write", "Edit")  # `all`; Bash only by name
+ALL_TOOLS = (*DEFAULT_SET, "Bash")
+
+
+def parse_tool_names(value: str) -> tuple[str, ...]:
+    """`KIMI_LOCAL_TOOLS`: a comma list of tool names, `all` for every tool but Bash."""
+    names: list[str] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            continue
+        if part.lower() == "all":
+            names += DEFAULT_SET
+        elif part in ALL_TOOLS:
+            names.append(part)
+        else:
+            raise ValueError(f"unknown local tool {part!r}; choose from {', '.join(ALL_TOOLS)}")
+    return tuple(dict.fromkeys(names))
 
 
 def _env(*names: str) -> AliasChoices:

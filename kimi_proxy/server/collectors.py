@@ -11,11 +11,12 @@ from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .gateway.link import RedisLink
+from kimi_proxy.gateway.link import RedisLink
+from kimi_proxy.providers.pool import Events as PoolEvents
+from kimi_proxy.providers.pool import Pool, Target
+from kimi_proxy.web.routes import keys_state
+
 from .observability import Metrics
-from .providers.pool import Events as PoolEvents
-from .providers.pool import Pool, Target
-from .web.routes import keys_state
 
 
 def report_pool_to(metrics: Metrics, pool: Pool) -> None:

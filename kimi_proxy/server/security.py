@@ -21,14 +21,14 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import (
+from kimi_proxy.errors import (
     AuthenticationError,
     PermissionDeniedError,
     ProxyError,
     SharedStoreDownError,
     send_error,
 )
-from .gateway.users import UserDirectory
+from kimi_proxy.gateway.users import UserDirectory
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 OPEN_PATHS = frozenset({"/health", "/ready"})  # probes carry no token

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .agent.tools import LocalTools
-from .config import Settings
-from .gateway.runtime import GatewayRuntime
+from kimi_proxy.agent.tools import LocalTools
+from kimi_proxy.config.settings import Settings
+from kimi_proxy.gateway.runtime import GatewayRuntime
+from kimi_proxy.providers.pool import Pool
+from kimi_proxy.web.feed import Feed
+
 from .observability import Metrics
-from .providers.pool import Pool
 from .streaming import Drain
-from .web.feed import Feed
 
 
 @dataclass(slots=True)

@@ -22,7 +22,8 @@ from typing import Any
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from .errors import DrainingError, render_sse
+from kimi_proxy.errors import DrainingError, render_sse
+from kimi_proxy.upstream.client import close_shielded
 
 PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
 CUT_FRAME = render_sse(
@@ -38,16 +39,6 @@ async def _disconnect(receive: Receive) -> None:
     """Return when the client has gone (the request body was read before the response)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
-    """Run a close to its end even while this task is being cancelled (the server shutting
-    down), so the provider's stream is never left open."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        await asyncio.shield(close())
-    else:
-        await close()
 
 
 class Drain:

@@ -1,28 +1,30 @@
-"""Which candidates a request may go to, and what the request record says about where it went:
-the glue between the route handler and the provider pool."""
+"""Which candidates a request may go to: its route (`[route]` in the config file), the call
+through the pool that tries them, and why nothing can serve it when nothing can."""
 
 from __future__ import annotations
 
-from starlette.datastructures import Headers
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .errors import (
+from kimi_proxy.errors import (
     KEY_ADVICE,
     AuthenticationError,
     InvalidRequestError,
     ProxyError,
 )
+from kimi_proxy.protocol.anthropic import MessagesRequest
+from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request, has_images
+from kimi_proxy.translate.tokens import estimate_tokens
+
+from .call import Call
 from .models import ModelRouter
-from .observability import RequestRecord
-from .pool_config import CandidateSpec
-from .protocol.anthropic import MessagesRequest
-from .providers.call import Call, Opened
-from .providers.pool import Pool
-from .state import ProxyState
-from .tokens import estimate_tokens
-from .translate.request import UpstreamRequest, anthropic_to_openai_request, has_images
+from .pool import Pool
+from .spec import CandidateSpec
 
 
-def route_of(request: MessagesRequest, headers: Headers, prompt_tokens: int, long: int) -> str:
+def route_of(
+    request: MessagesRequest, headers: Mapping[str, str], prompt_tokens: int, long: int
+) -> str:
     """Which route a request takes (`[route]` in the config file maps each to a family)."""
     if prompt_tokens > long:
         return "long_context"
@@ -36,21 +38,29 @@ def route_of(request: MessagesRequest, headers: Headers, prompt_tokens: int, lon
     return "default"
 
 
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """A request's way through the pool: the call, the route it took and the family serving it."""
+
+    call: Call
+    route: str
+    family: str
+
+
 def plan_call(
-    state: ProxyState,
+    pool: Pool,
     message_request: MessagesRequest,
-    headers: Headers,
-    record: RequestRecord,
+    headers: Mapping[str, str],
+    *,
+    max_output_tokens: int | None,
     raw: bytes | None = None,
-) -> Call:
+) -> Planned:
     """The pool call for this request: its route's candidates, and how to translate for each.
 
     With `raw` (the body as it came), the call keeps those bytes instead of the parsed request
     for translating to another candidate: 50 KB a stream instead of the parsed objects, parsed
     again only when a failover needs it.
     """
-    pool = state.pool
-    settings = state.settings
     parsed: list[MessagesRequest] = [message_request]
 
     def build(candidate: CandidateSpec) -> UpstreamRequest:
@@ -60,7 +70,7 @@ def plan_call(
             source,
             router=ModelRouter.fixed(candidate.model),
             profile=profile,
-            max_output_tokens=settings.max_output_tokens,
+            max_output_tokens=max_output_tokens,
             served_by=candidate.provider,
         )
 
@@ -76,25 +86,21 @@ def plan_call(
         raise no_candidate_error(pool, message_request.model)
     if has_images(message_request):  # to a model that sees them first; the others get a note
         candidates = tuple(sorted(candidates, key=lambda c: not c.limits.accepts_images))
-    record.route = route
-    record.family = (
-        pool.spec.family_for(route) if pool.spec.legacy_router is None else candidates[0].model
-    )
-    record.session = headers.get("x-claude-code-session-id")
-    record.agent = headers.get("x-claude-code-agent-id")
-    call = pool.call(
+    family = pool.spec.family_for(route) if pool.spec.legacy_router is None else candidates[0].model
+    call = Call.start(
+        pool,
         candidates,
         build,
         prompt_tokens=prompt_tokens,
-        answer_tokens=min(message_request.max_tokens, settings.max_output_tokens or 1 << 30),
-        session=record.session,
+        answer_tokens=min(message_request.max_tokens, max_output_tokens or 1 << 30),
+        session=headers.get("x-claude-code-session-id"),
     )
     call.built[first.label] = preview
     if raw is not None:
         parsed.clear()
     else:  # agent mode: the loop edits the payload step by step
         call.keep_payload = True
-    return call
+    return Planned(call, route, family)
 
 
 def unservable(pool: Pool) -> str | None:
@@ -120,15 +126,3 @@ def no_candidate_error(pool: Pool, model: str) -> ProxyError:
         f"No model is left to serve {model!r}" + (f" ({gone})" if gone else "") + ". Update the "
         "candidates in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
     )
-
-
-def note_target(record: RequestRecord, call: Call, opened: Opened) -> None:
-    candidate = opened.target.candidate
-    record.model_used = candidate.model
-    record.provider = candidate.provider
-    record.prices = candidate.limits.prices
-    record.context_window = candidate.limits.context_window
-    record.key = opened.target.key.key.name
-    record.retries = call.retries
-    record.failovers = call.failovers
-    record.waited_ms = round(call.waited * 1000, 1)

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from . import __version__
-from .agent.loop import AgentLoop
-from .agent.tools import tool_definitions
-from .errors import (
+from kimi_proxy import __version__
+from kimi_proxy.agent.loop import AgentLoop
+from kimi_proxy.agent.tools import tool_definitions
+from kimi_proxy.errors import (
     DrainingError,
     InvalidRequestError,
     OverloadedError,
@@ -26,30 +26,33 @@ from .errors import (
     RequestTooLargeError,
     SharedStoreDownError,
 )
-from .models import DEFAULT_ALIASES
-from .observability import RequestRecord, request_record
-from .protocol.anthropic import (
+from kimi_proxy.protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
     Tool,
     describe_validation_error,
 )
-from .providers.call import Call, MustWait, Opened
-from .providers.pool import Pool
-from .relay import Current, fails_over, stream_events, stream_failure
-from .routing import no_candidate_error, note_target, plan_call, unservable
-from .sse import encode_event
-from .state import ProxyState
-from .streaming import BodyWriter, EventStreamResponse
-from .tokens import estimate_tokens
-from .translate.accumulate import accumulate_message
-from .translate.request import (
+from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.protocol.sse import encode_event
+from kimi_proxy.providers.call import Call, MustWait, Opened
+from kimi_proxy.providers.models import DEFAULT_ALIASES
+from kimi_proxy.providers.pool import Pool
+from kimi_proxy.providers.routing import no_candidate_error, unservable
+from kimi_proxy.translate.accumulate import accumulate_message
+from kimi_proxy.translate.request import (
     convert_messages,
     convert_tools,
 )
-from .translate.response import openai_to_anthropic_message
-from .translate.stream import StreamTranslator
-from .translate.tools import upstream_tool_name
+from kimi_proxy.translate.response import openai_to_anthropic_message
+from kimi_proxy.translate.stream import StreamTranslator
+from kimi_proxy.translate.tokens import estimate_tokens
+from kimi_proxy.translate.tools import upstream_tool_name
+
+from .dispatch import note_target, plan_call
+from .observability import request_record
+from .relay import Current, fails_over, stream_events, stream_failure
+from .state import ProxyState
+from .streaming import BodyWriter, EventStreamResponse
 
 M = TypeVar("M", bound=BaseModel)
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
@@ -245,7 +248,8 @@ async def agent_response(
     upstream_request = call.built.get(candidate.label) or call.build(candidate)
 
     async def open_step(payload: dict[str, Any]) -> Opened:
-        step = pool.call(
+        step = Call.start(
+            pool,
             (candidate,),
             lambda c: replace(upstream_request, payload=payload),
             prompt_tokens=call.prompt_tokens,

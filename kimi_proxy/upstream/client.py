@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import httpx
 import orjson
 
-from . import __version__
-from .errors import (
+from kimi_proxy import __version__
+from kimi_proxy.errors import (
     BadGatewayError,
     ModelOutputError,
     ProxyError,
@@ -31,12 +31,23 @@ from .errors import (
     redact,
     transport_failure_kind,
 )
-from .sse import SSEDecoder
+from kimi_proxy.protocol.sse import SSEDecoder
+
 from .transport import ResponseStream, StopPushing
 
 log = logging.getLogger("kimi_proxy.upstream")
 
 MIN_ANSWER_TOKENS = 1024  # a smaller answer budget would cut off most tool calls
+
+
+async def close_shielded(close: Callable[[], Awaitable[None]]) -> None:
+    """Run a close to its end even while this task is being cancelled (the server shutting
+    down), so the provider's stream is never left open."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        await asyncio.shield(close())
+    else:
+        await close()
 
 
 @dataclass(frozen=True, slots=True)

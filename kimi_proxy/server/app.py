@@ -25,20 +25,28 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import routes
-from .agent.sandbox import Sandbox
-from .agent.tools import LocalTools, parse_tool_names
-from .collectors import GatewayCollector, report_pool_to
-from .config import Settings, load_settings
-from .errors import (
+from kimi_proxy.agent.sandbox import Sandbox
+from kimi_proxy.agent.tools import LocalTools
+from kimi_proxy.config.gateway import Gateway
+from kimi_proxy.config.pool_file import load_gateway, load_pool_spec
+from kimi_proxy.config.settings import Settings, load_settings, parse_tool_names
+from kimi_proxy.errors import (
     InvalidRequestError,
     NotFoundError,
     ProxyError,
     internal_error,
     render_json,
 )
-from .gateway.runtime import GatewayRuntime
-from .gateway.settings import Gateway
+from kimi_proxy.gateway.runtime import GatewayRuntime
+from kimi_proxy.providers.discovery import served_models, unserved
+from kimi_proxy.providers.pool import Pool
+from kimi_proxy.providers.spec import KeySpec, PoolSpec, ProviderSpec
+from kimi_proxy.upstream.client import UpstreamClient
+from kimi_proxy.upstream.transport import HttptoolsTransport
+from kimi_proxy.web.routes import dashboard_routes, status_routes
+
+from . import routes
+from .collectors import GatewayCollector, report_pool_to
 from .gc_pauses import timing_collections
 from .observability import (
     DEFAULT_DEBUG_LOG,
@@ -47,14 +55,8 @@ from .observability import (
     request_record,
     setup_logging,
 )
-from .pool_config import KeySpec, PoolSpec, ProviderSpec, load_gateway, load_pool_spec
-from .providers.discovery import served_models, unserved
-from .providers.pool import Pool
 from .security import OPEN_PATHS, SecurityMiddleware
 from .state import ProxyState
-from .transport import HttptoolsTransport
-from .upstream import UpstreamClient
-from .web.routes import dashboard_routes, status_routes
 
 log = logging.getLogger("kimi_proxy")
 

@@ -17,12 +17,17 @@ from typing import Any
 from pydantic import AliasChoices, ValidationError
 from pydantic_core import PydanticUndefined
 
-from .config import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
-from .gateway.commands import add_parsers as add_gateway_parsers
-from .gateway.commands import run_usage, run_users
-from .gateway.users import DEFAULT_USERS_FILE
-from .pool_config import DEFAULT_CONFIG_PATH, ConfigError, load_gateway, load_pool_spec
-from .security import weak_token
+from kimi_proxy.config.pool_file import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    load_gateway,
+    load_pool_spec,
+)
+from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
+from kimi_proxy.gateway.commands import add_parsers as add_gateway_parsers
+from kimi_proxy.gateway.commands import run_usage, run_users
+from kimi_proxy.gateway.users import DEFAULT_USERS_FILE
+from kimi_proxy.server.security import weak_token
 
 
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +58,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from .app import configure_logging, create_app, proxy_state, tune_garbage_collector
-    from .drain import DRAIN_LEFTOVER_SECONDS, DrainingServer
+    from kimi_proxy.server.app import (
+        configure_logging,
+        create_app,
+        proxy_state,
+        tune_garbage_collector,
+    )
+    from kimi_proxy.server.drain import DRAIN_LEFTOVER_SECONDS, DrainingServer
 
     if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
         print(
@@ -96,7 +106,7 @@ def serve(settings: Settings) -> int:
     if settings.workers > 1:  # stateless workers: each process builds its app from the env
         os.environ.update(settings_to_env(settings))
         uvicorn.run(
-            "kimi_proxy.app:app_from_env",
+            "kimi_proxy.server.app:app_from_env",
             factory=True,
             workers=settings.workers,
             timeout_graceful_shutdown=int(settings.drain_seconds),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from .config import LOOPBACK_HOSTS
+from kimi_proxy.config.settings import LOOPBACK_HOSTS
 
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_CODE_VERSION = "2.1.332"

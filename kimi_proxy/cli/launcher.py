@@ -25,6 +25,11 @@ from typing import Any, Literal
 
 import httpx
 
+from kimi_proxy.config.pool_file import ConfigError, load_pool_spec
+from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings
+from kimi_proxy.providers.catalog import load_catalog
+from kimi_proxy.providers.spec import DEFAULT_CONTEXT_WINDOW, PoolSpec
+
 from .claude_code import (
     LaunchError,
     Target,
@@ -38,10 +43,7 @@ from .claude_code import (
     state_dir,
     write_session_settings,
 )
-from .config import LOOPBACK_HOSTS, Settings
 from .launch_plan import Found, NoSetup, Plan, Running, decide
-from .pool_config import DEFAULT_CONTEXT_WINDOW, ConfigError, PoolSpec, load_pool_spec
-from .providers.catalog import load_catalog
 
 HEALTH_WAIT_SECONDS = 15.0
 GATEWAY_TIMEOUT = 10.0
