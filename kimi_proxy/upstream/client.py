@@ -33,7 +33,8 @@ from kimi_proxy.errors import (
 )
 from kimi_proxy.protocol.sse import SSEDecoder
 
-from .transport import ResponseStream, StopPushing
+from .connection import StopPushing
+from .transport import ResponseStream
 
 log = logging.getLogger("kimi_proxy.upstream")
 

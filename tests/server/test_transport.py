@@ -21,7 +21,8 @@ import httpx
 import pytest
 from support.company_proxy import clear_proxy_env, connect_proxy, provider_tls
 
-from kimi_proxy.upstream.transport import HIGH_WATER, Connection, HttptoolsTransport, StopPushing
+from kimi_proxy.upstream.connection import HIGH_WATER, Connection, StopPushing
+from kimi_proxy.upstream.transport import HttptoolsTransport
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kimi_proxy.upstream.transport import MAX_HEAD_BYTES, HttptoolsTransport
+from kimi_proxy.upstream.connection import MAX_HEAD_BYTES
+from kimi_proxy.upstream.transport import HttptoolsTransport
 
 VALID = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
