@@ -27,8 +27,9 @@ from kimi_proxy.translate.agent_history import (
     thinking_line,
     tool_line,
 )
-from kimi_proxy.translate.request import tool_call, tool_message, tool_result_text
-from kimi_proxy.translate.stream import Event, StreamTranslator
+from kimi_proxy.translate.blocks import Event
+from kimi_proxy.translate.messages import tool_call, tool_message, tool_result_text
+from kimi_proxy.translate.stream import StreamTranslator
 from kimi_proxy.upstream.client import close_shielded
 
 from .sandbox import ToolError

@@ -13,7 +13,8 @@ from kimi_proxy.errors import (
     ProxyError,
 )
 from kimi_proxy.protocol.anthropic import MessagesRequest
-from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request, has_images
+from kimi_proxy.translate.messages import has_images
+from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
 from kimi_proxy.translate.tokens import estimate_tokens
 
 from .call import Call

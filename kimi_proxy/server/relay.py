@@ -28,9 +28,10 @@ from kimi_proxy.errors import (
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.protocol.sse import encode_events
 from kimi_proxy.providers.call import Call, Opened
+from kimi_proxy.translate.blocks import Event
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.translate.response import new_message_id
-from kimi_proxy.translate.stream import Event, StreamTranslator
+from kimi_proxy.translate.stream import StreamTranslator
 from kimi_proxy.upstream.client import Deliver
 
 from .dispatch import note_target

@@ -39,14 +39,11 @@ from kimi_proxy.providers.models import DEFAULT_ALIASES
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.providers.routing import no_candidate_error, unservable
 from kimi_proxy.translate.accumulate import accumulate_message
-from kimi_proxy.translate.request import (
-    convert_messages,
-    convert_tools,
-)
+from kimi_proxy.translate.messages import convert_messages
 from kimi_proxy.translate.response import openai_to_anthropic_message
 from kimi_proxy.translate.stream import StreamTranslator
 from kimi_proxy.translate.tokens import estimate_tokens
-from kimi_proxy.translate.tools import upstream_tool_name
+from kimi_proxy.translate.tools import convert_tools, upstream_tool_name
 
 from .dispatch import note_target, plan_call
 from .observability import request_record

@@ -9,10 +9,10 @@ buffered that could be sent: every text, reasoning and tool-argument fragment le
 the same `feed` call that received it.
 
 Anthropic allows one open content block at a time, with indexes contiguous from 0; only
-`_open_block` and `_close_block` emit `content_block_start` / `content_block_stop`, so every start
-has its stop. A change of kind (reasoning → text → tool call) closes the open block and opens the
-next. Reasoning becomes a `thinking` block closed with a `signature_delta` (empty: the proxy does
-not forge Anthropic signatures).
+`_open_block` and `_close_block` (`blocks.py`) emit `content_block_start` and
+`content_block_stop`, so every start has its stop. A change of kind (reasoning → text → tool
+call) closes the open block and opens the next. Reasoning becomes a `thinking` block closed with
+a `signature_delta` (empty: the proxy does not forge Anthropic signatures).
 
 Tool calls are keyed by the OpenAI `index`. The first call streams live. When a fragment of another
 call arrives, the open call is closed only if its arguments are already complete JSON; otherwise
@@ -39,14 +39,13 @@ call was cut off; resending the same request would only cut it off again).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import orjson
 
 from kimi_proxy.errors import ApiError, error_from_stream_payload
 
 from .agent_history import LocalCall, encode_transcript
+from .blocks import UNKNOWN_TOOL, ContentBlocks, Event
 from .kimi_markup import MarkupCall, MarkupScanner
 from .request import UpstreamRequest
 from .response import (
@@ -57,34 +56,10 @@ from .response import (
     new_message_id,
     stop_reason,
 )
-from .tools import anthropic_tool_id, new_nonce
 
 log = logging.getLogger("kimi_proxy.stream")
 
-Event = dict[str, Any]
-UNKNOWN_TOOL = "unknown_tool"
 MARKUP_CALL_KEYS = 1 << 20  # keys of calls read from Kimi markup: apart from OpenAI indexes
-
-
-@dataclass(slots=True)
-class _ToolCall:
-    upstream_id: str | None = None
-    name: str | None = None
-    held: list[str] = field(default_factory=list)  # fragments not yet sent
-    sent: list[str] = field(default_factory=list)  # fragments sent (for the completeness check)
-    block: int | None = None
-    closed: bool = False
-
-    def arguments_complete(self) -> bool:
-        """The arguments sent so far form a JSON object (nothing yet: not complete)."""
-        try:
-            return isinstance(orjson.loads("".join(self.sent)), dict)
-        except orjson.JSONDecodeError:
-            return False
-
-    def arguments_broken(self) -> bool:
-        """Ended with arguments that are not a JSON object (none at all means `{}`)."""
-        return bool("".join(self.sent).strip()) and not self.arguments_complete()
 
 
 @dataclass(slots=True)
@@ -97,38 +72,23 @@ class StepResult:
     client_calls: bool
 
 
-@dataclass(slots=True)
-class _Block:
-    index: int
-    kind: str  # "text" | "thinking" | "tool_use"
-    call: _ToolCall | None = None
-
-
-class StreamTranslator:
+class StreamTranslator(ContentBlocks):
     """Per-stream state: the open block, the next index, the tool calls by OpenAI index."""
 
     __slots__ = (
-        "_calls",
         "_client_model",
         "_finish_reason",
         "_input_estimate",
         "_last_usage",
-        "_local",
         "_markup",
         "_matched_stop",
-        "_next_index",
-        "_nonce",
-        "_open",
         "_output_tokens",
         "_reasoning_markup",
-        "_step_client_calls",
         "_step_finished",
         "_step_text",
         "_stop_sequences",
-        "_tool_names",
         "_upstream_model",
         "_usage",
-        "_used_tools",
         "message_id",
     )
 
@@ -141,17 +101,12 @@ class StreamTranslator:
         local_tools: frozenset[str] = frozenset(),
     ) -> None:
         # Only what the reply needs: not the request payload, which can be freed once sent.
+        ContentBlocks.__init__(self, upstream.tool_names, local_tools)
         self._client_model = upstream.client_model
         self._upstream_model = upstream.upstream_model
-        self._tool_names = upstream.tool_names
         self._stop_sequences = upstream.stop_sequences
-        self._local = local_tools
         self.message_id = message_id or new_message_id()
-        self._nonce = new_nonce()
         self._input_estimate = input_tokens
-        self._next_index = 0
-        self._open: _Block | None = None
-        self._calls: dict[int, _ToolCall] = {}
         self._markup = MarkupScanner()
         self._reasoning_markup = MarkupScanner()  # a thinking model's call may end up there
         self._finish_reason: str | None = None  # of the last upstream call that finished
@@ -160,9 +115,7 @@ class StreamTranslator:
         self._usage: dict[str, Any] | None = None
         self._last_usage: dict[str, Any] | None = None
         self._output_tokens = 0
-        self._used_tools = False
         self._step_text: list[str] = []
-        self._step_client_calls = False
 
     @property
     def has_content(self) -> bool:
@@ -312,7 +265,7 @@ class StreamTranslator:
         events.append({"type": "message_stop"})
         return events
 
-    # -- blocks --------------------------------------------------------------------------
+    # -- text and reasoning ------------------------------------------------------------
 
     def _text(self, text: str | None, events: list[Event]) -> None:
         if not text:
@@ -366,130 +319,3 @@ class StreamTranslator:
         else:
             self._step_text.append(text)
             self._append("text", "text_delta", "text", text, events)
-
-    def _append(
-        self, kind: str, delta_type: str, field_name: str, text: str, events: list[Event]
-    ) -> None:
-        if self._open is None or self._open.kind != kind:
-            self._close_block(events)
-            self._open_block(kind, events)
-        assert self._open is not None
-        events.append(
-            {
-                "type": "content_block_delta",
-                "index": self._open.index,
-                "delta": {"type": delta_type, field_name: text},
-            }
-        )
-
-    def _open_block(self, kind: str, events: list[Event], call: _ToolCall | None = None) -> None:
-        index = self._next_index
-        self._next_index += 1
-        self._open = _Block(index=index, kind=kind, call=call)
-        if kind == "text":
-            block: dict[str, Any] = {"type": "text", "text": ""}
-        elif kind == "thinking":
-            block = {"type": "thinking", "thinking": "", "signature": ""}
-        else:
-            assert call is not None
-            call.block = index
-            self._used_tools = self._step_client_calls = True
-            block = {
-                "type": "tool_use",
-                "id": anthropic_tool_id(call.upstream_id, self._nonce),
-                "name": self._tool_names.to_client(call.name or UNKNOWN_TOOL),
-                "input": {},
-            }
-        events.append({"type": "content_block_start", "index": index, "content_block": block})
-
-    def _close_block(self, events: list[Event]) -> None:
-        block = self._open
-        if block is None:
-            return
-        if block.kind == "thinking":
-            events.append(
-                {
-                    "type": "content_block_delta",
-                    "index": block.index,
-                    "delta": {"type": "signature_delta", "signature": ""},
-                }
-            )
-        elif block.call is not None:
-            block.call.closed = True
-        events.append({"type": "content_block_stop", "index": block.index})
-        self._open = None
-
-    # -- tool calls ----------------------------------------------------------------------
-
-    def _tool_fragment(self, fragment: dict[str, Any], events: list[Event]) -> None:
-        key = fragment.get("index", 0)
-        call = self._calls.get(key)
-        if call is None:
-            call = self._calls[key] = _ToolCall()
-        if fragment.get("id") and call.upstream_id is None:
-            call.upstream_id = fragment["id"]
-        function = fragment.get("function") or {}
-        if function.get("name") and call.name is None:
-            call.name = function["name"]
-        arguments = function.get("arguments") or ""
-        if call.closed:
-            if arguments.strip():
-                log.warning("dropping arguments for an already closed tool call %s", call.name)
-            return
-        if arguments:
-            call.held.append(arguments)
-        current = self._open.call if self._open is not None else None
-        if current is call:
-            self._send_held(call, events)
-            self._advance_calls(events)
-            return
-        if call.name is None or call.name in self._local:
-            return  # a call opens once its name is known; local calls never open
-        if current is not None and not current.arguments_complete():
-            return  # the open call is still receiving its arguments: hold this one
-        self._close_block(events)
-        self._open_next_held_call(events, allow_unnamed=False)
-        self._advance_calls(events)
-
-    def _advance_calls(self, events: list[Event]) -> None:
-        """While the open call's arguments are complete, let a held call take its place.
-
-        Without this a held call would wait for its next fragment (or `finish`), and text
-        arriving meanwhile would jump ahead of it.
-        """
-        while (
-            self._open is not None
-            and self._open.call is not None
-            and any(self._waiting(c) for c in self._calls.values())
-            and self._open.call.arguments_complete()
-        ):
-            self._close_block(events)
-            self._open_next_held_call(events, allow_unnamed=False)
-
-    def _waiting(self, call: _ToolCall) -> bool:
-        """A client call, named, not yet started."""
-        return call.block is None and call.name is not None and call.name not in self._local
-
-    def _open_next_held_call(self, events: list[Event], *, allow_unnamed: bool) -> bool:
-        """Open the lowest-index client call not yet started, sending its held fragments."""
-        for key in sorted(self._calls):
-            call = self._calls[key]
-            if self._waiting(call) or (allow_unnamed and call.block is None and call.name is None):
-                self._open_block("tool_use", events, call)
-                self._send_held(call, events)
-                return True
-        return False
-
-    def _send_held(self, call: _ToolCall, events: list[Event]) -> None:
-        if not call.held or self._open is None:
-            return
-        fragment = "".join(call.held)
-        call.held.clear()
-        call.sent.append(fragment)
-        events.append(
-            {
-                "type": "content_block_delta",
-                "index": self._open.index,
-                "delta": {"type": "input_json_delta", "partial_json": fragment},
-            }
-        )

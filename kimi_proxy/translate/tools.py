@@ -27,7 +27,15 @@ from typing import Any
 
 import orjson
 
-from kimi_proxy.protocol.anthropic import Tool
+from kimi_proxy.errors import InvalidRequestError
+from kimi_proxy.protocol.anthropic import (
+    Message,
+    Tool,
+    ToolChoice,
+    ToolReferenceBlock,
+    ToolResultBlock,
+)
+from kimi_proxy.protocol.profile import ProviderProfile
 
 log = logging.getLogger("kimi_proxy.tools")
 
@@ -179,3 +187,67 @@ def upstream_tool_id(anthropic_id: str) -> str:
         return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError):
         return anthropic_id
+
+
+def referenced_tool_names(messages: Sequence[Message]) -> set[str]:
+    """Tool names loaded by tool search: every `tool_reference` inside a tool result."""
+    names: set[str] = set()
+    for message in messages:
+        if isinstance(message.content, str):
+            continue
+        for block in message.content:
+            if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
+                names.update(
+                    b.tool_name for b in block.content if isinstance(b, ToolReferenceBlock)
+                )
+    return names
+
+
+def server_tools_only(names: Sequence[str]) -> InvalidRequestError:
+    """A request whose every tool is one of Anthropic's built-in server tools (Claude Code's
+    WebSearch sends one with only `web_search`): answered without them, the model's guess
+    would pass for search results."""
+    return InvalidRequestError(
+        f"The provider behind kimi-proxy cannot run {', '.join(names)}: Anthropic's built-in "
+        "tools work on Anthropic's API only, and this request offers no other tool. To search "
+        "the web, fetch a search page with WebFetch instead, or give Claude Code a search "
+        "tool (an MCP server)."
+    )
+
+
+def convert_tools(
+    tools: Sequence[Tool],
+    messages: Sequence[Message],
+    profile: ProviderProfile,
+    chosen: str | None = None,
+) -> list[dict[str, Any]]:
+    """The function tools to offer; a deferred tool that `tool_choice` names counts as loaded."""
+    loaded = referenced_tool_names(messages)
+    if chosen:
+        loaded.add(chosen)
+    offered = offered_tools(tools, loaded)
+    if len(offered) > profile.max_tools:
+        log.warning(
+            "offering %d of %d tools: the provider accepts at most %d",
+            profile.max_tools,
+            len(offered),
+            profile.max_tools,
+        )
+        offered = offered[: profile.max_tools]
+    return [openai_tool(t) for t in offered]
+
+
+def convert_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    match choice.type:
+        case "auto":
+            return "auto"
+        case "any":
+            return "required"
+        case "none":
+            return "none"
+        case "tool":
+            if not choice.name:
+                raise InvalidRequestError(
+                    "tool_choice.name is required when tool_choice.type is 'tool'"
+                )
+            return {"type": "function", "function": {"name": upstream_tool_name(choice.name)}}

@@ -49,7 +49,7 @@ from support.upstream import (
 )
 
 from kimi_proxy.providers import KIMI_K2
-from kimi_proxy.translate.request import IMAGE_NOT_SHOWN
+from kimi_proxy.translate.messages import IMAGE_NOT_SHOWN
 from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS
 
 pytestmark = pytest.mark.e2e

@@ -14,13 +14,8 @@ from kimi_proxy.errors import CLAUDE_CODE_PROMPT_TOKENS, InvalidRequestError
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, OPENROUTER, ProviderProfile
 from kimi_proxy.providers.models import ModelRouter
-from kimi_proxy.translate.request import (
-    EMPTY_RESULT,
-    IMAGE_NOT_SHOWN,
-    INTERRUPTED_CALL,
-    UpstreamRequest,
-    anthropic_to_openai_request,
-)
+from kimi_proxy.translate.messages import EMPTY_RESULT, IMAGE_NOT_SHOWN, INTERRUPTED_CALL
+from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
 from kimi_proxy.translate.response import openai_to_anthropic_message
 from kimi_proxy.translate.tokens import estimate_tokens
 from kimi_proxy.translate.tools import function_parameters
