@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,21 +23,14 @@ import httpx
 import orjson
 
 from kimi_proxy.errors import (
-    TOKEN_LIMIT_ADVICE,
-    AuthenticationError,
-    BillingError,
-    InvalidRequestError,
-    PermissionDeniedError,
     ProxyError,
-    RateLimitError,
-    TokenLimitError,
 )
-from kimi_proxy.protocol.waits import retry_after
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
 
 from .budget import Admission, Reservation, WaitUntil
-from .plan import Go, Option, Refuse, Wait, choose
+from .lessons import lesson
+from .plan import Go, Option, Refuse, Wait, choose, refusal
 from .pool import Build, KeyState, Pool, Rider, Target
 from .spec import CandidateSpec
 
@@ -46,14 +38,8 @@ log = logging.getLogger("kimi_proxy.pool")
 flow_log = logging.getLogger("kimi_proxy.flow")
 
 AFFINITY_SESSIONS = 10_000  # sessions remembered (least recently used forgotten first)
-DEFAULT_COOLDOWN = 5.0  # a 429 that names no reset
 FIT_MARGIN = 0.99  # fit an answer budget to 99% of a key's tokens a minute
 UNBOUNDED = 1 << 60
-
-
-class NoUsableKeyError(BillingError):
-    """Every key of every candidate is disabled: nothing to retry until the configuration is
-    fixed. A 402, which Claude Code shows at once instead of retrying for minutes."""
 
 
 class MustWait(Exception):
@@ -71,15 +57,6 @@ class Opened:
     target: Target
     request: UpstreamRequest
     response: httpx.Response
-
-
-def _model_gone(failure: UpstreamFailure) -> bool:
-    text = failure.body.lower()
-    if failure.status == 400:
-        return b"model_decommissioned" in text or b"decommissioned" in text
-    if failure.status == 404:
-        return b"model" in text
-    return False
 
 
 @dataclass(slots=True)
@@ -296,81 +273,46 @@ class Call:
         return spent > self.pool.retry_budget
 
     def _failed(self, target: Target, failure: UpstreamFailure) -> None:
-        """Learn from a failed attempt, or raise when the failure is the client's to see."""
+        """Learn from a failed attempt (`lessons.lesson`), or raise when the failure is the
+        client's to see."""
         pool = self.pool
         if self.first_failure is None:
             self.first_failure = pool.clock()
-        error = failure.error
-        self.last_error = error
+        self.last_error = failure.error
         ident = _ident(target)
         now = pool.clock()
         key = target.key
         if failure.status is not None:  # the provider answered: learn what it reported
             pool.observe(key, Reservation(), failure.headers)
-        if isinstance(error, AuthenticationError | PermissionDeniedError):
-            pool.disable(key, f"the provider answered HTTP {failure.status} ({error.message})")
-            reason = "key rejected"
-        elif _model_gone(failure):
-            pool.retire(target.candidate, error.message)
-            reason = "model gone"
-        elif isinstance(error, TokenLimitError):
-            key.ledger.cap_tokens_per_minute(error.limit, now)
+        taught = lesson(failure, key.ledger, now, self.attempts)
+        if taught is None:
+            raise failure.error
+        if taught.disable is not None:
+            pool.disable(key, taught.disable)
+        if taught.retire is not None:
+            pool.retire(target.candidate, taught.retire)
+        if taught.cap_tokens is not None:
+            key.ledger.cap_tokens_per_minute(taught.cap_tokens, now)
+        if taught.exclude:
             self.excluded.add(ident)
-            reason = "request over the key's tokens a minute"
-        elif failure.status == 413:  # too large for this provider: another may take it
-            self.excluded.add(ident)
-            reason = "request too large"
-        elif failure.status == 429:
-            pause = retry_after(failure.headers)
-            if pause is None:
-                exhausted = [
-                    b.resets_at - now
-                    for b in key.ledger.windows.values()
-                    if b.reported and b.remaining == 0 and b.resets_at > now
-                ]
-                pause = min(exhausted) if exhausted else DEFAULT_COOLDOWN
-            key.ledger.cool_down(now + pause, "rate-limited by the provider (429)")
+        if taught.cool_until is not None:
+            key.ledger.cool_down(taught.cool_until, "rate-limited by the provider (429)")
             pool.events.rate_limited(target)
-            reason = "rate limited"
-        elif isinstance(error, BillingError):  # out of credits: another key may have some
-            self.excluded.add(ident)
-            reason = "billing"
-        elif failure.retryable:
-            pause = error.retry_after
-            if pause is None:  # exponential backoff with full jitter
-                pause = random.uniform(0, 0.25 * 2 ** min(self.attempts - 1, 6))
-            self.backoff[ident] = (now + pause, "failed just now; backing off")
-            reason = f"HTTP {failure.status}" if failure.status else "unreachable"
-        elif failure.status is None:  # a stall or a broken answer: not this key again now
-            self.excluded.add(ident)
-            reason = "timed out"
-        else:
-            raise error
+        if taught.backoff_until is not None:
+            self.backoff[ident] = (taught.backoff_until, "failed just now; backing off")
         self.previous = ident
         pool.events.failover(target)
-        log.info("%s failed (%s)", target.label, reason)
+        log.info("%s failed (%s)", target.label, taught.reason)
 
     def _refusal(self, refuse: Refuse) -> ProxyError:
-        if not self._live_keys():
-            disabled = self.pool.disabled_summary()
-            return NoUsableKeyError(
-                "No provider key is left: every key was rejected. "
-                f"{disabled or 'No key is configured.'} Fix the keys (GROQ_API_KEY, "
-                "MOONSHOT_API_KEY… or the keys in your config file) and restart kimi-proxy."
-            )
-        if self.last_error is not None and refuse.retry_after is None:
-            return self.last_error
-        if not any(c.label not in self.pool.retired for c in self.candidates):
-            gone = "; ".join(f"{c.label}: {self.pool.retired[c.label]}" for c in self.candidates)
-            return InvalidRequestError(
-                f"No model of this route is served any more ({gone}). Update the candidates "
-                "in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
-            )
-        if refuse.retry_after is None:
-            return TokenLimitError(f"{refuse.message} {TOKEN_LIMIT_ADVICE}", limit=0, requested=0)
-        said = f" (Provider said: {self.last_error.message})" if self.last_error else ""
-        # Waiting was weighed and refused (longer than `max_wait_s`): the person reads it now.
-        return RateLimitError(refuse.message + said, retry_after=refuse.retry_after, final=True)
+        retired = self.pool.retired
+        return refusal(
+            refuse,
+            keys_left=self._live_keys(),
+            disabled=self.pool.disabled_summary(),
+            last_error=self.last_error,
+            gone=[(c.label, retired.get(c.label)) for c in self.candidates],
+        )
 
     def _live_keys(self) -> bool:
         return any(

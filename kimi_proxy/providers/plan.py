@@ -1,4 +1,5 @@
-"""Which key takes a request: go now, wait for a reset, or refuse. Pure: plain values in.
+"""Which key takes a request: go now, wait for a reset, or refuse — and what a refusal says.
+Pure: plain values in.
 
 The caller lists the options in its order of preference (the session's key first, then the
 family's candidates in order, the keys of one provider by what they have left), each with its
@@ -12,6 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from kimi_proxy.errors import (
+    TOKEN_LIMIT_ADVICE,
+    BillingError,
+    InvalidRequestError,
+    ProxyError,
+    RateLimitError,
+    TokenLimitError,
+)
 
 from .budget import Admission, Admit, WaitUntil
 
@@ -71,3 +81,39 @@ def choose(options: Sequence[Option], now: float, max_wait: float) -> Choice:
 
 def _reason(admission: Admission) -> str:
     return "" if isinstance(admission, Admit) else admission.reason
+
+
+class NoUsableKeyError(BillingError):
+    """Every key of every candidate is disabled: nothing to retry until the configuration is
+    fixed. A 402, which Claude Code shows at once instead of retrying for minutes."""
+
+
+def refusal(
+    refuse: Refuse,
+    *,
+    keys_left: bool,
+    disabled: str,
+    last_error: ProxyError | None,
+    gone: Sequence[tuple[str, str | None]],
+) -> ProxyError:
+    """What the person reads when the plan refuses: `gone` pairs each candidate's label with
+    why it was retired (None: still served); `disabled` names the rejected keys."""
+    if not keys_left:
+        return NoUsableKeyError(
+            "No provider key is left: every key was rejected. "
+            f"{disabled or 'No key is configured.'} Fix the keys (GROQ_API_KEY, "
+            "MOONSHOT_API_KEY… or the keys in your config file) and restart kimi-proxy."
+        )
+    if last_error is not None and refuse.retry_after is None:
+        return last_error
+    if all(why is not None for _, why in gone):
+        listed = "; ".join(f"{label}: {why}" for label, why in gone)
+        return InvalidRequestError(
+            f"No model of this route is served any more ({listed}). Update the candidates "
+            "in your config file (docs/CONFIG.md), or run kimi-proxy doctor."
+        )
+    if refuse.retry_after is None:
+        return TokenLimitError(f"{refuse.message} {TOKEN_LIMIT_ADVICE}", limit=0, requested=0)
+    said = f" (Provider said: {last_error.message})" if last_error else ""
+    # Waiting was weighed and refused (longer than `max_wait_s`): the person reads it now.
+    return RateLimitError(refuse.message + said, retry_after=refuse.retry_after, final=True)
