@@ -45,7 +45,7 @@ from kimi_proxy.upstream.client import UpstreamClient
 from kimi_proxy.upstream.transport import HttptoolsTransport
 from kimi_proxy.web.routes import dashboard_routes, status_routes
 
-from . import routes
+from . import about, routes
 from .collectors import GatewayCollector, report_pool_to
 from .gc_pauses import timing_collections
 from .observability import (
@@ -291,12 +291,12 @@ def create_app(
         routes=[
             Route("/v1/messages", routes.create_message, methods=["POST"]),
             Route("/v1/messages/count_tokens", routes.count_tokens, methods=["POST"]),
-            Route("/v1/models", routes.list_models, methods=["GET"]),
-            Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
-            Route("/health", routes.health, methods=["GET"]),
-            Route("/ready", routes.ready, methods=["GET"]),
-            Route("/api/hello", routes.hello, methods=["GET", "HEAD"]),
-            Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/v1/models", about.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", about.get_model, methods=["GET"]),
+            Route("/health", about.health, methods=["GET"]),
+            Route("/ready", about.ready, methods=["GET"]),
+            Route("/api/hello", about.hello, methods=["GET", "HEAD"]),
+            Route("/metrics", about.metrics, methods=["GET"]),
             *status_routes(),
             *(dashboard_routes() if settings.dashboard_enabled else ()),
         ],

@@ -1,43 +1,33 @@
-"""HTTP routes: glue between the wire and the pure translators (a stream's body: relay.py)."""
+"""The Messages API routes (`/v1/messages`, `count_tokens`): glue between the wire and the pure
+translators. A stream's body is relay.py's; the proxy's own endpoints are about.py's."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any
 
-import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
-from kimi_proxy import __version__
 from kimi_proxy.agent.loop import AgentLoop
 from kimi_proxy.agent.tools import tool_definitions
 from kimi_proxy.errors import (
     DrainingError,
-    InvalidRequestError,
     OverloadedError,
     ProxyError,
-    RequestTooLargeError,
     SharedStoreDownError,
 )
 from kimi_proxy.protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
     Tool,
-    describe_validation_error,
 )
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.protocol.sse import encode_event
 from kimi_proxy.providers.call import Call, MustWait, Opened
-from kimi_proxy.providers.models import DEFAULT_ALIASES
-from kimi_proxy.providers.pool import Pool
-from kimi_proxy.providers.routing import no_candidate_error, unservable
+from kimi_proxy.providers.routing import no_candidate_error
 from kimi_proxy.translate.accumulate import accumulate_message
 from kimi_proxy.translate.messages import convert_messages
 from kimi_proxy.translate.response import openai_to_anthropic_message
@@ -45,62 +35,12 @@ from kimi_proxy.translate.stream import StreamTranslator
 from kimi_proxy.translate.tokens import estimate_tokens
 from kimi_proxy.translate.tools import convert_tools, upstream_tool_name
 
+from .bodies import json_response, parse_body, parse_body_and_bytes
 from .dispatch import note_target, plan_call
 from .observability import request_record
 from .relay import Current, fails_over, stream_events, stream_failure
 from .state import ProxyState
 from .streaming import BodyWriter, EventStreamResponse
-
-M = TypeVar("M", bound=BaseModel)
-MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
-
-
-async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[Any, bytes]:
-    """The request body as JSON, and as it came: at most `limit` bytes (refused before reading
-    them all), arriving within `timeout` seconds (a slow sender cannot hold a worker)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"Request body is {declared} bytes; the limit is {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise InvalidRequestError("The client disconnected while sending the body.") from None
-    except TimeoutError:
-        raise InvalidRequestError(f"The request body took over {timeout:g} s to arrive.") from None
-    body = b"".join(chunks)
-    if not body:
-        raise InvalidRequestError("Request body is empty; send a JSON object.")
-    try:
-        return orjson.loads(body), body
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
-
-
-async def parse_body(request: Request, model: type[M]) -> M:
-    return (await parse_body_and_bytes(request, model))[0]
-
-
-async def parse_body_and_bytes(request: Request, model: type[M]) -> tuple[M, bytes]:
-    """The validated body, and the bytes it came as (a failover translates them again)."""
-    settings = request.app.state.proxy.settings
-    data, raw = await read_json_body(request, settings.max_body_bytes, settings.body_timeout)
-    if not isinstance(data, dict):
-        raise InvalidRequestError("Request body must be a JSON object.")
-    try:
-        return model.model_validate(data), raw
-    except ValidationError as exc:
-        raise InvalidRequestError(describe_validation_error(exc)) from None
 
 
 async def create_message(request: Request) -> Response:
@@ -135,7 +75,7 @@ async def create_message(request: Request) -> Response:
         return await agent_response(state, message_request.stream, call, record)
     if not message_request.stream:
         try:
-            return _json(await complete_message(call, record))
+            return json_response(await complete_message(call, record))
         finally:
             call.finish(None)  # a no-op once answered; else the budgets it held are let go
     try:
@@ -275,7 +215,7 @@ async def agent_response(
         finally:
             call.finish(None)
         record.tokens(message["usage"])
-        return _json(message)
+        return json_response(message)
     try:
         release = acquire_stream_slot(state)
     except BaseException:
@@ -316,100 +256,4 @@ async def count_tokens(request: Request) -> Response:
     payload: dict[str, Any] = {"messages": messages}
     if body.tools:
         payload["tools"] = convert_tools(body.tools, body.messages, profile)
-    return _json({"input_tokens": estimate_tokens(payload)})
-
-
-def _model_entry(model_id: str, target: str) -> dict[str, Any]:
-    return {
-        "type": "model",
-        "id": model_id,
-        "display_name": f"{model_id} → {target} (kimi-proxy)",
-        "created_at": MODEL_CREATED_AT,
-    }
-
-
-def _serves(pool: Pool, model_id: str) -> str:
-    """What a client model id reaches: its family and the candidates that serve it."""
-    route = "background" if "haiku" in model_id.lower() else "default"
-    live = [c.label for c in pool.candidates(route, model_id) if c.label not in pool.retired]
-    if pool.spec.legacy_router is not None:
-        return ", ".join(live) or "nothing"
-    return f"{pool.spec.family_for(route)}: {', '.join(live) or 'nothing'}"
-
-
-async def list_models(request: Request) -> Response:
-    """Claude's ids (Claude Code's picker shows ids containing "claude"), each naming the
-    family and candidates it reaches, then one entry per family."""
-    pool: Pool = request.app.state.proxy.pool
-    data = [_model_entry(alias, _serves(pool, alias)) for alias in DEFAULT_ALIASES]
-    for family, candidates in pool.spec.families.items():
-        if pool.spec.legacy_router is None:
-            live = [c.label for c in candidates if c.label not in pool.retired]
-            data.append(_model_entry(family, ", ".join(live) or "nothing"))
-    return _json(
-        {
-            "data": data,
-            "has_more": False,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-        }
-    )
-
-
-async def get_model(request: Request) -> Response:
-    model_id = request.path_params["model_id"]
-    return _json(_model_entry(model_id, _serves(request.app.state.proxy.pool, model_id)))
-
-
-async def health(request: Request) -> Response:
-    """Liveness, open to anyone: no URL, no key, nothing a stranger could use. `config_id` (a
-    digest of the setup) and `context_window` are what the launcher reads."""
-    state = request.app.state.proxy
-    pool: Pool = state.pool
-    first = pool.first_candidate("default", "claude-sonnet")
-    return _json(
-        {
-            "status": "ok",
-            "version": __version__,
-            "provider": first.provider if first else None,
-            "config_id": pool.spec.config_id(),
-            "context_window": pool.spec.smallest_window(),
-            "families": {
-                family: [c.label for c in candidates if c.label not in pool.retired]
-                for family, candidates in pool.spec.families.items()
-            },
-            "api_key_configured": any(k.disabled is None for k in pool.all_keys()),
-            "active_streams": state.active_streams,
-            "time": time.time(),
-        }
-    )
-
-
-async def ready(request: Request) -> Response:
-    """Readiness: 503 once the instance is draining, while no candidate can be served (a
-    broken configuration then does not roll out), or while Redis is down under `fail_closed`
-    (liveness is `/health`, which never asks Redis)."""
-    state: ProxyState = request.app.state.proxy
-    if state.draining:
-        return _json({"status": "draining", "active_streams": state.active_streams}, 503)
-    pool: Pool = state.pool
-    if (why := unservable(pool)) is not None:
-        return _json({"status": "no_candidate", "reason": why}, 503)
-    link = state.gateway.link
-    answer: dict[str, Any] = {"status": "ready", "active_streams": state.active_streams}
-    if link is not None:
-        answer["redis"] = "up" if link.up else "down"
-        if state.gateway.refusing:
-            return _json({**answer, "status": "redis_down", "policy": "fail_closed"}, 503)
-    return _json(answer)
-
-
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics (text exposition format)."""
-    registry = request.app.state.proxy.metrics.registry
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-async def hello(request: Request) -> Response:
-    """Claude Code's connectivity probe (`HEAD /api/hello`)."""
-    return Response(status_code=200)
+    return json_response({"input_tokens": estimate_tokens(payload)})

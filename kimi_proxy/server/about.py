@@ -1,0 +1,117 @@
+"""What the proxy says about itself: the models it serves (`/v1/models`), liveness
+(`/health`), readiness (`/ready`), metrics and Claude Code's connectivity probe."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from kimi_proxy import __version__
+from kimi_proxy.providers.models import DEFAULT_ALIASES
+from kimi_proxy.providers.pool import Pool
+from kimi_proxy.providers.routing import unservable
+
+from .bodies import json_response
+from .state import ProxyState
+
+MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
+
+
+def _model_entry(model_id: str, target: str) -> dict[str, Any]:
+    return {
+        "type": "model",
+        "id": model_id,
+        "display_name": f"{model_id} → {target} (kimi-proxy)",
+        "created_at": MODEL_CREATED_AT,
+    }
+
+
+def _serves(pool: Pool, model_id: str) -> str:
+    """What a client model id reaches: its family and the candidates that serve it."""
+    route = "background" if "haiku" in model_id.lower() else "default"
+    live = [c.label for c in pool.candidates(route, model_id) if c.label not in pool.retired]
+    if pool.spec.legacy_router is not None:
+        return ", ".join(live) or "nothing"
+    return f"{pool.spec.family_for(route)}: {', '.join(live) or 'nothing'}"
+
+
+async def list_models(request: Request) -> Response:
+    """Claude's ids (Claude Code's picker shows ids containing "claude"), each naming the
+    family and candidates it reaches, then one entry per family."""
+    pool: Pool = request.app.state.proxy.pool
+    data = [_model_entry(alias, _serves(pool, alias)) for alias in DEFAULT_ALIASES]
+    for family, candidates in pool.spec.families.items():
+        if pool.spec.legacy_router is None:
+            live = [c.label for c in candidates if c.label not in pool.retired]
+            data.append(_model_entry(family, ", ".join(live) or "nothing"))
+    return json_response(
+        {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+    )
+
+
+async def get_model(request: Request) -> Response:
+    model_id = request.path_params["model_id"]
+    return json_response(_model_entry(model_id, _serves(request.app.state.proxy.pool, model_id)))
+
+
+async def health(request: Request) -> Response:
+    """Liveness, open to anyone: no URL, no key, nothing a stranger could use. `config_id` (a
+    digest of the setup) and `context_window` are what the launcher reads."""
+    state = request.app.state.proxy
+    pool: Pool = state.pool
+    first = pool.first_candidate("default", "claude-sonnet")
+    return json_response(
+        {
+            "status": "ok",
+            "version": __version__,
+            "provider": first.provider if first else None,
+            "config_id": pool.spec.config_id(),
+            "context_window": pool.spec.smallest_window(),
+            "families": {
+                family: [c.label for c in candidates if c.label not in pool.retired]
+                for family, candidates in pool.spec.families.items()
+            },
+            "api_key_configured": any(k.disabled is None for k in pool.all_keys()),
+            "active_streams": state.active_streams,
+            "time": time.time(),
+        }
+    )
+
+
+async def ready(request: Request) -> Response:
+    """Readiness: 503 once the instance is draining, while no candidate can be served (a
+    broken configuration then does not roll out), or while Redis is down under `fail_closed`
+    (liveness is `/health`, which never asks Redis)."""
+    state: ProxyState = request.app.state.proxy
+    if state.draining:
+        return json_response({"status": "draining", "active_streams": state.active_streams}, 503)
+    pool: Pool = state.pool
+    if (why := unservable(pool)) is not None:
+        return json_response({"status": "no_candidate", "reason": why}, 503)
+    link = state.gateway.link
+    answer: dict[str, Any] = {"status": "ready", "active_streams": state.active_streams}
+    if link is not None:
+        answer["redis"] = "up" if link.up else "down"
+        if state.gateway.refusing:
+            return json_response({**answer, "status": "redis_down", "policy": "fail_closed"}, 503)
+    return json_response(answer)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (text exposition format)."""
+    registry = request.app.state.proxy.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def hello(request: Request) -> Response:
+    """Claude Code's connectivity probe (`HEAD /api/hello`)."""
+    return Response(status_code=200)
