@@ -26,18 +26,10 @@ from typing import Any
 
 import psutil
 
-from bench.run import (
-    HOST,
-    RESULTS,
-    ROOT,
-    Bench,
-    cpu_seconds,
-    http,
-    peak_rss,
-    rss_sampler,
-    wait_healthy,
-)
 from kimi_proxy.cli.launcher import free_port
+
+from .measure import Bench
+from .processes import HOST, RESULTS, ROOT, cpu_seconds, http, peak_rss, rss_sampler, wait_healthy
 
 CLIENTS = ("ours", "aiohttp", "httpx")
 REPEATS = 3

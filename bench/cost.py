@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from bench.run import RESULTS, Bench, proxy_source
+from bench.measure import Bench
+from bench.processes import RESULTS, proxy_source
 
 ROUNDS = 16  # requests per concurrent stream in each measurement
 
@@ -121,6 +122,28 @@ def streams_per_core(chunk_us: float, request_us: float, pace_ms: float, chunks:
     return stream_s / cpu_s if cpu_s > 0 else float("inf")
 
 
+def run_phase(
+    bench: Bench, concurrency: int = 64, short: int = 10, long: int | None = None
+) -> None:
+    """CPU per chunk and per request at the provider's pace (`bench.cost`), the floor and
+    the proxy side by side, and the proxy at `--baseline-ref` when one is given; answers
+    of `short` and `long` (default `--chunks`) chunks."""
+    sides = ("floor", "proxy") + (("baseline",) if bench.procs.baseline else ())
+    out = measure(
+        bench,
+        sides=sides,
+        concurrency=concurrency,
+        pace_ms=bench.args.pace_ms,
+        short=short,
+        long=bench.args.chunks if long is None else long,
+        repeats=bench.args.repeats,
+    )
+    out["baseline_source"] = bench.baseline_source
+    bench.results["cost"] = out
+    for side in sides:
+        print(f"  {summary(side, out[side])}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cost", description=__doc__)
     parser.add_argument("--concurrency", type=int, default=64)
@@ -139,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     try:
         bench.start()
-        bench.cost(concurrency=args.concurrency, short=args.short, long=args.long)
+        run_phase(bench, concurrency=args.concurrency, short=args.short, long=args.long)
     finally:
         bench.procs.stop_all()
     out = {**bench.results["cost"], "proxy_source": source}
@@ -149,3 +172,38 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def render_cost(cost: dict[str, Any], machine: str) -> str:
+    """CPU per chunk and per request of the middle process (`bench/cost.py`)."""
+    sides = [side for side in ("floor", "proxy", "baseline") if side in cost]
+    short, long = cost["chunks"]
+    baseline = (cost.get("baseline_source") or {}).get("commit", "")
+    names = {"floor": "pass-through floor", "proxy": "proxy", "baseline": f"proxy at {baseline}"}
+    lines = [
+        f"## CPU per streamed chunk and per request ({cost['pace_ms']:g} ms a chunk)\n",
+        machine,
+        f"The process in the middle alone, its CPU time from the scheduler "
+        f"(`/proc/PID/task/*/schedstat`). {cost['concurrency']} streams at the provider's pace, "
+        f"every chunk its own network read, run with answers of {short} and of {long} chunks: "
+        f"the growth of CPU per request with the chunks is the CPU per chunk (read, decode, "
+        f"translate, frame, write), the rest the CPU per request (read and validate the 50 KB "
+        f"body, translate it, send it, open the response, log). Streams per core = how many "
+        f"{long}-chunk streams at this pace one core's time covers. Of which in the kernel: the "
+        f"system part of a chunk's CPU (psutil, 10 ms ticks), a loopback read and write for every "
+        f"side. Sides interleaved over {cost['repeats']} rounds; medians.\n",
+        "| Side | CPU per chunk | Of which in the kernel | CPU per request | Streams per core "
+        "| Rounds (µs a chunk) | Errors |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for side in sides:
+        figures = cost[side]
+        rounds = ", ".join(f"{r['chunk_us']:.1f}" for r in figures["rounds"])
+        system = figures.get("system_per_chunk_us")  # (results from before it was measured)
+        lines.append(
+            f"| {names[side]} | {figures['cpu_per_chunk_us']:.1f} µs "
+            f"| {'–' if system is None else f'{system:.1f} µs'} "
+            f"| {figures['cpu_per_request_us']:.0f} µs | {figures['streams_per_core']:.0f} "
+            f"| {rounds} | {figures['errors']} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 
-from bench.run import HOST, ROOT, Bench, combine
+from .measure import Bench, combine
+from .processes import HOST, ROOT
 
 LEVELS = (1, 64)
 REPEATS = 3

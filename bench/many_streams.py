@@ -31,7 +31,8 @@ from typing import Any
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.run import HOST, ROOT, Bench, http, peak_rss, rss_sampler
+from .measure import Bench
+from .processes import HOST, ROOT, http, peak_rss, rss_sampler
 
 PROBE_CHUNKS = 10  # a probe's answer: 10 chunks, 5 ms apart
 PROBE_INTERVAL = 0.005

@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.run import HOST, RESULTS, ROOT, Bench, wait_healthy
 from kimi_proxy.cli.launcher import free_port
+
+from .measure import Bench
+from .processes import HOST, RESULTS, ROOT, wait_healthy
 
 REPEATS = 5
 REQUESTS = 200

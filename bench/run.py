@@ -20,308 +20,38 @@ Writes bench/results/results.json (raw), docs/BENCHMARKS.md and docs/benchmarks.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import io
-import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
-import tarfile
-import threading
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 
-from bench.workload import anthropic_request, openai_request
-from kimi_proxy.cli.launcher import free_port
-
-from . import report
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
-HOST = "127.0.0.1"
-SIDES = ("direct", "floor", "proxy")  # the upstream itself, the pass-through floor, the proxy
+from . import chart, cost, machine, profile_summary, report
+from .measure import Bench, combine
+from .processes import RESULTS, ROOT, SIDES, peak_rss, proxy_source, rss_sampler
 
 
-def http(method: str, url: str, body: Any = None, timeout: float = 5) -> Any:
-    data = orjson.dumps(body) if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("content-type", "application/json")
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return orjson.loads(response.read())
+class FullRun(Bench):
+    """Every phase of the benchmark, in order (`run`)."""
 
+    @property
+    def sides(self) -> tuple[str, ...]:
+        """Direct, floor and proxy; and the proxy at `--baseline-ref`, interleaved with them."""
+        return SIDES + (("baseline",) if self.procs.baseline else ())
 
-def wait_healthy(url: str, process: subprocess.Popen[bytes], seconds: float = 20) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
-        with contextlib.suppress(OSError):
-            http("GET", url, timeout=1)
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} did not become healthy")
-
-
-class Processes:
-    """The upstream and proxy processes, with their logs under bench/results/."""
-
-    def __init__(self, max_streams: int, proxy_src: Path, workers: int = 1) -> None:
-        self.proxy_src = proxy_src
-        self.workers = workers
-        self.upstream_port = free_port()
-        self.proxy_port = free_port()
-        self.max_streams = max_streams
-        self.floor_port = free_port()
-        self.upstream: subprocess.Popen[bytes] | None = None
-        self.proxy: subprocess.Popen[bytes] | None = None
-        self.floor: subprocess.Popen[bytes] | None = None
-        self.baseline_port = free_port()
-        self.baseline: subprocess.Popen[bytes] | None = None
-
-    def _spawn(
-        self, name: str, args: list[str], env: dict[str, str], cwd: Path = ROOT
-    ) -> subprocess.Popen[bytes]:
-        log = open(RESULTS / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def start_upstream(self) -> None:
-        args = [sys.executable, "-m", "bench.upstream", "--port", str(self.upstream_port)]
-        self.upstream = self._spawn("upstream", args, dict(os.environ))
-        wait_healthy(f"http://{HOST}:{self.upstream_port}/health", self.upstream)
-
-    def start_proxy(self) -> None:
-        self.proxy = self._serve("proxy", self.proxy_src, self.proxy_port)
-
-    def start_baseline(self, src: Path) -> None:
-        """A second proxy, from other code (`--baseline-ref`), beside the first."""
-        self.baseline = self._serve("baseline", src, self.baseline_port)
-
-    def _serve(self, name: str, src: Path, port: int) -> subprocess.Popen[bytes]:
-        env = dict(os.environ)
-        env.update(
-            KIMI_API_KEY="bench", KIMI_MAX_STREAMS=str(self.max_streams), PYTHONPATH=str(src)
-        )
-        args = [
-            sys.executable,
-            "-m",
-            "kimi_proxy",
-            "serve",
-            "--upstream-url",
-            f"http://{HOST}:{self.upstream_port}/v1",
-            "--port",
-            str(port),
-            "--workers",
-            str(self.workers),
-        ]
-        process = self._spawn(name, args, env, cwd=src)
-        wait_healthy(f"http://{HOST}:{port}/health", process)
-        return process
-
-    def start_floor(self) -> None:
-        """The pass-through floor (`bench/passthrough.py`), from the same proxy source."""
-        env = dict(os.environ, PYTHONPATH=str(self.proxy_src))
-        upstream = f"http://{HOST}:{self.upstream_port}/v1"
-        args = [sys.executable, "-m", "bench.passthrough", "--upstream-url", upstream]
-        self.floor = self._spawn("floor", [*args, "--port", str(self.floor_port)], env)
-        wait_healthy(f"http://{HOST}:{self.floor_port}/health", self.floor)
-
-    def restart_proxy(self) -> None:
-        self.stop(self.proxy)
-        self.proxy_port = free_port()
-        self.start_proxy()
-
-    @staticmethod
-    def stop(process: subprocess.Popen[bytes] | None) -> None:
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)  # uvicorn shuts down gracefully on it
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def stop_all(self) -> None:
-        self.stop(self.baseline)
-        self.stop(self.floor)
-        self.stop(self.proxy)
-        self.stop(self.upstream)
-
-    def configure(self, chunks: int, size: int, interval: float = 0.0) -> None:
-        body = {"chunks": chunks, "size": size, "interval": interval}
-        http("POST", f"http://{HOST}:{self.upstream_port}/_bench/config", body)
-
-
-def _family(process: psutil.Process) -> list[psutil.Process]:
-    """The process and its children (the workers of `kimi-proxy serve --workers N`)."""
-    try:
-        return [process, *process.children(recursive=True)]
-    except psutil.Error:
-        return [process]
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    """CPU time of the process and its workers, every thread: the scheduler's nanosecond
-    count (/proc/PID/task/TID/schedstat) where the kernel keeps one, else the 10 ms ticks of
-    user + system time."""
-    total = 0.0
-    for member in _family(process):
-        try:
-            total += _scheduled_seconds(member.pid)
-        except (OSError, ValueError):
-            with contextlib.suppress(psutil.Error):
-                times = member.cpu_times()
-                total += times.user + times.system
-    return total
-
-
-def system_seconds(process: psutil.Process) -> float:
-    """The kernel's part of that CPU time (system time, 10 ms ticks), process and workers."""
-    total = 0.0
-    for member in _family(process):
-        with contextlib.suppress(psutil.Error):
-            total += member.cpu_times().system
-    return total
-
-
-def _scheduled_seconds(pid: int) -> float:
-    tasks = Path(f"/proc/{pid}/task")
-    return sum(int((task / "schedstat").read_text().split()[0]) for task in tasks.iterdir()) / 1e9
-
-
-def peak_rss(pid: int) -> int:
-    """The kernel's high-water mark of resident memory (VmHWM), in bytes, summed over the
-    process and its workers."""
-    total = 0
-    for member in _family(psutil.Process(pid)):
-        with contextlib.suppress(OSError), open(f"/proc/{member.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    total += int(line.split()[1]) * 1024
-    return total
-
-
-@contextlib.contextmanager
-def rss_sampler(process: psutil.Process, interval: float = 0.02) -> Iterator[list[int]]:
-    samples: list[int] = []
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            with contextlib.suppress(psutil.Error):
-                samples.append(process.memory_info().rss)
-            stop.wait(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield samples
-    finally:
-        stop.set()
-        thread.join()
-
-
-class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.procs = Processes(
-            max_streams=args.max_streams, proxy_src=args.proxy_src, workers=args.workers
-        )
-        self.results: dict[str, Any] = {"streaming": [], "non_streaming": []}
-        self.baseline_source: dict[str, Any] | None = None
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        self.bodies: dict[tuple[str, bool], Path] = {}
-        sizes: dict[str, int] = {}
-        for stream in (True, False):
-            anthropic = anthropic_request(stream=stream)
-            openai = openai_request(anthropic)
-            for side, body in (("proxy", anthropic), ("direct", openai)):
-                path = RESULTS / f"body_{side}_{'stream' if stream else 'plain'}.json"
-                data = orjson.dumps(body)
-                path.write_bytes(data)
-                self.bodies[(side, stream)] = path
-                sizes[f"{side}_{'stream' if stream else 'plain'}"] = len(data)
-        self.results["body_bytes"] = sizes
-
-    # -- one measurement
-    def load(
-        self,
-        side: str,
-        *,
-        stream: bool,
-        concurrency: int,
-        requests: int,
-        max_seconds: float,
-        expected: int,
-        record: bool = False,
-        warmup: bool = True,
-        stagger: float = 0.0,
-        api_key: str = "bench",
-    ) -> dict[str, Any]:
-        procs = self.procs
-        ports = {
-            "proxy": procs.proxy_port,
-            "floor": procs.floor_port,
-            "baseline": procs.baseline_port,
-        }
-        port = ports.get(side, procs.upstream_port)
-        wire = "direct" if side in ("direct", "floor") else "proxy"  # the floor: upstream's API
-        job = {
-            "side": wire,
-            "stream": stream,
-            "concurrency": concurrency,
-            "requests": requests,
-            "max_seconds": max_seconds,
-            "expected_events": expected,
-            "body_file": str(self.bodies[(wire, stream)]),
-            "host": HOST,
-            "port": port,
-            "record_arrivals": record,
-            "warmup": warmup,
-            "stagger_s": stagger,
-            "api_key": api_key,
-        }
-        middle = {"floor": procs.floor, "baseline": procs.baseline}.get(side, procs.proxy)
-        assert middle is not None and self.procs.upstream is not None
-        proxy = psutil.Process(middle.pid)  # the process in the middle: proxy or floor
-        upstream = psutil.Process(self.procs.upstream.pid)
-        client = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen", orjson.dumps(job).decode()],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-        )
-        # Proxy CPU is counted over the whole client run, warm-up requests (one per worker)
-        # included; the client reports their events too, so CPU per chunk divides by both.
-        proxy_cpu0, upstream_cpu0, t0 = cpu_seconds(proxy), cpu_seconds(upstream), time.time()
-        proxy_system0 = system_seconds(proxy)
-        out, _ = client.communicate(timeout=max_seconds + 120)
-        elapsed = time.time() - t0
-        result: dict[str, Any] = orjson.loads(out)
-        result["side"] = side
-        result["proxy_cpu_s"] = cpu_seconds(proxy) - proxy_cpu0
-        result["proxy_system_s"] = system_seconds(proxy) - proxy_system0
-        result["upstream_cpu_s"] = cpu_seconds(upstream) - upstream_cpu0
-        result["process_wall_s"] = elapsed
-        return result
-
-    # -- phases
     def streaming(self) -> None:
         args = self.args
         self.procs.configure(args.chunks, args.size)
         for concurrency in args.levels:
             requests = max(args.min_requests, concurrency * args.rounds) // args.repeats
-            parts: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+            parts: dict[str, list[dict[str, Any]]] = {side: [] for side in self.sides}
             for _ in range(args.repeats):  # interleaved, so a noisy moment hits every side
-                for side in SIDES:
+                for side in self.sides:
                     result = self.load(
                         side,
                         stream=True,
@@ -346,7 +76,7 @@ class Bench:
         out: dict[str, Any] = {"interval_ms": args.pace_ms, "chunks": args.chunks, "levels": []}
         for concurrency in (1, 16, 64):
             sides = {}
-            for side in SIDES:
+            for side in self.sides:
                 sides[side] = self.load(
                     side,
                     stream=True,
@@ -359,36 +89,6 @@ class Bench:
                 self._say(side, sides[side])
             out["levels"].append({"concurrency": concurrency, **sides})
         self.results["paced"] = out
-
-    def start(self) -> None:
-        """The upstream, the proxy, the floor and, with `--baseline-ref`, the baseline proxy."""
-        self.procs.start_upstream()
-        self.procs.start_proxy()
-        self.procs.start_floor()
-        if self.args.baseline_ref:
-            src, self.baseline_source = proxy_source(self.args.baseline_ref, "baseline-src")
-            self.procs.start_baseline(src)
-
-    def cost(self, concurrency: int = 64, short: int = 10, long: int | None = None) -> None:
-        """CPU per chunk and per request at the provider's pace (`bench.cost`), the floor and
-        the proxy side by side, and the proxy at `--baseline-ref` when one is given; answers
-        of `short` and `long` (default `--chunks`) chunks."""
-        from . import cost  # (it builds on this module)
-
-        sides = ("floor", "proxy") + (("baseline",) if self.procs.baseline else ())
-        out = cost.measure(
-            self,
-            sides=sides,
-            concurrency=concurrency,
-            pace_ms=self.args.pace_ms,
-            short=short,
-            long=self.args.chunks if long is None else long,
-            repeats=self.args.repeats,
-        )
-        out["baseline_source"] = self.baseline_source
-        self.results["cost"] = out
-        for side in sides:
-            print(f"  {cost.summary(side, out[side])}", flush=True)
 
     def non_streaming(self) -> None:
         args = self.args
@@ -478,7 +178,7 @@ class Bench:
             profiles[fmt] = str(path.relative_to(ROOT))
             profiles.setdefault("events_per_s_while_profiled", result["events_per_s"])
         if "raw" in profiles:
-            profiles["summary"] = report.summarize_profile(RESULTS / "profile.txt")
+            profiles["summary"] = profile_summary.summarize_profile(RESULTS / "profile.txt")
         self.results["profile"] = profiles
 
     def many_streams(self) -> None:
@@ -511,19 +211,9 @@ class Bench:
         self._say("proxy", out["proxy"], extra=f"peak RSS {peak:.0f} MB")
         self.results["open_streams"] = out
 
-    def _say(self, side: str, result: dict[str, Any], extra: str = "") -> None:
-        mode = "stream" if result["stream"] else "plain "
-        print(
-            f"  {mode} c={result['concurrency']:<5} {side:<6} n={result['requests']:<6} "
-            f"err={result['errors']:<3} ttft p50={result['ttft_ms']['p50']:8.2f} ms "
-            f"p99={result['ttft_ms']['p99']:8.2f} ms  events/s={result['events_per_s']:9.0f} "
-            f"proxy cpu={result['proxy_cpu_s']:.2f}s {extra}",
-            flush=True,
-        )
-
     def run(self) -> dict[str, Any]:
         started = time.time()
-        self.results["machine"] = report.machine_info()
+        self.results["machine"] = machine.machine_info()
         self.results["config"] = {
             k: v for k, v in vars(self.args).items() if isinstance(v, int | float | str | list)
         }
@@ -534,7 +224,7 @@ class Bench:
             print(f"streaming at a provider's pace ({self.args.pace_ms:g} ms a chunk):", flush=True)
             self.paced()
             print(f"CPU a chunk and a request ({self.args.pace_ms:g} ms a chunk):", flush=True)
-            self.cost()
+            cost.run_phase(self)
             print("non-streaming:", flush=True)
             self.non_streaming()
             print("event flushing (50 ms-paced upstream):", flush=True)
@@ -547,56 +237,6 @@ class Bench:
             self.procs.stop_all()
         self.results["duration_s"] = time.time() - started
         return self.results
-
-
-def proxy_source(ref: str | None, folder: str = "proxy-src") -> tuple[Path, dict[str, Any]]:
-    """Where the proxy runs from: the working tree, or `git archive REF` under bench/results/."""
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    if ref is None:
-        changed = git("status", "--porcelain", "--", "kimi_proxy").splitlines()
-        return ROOT, {
-            "source": "working tree",
-            "commit": git("rev-parse", "--short", "HEAD"),
-            "uncommitted": [line[3:] for line in changed],
-        }
-    dest = RESULTS / folder
-    shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", ref, "kimi_proxy"], cwd=ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(dest, filter="data")
-    commit = git("rev-parse", "--short", ref)
-    return dest, {"source": f"git {ref}", "commit": commit, "uncommitted": []}
-
-
-SUMMED = (
-    *("requests", "ok", "errors", "events", "warmup_events"),
-    *("proxy_cpu_s", "upstream_cpu_s", "client_cpu_s", "wall_s", "process_wall_s"),
-)
-
-
-def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One measurement from its interleaved repeats: counts and times summed, rates and
-    percentiles the median of the repeats (robust to a noisy moment on a shared machine)."""
-    out = dict(parts[0], repeats=len(parts))
-    for key in SUMMED:
-        out[key] = sum(part[key] for part in parts)
-    for key in ("events_per_s", "requests_per_s"):
-        out[key] = statistics.median(part[key] for part in parts)
-    for key in ("ttft_ms", "total_ms"):
-        out[key] = {q: statistics.median(part[key][q] for part in parts) for q in parts[0][key]}
-    kinds: dict[str, int] = {}
-    for part in parts:
-        for kind, count in part["error_kinds"].items():
-            kinds[kind] = kinds.get(kind, 0) + count
-    out["error_kinds"] = kinds
-    return out
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -637,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args.proxy_src, source = proxy_source(args.proxy_ref)
     sys.path.insert(0, str(args.proxy_src))  # the workload's translation uses the same code
     print(f"proxy: {source}", flush=True)
-    bench = Bench(args)
+    bench = FullRun(args)
     bench.results["proxy_source"] = source
     results = bench.run()
     (RESULTS / "results.json").write_bytes(
@@ -645,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)
-    report.write_chart(results, docs / "benchmarks.png")
+    chart.write_chart(results, docs / "benchmarks.png")
     (docs / "BENCHMARKS.md").write_text(report.render(results))
     print(f"wrote {docs / 'BENCHMARKS.md'}, {docs / 'benchmarks.png'}, {RESULTS / 'results.json'}")
     print(f"total {results['duration_s']:.0f} s")
