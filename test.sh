@@ -31,4 +31,5 @@ fi
 "$VENV/bin/ruff" check kimi_proxy tests bench
 "$VENV/bin/ruff" format --check kimi_proxy tests bench
 "$VENV/bin/mypy"
+"$VENV/bin/lint-imports" --no-cache  # the layers of docs/ARCHITECTURE.md (pyproject.toml)
 exec "$VENV/bin/python" -m pytest -q "$@"

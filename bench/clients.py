@@ -1,5 +1,5 @@
 """The provider clients the client decision compares, behind the one interface the proxy uses
-(an `httpx.AsyncBaseTransport`): ours (`kimi_proxy/transport.py`: asyncio + httptools),
+(an `httpx.AsyncBaseTransport`): ours (`kimi_proxy/upstream/transport.py`: asyncio + httptools),
 aiohttp's client, and httpx's own transport (httpcore).
 
 `AiohttpTransport` adapts aiohttp to httpx's request, response, timeouts and exceptions, so the

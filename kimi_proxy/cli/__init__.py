@@ -1,7 +1,11 @@
-"""`kimi-proxy serve | code | doctor | statusline` — the entry point.
+"""The console script `kimi-proxy` (`serve | code | doctor | users | usage | statusline`) and
+the launcher behind `./kimi.sh`: `commands.py` (the commands), `launcher.py` and
+`launch_plan.py` (which of the three setups, decided purely), `claude_code.py` (the pinned CLI and
+its environment), `doctor.py`, `statusline.py`.
 
-Claude Code runs the status line on every update, so `statusline` is dispatched before
-anything heavy (pydantic, the server) is imported; everything else goes to `commands.py`.
+The top layer: may import every package. Claude Code runs the status line on every update, so
+`statusline` is dispatched here before anything heavy (pydantic, the server) is imported: the
+two imports inside `main` are that, not a way round the layers.
 """
 
 from __future__ import annotations
@@ -25,7 +29,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit must not fail too
         return 141  # 128 + SIGPIPE, as the shell reports it
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,16 +1,20 @@
-"""Providers: the catalog (data), their profiles, rate-limit dialects, the pure admission
-arithmetic and the pool that picks, waits and fails over.
+"""Providers: the catalog (data), rate-limit dialects, the pure admission arithmetic and plan,
+and the pool that picks, waits and fails over.
 
     catalog.toml / catalog.py   known providers and models (package data, loaded once)
-    profile.py                  typed profiles the translators read
+    spec.py                     the pool's spec: providers, keys, families, routes (plain data)
+    models.py                   which provider model serves a client's model id
     dialects.py                 rate-limit headers → budget observations (pure)
     budget.py                   admission arithmetic per key (pure)
-    plan.py                     which key, wait or switch, refuse (pure)
+    plan.py                     which key, wait or switch, refuse — and what a refusal says (pure)
+    lessons.py                  what a failed attempt teaches about its key and model (pure)
     pool.py                     the runtime state: keys, ledgers, retired models, affinity
     call.py                     one request through the pool: pick, wait, send, fail over
+    routing.py                  a request's route, its candidates and its call
     discovery.py                the providers' live model lists against the candidates
 
-May import `errors`, `upstream`, `translate`; nothing here imports the server.
+May import `translate`, `upstream`, `protocol` and `errors`; never the configuration file's
+model (`config` builds the spec and hands it in), the server or the gateway.
 """
 
 from __future__ import annotations
