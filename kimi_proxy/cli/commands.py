@@ -65,6 +65,7 @@ def serve(settings: Settings) -> int:
         tune_garbage_collector,
     )
     from kimi_proxy.server.drain import DRAIN_LEFTOVER_SECONDS, DrainingServer
+    from kimi_proxy.server.wire import BoundedHttpToolsProtocol
 
     if settings.host not in LOOPBACK_HOSTS and settings.auth_token is None:
         print(
@@ -98,7 +99,7 @@ def serve(settings: Settings) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": BoundedHttpToolsProtocol,  # httptools, the request head bounded
         "log_level": settings.log_level.lower(),
         "access_log": False,
         "server_header": False,

@@ -308,6 +308,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.proxy = state
+    metrics.route_templates(route.path for route in app.routes if isinstance(route, Route))
     meter = state.gateway.meter
     watchers = (state.feed,) if meter is None else (state.feed, meter)
     if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette

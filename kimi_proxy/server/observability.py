@@ -12,7 +12,7 @@ import logging
 import logging.handlers
 import random
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,10 +40,16 @@ class LazyJson:
         return orjson.dumps(self.value, default=str).decode()
 
 
+REFUSED = "refused"  # the path label of a request without a valid key
+OTHER = "other"  # of a path no route serves
+
+
 class Metrics:
     """Prometheus metrics in a registry of the app's own (so test apps never collide)."""
 
     def __init__(self) -> None:
+        self._exact: set[str] = set()
+        self._prefixes: list[tuple[str, str]] = []
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -105,9 +111,32 @@ class Metrics:
             registry=r,
         )
 
+    def route_templates(self, templates: Iterable[str]) -> None:
+        """The app's routes (`/v1/models/{model_id:path}`): a request is counted under its
+        route's template, so made-up paths cannot grow the series (`path_label`)."""
+        for template in templates:
+            head, brace, _ = template.partition("{")
+            if brace:
+                self._prefixes.append((head, template))
+            else:
+                self._exact.add(template)
+
+    def path_label(self, record: RequestRecord) -> str:
+        """`refused` for a request the security layer turned away (its path is the client's
+        choice), the route's template, or `other`: a fixed, small set of labels."""
+        if record.status in (401, 403):
+            return REFUSED
+        if record.path in self._exact:
+            return record.path
+        for head, template in self._prefixes:
+            if record.path.startswith(head):
+                return template
+        return OTHER
+
     def observe(self, record: RequestRecord) -> None:
-        self.requests.labels(record.path, str(record.status)).inc()
-        self.latency.labels(record.path).observe(record.latency_ms / 1000)
+        path = self.path_label(record)
+        self.requests.labels(path, str(record.status)).inc()
+        self.latency.labels(path).observe(record.latency_ms / 1000)
         if record.error_type:
             self.errors.labels(record.error_type).inc()
         if record.ttft_ms is not None:

@@ -15,6 +15,7 @@ import httpx
 from kimi_proxy.config.settings import Settings
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.server.app import create_app
+from kimi_proxy.server.wire import BoundedHttpToolsProtocol
 from support.upstream import Script, ScriptedUpstream, scripted_upstream, serve_in_thread
 
 TEST_KEY = "gsk_test_secret_key_do_not_log_1234567890"
@@ -47,7 +48,7 @@ class Harness:
 @contextmanager
 def serve_app(app: Any, port: int | None = None) -> Iterator[str]:
     """An app with the production server stack (uvloop, httptools)."""
-    with serve_in_thread(app, loop="uvloop", http="httptools", port=port) as url:
+    with serve_in_thread(app, loop="uvloop", http=BoundedHttpToolsProtocol, port=port) as url:
         yield url
 
 

@@ -357,7 +357,12 @@ class ScriptedUpstream:
 
 @contextmanager
 def serve_in_thread(
-    app: Any, *, loop: str = "asyncio", http: str = "h11", port: int | None = None, **options: Any
+    app: Any,
+    *,
+    loop: str = "asyncio",
+    http: str | type[asyncio.Protocol] = "h11",
+    port: int | None = None,
+    **options: Any,
 ) -> Iterator[str]:
     """Run an ASGI app with uvicorn in a background thread; yields its base URL (https when
     `options` give uvicorn an `ssl_certfile`)."""

@@ -1,0 +1,91 @@
+"""Bounds on a request's head, enforced on the wire before any work: uvicorn's httptools
+protocol with three limits it lacks.
+
+* A head (request line and headers) over `MAX_HEAD_BYTES`, or with more than `MAX_HEADER_LINES`
+  lines, is answered `431` and the connection closed — checked on the raw bytes before the
+  parser sees them, so a 100 MB header costs one read, not seconds of CPU and memory.
+* A head must arrive within `HEAD_TIMEOUT` seconds of the connection opening (or of the last
+  response ending): a client that sends half a head and waits (slowloris), or opens sockets and
+  sends nothing, is disconnected instead of holding them forever.
+
+Everything else is uvicorn's (`uvicorn.protocols.http.httptools_impl`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+MAX_HEAD_BYTES = 64 * 1024  # Claude Code's heads are about 1 KB; nginx's default is 8 KB a line
+MAX_HEADER_LINES = 128
+HEAD_TIMEOUT = 10.0
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 31\r\nconnection: close\r\n\r\n"
+    b"Request header fields too large"
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, the request head bounded in size, lines and time."""
+
+    _head_done = False
+    _head_bytes = 0
+    _head_lines = 0
+    _tail = b""
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._head_done and not self._head_within_bounds(data):
+            self._stop_head_timer()
+            self.transport.write(HEAD_TOO_LARGE)
+            self.transport.close()
+            return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_done, self._head_bytes, self._head_lines, self._tail = False, 0, 0, b""
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._await_head()
+
+    def _head_within_bounds(self, data: bytes) -> bool:
+        """Count this read's share of the head (up to its blank line, when it has it)."""
+        window = self._tail + data
+        end = window.find(b"\r\n\r\n")
+        head = window[len(self._tail) : end + 4] if end >= 0 else data
+        self._head_bytes += len(head)
+        self._head_lines += head.count(b"\n")
+        self._tail = window[-3:]
+        return self._head_bytes <= MAX_HEAD_BYTES and self._head_lines <= MAX_HEADER_LINES
+
+    def _await_head(self) -> None:
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(HEAD_TIMEOUT, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self._head_done and not self.transport.is_closing():
+            self.transport.close()

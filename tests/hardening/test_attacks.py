@@ -1,0 +1,108 @@
+"""The gateway under attack (issue 28): each finding's attack, against the real server, and the
+instance serving others meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+
+import httpx
+import pytest
+from support.proxy import proxy_for
+from support.sse_client import BASIC
+from support.upstream import Pause, Stream, text_stream
+
+from kimi_proxy.server import wire
+
+TOKEN = "proxy-token-0123456789abcdef-0123456789"
+AUTH = {"x-api-key": TOKEN}
+
+
+def test_two_thousand_made_up_paths_grow_metrics_by_less_than_10_kb() -> None:
+    """H1: series are labelled by route template (`other`, `refused`), never by the raw path."""
+    with (
+        proxy_for(lambda b, n: text_stream("ok"), auth_token=TOKEN, metrics_public=True) as proxy,
+        httpx.Client(base_url=proxy.url) as client,
+    ):
+        client.get("/v1/models", headers=AUTH)
+        before = len(client.get("/metrics").content)
+        for i in range(1000):
+            assert client.get(f"/made-up/{i}").status_code == 401  # refused: no token
+            assert client.get(f"/made-up/{i}", headers=AUTH).status_code == 404
+        for i in range(20):
+            assert client.get(f"/v1/models/model-{i}", headers=AUTH).status_code == 200
+        text = client.get("/metrics").text
+        assert len(text.encode()) - before < 10_000
+        assert "made-up" not in text and "model-3" not in text
+        assert 'path="refused"' in text and 'path="other"' in text
+        assert 'path="/v1/models/{model_id:path}"' in text
+
+
+def raw_request(url: str, data: bytes, *, seconds: float = 5.0) -> bytes:
+    """Send `data` on a fresh connection; what came back before the server closed it."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=seconds) as sock:
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            sock.sendall(data)
+        answer = b""
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while piece := sock.recv(65536):
+                answer += piece
+        return answer
+
+
+def health_ms(client: httpx.Client) -> float:
+    started = time.perf_counter()
+    assert client.get("/health").status_code == 200
+    return (time.perf_counter() - started) * 1000
+
+
+def test_an_endless_header_is_refused_431_after_64_kb_while_others_are_served() -> None:
+    """H2: one 100 MB header used to cost 12 s of CPU; the head is bounded before parsing."""
+    with (
+        proxy_for(lambda b, n: text_stream("ok")) as proxy,
+        httpx.Client(base_url=proxy.url) as client,
+    ):
+        probes: list[float] = []
+        done = threading.Event()
+
+        def probe() -> None:
+            while not done.is_set():
+                probes.append(health_ms(client))
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            started = time.perf_counter()
+            head = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: " + b"a" * 20_000_000
+            answer = raw_request(proxy.url, head)
+            elapsed = time.perf_counter() - started
+        finally:
+            done.set()
+            prober.join()
+        assert answer.startswith(b"HTTP/1.1 431 ")
+        assert elapsed < 5
+        assert probes and max(probes) < 50
+        many = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"x-a: 1\r\n" * 200 + b"\r\n"
+        assert raw_request(proxy.url, many).startswith(b"HTTP/1.1 431 ")
+        normal = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n" + b"x-a: 1\r\n" * 50 + b"\r\n"
+        assert raw_request(proxy.url, normal + b"", seconds=1).startswith(b"HTTP/1.1 200 ")
+
+
+def test_half_sent_heads_and_silent_sockets_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """M8: a slowloris head, or a socket that sends nothing, no longer holds a connection;
+    a stream that outlasts the head's deadline is not cut."""
+    monkeypatch.setattr(wire, "HEAD_TIMEOUT", 0.5)
+    slow = Stream([*text_stream("slow answer").items[:2], Pause(1.0), *text_stream("!").items[1:]])
+    with (
+        proxy_for(lambda b, n: slow) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=10) as client,
+    ):
+        started = time.perf_counter()
+        assert raw_request(proxy.url, b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n") == b""
+        assert raw_request(proxy.url, b"") == b""
+        assert time.perf_counter() - started < 3
+        answer = client.post("/v1/messages", json={**BASIC, "stream": True})
+        assert answer.status_code == 200 and "message_stop" in answer.text
