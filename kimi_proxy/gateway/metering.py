@@ -60,10 +60,13 @@ def _clean(value: str | None) -> str:
 
 
 def increments(record: RequestRecord) -> dict[str, int]:
-    """What one finished request adds, by hash field (its dimensions and a metric)."""
+    """What one finished request adds, by hash field (its dimensions and a metric). A request
+    refused before reaching a provider is counted without its session and agent ids: those
+    are the client's choice, and a refused client must not add rows."""
+    served = record.provider is not None
+    session, agent = (record.session, record.agent) if served else (None, None)
     base = SEPARATOR.join(
-        _clean(v)
-        for v in (record.user, record.session, record.agent, record.provider, record.model_used)
+        _clean(v) for v in (record.user, session, agent, record.provider, record.model_used)
     )
     counts = {
         "requests": 1,

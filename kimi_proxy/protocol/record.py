@@ -5,6 +5,7 @@ below the server reads it. Data only: no I/O here.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -12,6 +13,16 @@ from typing import Any
 import orjson
 
 from .profile import Prices
+
+#: What a client-chosen id (Claude Code's session and agent ids, UUIDs) may look like to be kept.
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def client_id(value: str | None) -> str | None:
+    """A session or agent id the client sent, or None when it is missing or not an id: over
+    128 characters, or other characters than letters, digits and `._:-`. Such ids key usage
+    rows, the dashboard's sessions and key affinity, so a client cannot grow them unbounded."""
+    return value if value is not None and _CLIENT_ID.fullmatch(value) else None
 
 
 @dataclass(slots=True)

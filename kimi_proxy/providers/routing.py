@@ -13,6 +13,7 @@ from kimi_proxy.errors import (
     ProxyError,
 )
 from kimi_proxy.protocol.anthropic import MessagesRequest
+from kimi_proxy.protocol.record import client_id
 from kimi_proxy.translate.messages import has_images
 from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
 from kimi_proxy.translate.tokens import estimate_tokens
@@ -31,7 +32,7 @@ def route_of(
         return "long_context"
     if "haiku" in request.model.lower():
         return "background"
-    if headers.get("x-claude-code-agent-id"):
+    if client_id(headers.get("x-claude-code-agent-id")):
         return "subagent"
     thinking = (request.model_extra or {}).get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled"):
@@ -94,7 +95,7 @@ def plan_call(
         build,
         prompt_tokens=prompt_tokens,
         answer_tokens=min(message_request.max_tokens, max_output_tokens or 1 << 30),
-        session=headers.get("x-claude-code-session-id"),
+        session=client_id(headers.get("x-claude-code-session-id")),
     )
     call.built[first.label] = preview
     if raw is not None:

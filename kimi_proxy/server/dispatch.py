@@ -6,7 +6,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 
 from kimi_proxy.protocol.anthropic import MessagesRequest
-from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.providers.call import Call, Opened
 from kimi_proxy.providers.routing import plan_call as plan_pool_call
 
@@ -31,8 +31,8 @@ def plan_call(
     )
     record.route = planned.route
     record.family = planned.family
-    record.session = headers.get("x-claude-code-session-id")
-    record.agent = headers.get("x-claude-code-agent-id")
+    record.session = client_id(headers.get("x-claude-code-session-id"))
+    record.agent = client_id(headers.get("x-claude-code-agent-id"))
     return planned.call
 
 

@@ -10,10 +10,14 @@ import time
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support.proxy import proxy_for
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, text_stream
 
+from kimi_proxy.gateway.metering import increments
+from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.server import wire
 
 TOKEN = "proxy-token-0123456789abcdef-0123456789"
@@ -106,3 +110,28 @@ def test_half_sent_heads_and_silent_sockets_are_closed(monkeypatch: pytest.Monke
         assert time.perf_counter() - started < 3
         answer = client.post("/v1/messages", json={**BASIC, "stream": True})
         assert answer.status_code == 200 and "message_stop" in answer.text
+
+
+@given(st.text(max_size=300))
+def test_only_short_plain_ids_are_kept(value: str) -> None:
+    """H4: a client's session or agent id keys usage rows, dashboard sessions and affinity."""
+    kept = client_id(value)
+    assert kept is None or (kept == value and 1 <= len(value) <= 128 and value.isascii())
+    assert client_id("0f8c1a2e-5b7d-4c1e-9a3f-2d6b8e4c7a10") is not None
+
+
+def test_an_oversized_session_id_is_served_but_never_stored() -> None:
+    """H4: a 10 KB session id used to be kept for 91 days; now the request is served and the
+    id dropped, and a request refused before any provider keeps no id at all."""
+    huge = "s" * 10_000
+    with (
+        proxy_for(lambda b, n: text_stream("ok")) as proxy,
+        httpx.Client(base_url=proxy.url) as client,
+    ):
+        answer = client.post("/v1/messages", json=BASIC, headers={"x-claude-code-session-id": huge})
+        assert answer.status_code == 200
+        sessions = proxy.state.feed.sessions
+        assert huge not in sessions and not any(len(s) > 128 for s in sessions)
+    refused = RequestRecord("r", "POST", "/v1/messages", status=429, user="ann")
+    refused.session, refused.agent = "sess-1", "agent-1"
+    assert not any("sess-1" in field or "agent-1" in field for field in increments(refused))

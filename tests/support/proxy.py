@@ -15,6 +15,7 @@ import httpx
 from kimi_proxy.config.settings import Settings
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.server.app import create_app
+from kimi_proxy.server.state import ProxyState
 from kimi_proxy.server.wire import BoundedHttpToolsProtocol
 from support.upstream import Script, ScriptedUpstream, scripted_upstream, serve_in_thread
 
@@ -30,13 +31,18 @@ class Harness:
     clients: list[anthropic.Anthropic] = field(default_factory=list)
 
     @property
-    def pool(self) -> Pool:
-        """The running proxy's provider pool (its keys, budgets, retired models)."""
+    def state(self) -> ProxyState:
+        """The running proxy's state (its pool, feed, gateway)."""
         app = self.app
         while not hasattr(app, "state"):  # through the middleware to the Starlette app
             app = app.app
-        pool: Pool = app.state.proxy.pool
-        return pool
+        state: ProxyState = app.state.proxy
+        return state
+
+    @property
+    def pool(self) -> Pool:
+        """The running proxy's provider pool (its keys, budgets, retired models)."""
+        return self.state.pool
 
     def client(self, **kwargs: Any) -> anthropic.Anthropic:
         """An official SDK client pointed at the proxy (closed when the harness stops)."""
