@@ -145,7 +145,8 @@ class AgentLoop:
             )
         except ToolError as exc:
             return LocalCall(call.id, call.name, call.arguments, str(exc), True)
-        except OSError as exc:
+        except (OSError, ValueError, TypeError) as exc:  # a file's error, or arguments of the
+            # wrong type (`"offset": "ten"`): the model reads it and tries again
             return LocalCall(
                 call.id, call.name, call.arguments, f"{type(exc).__name__}: {exc}", True
             )

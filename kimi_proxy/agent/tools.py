@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import fnmatch
 import os
-import re
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import regex
 
 from .sandbox import Sandbox, ToolError
 
@@ -25,6 +27,10 @@ MAX_READ_LINES = 2000
 MAX_LINE_CHARS = 2000
 MAX_LISTED = 1000
 MAX_GREP_FILE_BYTES = 2_000_000
+MAX_READ_CHARS = 5_000_000  # a Read looks at most this far into a file
+GREP_SECONDS = 5.0  # a model-chosen pattern that backtracks forever is stopped here
+#: What a Bash command sees of the proxy's environment: never its token or a provider's key.
+TOOL_ENVIRONMENT = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TZ")
 BASH_DEFAULT_TIMEOUT_MS = 120_000
 BASH_MAX_TIMEOUT_MS = 600_000
 
@@ -143,7 +149,7 @@ class LocalTools:
         offset = max(int(args.get("offset") or 1), 1)
         limit = max(int(args.get("limit") or MAX_READ_LINES), 1)
         with path.open(encoding="utf-8", errors="replace") as handle:
-            lines = handle.read().splitlines()
+            lines = handle.read(MAX_READ_CHARS).splitlines()
         chosen = lines[offset - 1 : offset - 1 + limit]
         numbered = [f"{offset + i:6}\t{line[:MAX_LINE_CHARS]}" for i, line in enumerate(chosen)]
         return _cap("\n".join(numbered)) if numbered else "(empty file or offset past the end)"
@@ -163,11 +169,12 @@ class LocalTools:
         return "\n".join(self.sandbox.display(p) for p in found[:MAX_LISTED]) or "No files found"
 
     def _grep(self, args: dict[str, Any]) -> str:
-        flags = re.IGNORECASE if args.get("-i") else 0
+        flags = regex.IGNORECASE if args.get("-i") else 0
         try:
-            regex = re.compile(_str(args, "pattern") or "", flags)
-        except re.error as exc:
+            pattern = regex.compile(_str(args, "pattern") or "", flags)
+        except regex.error as exc:
             raise ToolError(f"Invalid regular expression: {exc}") from None
+        deadline = time.monotonic() + GREP_SECONDS
         base = self.sandbox.resolve(_str(args, "path", required=False))
         file_glob = _str(args, "glob", required=False)
         mode = args.get("output_mode") or "files_with_matches"
@@ -183,7 +190,17 @@ class LocalTools:
                 text = path.read_text(encoding="utf-8")
             except (ToolError, UnicodeDecodeError, OSError):
                 continue
-            hits = [(n, line) for n, line in enumerate(text.splitlines(), 1) if regex.search(line)]
+            try:
+                hits = [
+                    (n, line)
+                    for n, line in enumerate(text.splitlines(), 1)
+                    if pattern.search(line, timeout=max(0.0, deadline - time.monotonic()))
+                ]
+            except TimeoutError:
+                raise ToolError(
+                    f"The search took over {GREP_SECONDS:g} s and was stopped; use a simpler "
+                    "pattern or a narrower path."
+                ) from None
             if not hits:
                 continue
             shown = self.sandbox.display(path)
@@ -231,6 +248,7 @@ class LocalTools:
             stderr=asyncio.subprocess.STDOUT,
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,
+            env=_tool_environment(),
         )
         try:
             output, _ = await asyncio.wait_for(process.communicate(), timeout_ms / 1000)
@@ -245,6 +263,15 @@ class LocalTools:
         if process.returncode:
             raise ToolError(f"Exit code {process.returncode}\n{text}")
         return text or "(no output)"
+
+
+def _tool_environment() -> dict[str, str]:
+    """The proxy's environment for a command: locale, paths and user only (`TOOL_ENVIRONMENT`)."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name in TOOL_ENVIRONMENT or name.startswith("LC_")
+    }
 
 
 def _kill_group(pid: int) -> None:

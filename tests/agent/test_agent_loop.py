@@ -243,3 +243,19 @@ def test_a_local_call_left_as_kimi_markup_runs_in_the_proxy(workdir: Path) -> No
     check_grammar(events)
     assert texts(events)[-1].startswith("Read it:") and "TODO: ship it" in texts(events)[-1]
     assert not any("<|" in t for t in texts(events))
+
+
+def test_arguments_of_the_wrong_type_are_an_error_result_not_a_500(workdir: Path) -> None:
+    """A model that sends `"offset": "ten"` reads the error and answers; the turn goes on."""
+
+    def model(body: dict[str, Any], n: int) -> Reply:
+        results = tool_messages(body)
+        if not results:
+            return tool_stream([("Read", {"file_path": "notes.md", "offset": "ten"})])
+        assert "ValueError" in results[0]["content"]
+        return text_stream("I will pass a number next time.")
+
+    with proxy_for(model, local_tools="Read", working_dir=workdir) as harness:
+        events = stream(harness, BASIC)
+    assert "I will pass a number next time." in "".join(texts(events))
+    assert events[-1]["type"] == "message_stop"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kimi_proxy.agent import tools as agent_tools
 from kimi_proxy.agent.sandbox import Sandbox, ToolError
 from kimi_proxy.agent.tools import LocalTools, tool_definitions
 from kimi_proxy.config.settings import ALL_TOOLS, DEFAULT_SET, parse_tool_names
@@ -156,3 +158,36 @@ def test_bash_runs_in_the_working_dir_with_timeout_and_cap(tools: LocalTools, ro
         run(tools, "Bash", command="sleep 5", timeout=200)
     long = run(tools, "Bash", command="yes x | head -c 100000")
     assert len(long) < 31_000 and "truncated" in long
+
+
+def test_bash_sees_no_proxy_token_or_provider_key(
+    tools: LocalTools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """M9: `env` used to hand the model the proxy's token and the provider's key."""
+    monkeypatch.setenv("KIMI_PROXY_AUTH_TOKEN", "proxy-token-secret")
+    monkeypatch.setenv("MOONSHOT_API_KEY", "sk-provider-secret")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    shown = run(tools, "Bash", command="env")
+    assert "secret" not in shown and "KIMI_" not in shown
+    assert "PATH=" in shown and "LC_ALL=C.UTF-8" in shown
+
+
+def test_a_backtracking_grep_is_stopped_in_seconds(
+    tools: LocalTools, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """M10: a model-chosen pattern froze the proxy for 33 s."""
+    monkeypatch.setattr(agent_tools, "GREP_SECONDS", 0.5)
+    (root / "slow.txt").write_text("a" * 40 + "!\n")
+    started = time.monotonic()
+    with pytest.raises(ToolError, match="simpler pattern"):
+        run(tools, "Grep", pattern="(a|aa)*$", path="slow.txt", output_mode="content")
+    assert time.monotonic() - started < 5
+
+
+def test_read_looks_only_so_far_into_a_huge_file(
+    tools: LocalTools, root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_tools, "MAX_READ_CHARS", 1000)
+    (root / "huge.txt").write_text("x\n" * 100_000)
+    shown = run(tools, "Read", file_path="huge.txt", limit=10000)
+    assert shown.splitlines()[-1].split("\t")[0].strip() == "500"  # 1,000 characters: 500 lines
