@@ -130,10 +130,12 @@ class SecurityMiddleware:
         assert self.users is not None
         if self.token is not None and self._authorized(headers, scope):
             return None
-        if self.token is not None and _dashboard(scope):
+        if _operator_only(scope):
+            what = "The dashboard shows" if _dashboard(scope) else "/metrics counts"
             return PermissionDeniedError(
-                "The dashboard shows every user's requests: it takes the proxy's token "
-                "(KIMI_PROXY_AUTH_TOKEN), not a user key."
+                f"{what} every user's requests: it takes the proxy's token "
+                "(KIMI_PROXY_AUTH_TOKEN), never a user key"
+                + ("." if self.token is not None else "; this gateway has none, so it is closed.")
             )
         for presented in _presented(headers, scope):
             user = self.users.user(presented.decode("latin-1"))
@@ -171,6 +173,11 @@ def _presented(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:
     if _dashboard(scope):
         candidates += _dashboard_tokens(headers, scope)
     return [c for c in candidates if c]
+
+
+def _operator_only(scope: Scope) -> bool:
+    """What a gateway's users never see: the dashboard (every user's requests) and metrics."""
+    return _dashboard(scope) or scope["path"] == "/metrics"
 
 
 def _dashboard(scope: Scope) -> bool:

@@ -59,6 +59,7 @@ class Today:
     key: str | None = None
     context_tokens: int = 0  # the input of its last request: how full its context is
     context_window: int = 0
+    user: str | None = None  # the gateway user whose requests these are (sessions)
 
 
 def row(record: RequestRecord) -> dict[str, Any]:
@@ -167,7 +168,7 @@ class Feed:
 
     def _totals_of(self, record: RequestRecord) -> Iterator[Today]:
         if record.session:
-            yield self.sessions.setdefault(record.session, Today())
+            yield self.sessions.setdefault(record.session, Today(user=record.user))
         if record.user:
             yield self.users.setdefault(record.user, Today())
 

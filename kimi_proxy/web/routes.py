@@ -143,6 +143,9 @@ async def session_status(request: Request) -> Response:
     feed: Feed = proxy.feed
     session_id = request.path_params["session_id"]
     totals = feed.session(session_id)
+    asker = request.scope.get("state", {}).get("user")
+    if totals is not None and asker is not None and totals.user != asker.name:
+        totals = None  # a gateway user sees their own sessions only
     body: dict[str, Any] = {"session": session_id, "known": totals is not None}
     if totals is not None:
         now = pool.clock()

@@ -111,6 +111,9 @@ def add_users(redis: RedisServer, names: list[str], limits: UserLimits) -> dict[
     return asyncio.run(go())
 
 
+OPERATOR = "operator-token-0123456789abcdef-0123"
+
+
 def gateway_env(
     tmp_path: Path,
     redis: RedisServer,
@@ -125,6 +128,7 @@ def gateway_env(
     return {
         "KIMI_PROXY_CONFIG": str(config),
         "KIMI_REDIS_URL": redis.url,
+        "KIMI_PROXY_AUTH_TOKEN": OPERATOR,  # the dashboard's and /metrics' (users never open them)
         "KEY_A": "key-aaaaaa",
         "KEY_B": "key-bbbbbb",
         "KIMI_USERS_FILE": str(tmp_path / "unused-users.json"),
@@ -312,7 +316,7 @@ def test_redis_down_follows_each_policy_then_recovers_and_keeps_users_and_usage(
         }
         health = httpx.get(f"{closed.url}/health", timeout=5)
         metrics = httpx.get(
-            f"{opened.url}/metrics", headers={"authorization": f"Bearer {keys['ann']}"}
+            f"{opened.url}/metrics", headers={"authorization": f"Bearer {OPERATOR}"}
         ).text
 
         redis.start()  # the same data folder: AOF brings users and usage back

@@ -155,12 +155,13 @@ def test_a_users_concurrent_streams_are_limited_and_released(tmp_path: Path) -> 
 def test_the_dashboard_shows_usage_per_user(tmp_path: Path) -> None:
     path = tmp_path / "users.json"
     key = add(path, "alice")
-    with instances(path) as (url,):
+    operator = "operator-token-0123456789abcdef-0123"
+    with instances(path, auth_token=operator) as (url,):
         post(url, key, stream=True)
         with (
             httpx.Client(timeout=10) as client,
             client.stream(
-                "GET", f"{url}/dashboard/events", headers={"authorization": f"Bearer {key}"}
+                "GET", f"{url}/dashboard/events", headers={"authorization": f"Bearer {operator}"}
             ) as feed,
         ):
             for line in feed.iter_lines():
@@ -180,3 +181,25 @@ def test_a_damaged_users_file_keeps_the_users_last_read(tmp_path: Path) -> None:
         time.sleep(0.6)
         assert post(url, key).status_code == 200  # not a 500 for everyone
         assert post(url, None).status_code == 401
+
+
+def test_users_never_open_the_dashboard_metrics_or_another_users_session(tmp_path: Path) -> None:
+    """M1: with users and no proxy token, any user key used to open the dashboard and its feed
+    (every user's requests). Now those are the operator's; a user's status line reads only the
+    user's own sessions."""
+    path = tmp_path / "users.json"
+    alice, bob = add(path, "alice"), add(path, "bob")
+    with instances(path, dashboard="on") as (url,):
+        for user_key in (alice, bob):
+            for where in ("/dashboard", "/dashboard/events", "/metrics"):
+                closed = httpx.get(f"{url}{where}", headers={"x-api-key": user_key})
+                assert closed.status_code == 403, where
+                assert "KIMI_PROXY_AUTH_TOKEN" in closed.json()["error"]["message"]
+        session = {"x-claude-code-session-id": "sess-alice-1"}
+        answer = httpx.post(
+            f"{url}/v1/messages", json=BASIC, headers={"x-api-key": alice, **session}
+        )
+        assert answer.status_code == 200
+        status = f"{url}/status/session/sess-alice-1"
+        assert httpx.get(status, headers={"x-api-key": alice}).json()["known"] is True
+        assert httpx.get(status, headers={"x-api-key": bob}).json()["known"] is False
