@@ -180,6 +180,9 @@ class UserDirectory:
         self._by_hash: dict[str, User] = {}
         self.any = False  # whether any user exists: then every request needs a user key
         self.known = store is not None  # with Redis: not until the users were read once
+        #: Why the users are not known (a file that cannot be read): the gateway's 503 says it.
+        self.problem: str | None = None
+        self._read_once = False
         self.refresh(force=True)
 
     def load(self, users: dict[str, User]) -> None:
@@ -199,13 +202,21 @@ class UserDirectory:
         if stamp == self._stamp and not force:
             return
         try:
+            if stamp is None and self.any:  # users existed: a vanished file opens nothing
+                raise UserError(f"{self.store.path}: the users file is gone.")
             users = self.store.load()
-        except UserError as exc:  # keep serving with the users last read; say why once
-            if self._stamp != stamp:
-                log.error("%s Still using the users read before.", exc)
+        except UserError as exc:
             self._stamp = stamp
+            if self._read_once:  # keep serving the users last read
+                log.error("%s Still using the users read before.", exc)
+            else:  # never read: serve no one rather than everyone
+                self.known = False
+                self.problem = f"{exc} This gateway serves no one until it can read it."
+                log.error("%s", self.problem)
             return
         self._stamp = stamp
+        self.problem = None
+        self._read_once = True
         self.load(users)
 
     def user(self, key: str) -> User | None:

@@ -98,6 +98,9 @@ async def ready(request: Request) -> Response:
     pool: Pool = state.pool
     if (why := unservable(pool)) is not None:
         return json_response({"status": "no_candidate", "reason": why}, 503)
+    users = state.gateway.users
+    if users is not None and users.problem is not None:
+        return json_response({"status": "users_unreadable", "reason": users.problem}, 503)
     link = state.gateway.link
     answer: dict[str, Any] = {"status": "ready", "active_streams": state.active_streams}
     if link is not None:

@@ -104,12 +104,13 @@ class SecurityMiddleware:
                 "KIMI_CORS_ORIGINS to allow it."
             )
         if self.users is not None and scope["path"] not in self.open_paths:
+            self.users.refresh()
             if not self.users.known:
                 return SharedStoreDownError(
-                    "This gateway has not read its users from Redis yet (Redis does not "
+                    self.users.problem
+                    or "This gateway has not read its users from Redis yet (Redis does not "
                     "answer); it serves no one until it has. Retry shortly."
                 )
-            self.users.refresh()
             if self.users.any:  # a gateway with users: a user key, or the proxy's own token
                 if scope["method"] == "OPTIONS" and origin is not None:
                     return None

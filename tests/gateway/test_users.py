@@ -181,6 +181,27 @@ def test_a_damaged_users_file_keeps_the_users_last_read(tmp_path: Path) -> None:
         time.sleep(0.6)
         assert post(url, key).status_code == 200  # not a 500 for everyone
         assert post(url, None).status_code == 401
+        path.unlink()  # M2: a removed file opens nothing either
+        time.sleep(0.6)
+        assert post(url, key).status_code == 200 and post(url, None).status_code == 401
+
+
+def test_a_users_file_never_read_serves_no_one_until_it_can_be(tmp_path: Path) -> None:
+    """M2: a corrupt users file at start used to turn the gateway into an open proxy."""
+    path = tmp_path / "users.json"
+    key = add(path, "alice")
+    good = path.read_text()
+    path.write_text("{ not json")
+    with instances(path) as (url,):
+        refused = post(url, None)
+        assert refused.status_code == 503 and "users file" in refused.json()["error"]["message"]
+        assert post(url, key).status_code == 503
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "users_unreadable"
+        path.write_text(good)
+        time.sleep(0.6)
+        assert post(url, key).status_code == 200 and post(url, None).status_code == 401
+        assert httpx.get(f"{url}/ready").status_code == 200
 
 
 def test_users_never_open_the_dashboard_metrics_or_another_users_session(tmp_path: Path) -> None:
