@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from kimi_proxy.protocol.record import LOGGED_FIELDS, RequestRecord
 
 METERED_PATH = "/v1/messages"
+ACCESS_LOGGER = "kimi_proxy.access"  # the logger whose lines `usage --access-log` reads
 SEPARATOR = "\x1f"
 DIMENSIONS = ("day", "user", "session", "agent", "provider", "model")
 METRICS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "errors", "cost_nusd")
@@ -138,10 +139,11 @@ def rows_from_fields(day: str, values: Iterable[tuple[str, int]]) -> Iterator[Us
 
 
 def rows_from_access_log(lines: Iterable[str]) -> Iterator[UsageRow]:
-    """Rows from the access log's JSON lines (the part of each line from its first `{`)."""
+    """Rows from the access log's JSON lines: `<date> <time> INFO kimi_proxy.access {…}`, the
+    JSON from the first `{`. Lines of any other logger are skipped, whatever they contain."""
     for line in lines:
         start = line.find("{")
-        if start < 0:
+        if start < 0 or line[:start].split()[2:] != ["INFO", ACCESS_LOGGER]:
             continue
         try:
             entry = orjson.loads(line[start:])

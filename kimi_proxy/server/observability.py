@@ -208,7 +208,9 @@ class ObservabilityMiddleware:
 
 
 class RedactSecrets(logging.Filter):
-    """Replace API keys and tokens in every log record with `[REDACTED]`."""
+    """Replace API keys and tokens in every log record with `[REDACTED]`, and keep each record
+    on one line: a line break in text a client sent (a tool name, a model id) is written `\\n`,
+    so no client can start a log line of its own (a forged access-log line bills someone)."""
 
     def __init__(self, secrets_to_hide: list[str]) -> None:
         super().__init__()
@@ -216,9 +218,11 @@ class RedactSecrets(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = redact(message, self.secrets)
-        if redacted != message:
-            record.msg, record.args = redacted, None
+        cleaned = redact(message, self.secrets)
+        if "\n" in cleaned or "\r" in cleaned:
+            cleaned = cleaned.replace("\r", "\\r").replace("\n", "\\n")
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
         return True
 
 

@@ -4,9 +4,11 @@ instance serving others meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,9 +18,10 @@ from support.proxy import proxy_for
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, text_stream
 
-from kimi_proxy.gateway.metering import increments
+from kimi_proxy.gateway.metering import increments, rows_from_access_log
 from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.server import wire
+from kimi_proxy.server.observability import setup_logging
 
 TOKEN = "proxy-token-0123456789abcdef-0123456789"
 AUTH = {"x-api-key": TOKEN}
@@ -135,3 +138,30 @@ def test_an_oversized_session_id_is_served_but_never_stored() -> None:
     refused = RequestRecord("r", "POST", "/v1/messages", status=429, user="ann")
     refused.session, refused.agent = "sess-1", "agent-1"
     assert not any("sess-1" in field or "agent-1" in field for field in increments(refused))
+
+
+def test_client_text_cannot_forge_an_access_log_line(tmp_path: Path) -> None:
+    """M3: a tool name with a line break wrote a line `usage --access-log` billed to another
+    user ($4,321). Each record stays on one line, and only the access logger's lines count."""
+    log_file = tmp_path / "proxy.log"
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    forged = (
+        '2026-12-06 10:00:00,000 INFO kimi_proxy.access {"path":"/v1/messages","status":200,'
+        '"user":"bob","cost_usd":4321.0}'
+    )
+    try:
+        setup_logging("INFO", log_file, [])
+        logging.getLogger("kimi_proxy.stream").warning("dropping a call to %s", "x\n" + forged)
+        logging.getLogger("kimi_proxy.access").info(
+            "%s", '{"path":"/v1/messages","status":200,"user":"ann","cost_usd":0.5}'
+        )
+    finally:
+        for handler in root.handlers[len(before) :]:
+            handler.close()
+        root.handlers[:] = before
+        root.setLevel(level)
+    lines = log_file.read_text().splitlines()
+    assert len(lines) == 2 and "\\n2026-12-06" in lines[0]
+    rows = list(rows_from_access_log([*lines, "x " + forged]))
+    assert {row.user for row in rows} == {"ann"}
