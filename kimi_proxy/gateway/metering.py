@@ -30,7 +30,10 @@ METERED_PATH = "/v1/messages"
 ACCESS_LOGGER = "kimi_proxy.access"  # the logger whose lines `usage --access-log` reads
 SEPARATOR = "\x1f"
 DIMENSIONS = ("day", "user", "session", "agent", "provider", "model")
-METRICS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "errors", "cost_nusd")
+METRICS = (
+    *("requests", "input_tokens", "cached_tokens", "output_tokens", "errors", "cancelled"),
+    "cost_nusd",
+)
 NANO = 1_000_000_000
 
 
@@ -49,6 +52,7 @@ class UsageRow:
     cached_tokens: int = 0
     output_tokens: int = 0
     errors: int = 0
+    cancelled: int = 0  # streams the client left before their end
     cost_usd: float = 0.0
 
     def as_dict(self, by: tuple[str, ...]) -> dict[str, Any]:
@@ -75,6 +79,7 @@ def increments(record: RequestRecord) -> dict[str, int]:
         "cached_tokens": record.cached_tokens or 0,
         "output_tokens": record.output_tokens or 0,
         "errors": int(record.status >= 400 or record.error_type is not None),
+        "cancelled": int(record.cancelled),
         "cost_nusd": round((record.cost_usd or 0.0) * NANO),
     }
     return {f"{base}{SEPARATOR}{metric}": n for metric, n in counts.items() if n}
@@ -192,8 +197,7 @@ def fold(
 
 def render(rows: list[UsageRow], by: tuple[str, ...], form: str) -> str:
     dicts = [row.as_dict(by) for row in rows]
-    columns = [*by, "requests", "input_tokens", "cached_tokens", "output_tokens", "errors"]
-    columns.append("cost_usd")
+    columns = [*by, *(m for m in METRICS if m != "cost_nusd"), "cost_usd"]
     if form == "json":
         return orjson.dumps(dicts, option=orjson.OPT_INDENT_2).decode()
     if form == "csv":

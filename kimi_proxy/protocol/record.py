@@ -52,6 +52,7 @@ class RequestRecord:
     session: str | None = None  # x-claude-code-session-id
     agent: str | None = None  # x-claude-code-agent-id
     user: str | None = None
+    cancelled: bool = False  # a stream the client left before its end (billed what it used)
     context_window: int | None = None
     wall_start: float = field(default_factory=time.time)
     prices: Prices | None = None  # of the model that answered (not logged)

@@ -105,6 +105,15 @@ async def stream_events(
                 await asyncio.sleep(0)
             yield encode_events(closing)
             return
+        except (asyncio.CancelledError, GeneratorExit):
+            # The client went away (Esc in Claude Code): bill what it cost so far.
+            record.cancelled = True
+            record.tokens(
+                translator.partial_usage()
+                if translator is not None
+                else {"input_tokens": call.prompt_tokens, "output_tokens": 0}
+            )
+            raise
         except Exception as exc:
             if (
                 isinstance(exc, ProxyError)

@@ -58,6 +58,7 @@ class ContentBlocks:
         "_next_index",
         "_nonce",
         "_open",
+        "_relayed_chars",
         "_step_client_calls",
         "_tool_names",
         "_used_tools",
@@ -72,6 +73,7 @@ class ContentBlocks:
         self._calls: dict[int, ToolCall] = {}
         self._used_tools = False
         self._step_client_calls = False
+        self._relayed_chars = 0  # of text, thinking and arguments sent: a cancel's output
 
     def _append(
         self, kind: str, delta_type: str, field_name: str, text: str, events: list[Event]
@@ -80,6 +82,7 @@ class ContentBlocks:
             self._close_block(events)
             self._open_block(kind, events)
         assert self._open is not None
+        self._relayed_chars += len(text)
         events.append(
             {
                 "type": "content_block_delta",
@@ -191,6 +194,7 @@ class ContentBlocks:
             return
         fragment = "".join(call.held)
         call.held.clear()
+        self._relayed_chars += len(fragment)
         call.sent.append(fragment)
         events.append(
             {

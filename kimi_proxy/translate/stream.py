@@ -242,6 +242,17 @@ class StreamTranslator(ContentBlocks):
         events.append({"type": "content_block_stop", "index": index})
         return events
 
+    def partial_usage(self) -> dict[str, int]:
+        """The usage of a stream the client cancelled: the provider's figures so far when it
+        sent any; else the input estimate, and the output relayed (a token per 4 characters)."""
+        last = self._usage or self._last_usage
+        usage = anthropic_usage(last)
+        reported = self._output_tokens + int((self._usage or {}).get("completion_tokens") or 0)
+        usage["output_tokens"] = max(reported, -(-self._relayed_chars // 4))
+        if last is None:
+            usage["input_tokens"] = self._input_estimate
+        return usage
+
     def finish(self) -> list[Event]:
         events = self.end_step().events
         reason, sequence = stop_reason(

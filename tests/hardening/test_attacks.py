@@ -18,7 +18,7 @@ from support.proxy import proxy_for
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, text_stream
 
-from kimi_proxy.gateway.metering import increments, rows_from_access_log
+from kimi_proxy.gateway.metering import increments, rows_from_access_log, rows_from_fields
 from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.server import wire
 from kimi_proxy.server.observability import setup_logging
@@ -165,3 +165,31 @@ def test_client_text_cannot_forge_an_access_log_line(tmp_path: Path) -> None:
     assert len(lines) == 2 and "\\n2026-12-06" in lines[0]
     rows = list(rows_from_access_log([*lines, "x " + forged]))
     assert {row.user for row in rows} == {"ann"}
+
+
+def test_a_cancelled_stream_is_billed_its_input_and_the_output_relayed() -> None:
+    """M6: every Esc in Claude Code used to be metered as 0 tokens and $0."""
+    text = "word " * 200
+    slow = Stream([*text_stream(text, pieces=50).items[:11], Pause(30)])
+    with proxy_for(lambda b, n: slow) as proxy:
+        with (
+            httpx.Client(base_url=proxy.url, timeout=10) as client,
+            client.stream("POST", "/v1/messages", json={**BASIC, "stream": True}) as answer,
+        ):
+            seen = ""
+            for line in answer.iter_lines():
+                if '"text_delta"' in line:
+                    seen += line
+                if seen.count("text_delta") >= 10:
+                    break  # Esc: the client closes the stream
+        deadline = time.monotonic() + 10
+        while not proxy.state.feed.recent:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        record = proxy.state.feed.recent[-1]
+    assert record.cancelled
+    assert record.input_tokens and record.input_tokens > 0  # the prompt's estimate
+    relayed = len(text) * 10 // 50
+    assert record.output_tokens is not None and record.output_tokens >= relayed // 4
+    (row,) = [r for r in rows_from_fields("d", increments(record).items()) if r.cancelled]
+    assert row.cancelled == 1
