@@ -10,9 +10,15 @@ import zipfile
 from pathlib import Path
 
 import httpx
-from support.proxy import proxy_for
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from support.proxy import proxy_for, serve_app
 from support.upstream import scripted_upstream, text_stream
 
+from kimi_proxy.cli.launcher import PortTaken, free_port, start_proxy, stop_proxy
+from kimi_proxy.config.settings import Settings
 from kimi_proxy.errors import error_from_transport
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,3 +85,25 @@ def test_a_connection_error_names_where_the_url_is_set() -> None:
     )
     assert "/home/me/config.toml" in error.message
     assert "KIMI_UPSTREAM_URL" not in error.message
+
+
+def test_the_launcher_trusts_only_the_proxy_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """M11: a program that took the port between the launcher's look and its start, and
+    answers /health like a proxy, was handed the user's key and prompts."""
+    monkeypatch.setenv("KIMI_LAUNCHER_LOG", str(tmp_path / "launcher.log"))
+    impostor = Starlette(
+        routes=[Route("/health", lambda r: JSONResponse({"status": "ok", "families": {}}))]
+    )
+    with serve_app(impostor) as url:
+        port = int(url.rsplit(":", 1)[1])
+        settings = Settings(port=port)
+        with pytest.raises(PortTaken, match=f"another program answers on port {port}"):
+            start_proxy(settings, url)
+    port = free_port()
+    ours = start_proxy(Settings(port=port), f"http://127.0.0.1:{port}")
+    try:
+        assert len(httpx.get(f"http://127.0.0.1:{port}/health").json()["launch_id"]) == 32
+    finally:
+        stop_proxy(ours)

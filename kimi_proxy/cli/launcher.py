@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -174,8 +175,14 @@ def _message(response: httpx.Response) -> str:
     return f"HTTP {response.status_code}"
 
 
+class PortTaken(LaunchError):
+    """Another program answered on the port while the proxy was starting there."""
+
+
 def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
-    """Start `kimi-proxy serve` in the background and wait for /health."""
+    """Start `kimi-proxy serve` in the background and wait until its /health shows the launch
+    id given to it: whatever else answers on the port is not trusted with the user's key."""
+    launch_id = secrets.token_hex(16)
     log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG") or state_dir() / "launcher.log")
     log_file = log_path.open("ab")
     env = {
@@ -183,6 +190,7 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
         "KIMI_PROXY_PORT": str(settings.port),
         "KIMI_PROXY_HOST": settings.host,
         "KIMI_LAUNCHER_PID": str(os.getpid()),
+        "KIMI_LAUNCH_ID": launch_id,
     }
     if settings.config is not None:
         env["KIMI_PROXY_CONFIG"] = str(settings.config)
@@ -196,15 +204,20 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     )
     log_file.close()
     deadline = time.monotonic() + HEALTH_WAIT_SECONDS
+    stranger = False
     while time.monotonic() < deadline:
+        answer = health(url)
+        if isinstance(answer, dict) and answer.get("launch_id") == launch_id:
+            return process
+        stranger = stranger or answer != "nothing"
         if process.poll() is not None:
+            if stranger:
+                raise PortTaken(f"another program answers on port {settings.port}")
             tail = log_path.read_text(errors="replace")[-800:]
             raise LaunchError(
                 f"kimi-proxy exited during start-up (code {process.returncode}). "
                 f"Log ({log_path}):\n{tail}"
             )
-        if isinstance(health(url), dict):
-            return process
         time.sleep(0.1)
     stop_proxy(process)
     raise LaunchError(
@@ -306,8 +319,14 @@ def _serve(
     if plan.new_port:
         settings = settings.model_copy(update={"port": free_port()})
     url = proxy_url(settings)
+    try:
+        started = start_proxy(settings, url)
+    except PortTaken as taken:  # taken between the look and the start: a free port, once
+        settings = settings.model_copy(update={"port": free_port()})
+        print(f"kimi-proxy: {taken}; starting on port {settings.port} instead.", file=sys.stderr)
+        url = proxy_url(settings)
+        started = start_proxy(settings, url)
     owner = owner_file(settings.port)
-    started = start_proxy(settings, url)
     owner.parent.mkdir(parents=True, exist_ok=True)
     owner.write_text(str(os.getpid()))
     return Target(url, token, context_window(spec), str(settings.port)), started, owner

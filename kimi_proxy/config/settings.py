@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     )
 
     workers: int = Field(1, ge=1, le=64, validation_alias=_env("workers", "KIMI_WORKERS"))
+    # Set by the launcher for the proxy it starts, and shown by /health: the launcher trusts
+    # only the proxy that shows it (not another program that took the port meanwhile).
+    launch_id: str | None = Field(None, validation_alias=_env("launch_id", "KIMI_LAUNCH_ID"))
     # `/metrics` without the operator's token, for a scrape inside the cluster.
     metrics_public: bool = Field(
         False, validation_alias=_env("metrics_public", "KIMI_METRICS_PUBLIC")

@@ -84,6 +84,7 @@ async def health(request: Request) -> Response:
             "api_key_configured": any(k.disabled is None for k in pool.all_keys()),
             "active_streams": state.active_streams,
             "time": time.time(),
+            **({"launch_id": state.settings.launch_id} if state.settings.launch_id else {}),
         }
     )
 
