@@ -117,6 +117,7 @@ async def create_message(request: Request) -> Response:
         on_close=on_close,
         drain=state.drain,
         writer=writer,
+        stall_timeout=settings.read_timeout,
     )
 
 
@@ -239,7 +240,11 @@ async def agent_response(
         call.finish(None)
 
     return EventStreamResponse(
-        body(), ping_interval=settings.ping_interval, on_close=on_close, drain=state.drain
+        body(),
+        ping_interval=settings.ping_interval,
+        on_close=on_close,
+        drain=state.drain,
+        stall_timeout=settings.read_timeout,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -33,6 +34,8 @@ CUT_FRAME = render_sse(
     )
 )
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+log = logging.getLogger("kimi_proxy.streaming")
 
 
 async def _disconnect(receive: Receive) -> None:
@@ -161,6 +164,7 @@ class EventStreamResponse(StreamingResponse):
         headers: dict[str, str] | None = None,
         drain: Drain | None = None,
         writer: BodyWriter | None = None,
+        stall_timeout: float = 120.0,
     ) -> None:
         super().__init__(
             content, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
@@ -171,6 +175,13 @@ class EventStreamResponse(StreamingResponse):
         self._timer: asyncio.TimerHandle | None = None
         self._pinging: set[asyncio.Task[None]] = set()
         self._drain = drain
+        #: A client that takes nothing for this long (its socket full) is cut off, its slot
+        #: and provider connection freed: `_check` looks at `_stuck_since` on each tick.
+        self._stall_timeout = stall_timeout
+        self._sending = 0
+        self._stuck_since = 0.0
+        self._stalled = False
+        self._cut_stalled: Callable[[], object] = lambda: None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = asyncio.current_task()
@@ -184,6 +195,8 @@ class EventStreamResponse(StreamingResponse):
                 client_left = True
                 body.cancel()
 
+        self._cut_stalled = body.cancel
+
         listener = asyncio.ensure_future(_disconnect(receive))
         listener.add_done_callback(on_disconnect)
         drain = self._drain
@@ -193,8 +206,14 @@ class EventStreamResponse(StreamingResponse):
             await self._stream(send)
         except asyncio.CancelledError:
             cut = drain is not None and drain.cut and not client_left
-            if not (client_left or cut) or body.uncancel():  # cancelled by someone else: obey
+            gone = client_left or self._stalled
+            if not (gone or cut) or body.uncancel():  # cancelled by someone else: obey
                 raise
+            if self._stalled:
+                log.warning(
+                    "a client took nothing of its stream for %.0f s: stream cut",
+                    self._stall_timeout,
+                )
             if cut:  # the drain's deadline: say so, and end the body properly
                 self._stop_pings()
                 self.writer.close()
@@ -212,8 +231,19 @@ class EventStreamResponse(StreamingResponse):
                 await close_shielded(aclose)
             await close_shielded(self._on_close)
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, raw_send: Send) -> None:
         loop = asyncio.get_running_loop()
+
+        async def send(message: Message) -> None:
+            """The server's `send`, counted: while one waits for the client, it is stuck."""
+            if self._sending == 0:
+                self._stuck_since = loop.time()
+            self._sending += 1
+            try:
+                await raw_send(message)
+            finally:
+                self._sending -= 1
+
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
@@ -227,8 +257,14 @@ class EventStreamResponse(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _check(self, send: Send) -> None:
-        """The timer: ping if the stream was silent for a whole interval, then re-arm."""
+        """The timer: cut a client stuck past the stall timeout; ping if the stream was silent
+        for a whole interval; re-arm."""
         loop = asyncio.get_running_loop()
+        if self._sending and loop.time() - self._stuck_since > self._stall_timeout:
+            self._stalled = True
+            self._timer = None
+            self._cut_stalled()
+            return
         writer = self.writer
         if loop.time() - writer.last_sent >= self._ping_interval * 0.999:
             task = loop.create_task(self._ping(send))

@@ -4,6 +4,7 @@ instance serving others meanwhile."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -193,3 +194,30 @@ def test_a_cancelled_stream_is_billed_its_input_and_the_output_relayed() -> None
     assert record.output_tokens is not None and record.output_tokens >= relayed // 4
     (row,) = [r for r in rows_from_fields("d", increments(record).items()) if r.cancelled]
     assert row.cancelled == 1
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_read_timeout() -> None:
+    """M7: a client that never read held its stream slot and provider connection for good."""
+    big = text_stream("x" * 16_000_000, pieces=4000)
+    with (
+        proxy_for(lambda b, n: big, read_timeout=1.0, ping_interval=0.2) as proxy,
+        httpx.Client(base_url=proxy.url) as client,
+    ):
+        body = json.dumps({**BASIC, "stream": True}).encode()
+        head = (
+            b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)
+        )
+        host, port = proxy.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as reader:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            reader.sendall(head + body)  # and never reads
+            deadline = time.monotonic() + 2
+            while client.get("/health").json()["active_streams"] == 0:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            cut = time.monotonic() + 10
+            while client.get("/health").json()["active_streams"]:
+                assert time.monotonic() < cut, "the stalled stream kept its slot"
+                time.sleep(0.1)
+        assert health_ms(client) < 50
