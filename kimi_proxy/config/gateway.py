@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Policy = Literal["fail_open", "fail_closed"]
+DEFAULT_USER_CONCURRENCY = 8
 
 
 class GatewayFileConfig(BaseModel):
@@ -22,6 +23,9 @@ class GatewayFileConfig(BaseModel):
     lease_seconds: Annotated[float, Field(gt=0, le=3_600)] = 30.0
     usage_retention_days: Annotated[int, Field(gt=0, le=3_650)] = 90
     key_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] = "kimi"
+    #: Streams at once for a user without a concurrency limit of their own: no one user can
+    #: take every slot of the gateway (`KIMI_MAX_STREAMS`).
+    user_concurrency: Annotated[int, Field(gt=0, le=10_000)] = DEFAULT_USER_CONCURRENCY
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +35,7 @@ class Gateway:
     lease_ms: int
     retention_days: int
     prefix: str
+    user_concurrency: int = DEFAULT_USER_CONCURRENCY
 
     @property
     def fail_closed(self) -> bool:
@@ -47,4 +52,5 @@ def gateway_from(
         lease_ms=int(file.lease_seconds * 1000),
         retention_days=file.usage_retention_days,
         prefix=file.key_prefix,
+        user_concurrency=file.user_concurrency,
     )

@@ -64,7 +64,12 @@ class SharedKeyBudgets:
             else:
                 if isinstance(decision, Refused):
                     if ask is not None and decision.subject == ask.claim.subject:
-                        raise refusal(ask.user, decision, self.limiter.patience)
+                        raise refusal(
+                            ask.user,
+                            decision,
+                            self.limiter.patience,
+                            self.limiter.concurrency(ask.user),
+                        )
                     return math.inf if decision.after_ms == NEVER else decision.after_ms / 1000
                 if key_claim is not None:
                     self.held[ident] = key_claim

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
+from kimi_proxy.config.gateway import DEFAULT_USER_CONCURRENCY
 from kimi_proxy.errors import InvalidRequestError, RateLimitError, SharedStoreDownError
 
 from .link import RedisLink
@@ -109,10 +110,15 @@ class UserLimiter:
     #: A refusal whose limit resets within this many seconds (the routes' `max_wait_s`) is
     #: retried by the client; a longer one is final: the person reads it at once.
     patience: float = 20.0
+    #: Streams at once for a user with no concurrency limit of their own (`[gateway]`).
+    default_concurrency: int = DEFAULT_USER_CONCURRENCY
+
+    def concurrency(self, user: User) -> int:
+        return user.limits.concurrency or self.default_concurrency
 
     def claim(self, user: User, need_tokens: int, share: int = 1) -> Claim:
         limits = user.limits
-        concurrency = -(-limits.concurrency // share) if limits.concurrency else None
+        concurrency = -(-self.concurrency(user) // share)
         windows = windows_of(limits.rpm, limits.tpm, limits.daily_tokens, share)
         return Claim(f"user:{user.name}", windows, need_tokens, concurrency)
 
@@ -131,7 +137,7 @@ class UserLimiter:
                 link.mark_down(exc)
             else:
                 if isinstance(decision, Refused):
-                    raise refusal(user, decision, self.patience)
+                    raise refusal(user, decision, self.patience, self.concurrency(user))
                 return self.hold(link.store, ident, claim)
         if link is not None and link.fail_closed:
             raise SharedStoreDownError(link.down_message())
@@ -142,7 +148,7 @@ class UserLimiter:
         claim = self.claim(user, need_tokens, share)
         decision = await self.local.admit(ident, (claim,), LOCAL_LEASE_MS)
         if isinstance(decision, Refused):
-            raise refusal(user, decision, self.patience)
+            raise refusal(user, decision, self.patience, self.concurrency(user))
         return self.hold(self.local, ident, claim)
 
     def hold(self, store: LimitStore, ident: str, claim: Claim) -> Grant:
@@ -155,7 +161,7 @@ class UserLimiter:
 
 
 def refusal(
-    user: User, refused: Refused, patience: float = 20.0
+    user: User, refused: Refused, patience: float = 20.0, concurrency: int | None = None
 ) -> InvalidRequestError | RateLimitError:
     """Why `user` is refused, for them to read: which limit, when it resets, whom to ask."""
     if refused.after_ms == NEVER:
@@ -167,8 +173,8 @@ def refusal(
     wait = refused.after_ms / 1000
     if refused.limit == CONCURRENCY:
         return RateLimitError(
-            f"User {user.name!r} already has {user.limits.concurrency} requests running, the "
-            "user's limit of concurrent streams; retry when one ends.",
+            f"User {user.name!r} already has {concurrency or user.limits.concurrency} requests "
+            "running, the user's limit of concurrent streams; retry when one ends.",
             retry_after=wait,
         )
     return RateLimitError(

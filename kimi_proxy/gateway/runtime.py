@@ -32,10 +32,14 @@ class GatewayRuntime:
     def build(cls, gateway: Gateway | None, users_file: Path | None) -> GatewayRuntime:
         if gateway is None or gateway.redis_url is None:
             users = UserDirectory(UserFile(users_file)) if users_file else None
-            return cls(gateway, users, UserLimiter())
+            limiter = UserLimiter()
+            if gateway is not None:
+                limiter.default_concurrency = gateway.user_concurrency
+            return cls(gateway, users, limiter)
         link = RedisLink(gateway)
         meter = Meter(link.client, gateway.prefix, gateway.retention_days)
-        return cls(gateway, UserDirectory(None), UserLimiter(link), link, meter)
+        limiter = UserLimiter(link, default_concurrency=gateway.user_concurrency)
+        return cls(gateway, UserDirectory(None), limiter, link, meter)
 
     def share_keys(self, pool: Pool) -> None:
         """With Redis, the pool's keys are spent together with the other instances."""

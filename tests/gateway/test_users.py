@@ -19,6 +19,7 @@ from support.proxy import proxy_settings, serve_app
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream
 
+from kimi_proxy.config.gateway import DEFAULT_USER_CONCURRENCY
 from kimi_proxy.server.app import create_app
 
 
@@ -224,3 +225,32 @@ def test_users_never_open_the_dashboard_metrics_or_another_users_session(tmp_pat
         status = f"{url}/status/session/sess-alice-1"
         assert httpx.get(status, headers={"x-api-key": alice}).json()["known"] is True
         assert httpx.get(status, headers={"x-api-key": bob}).json()["known"] is False
+
+
+def test_a_user_without_a_concurrency_limit_gets_the_gateways_default(tmp_path: Path) -> None:
+    """M7: with no limit of their own, one user could take every stream slot of the instance."""
+    path = tmp_path / "users.json"
+    key = add(path, "alice", "--rpm", "1000")
+    slow = Stream(
+        [chunk({"role": "assistant", "content": "a"}), Pause(2.0), *text_stream("b").items]
+    )
+    headers = {"authorization": f"Bearer {key}"}
+    with (
+        instances(path, script=lambda b, n: slow) as (url,),
+        httpx.Client(timeout=20) as client,
+        ExitStack() as streams,
+    ):
+        lines = []  # kept: a dropped iterator closes its stream
+        for _ in range(DEFAULT_USER_CONCURRENCY):
+            opened = streams.enter_context(
+                client.stream(
+                    "POST", f"{url}/v1/messages", json={**BASIC, "stream": True}, headers=headers
+                )
+            )
+            assert opened.status_code == 200
+            lines.append(opened.iter_lines())
+            next(lines[-1])
+        refused = post(url, key, stream=True)
+        assert refused.status_code == 429
+        message = refused.json()["error"]["message"]
+        assert f"already has {DEFAULT_USER_CONCURRENCY} requests running" in message
