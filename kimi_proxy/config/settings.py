@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     retry_budget: float = Field(
         30.0, ge=0, validation_alias=_env("retry_budget", "KIMI_RETRY_BUDGET_SECONDS")
     )
+    # Bodies being read and parsed at once, all requests together (a parsed body takes several
+    # times its size in memory); never less than one body of max_body_bytes.
+    max_bodies_bytes: int = Field(
+        128 * 1024 * 1024,
+        ge=1024,
+        validation_alias=_env("max_bodies_bytes", "KIMI_MAX_BODIES_BYTES"),
+    )
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, validation_alias=_env("max_body_bytes", "KIMI_MAX_BODY_BYTES")
     )

@@ -46,6 +46,7 @@ from kimi_proxy.upstream.transport import HttptoolsTransport
 from kimi_proxy.web.routes import dashboard_routes, status_routes
 
 from . import about, routes
+from .bodies import BodiesInFlight
 from .collectors import GatewayCollector, report_pool_to
 from .gc_pauses import timing_collections
 from .observability import (
@@ -239,6 +240,7 @@ def create_app(
         pool=new_pool(settings, spec, connections),
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
         metrics=Metrics(),
+        bodies=BodiesInFlight(settings.max_bodies_bytes),
     )
     state.gateway.share_keys(state.pool)
     state.gateway.limiter.patience = spec.routes.max_wait_s

@@ -1,9 +1,18 @@
 """JSON in and out of a route: the request body read within its size and time limits and
-validated, and a JSON response."""
+validated, and a JSON response.
+
+Bodies being read and parsed are bounded before a byte is read: all of them together by
+`KIMI_MAX_BODIES_BYTES` (a parsed body takes several times its size: forty 31 MB uploads at
+once took a process to 1.3 GB), and a gateway user's by the user's concurrent requests.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -11,22 +20,79 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from kimi_proxy.errors import InvalidRequestError, RequestTooLargeError
+from kimi_proxy.errors import (
+    InvalidRequestError,
+    OverloadedError,
+    RateLimitError,
+    RequestTooLargeError,
+)
 from kimi_proxy.protocol.anthropic import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class BodiesInFlight:
+    """The request bodies this process is reading and parsing: their bytes, and each user's."""
+
+    max_bytes: int
+    bytes: int = 0
+    by_user: Counter[str] = field(default_factory=Counter)
+
+    @contextlib.contextmanager
+    def reading(self, user: str | None, user_limit: int) -> Iterator[Callable[[int], None]]:
+        """While a body is read and parsed; `grow(n)` counts n more of its bytes, or raises."""
+        if user is not None:
+            if self.by_user[user] >= user_limit:
+                raise RateLimitError(
+                    f"User {user!r} is already sending {user_limit} requests at once, the "
+                    "user's limit of concurrent requests; retry when one has been read.",
+                    retry_after=1,
+                )
+            self.by_user[user] += 1
+        held = 0
+
+        def grow(n: int) -> None:
+            nonlocal held
+            others = self.bytes - held  # one body alone is always read (its own limit holds)
+            if others and self.bytes + n > self.max_bytes:
+                raise OverloadedError(
+                    f"This kimi-proxy is reading {self.bytes // 2**20} MB of other requests "
+                    "right now (KIMI_MAX_BODIES_BYTES); retry in a moment.",
+                    retry_after=1,
+                )
+            self.bytes += n
+            held += n
+
+        try:
+            yield grow
+        finally:
+            self.bytes -= held
+            if user is not None:
+                self.by_user[user] -= 1
+                if not self.by_user[user]:
+                    del self.by_user[user]
 
 
 def json_response(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[Any, bytes]:
+async def read_json_body(
+    request: Request, limit: int, timeout: float, grow: Callable[[int], None] = lambda n: None
+) -> tuple[Any, bytes]:
     """The request body as JSON, and as it came: at most `limit` bytes (refused before reading
-    them all), arriving within `timeout` seconds (a slow sender cannot hold a worker)."""
+    them all), arriving within `timeout` seconds (a slow sender cannot hold a worker); `grow`
+    is told of its bytes before they are read (the declared length) or as they come."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"Request body is {declared} bytes; the limit is {limit} bytes.")
+    counted = 0
+    if declared and declared.isdigit():
+        if int(declared) > limit:
+            raise RequestTooLargeError(
+                f"Request body is {declared} bytes; the limit is {limit} bytes."
+            )
+        counted = int(declared)
+        grow(counted)
     chunks: list[bytes] = []
     size = 0
     try:
@@ -35,6 +101,9 @@ async def read_json_body(request: Request, limit: int, timeout: float) -> tuple[
                 size += len(chunk)
                 if size > limit:
                     raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+                if size > counted:
+                    grow(size - counted)
+                    counted = size
                 chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidRequestError("The client disconnected while sending the body.") from None
@@ -55,11 +124,17 @@ async def parse_body(request: Request, model: type[M]) -> M:
 
 async def parse_body_and_bytes(request: Request, model: type[M]) -> tuple[M, bytes]:
     """The validated body, and the bytes it came as (a failover translates them again)."""
-    settings = request.app.state.proxy.settings
-    data, raw = await read_json_body(request, settings.max_body_bytes, settings.body_timeout)
-    if not isinstance(data, dict):
-        raise InvalidRequestError("Request body must be a JSON object.")
-    try:
-        return model.model_validate(data), raw
-    except ValidationError as exc:
-        raise InvalidRequestError(describe_validation_error(exc)) from None
+    state = request.app.state.proxy
+    settings = state.settings
+    user = request.scope.get("state", {}).get("user")
+    user_limit = state.gateway.limiter.concurrency(user) if user is not None else 0
+    with state.bodies.reading(user.name if user else None, user_limit) as grow:
+        data, raw = await read_json_body(
+            request, settings.max_body_bytes, settings.body_timeout, grow
+        )
+        if not isinstance(data, dict):
+            raise InvalidRequestError("Request body must be a JSON object.")
+        try:
+            return model.model_validate(data), raw
+        except ValidationError as exc:
+            raise InvalidRequestError(describe_validation_error(exc)) from None

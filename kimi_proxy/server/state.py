@@ -11,6 +11,7 @@ from kimi_proxy.gateway.runtime import GatewayRuntime
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.web.feed import Feed
 
+from .bodies import BodiesInFlight
 from .observability import Metrics
 from .streaming import Drain
 
@@ -27,3 +28,5 @@ class ProxyState:
     drain: Drain = field(default_factory=Drain)  # the streams to end at the drain's deadline
     #: The gateway's users, their limits and usage (gateway/): none without users or Redis.
     gateway: GatewayRuntime = field(default_factory=lambda: GatewayRuntime.build(None, None))
+    #: The request bodies being read and parsed (bodies.py), bounded by KIMI_MAX_BODIES_BYTES.
+    bodies: BodiesInFlight = field(default_factory=lambda: BodiesInFlight(128 * 2**20))

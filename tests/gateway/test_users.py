@@ -4,7 +4,9 @@ instance, and each user's own limits refused as the user's — not the provider'
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -254,3 +256,39 @@ def test_a_user_without_a_concurrency_limit_gets_the_gateways_default(tmp_path: 
         assert refused.status_code == 429
         message = refused.json()["error"]["message"]
         assert f"already has {DEFAULT_USER_CONCURRENCY} requests running" in message
+
+
+def test_bodies_in_flight_are_bounded_per_user_and_per_process(tmp_path: Path) -> None:
+    """H3: forty parallel 31 MB uploads from a user with concurrency 1 took a process to
+    1.3 GB. A user sends as many bodies at once as the user's concurrency; all bodies together
+    stay within KIMI_MAX_BODIES_BYTES (one body alone is always read)."""
+    path = tmp_path / "users.json"
+    alice, bob = add(path, "alice", "--concurrency", "1"), add(path, "bob")
+    with instances(path, max_bodies_bytes=1_500_000) as (url,):
+        host, port = url.removeprefix("http://").split(":")
+
+        def start_upload(key: str, size: int) -> socket.socket:
+            sock = socket.create_connection((host, int(port)), timeout=10)
+            sock.sendall(
+                b"POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                b"content-type: application/json\r\nx-api-key: %s\r\n"
+                b"content-length: %d\r\n\r\n{" % (key.encode(), size)
+            )  # and the rest of the body never comes (yet)
+            return sock
+
+        with contextlib.closing(start_upload(alice, 1_000_000)):
+            time.sleep(0.3)
+            second = post(url, alice)
+            assert second.status_code == 429
+            assert "sending 1 requests at once" in second.json()["error"]["message"]
+            with contextlib.closing(start_upload(bob, 1_000_000)):
+                time.sleep(0.3)
+                third = httpx.post(
+                    f"{url}/v1/messages",
+                    content=b"x" * 600_000,
+                    headers={"x-api-key": bob, "content-type": "application/json"},
+                )
+                assert third.status_code == 529
+                assert "KIMI_MAX_BODIES_BYTES" in third.json()["error"]["message"]
+        time.sleep(0.3)  # the stalled uploads' connections closed: their bytes are let go
+        assert post(url, alice).status_code == 200 and post(url, bob).status_code == 200
