@@ -94,7 +94,13 @@ def plan_call(
         candidates,
         build,
         prompt_tokens=prompt_tokens,
-        answer_tokens=min(message_request.max_tokens, max_output_tokens or 1 << 30),
+        # What may be sent: Claude Code asks 128,000, a candidate's cap may be far lower (a
+        # user's token limit counts this, not the ask).
+        answer_tokens=min(
+            message_request.max_tokens,
+            max_output_tokens or 1 << 30,
+            max(c.limits.output_tokens for c in candidates),
+        ),
         session=client_id(headers.get("x-claude-code-session-id")),
     )
     call.built[first.label] = preview

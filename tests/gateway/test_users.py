@@ -292,3 +292,13 @@ def test_bodies_in_flight_are_bounded_per_user_and_per_process(tmp_path: Path) -
                 assert "KIMI_MAX_BODIES_BYTES" in third.json()["error"]["message"]
         time.sleep(0.3)  # the stalled uploads' connections closed: their bytes are let go
         assert post(url, alice).status_code == 200 and post(url, bob).status_code == 200
+
+
+def test_a_users_token_limit_counts_the_answer_budget_that_is_sent(tmp_path: Path) -> None:
+    """Low: Claude Code asks max_tokens 128,000; the provider gets at most its cap (16,384
+    here). A user's limit of 50,000 tokens a minute used to refuse every such request (400)."""
+    path = tmp_path / "users.json"
+    key = add(path, "alice", "--tpm", "50000")
+    with instances(path) as (url,):
+        answer = post(url, key, max_tokens=128_000)
+        assert answer.status_code == 200, answer.text
