@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from kimi_proxy.config.settings import LOOPBACK_HOSTS
+from kimi_proxy.config.settings import LOOPBACK_HOSTS, state_dir
 
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_CODE_VERSION = "2.1.332"
@@ -42,14 +42,6 @@ class Target:
 def cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "kimi-proxy"
-
-
-def state_dir() -> Path:
-    """The user's own folder for the launcher's log and Claude Code's settings files."""
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    path = Path(base) / "kimi-proxy"
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return path
 
 
 def claude_code_cache(version: str = CLAUDE_CODE_VERSION) -> Path:

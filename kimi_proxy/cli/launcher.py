@@ -27,7 +27,7 @@ from typing import Any, Literal
 import httpx
 
 from kimi_proxy.config.pool_file import ConfigError, load_pool_spec
-from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings
+from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings, state_dir
 from kimi_proxy.providers.catalog import load_catalog
 from kimi_proxy.providers.spec import DEFAULT_CONTEXT_WINDOW, PoolSpec
 
@@ -41,7 +41,6 @@ from .claude_code import (
     given_settings,
     ours,
     pinned_binary,
-    state_dir,
     write_session_settings,
 )
 from .launch_plan import Found, NoSetup, Plan, Running, decide
@@ -184,7 +183,7 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     id given to it: whatever else answers on the port is not trusted with the user's key."""
     launch_id = secrets.token_hex(16)
     log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG") or state_dir() / "launcher.log")
-    log_file = log_path.open("ab")
+    log_file = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     env = {
         **os.environ,
         "KIMI_PROXY_PORT": str(settings.port),

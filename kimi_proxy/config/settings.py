@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -123,6 +124,9 @@ class Settings(BaseSettings):
     # Set by the launcher for the proxy it starts, and shown by /health: the launcher trusts
     # only the proxy that shows it (not another program that took the port meanwhile).
     launch_id: str | None = Field(None, validation_alias=_env("launch_id", "KIMI_LAUNCH_ID"))
+    # The debug log carries prompts and answers (the provider's payloads and chunks) only
+    # when asked: it is a user's conversation.
+    log_prompts: bool = Field(False, validation_alias=_env("log_prompts", "KIMI_LOG_PROMPTS"))
     # `/metrics` without the operator's token, for a scrape inside the cluster.
     metrics_public: bool = Field(
         False, validation_alias=_env("metrics_public", "KIMI_METRICS_PUBLIC")
@@ -183,6 +187,14 @@ class Settings(BaseSettings):
     @property
     def auth_token_value(self) -> str | None:
         return self.auth_token.get_secret_value() if self.auth_token else None
+
+
+def state_dir() -> Path:
+    """The user's own folder (0700) for the logs and Claude Code's settings files."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    path = Path(base) / "kimi-proxy"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

@@ -29,7 +29,7 @@ from kimi_proxy.agent.sandbox import Sandbox
 from kimi_proxy.agent.tools import LocalTools
 from kimi_proxy.config.gateway import Gateway
 from kimi_proxy.config.pool_file import load_gateway, load_pool_spec
-from kimi_proxy.config.settings import Settings, load_settings, parse_tool_names
+from kimi_proxy.config.settings import Settings, load_settings, parse_tool_names, state_dir
 from kimi_proxy.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -50,7 +50,6 @@ from .bodies import BodiesInFlight
 from .collectors import GatewayCollector, report_pool_to
 from .gc_pauses import timing_collections
 from .observability import (
-    DEFAULT_DEBUG_LOG,
     Metrics,
     ObservabilityMiddleware,
     request_record,
@@ -176,8 +175,8 @@ def configure_logging(
     if settings.user_key is not None:
         keys.append(settings.user_key.get_secret_value())
     secrets = [s for s in (settings.api_key_value, settings.auth_token_value, *keys) if s]
-    log_file = settings.log_file or (DEFAULT_DEBUG_LOG if settings.debug else None)
-    setup_logging(settings.log_level, log_file, secrets)
+    log_file = settings.log_file or (state_dir() / "debug.log" if settings.debug else None)
+    setup_logging(settings.log_level, log_file, secrets, settings.log_prompts)
 
 
 def tune_garbage_collector() -> None:

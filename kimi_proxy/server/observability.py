@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import random
 import time
 from collections.abc import Awaitable, Iterable
@@ -25,7 +26,6 @@ from kimi_proxy.protocol.record import RequestRecord
 
 log = logging.getLogger("kimi_proxy.observability")
 access_log = logging.getLogger("kimi_proxy.access")
-DEFAULT_DEBUG_LOG = Path("/tmp/kimi_streaming_debug.log")
 
 
 class LazyJson:
@@ -226,9 +226,21 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def setup_logging(level: str, log_file: Path | None, secrets_to_hide: list[str]) -> None:
-    """Console logging at `level`; with `log_file`, a rotated debug log of the full event flow.
-    Every handler redacts secrets."""
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotated log file only its owner reads (0600), backups included."""
+
+    def _open(self) -> Any:
+        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(descriptor, 0o600)  # one made before, by an older version, too
+        return os.fdopen(descriptor, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+def setup_logging(
+    level: str, log_file: Path | None, secrets_to_hide: list[str], log_prompts: bool = False
+) -> None:
+    """Console logging at `level`; with `log_file`, a rotated debug log (0600) of the event
+    flow — the prompts and answers in it only with `log_prompts`. Every handler redacts
+    secrets and keeps each record on one line."""
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if log_file else level.upper())
     redact = RedactSecrets(secrets_to_hide)
@@ -237,7 +249,7 @@ def setup_logging(level: str, log_file: Path | None, secrets_to_hide: list[str])
     console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     handlers: list[logging.Handler] = [console]
     if log_file:
-        rotating = logging.handlers.RotatingFileHandler(
+        rotating = PrivateRotatingFileHandler(
             log_file, maxBytes=20_000_000, backupCount=3, encoding="utf-8"
         )
         rotating.setLevel(logging.DEBUG)
@@ -248,6 +260,8 @@ def setup_logging(level: str, log_file: Path | None, secrets_to_hide: list[str])
         root.addHandler(handler)
     for noisy in ("httpcore", "httpx", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kimi_proxy.flow's debug lines are the provider payloads and chunks: the conversation.
+    logging.getLogger("kimi_proxy.flow").setLevel(logging.DEBUG if log_prompts else logging.INFO)
 
 
 def request_record(scope: Scope) -> RequestRecord:

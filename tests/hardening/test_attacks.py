@@ -22,6 +22,7 @@ from support.upstream import Pause, Stream, text_stream
 from kimi_proxy.gateway.metering import increments, rows_from_access_log, rows_from_fields
 from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.server import wire
+from kimi_proxy.server.app import configure_logging
 from kimi_proxy.server.observability import setup_logging
 
 TOKEN = "proxy-token-0123456789abcdef-0123456789"
@@ -162,6 +163,7 @@ def test_client_text_cannot_forge_an_access_log_line(tmp_path: Path) -> None:
             handler.close()
         root.handlers[:] = before
         root.setLevel(level)
+        logging.getLogger("kimi_proxy.flow").setLevel(logging.NOTSET)
     lines = log_file.read_text().splitlines()
     assert len(lines) == 2 and "\\n2026-12-06" in lines[0]
     rows = list(rows_from_access_log([*lines, "x " + forged]))
@@ -221,3 +223,29 @@ def test_a_client_that_stops_reading_is_cut_after_the_read_timeout() -> None:
                 assert time.monotonic() < cut, "the stalled stream kept its slot"
                 time.sleep(0.1)
         assert health_ms(client) < 50
+
+
+def test_the_debug_log_is_private_and_holds_prompts_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Low: world-readable logs at fixed /tmp paths, the debug log with full prompts."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    try:
+        with proxy_for(lambda b, n: text_stream("the answer"), debug=True) as proxy:
+            configure_logging(proxy.settings)
+            prompt = {**BASIC, "messages": [{"role": "user", "content": "my secret plan"}]}
+            assert httpx.post(f"{proxy.url}/v1/messages", json=prompt).status_code == 200
+    finally:
+        for handler in root.handlers[len(before) :]:
+            handler.close()
+        root.handlers[:] = before
+        root.setLevel(level)
+        logging.getLogger("kimi_proxy.flow").setLevel(logging.NOTSET)
+    log_file = tmp_path / "state" / "kimi-proxy" / "debug.log"
+    assert log_file.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "state" / "kimi-proxy").stat().st_mode & 0o777 == 0o700
+    written = log_file.read_text()
+    assert "kimi_proxy.access" in written  # the debug log is on
+    assert "my secret plan" not in written and "the answer" not in written

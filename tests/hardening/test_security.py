@@ -134,7 +134,7 @@ def test_secrets_never_leave(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     caplog.set_level(logging.DEBUG)
     from kimi_proxy.server.observability import setup_logging
 
-    setup_logging("debug", log_file, [TEST_KEY, TOKEN])
+    setup_logging("debug", log_file, [TEST_KEY, TOKEN], log_prompts=True)
     try:
         with (
             proxy_for(echo_key, auth_token=TOKEN, max_retries=0) as proxy,
@@ -157,6 +157,7 @@ def test_secrets_never_leave(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
             ):
                 root.removeHandler(handler)
                 handler.close()
+        logging.getLogger("kimi_proxy.flow").setLevel(logging.NOTSET)
     texts.append(caplog.text)
     texts.append(log_file.read_text())
     everything = "\n".join(texts)
