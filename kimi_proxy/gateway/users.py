@@ -28,7 +28,7 @@ from typing import Any
 
 log = logging.getLogger("kimi_proxy.users")
 KEY_PREFIX = "kpu_"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # whole names only (fullmatch)
 RELOAD_SECONDS = 0.5  # a revoked key stops working within this on every instance
 DEFAULT_USERS_FILE = Path("~/.config/kimi-proxy/users.json")
 
@@ -93,7 +93,7 @@ def removed(user: User) -> None:
 
 
 def check_name(name: str) -> None:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UserError(
             f"{name!r} is not a usable name: letters, digits, '.', '_', '@' or '-', "
             "at most 64 characters."
@@ -136,7 +136,7 @@ class UserFile:
     def changing(self) -> Iterator[dict[str, User]]:
         """The users to change in place; written back atomically when the block succeeds."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             users = self.load()
             yield users

@@ -100,8 +100,10 @@ async def ready(request: Request) -> Response:
     if (why := unservable(pool)) is not None:
         return json_response({"status": "no_candidate", "reason": why}, 503)
     users = state.gateway.users
-    if users is not None and users.problem is not None:
-        return json_response({"status": "users_unreadable", "reason": users.problem}, 503)
+    if users is not None and not users.known:  # every request would be refused: not ready
+        status = "users_unreadable" if users.problem else "users_unknown"
+        reason = users.problem or "The users have not been read from Redis yet."
+        return json_response({"status": status, "reason": reason}, 503)
     link = state.gateway.link
     answer: dict[str, Any] = {"status": "ready", "active_streams": state.active_streams}
     if link is not None:

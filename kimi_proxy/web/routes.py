@@ -93,20 +93,43 @@ def sse(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+#: The dashboard is never framed by another page (clickjacking) nor sniffed as another type.
+PAGE_HEADERS = {
+    "x-frame-options": "DENY",
+    "content-security-policy": "frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _behind_tls(request: Request) -> bool:
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    return request.url.scheme == "https" or forwarded == "https"
+
+
 async def page(request: Request) -> Response:
     token = request.query_params.get("token")
     if token:  # the security middleware has checked it: keep it in a cookie, not the URL
-        response = RedirectResponse("/dashboard", status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", path="/dashboard")
+        response = RedirectResponse("/dashboard", status_code=303, headers=PAGE_HEADERS)
+        response.set_cookie(
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="strict",
+            path="/dashboard",
+            secure=_behind_tls(request),  # never sent back in clear once it came over TLS
+        )
         return response
-    return Response(static_file("dashboard.html"), media_type="text/html; charset=utf-8")
+    return Response(
+        static_file("dashboard.html"), media_type="text/html; charset=utf-8", headers=PAGE_HEADERS
+    )
 
 
 async def asset(request: Request) -> Response:
     name = request.path_params["name"]
     if name not in STATIC:
         raise NotFoundError(f"No dashboard file {name!r}.")
-    headers = {"cache-control": "no-cache"}
+    headers = {"cache-control": "no-cache", **PAGE_HEADERS}
     return Response(static_file(name), media_type=STATIC[name], headers=headers)
 
 

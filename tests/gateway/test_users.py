@@ -302,3 +302,23 @@ def test_a_users_token_limit_counts_the_answer_budget_that_is_sent(tmp_path: Pat
     with instances(path) as (url,):
         answer = post(url, key, max_tokens=128_000)
         assert answer.status_code == 200, answer.text
+
+
+def test_small_holes_in_the_users_file_are_closed(tmp_path: Path) -> None:
+    """Lows: a name ending in a line break was accepted; a users file named `….lock` was
+    wiped by its own lock."""
+    path = tmp_path / "users.json"
+    done = users(path, "add", "alice\n")
+    assert done.returncode == 2 and "is not a usable name" in done.stderr
+    locked = tmp_path / "team.lock"
+    add(locked, "alice")
+    add(locked, "bob")
+    assert users(locked, "list").stdout.count("active") == 2
+
+
+def test_ready_says_so_while_the_users_are_not_known(tmp_path: Path) -> None:
+    """Low: started with Redis down, /ready said 200 while every request was refused."""
+    with instances(tmp_path / "users.json", redis_url="redis://127.0.0.1:9/0") as (url,):
+        assert post(url, None).status_code == 503
+        ready = httpx.get(f"{url}/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "users_unknown"

@@ -76,3 +76,16 @@ def test_a_page_of_its_own_origin_is_not_a_cross_site_request() -> None:
         assert client.get("/dashboard", headers={"origin": f"http://{own}"}).status_code == 200
         other = client.get("/dashboard", headers={"origin": "http://evil.example"})
         assert other.status_code == 403
+
+
+def test_the_page_is_never_framed_and_its_cookie_stays_on_tls() -> None:
+    """Lows: no framing or nosniff headers; a cookie without `Secure` behind a TLS balancer."""
+    with proxy(auth_token=TOKEN) as url, httpx.Client(base_url=url, timeout=10) as client:
+        entered = client.get(f"/dashboard?token={TOKEN}", headers={"x-forwarded-proto": "https"})
+        assert "Secure" in entered.headers["set-cookie"]
+        assert "Secure" not in client.get(f"/dashboard?token={TOKEN}").headers["set-cookie"]
+        for path in ("/dashboard", "/dashboard/static/dashboard.js"):
+            page = client.get(path, headers={"x-api-key": TOKEN})
+            assert page.headers["x-frame-options"] == "DENY"
+            assert page.headers["x-content-type-options"] == "nosniff"
+            assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
