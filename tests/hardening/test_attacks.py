@@ -19,6 +19,7 @@ from support.proxy import proxy_for
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, text_stream
 
+from kimi_proxy.errors import error_from_transport
 from kimi_proxy.gateway.metering import increments, rows_from_access_log, rows_from_fields
 from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.server import wire
@@ -249,3 +250,10 @@ def test_the_debug_log_is_private_and_holds_prompts_only_when_asked(
     written = log_file.read_text()
     assert "kimi_proxy.access" in written  # the debug log is on
     assert "my secret plan" not in written and "the answer" not in written
+
+
+def test_credentials_in_a_provider_url_are_never_shown() -> None:
+    """Low: a provider URL with credentials was repeated in the errors clients read."""
+    refused = httpx.ConnectError("connection refused")
+    error = error_from_transport(refused, upstream="https://ann:hunter2@llm.example/v1")
+    assert "hunter2" not in error.message and "llm.example/v1" in error.message
