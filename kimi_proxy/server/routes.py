@@ -184,6 +184,7 @@ async def agent_response(
         raise no_candidate_error(pool, "this request")
     candidate = live[0]
     upstream_request = call.built.get(candidate.label) or call.build(candidate)
+    steps: list[Call] = []  # one per upstream call of the turn, each settled at its usage
 
     async def open_step(payload: dict[str, Any]) -> Opened:
         step = Call.start(
@@ -194,6 +195,7 @@ async def agent_response(
             answer_tokens=call.answer_tokens,
             session=call.session,
         )
+        steps.append(step)
         opened = await step.open(may_stream_wait=True)
         note_target(record, step, opened)
         return opened
@@ -209,18 +211,27 @@ async def agent_response(
         input_tokens=call.prompt_tokens,
         local_tools=frozenset(upstream_tool_name(n) for n in state.local_tools.enabled),
     )
+
+    def settle() -> None:
+        """Each step at what it used, and the turn (its user's grant) at their sum."""
+        used = translator.step_tokens
+        for index, step in enumerate(steps):
+            step.finish(used[index] if index < len(used) else None)
+        known = [n for n in used if n is not None]
+        call.finish(sum(known) if known else None)
+
     if not stream:
         try:
             async with aclosing(loop.events(translator)) as events:
                 message = accumulate_message([event async for event in events])
         finally:
-            call.finish(None)
-        record.tokens(message["usage"])
+            settle()
+        record.tokens(translator.billed_usage())
         return json_response(message)
     try:
         release = acquire_stream_slot(state)
     except BaseException:
-        call.finish(None)
+        settle()
         raise
 
     async def body() -> AsyncIterator[bytes]:
@@ -230,14 +241,14 @@ async def agent_response(
                     if event["type"] == "content_block_delta" and record.ttft_ms is None:
                         record.first_token()
                     elif event["type"] == "message_delta":
-                        record.tokens(event["usage"])
+                        record.tokens(translator.billed_usage())
                     yield encode_event(event)
         except Exception as exc:
             yield stream_failure(exc, record)
 
     async def on_close() -> None:
         release()
-        call.finish(None)
+        settle()
 
     return EventStreamResponse(
         body(),

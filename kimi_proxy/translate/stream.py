@@ -76,6 +76,8 @@ class StreamTranslator(ContentBlocks):
     """Per-stream state: the open block, the next index, the tool calls by OpenAI index."""
 
     __slots__ = (
+        "_billed_cached",
+        "_billed_input",
         "_client_model",
         "_finish_reason",
         "_input_estimate",
@@ -90,6 +92,7 @@ class StreamTranslator(ContentBlocks):
         "_upstream_model",
         "_usage",
         "message_id",
+        "step_tokens",
     )
 
     def __init__(
@@ -115,6 +118,10 @@ class StreamTranslator(ContentBlocks):
         self._usage: dict[str, Any] | None = None
         self._last_usage: dict[str, Any] | None = None
         self._output_tokens = 0
+        # What each upstream call of the turn cost (agent mode has several): billed, settled.
+        self._billed_input = 0
+        self._billed_cached = 0
+        self.step_tokens: list[int | None] = []  # per upstream call; None: no usage reported
         self._step_text: list[str] = []
 
     @property
@@ -212,8 +219,16 @@ class StreamTranslator(ContentBlocks):
             client_calls=self._step_client_calls,
         )
         if self._usage is not None:
-            self._output_tokens += int(self._usage.get("completion_tokens") or 0)
+            step = anthropic_usage(self._usage)
+            self._output_tokens += step["output_tokens"]
+            self._billed_input += step["input_tokens"]
+            self._billed_cached += step["cache_read_input_tokens"]
+            self.step_tokens.append(
+                step["input_tokens"] + step["cache_read_input_tokens"] + step["output_tokens"]
+            )
             self._last_usage = self._usage
+        else:
+            self.step_tokens.append(None)
         self._usage = None
         self._calls = {}
         self._step_text = []
@@ -241,6 +256,17 @@ class StreamTranslator(ContentBlocks):
         events.append({"type": "content_block_start", "index": index, "content_block": block})
         events.append({"type": "content_block_stop", "index": index})
         return events
+
+    def billed_usage(self) -> dict[str, int]:
+        """What the turn cost, every upstream call of it summed (`message_delta` reports the
+        last call's input: the context's size, which is what Claude Code wants to see)."""
+        if not any(t is not None for t in self.step_tokens):
+            return {"input_tokens": self._input_estimate, "output_tokens": self._output_tokens}
+        return {
+            "input_tokens": self._billed_input,
+            "output_tokens": self._output_tokens,
+            "cache_read_input_tokens": self._billed_cached,
+        }
 
     def partial_usage(self) -> dict[str, int]:
         """The usage of a stream the client cancelled: the provider's figures so far when it

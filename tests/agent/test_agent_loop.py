@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -259,3 +260,21 @@ def test_arguments_of_the_wrong_type_are_an_error_result_not_a_500(workdir: Path
         events = stream(harness, BASIC)
     assert "I will pass a number next time." in "".join(texts(events))
     assert events[-1]["type"] == "message_stop"
+
+
+def test_an_agent_turn_is_billed_every_upstream_call_it_made(agent: Harness) -> None:
+    """M5: a turn of three upstream calls (Read, Grep, the answer) was metered as its last
+    call's input only, and its calls were never settled."""
+    events = stream(agent, BASIC)
+    assert events[-1]["type"] == "message_stop"
+    delta = next(e for e in events if e["type"] == "message_delta")
+    assert delta["usage"]["input_tokens"] == 10  # the context's size: the last call's input
+    deadline = time.monotonic() + 5
+    while not agent.state.feed.recent:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    record = agent.state.feed.recent[-1]
+    assert record.input_tokens == 30  # 10 + 10 + 10: each call's prompt, billed
+    assert record.output_tokens == delta["usage"]["output_tokens"]
+    for key in agent.pool.all_keys():
+        assert all(b.reserved == 0 for b in key.ledger.windows.values())
