@@ -362,7 +362,7 @@ def error_from_transport(
 ) -> ProxyError:
     """Map an httpx exception (no HTTP answer from the provider) to an Anthropic error;
     `setting` names where the provider's URL is set. Credentials in the URL are never shown."""
-    upstream = _without_credentials(upstream)
+    upstream = str(httpx.URL(upstream).copy_with(username=None, password=None))
     kind = transport_failure_kind(exc)
     if kind in ("connect_timeout", "read_timeout"):
         phase = "connecting to" if kind == "connect_timeout" else "waiting for"
@@ -375,14 +375,6 @@ def error_from_transport(
     return BadGatewayError(
         f"The connection to the provider at {upstream} failed: {exc or type(exc).__name__}."
     )
-
-
-def _without_credentials(url: str) -> str:
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return "(its configured URL)"
-    return str(parsed.copy_with(username=None, password=None)) if parsed.userinfo else url
 
 
 def internal_error(exc: BaseException) -> ApiError:
