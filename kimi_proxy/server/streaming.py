@@ -80,6 +80,8 @@ class BodyWriter:
         self._flushed: asyncio.Future[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        #: Since when a piece has waited for the client (its socket full); None: none waits.
+        self.waiting_since: float | None = None
 
     def bind(self, send: Send) -> None:
         self._send = send
@@ -105,6 +107,7 @@ class BodyWriter:
             rest = _resume(step, awaited)
         self._flushed = self._loop.create_future()
         self._flushing = self._loop.create_task(self._finish(rest))
+        self.waiting_since = self.last_sent
         return self._flushed
 
     async def drained(self) -> None:
@@ -129,6 +132,7 @@ class BodyWriter:
             self._error = exc
         finally:
             self._flushed = self._flushing = None
+            self.waiting_since = None
             flushed.set_result(None)
 
 
@@ -178,8 +182,7 @@ class EventStreamResponse(StreamingResponse):
         #: A client that takes nothing for this long (its socket full) is cut off, its slot
         #: and provider connection freed: `_check` looks at `_stuck_since` on each tick.
         self._stall_timeout = stall_timeout
-        self._sending = 0
-        self._stuck_since = 0.0
+        self._sending_since: float | None = None  # a piece of `content` waiting for the client
         self._stalled = False
         self._cut_stalled: Callable[[], object] = lambda: None
 
@@ -231,19 +234,8 @@ class EventStreamResponse(StreamingResponse):
                 await close_shielded(aclose)
             await close_shielded(self._on_close)
 
-    async def _stream(self, raw_send: Send) -> None:
+    async def _stream(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-
-        async def send(message: Message) -> None:
-            """The server's `send`, counted: while one waits for the client, it is stuck."""
-            if self._sending == 0:
-                self._stuck_since = loop.time()
-            self._sending += 1
-            try:
-                await raw_send(message)
-            finally:
-                self._sending -= 1
-
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
         )
@@ -251,7 +243,9 @@ class EventStreamResponse(StreamingResponse):
         writer.bind(send)
         self._timer = loop.call_at(writer.last_sent + self._ping_interval, self._check, send)
         async for chunk in self.body_iterator:
+            self._sending_since = loop.time()  # (no wrapper around `send`: the hot path)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self._sending_since = None
             writer.last_sent = loop.time()
         self._stop_pings()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -260,7 +254,8 @@ class EventStreamResponse(StreamingResponse):
         """The timer: cut a client stuck past the stall timeout; ping if the stream was silent
         for a whole interval; re-arm."""
         loop = asyncio.get_running_loop()
-        if self._sending and loop.time() - self._stuck_since > self._stall_timeout:
+        since = self.writer.waiting_since if self._sending_since is None else self._sending_since
+        if since is not None and loop.time() - since > self._stall_timeout:
             self._stalled = True
             self._timer = None
             self._cut_stalled()
