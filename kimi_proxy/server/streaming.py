@@ -258,6 +258,7 @@ class EventStreamResponse(StreamingResponse):
         if since is not None and loop.time() - since > self._stall_timeout:
             self._stalled = True
             self._timer = None
+            self.writer.close()  # the piece stuck in the socket: let go, so nothing waits on it
             self._cut_stalled()
             return
         writer = self.writer
