@@ -17,6 +17,7 @@ from .key_budgets import SharedKeyBudgets
 from .limits import UserLimiter
 from .link import RedisLink
 from .metering import Meter
+from .shared_view import SharedView
 from .users import UserDirectory, UserFile
 
 
@@ -27,6 +28,7 @@ class GatewayRuntime:
     limiter: UserLimiter
     link: RedisLink | None = None
     meter: Meter | None = None
+    view: SharedView | None = None  # set by the server, which knows the rows it shows
 
     @classmethod
     def build(cls, gateway: Gateway | None, users_file: Path | None) -> GatewayRuntime:
@@ -54,6 +56,8 @@ class GatewayRuntime:
     async def flush(self) -> None:
         if self.meter is not None:
             await self.meter.flush()
+        if self.view is not None:
+            await self.view.flush()
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

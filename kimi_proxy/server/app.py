@@ -38,11 +38,13 @@ from kimi_proxy.errors import (
     render_json,
 )
 from kimi_proxy.gateway.runtime import GatewayRuntime
+from kimi_proxy.gateway.shared_view import SharedView
 from kimi_proxy.providers.discovery import served_models, unserved
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.providers.spec import KeySpec, PoolSpec, ProviderSpec
 from kimi_proxy.upstream.client import UpstreamClient
 from kimi_proxy.upstream.transport import HttptoolsTransport
+from kimi_proxy.web.feed import row
 from kimi_proxy.web.routes import dashboard_routes, status_routes
 
 from . import about, routes
@@ -52,6 +54,7 @@ from .gc_pauses import timing_collections
 from .observability import (
     Metrics,
     ObservabilityMiddleware,
+    Watcher,
     request_record,
     setup_logging,
 )
@@ -310,8 +313,12 @@ def create_app(
     )
     app.state.proxy = state
     metrics.route_templates(route.path for route in app.routes if isinstance(route, Route))
-    meter = state.gateway.meter
-    watchers = (state.feed,) if meter is None else (state.feed, meter)
+    runtime = state.gateway
+    if runtime.link is not None and runtime.settings is not None:  # one view behind a balancer
+        runtime.view = SharedView(runtime.link.client, runtime.settings.prefix, row)
+    watchers: tuple[Watcher, ...] = tuple(
+        w for w in (state.feed, runtime.meter, runtime.view) if w is not None
+    )
     if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette
         return ObservabilityMiddleware(app, metrics=metrics, watchers=watchers)
     # Outermost, so that even Starlette's last-resort 500 carries a request id and is counted.

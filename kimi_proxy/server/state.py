@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from kimi_proxy.agent.tools import LocalTools
 from kimi_proxy.config.settings import Settings
 from kimi_proxy.gateway.runtime import GatewayRuntime
+from kimi_proxy.gateway.shared_view import SharedView
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.web.feed import Feed
 
@@ -30,3 +31,9 @@ class ProxyState:
     gateway: GatewayRuntime = field(default_factory=lambda: GatewayRuntime.build(None, None))
     #: The request bodies being read and parsed (bodies.py), bounded by KIMI_MAX_BODIES_BYTES.
     bodies: BodiesInFlight = field(default_factory=lambda: BodiesInFlight(128 * 2**20))
+
+    @property
+    def view(self) -> SharedView | None:
+        """With Redis: the dashboard's last requests and the sessions' totals of every
+        instance (the web routes read it before this instance's own feed)."""
+        return self.gateway.view

@@ -13,7 +13,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kimi_proxy.protocol.record import RequestRecord
 
@@ -86,6 +86,29 @@ def row(record: RequestRecord) -> dict[str, Any]:
         "output_tokens": output,
         "tokens_per_s": round(output / seconds, 1) if output and seconds > 0 else None,
         "cost_usd": record.cost_usd,
+    }
+
+
+class SharedReader(Protocol):
+    """What every instance wrote (`gateway/shared_view.py`, with Redis): read before the
+    instance's own feed, which answers when it gives None."""
+
+    async def recent(self) -> list[dict[str, Any]] | None: ...
+
+    async def session(self, session_id: str) -> dict[str, Any] | None: ...
+
+
+def totals_dict(totals: Today) -> dict[str, Any]:
+    """A session's totals as the shared view gives them."""
+    return {
+        "requests": totals.requests,
+        "cost_usd": totals.cost_usd,
+        "provider": totals.provider,
+        "model": totals.model,
+        "key": totals.key,
+        "user": totals.user,
+        "context_tokens": totals.context_tokens,
+        "context_window": totals.context_window,
     }
 
 

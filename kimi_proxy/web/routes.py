@@ -24,7 +24,7 @@ from starlette.routing import Route
 from kimi_proxy.errors import NotFoundError
 from kimi_proxy.providers.pool import Pool
 
-from .feed import Feed
+from .feed import Feed, SharedReader, totals_dict
 
 COOKIE = "kimi_dashboard"
 TICK_SECONDS = 1.0  # how often a watching page gets the state of keys, streams and charts
@@ -74,7 +74,10 @@ def keys_state(pool: Pool, now: float) -> list[dict[str, Any]]:
     return rows
 
 
-def state(pool: Pool, feed: Feed, *, full: bool) -> dict[str, Any]:
+def state(
+    pool: Pool, feed: Feed, *, recent: list[dict[str, Any]] | None = None, full: bool
+) -> dict[str, Any]:
+    """The dashboard's picture; `recent`: the last requests of every instance (shared view)."""
     now = pool.clock()
     body: dict[str, Any] = {
         "now": time.time(),
@@ -85,7 +88,7 @@ def state(pool: Pool, feed: Feed, *, full: bool) -> dict[str, Any]:
         "today": feed.today(),
     }
     if full:
-        body["recent"] = feed.finished_rows()
+        body["recent"] = feed.finished_rows() if recent is None else recent
     return body
 
 
@@ -137,12 +140,14 @@ async def events(request: Request) -> Response:
     proxy = request.app.state.proxy
     pool: Pool = proxy.pool
     feed: Feed = proxy.feed
+    view: SharedReader | None = proxy.view
 
     async def stream() -> AsyncIterator[bytes]:
         queue = feed.watch()
         try:
             yield RETRY
-            yield sse("snapshot", state(pool, feed, full=True))
+            shared = await view.recent() if view is not None else None
+            yield sse("snapshot", state(pool, feed, recent=shared, full=True))
             deadline = time.monotonic() + TICK_SECONDS
             while True:
                 try:
@@ -165,9 +170,13 @@ async def session_status(request: Request) -> Response:
     pool: Pool = proxy.pool
     feed: Feed = proxy.feed
     session_id = request.path_params["session_id"]
-    totals = feed.session(session_id)
+    view: SharedReader | None = proxy.view
+    totals = await view.session(session_id) if view is not None else None
+    if totals is None:  # without Redis, or Redis silent: what this instance served
+        local = feed.session(session_id)
+        totals = totals_dict(local) if local is not None else None
     asker = request.scope.get("state", {}).get("user")
-    if totals is not None and asker is not None and totals.user != asker.name:
+    if totals is not None and asker is not None and totals["user"] != asker.name:
         totals = None  # a gateway user sees their own sessions only
     body: dict[str, Any] = {"session": session_id, "known": totals is not None}
     if totals is not None:
@@ -176,20 +185,20 @@ async def session_status(request: Request) -> Response:
             (
                 w
                 for k in keys_state(pool, now)
-                if k["provider"] == totals.provider and k["key"] == totals.key
+                if k["provider"] == totals["provider"] and k["key"] == totals["key"]
                 for w in k["windows"]
                 if w["kind"] == "tokens" and w["window"] == "minute"
             ),
             None,
         )
         body.update(
-            provider=totals.provider,
-            model=totals.model,
-            key=totals.key,
-            context_tokens=totals.context_tokens,
-            context_window=totals.context_window,
-            requests=totals.requests,
-            cost_usd=round(totals.cost_usd, 6),
+            provider=totals["provider"],
+            model=totals["model"],
+            key=totals["key"],
+            context_tokens=totals["context_tokens"],
+            context_window=totals["context_window"],
+            requests=totals["requests"],
+            cost_usd=round(totals["cost_usd"], 6),
             tpm=tpm,
         )
     return Response(orjson.dumps(body), media_type="application/json")

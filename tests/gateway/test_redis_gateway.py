@@ -411,3 +411,42 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot_at_once_on_every_instanc
                 assert time.monotonic() - left < 2, answer.text
                 time.sleep(0.1)
     assert held.status_code == 429
+
+
+def test_behind_a_balancer_every_instance_shows_the_same_sessions_and_last_requests(
+    tmp_path: Path, redis: RedisServer, provider: tuple[CountingProvider, ScriptedUpstream]
+) -> None:
+    """#26 item 7: the status line flipped between real data and "no answer yet" behind a
+    balancer (a session's status lived in one instance), and so did the dashboard's list."""
+    _, upstream = provider
+    keys = add_users(redis, ["ann"], UserLimits())
+    env = gateway_env(tmp_path, redis, upstream)
+    with instances(tmp_path, 2, **env) as (a, b):
+        session = {"x-claude-code-session-id": "sess-shared-1"}
+        for url in (a.url, a.url, b.url):
+            answer = httpx.post(
+                f"{url}/v1/messages",
+                json=BASIC,
+                headers={"authorization": f"Bearer {keys['ann']}", **session},
+                timeout=30,
+            )
+            assert answer.status_code == 200
+        time.sleep(1.2)  # each instance flushes what it served within half a second
+        for instance in (a, b):
+            status = httpx.get(
+                f"{instance.url}/status/session/sess-shared-1",
+                headers={"authorization": f"Bearer {keys['ann']}"},
+            ).json()
+            assert status["known"] and status["requests"] == 3 and status["provider"]
+            with (
+                httpx.Client(timeout=10) as client,
+                client.stream(
+                    "GET",
+                    f"{instance.url}/dashboard/events",
+                    headers={"authorization": f"Bearer {OPERATOR}"},
+                ) as feed,
+            ):
+                snapshot = next(
+                    json.loads(line[5:]) for line in feed.iter_lines() if line.startswith("data:")
+                )
+            assert [r["user"] for r in snapshot["recent"]] == ["ann", "ann", "ann"]

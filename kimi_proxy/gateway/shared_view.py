@@ -1,0 +1,161 @@
+"""One view behind a balancer: with Redis, every instance writes its finished requests (the
+dashboard's last requests) and each session's totals today (what the status line shows), and
+any instance answers from them — whichever instance served the request.
+
+Writes are batched with the usage meter's flush (every half second, one transaction):
+`{prefix}:recent` is a list of the last 100 rows, newest first; `{prefix}:session:{id}` a hash
+of counters (HINCRBY) and the last request's provider, model, key and context, expiring two
+days after its last request. Reading is one command. Folding a record into the pending
+changes, and a hash back into totals, is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from kimi_proxy.protocol.record import RequestRecord
+
+RECENT = 100
+SESSION_TTL_SECONDS = 2 * 86_400
+NANO = 1_000_000_000
+COUNTERS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "cost_nusd")
+
+
+@dataclass(slots=True)
+class SessionDelta:
+    """What this instance's finished requests add to one session since the last flush."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTERS, 0))
+    last: dict[str, str] = field(default_factory=dict)  # the last request's provider, model…
+
+
+def fold(delta: SessionDelta, record: RequestRecord) -> None:
+    """Add one finished request to its session's pending change."""
+    counts = delta.counts
+    counts["requests"] += 1
+    counts["input_tokens"] += record.input_tokens or 0
+    counts["cached_tokens"] += record.cached_tokens or 0
+    counts["output_tokens"] += record.output_tokens or 0
+    counts["cost_nusd"] += round((record.cost_usd or 0.0) * NANO)
+    if record.user:
+        delta.last["user"] = record.user
+    if record.provider:
+        context = (record.input_tokens or 0) + (record.cached_tokens or 0)
+        delta.last.update(
+            provider=record.provider,
+            model=record.model_used or "",
+            key=record.key or "",
+            context_window=str(record.context_window or 0),
+        )
+        if context:
+            delta.last["context_tokens"] = str(context)
+
+
+def session_totals(fields: dict[str, str]) -> dict[str, Any] | None:
+    """A session's hash as the status line's totals; None for a session nobody wrote."""
+    if not fields:
+        return None
+
+    def number(name: str) -> int:
+        try:
+            return int(fields.get(name) or 0)
+        except ValueError:
+            return 0
+
+    return {
+        "requests": number("requests"),
+        "input_tokens": number("input_tokens"),
+        "cached_tokens": number("cached_tokens"),
+        "output_tokens": number("output_tokens"),
+        "cost_usd": number("cost_nusd") / NANO,
+        "provider": fields.get("provider"),
+        "model": fields.get("model"),
+        "key": fields.get("key"),
+        "user": fields.get("user"),
+        "context_tokens": number("context_tokens"),
+        "context_window": number("context_window"),
+    }
+
+
+class SharedView:
+    """The dashboard's last requests and the sessions' totals, in Redis (a feed watcher)."""
+
+    def __init__(
+        self, client: Redis, prefix: str, row: Callable[[RequestRecord], dict[str, Any]]
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.row = row
+        self.rows: list[bytes] = []
+        self.sessions: dict[str, SessionDelta] = {}
+
+    def started(self, record: RequestRecord) -> None:
+        pass
+
+    def finished(self, record: RequestRecord) -> None:
+        if record.path != "/v1/messages":
+            return
+        self.rows.append(orjson.dumps(self.row(record)))
+        del self.rows[:-RECENT]
+        if record.session:
+            fold(self.sessions.setdefault(record.session, SessionDelta()), record)
+
+    async def flush(self) -> None:
+        """Write what is pending as one transaction; on failure it is kept for the next."""
+        if not self.rows and not self.sessions:
+            return
+        rows, sessions = self.rows, self.sessions
+        self.rows, self.sessions = [], {}
+        recent = f"{self.prefix}:recent"
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if rows:
+                    pipe.lpush(recent, *rows)
+                    pipe.ltrim(recent, 0, RECENT - 1)
+                for session, delta in sessions.items():
+                    key = f"{self.prefix}:session:{session}"
+                    for name, n in delta.counts.items():
+                        if n:
+                            pipe.hincrby(key, name, n)
+                    if delta.last:
+                        pipe.hset(key, mapping=delta.last)
+                    pipe.expire(key, SESSION_TTL_SECONDS)
+                await pipe.execute()
+        except BaseException:
+            self.rows = [*rows, *self.rows][-RECENT:]
+            for session, delta in sessions.items():
+                pending = self.sessions.setdefault(session, SessionDelta())
+                for name, n in delta.counts.items():
+                    pending.counts[name] += n
+                pending.last = {**delta.last, **pending.last}
+            raise
+
+    async def recent(self) -> list[dict[str, Any]] | None:
+        """The last requests of every instance, oldest first (as the dashboard lists them);
+        None while Redis does not answer (the instance then shows its own)."""
+        try:
+            recent = self.client.lrange(f"{self.prefix}:recent", 0, RECENT - 1)
+            raw = await cast("Awaitable[list[bytes]]", recent)
+        except (RedisError, OSError):
+            return None
+        return [orjson.loads(item) for item in reversed(raw)]
+
+    async def session(self, session_id: str) -> dict[str, Any] | None:
+        """A session's totals today, whichever instance served it; None when no instance
+        wrote it or Redis does not answer."""
+        try:
+            session = self.client.hgetall(f"{self.prefix}:session:{session_id}")
+            fields = await cast("Awaitable[dict[bytes, bytes]]", session)
+        except (RedisError, OSError):
+            return None
+        return session_totals({_text(k): _text(v) for k, v in fields.items()})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
