@@ -14,7 +14,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 #: Variables kept even though a pattern below matches them: the suite's own switches.
-KEPT = frozenset({"KIMI_E2E_CLAUDE_CODE", "KIMI_CHROMIUM"})
+KEPT = frozenset({"KIMI_E2E_CLAUDE_CODE", "KIMI_CHROMIUM", "KIMI_UPDATE_SCREENSHOT"})
 
 CLEARED = re.compile(
     r"""(

@@ -32,7 +32,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
+#: docs/dashboard.png is taken again only when asked (KIMI_UPDATE_SCREENSHOT=1): a test run
+#: leaves the checkout as it found it.
+DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
 SECOND = 1000  # ms: what a person would see appears within a second
 CONFIG = """
 [[provider]]
@@ -109,8 +111,11 @@ def test_the_dashboard_shows_requests_failovers_budgets_and_charts_live(
             assert "User" in page.inner_text("#recent")  # whose request, on a shared gateway
             alpha_card = page.inner_text("[data-key='alpha/…ey-1']")
             assert "cooling down" in alpha_card
-            SCREENSHOT.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            shot = tmp_path / "dashboard.png"
+            if os.environ.get("KIMI_UPDATE_SCREENSHOT") == "1":
+                shot = DOCS_SCREENSHOT
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
             assert console == [], console
         # The proxy is gone: the page says so, then reconnects to the next one on its own. (The
         # browser logs the cut stream and the refused reconnections: network, not page, errors.)
