@@ -24,6 +24,7 @@ from support.claude import (
 from support.instances import Instance, start
 from support.model import ScriptedModel
 from support.proxy import TEST_KEY
+from support.terminal import Terminal, skip_first_run
 from support.upstream import ScriptedUpstream, free_port, scripted_upstream
 
 pytestmark = pytest.mark.e2e
@@ -252,3 +253,37 @@ def listening(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_the_interactive_claude_code_shows_a_gateways_refusals_at_once(
+    tmp_path: Path, claude_bin: Path, home: Path, project: Path, kimi: ScriptedUpstream
+) -> None:
+    """The same refusals in the terminal UI a person uses (not `-p`): our sentence on the
+    screen within 10 s, no "Retrying"."""
+    users_file = tmp_path / "users.json"
+    revoked = users(users_file, "add", "bob").stdout.strip().splitlines()[-1]
+    assert users(users_file, "revoke", "bob").returncode == 0
+    limited = users(users_file, "add", "carol", "--rpm", "1").stdout.strip().splitlines()[-1]
+    instance = gateway(tmp_path, kimi, users_file)
+    skip_first_run(home, project, (revoked, limited))
+    try:
+        for key, prompts, expected in (
+            (revoked, ["E2E-HELLO: hi"], "does not know your user key"),
+            (limited, ["E2E-HELLO: hi", "E2E-HELLO: again"], "User 'carol''s limit is reached"),
+        ):
+            env = hermetic_env(home, instance.url, ANTHROPIC_API_KEY=key)
+            env["CLAUDE_CODE_MAX_RETRIES"] = "10"
+            terminal = Terminal(claude_bin, project, env)
+            try:
+                terminal.ready()
+                for prompt in prompts[:-1]:  # carol's one request a minute
+                    terminal.type(prompt)
+                    terminal.wait_for(HELLO, 30)
+                terminal.type(prompts[-1])
+                assert terminal.wait_for(expected, 10) < 10
+                assert "Retrying" not in terminal.screen(), terminal.screen()
+            finally:
+                terminal.close()
+    finally:
+        instance.process.kill()
+        instance.process.wait(timeout=10)
