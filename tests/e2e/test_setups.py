@@ -24,7 +24,7 @@ from support.claude import (
 from support.instances import Instance, start
 from support.model import ScriptedModel
 from support.proxy import TEST_KEY
-from support.terminal import Terminal, skip_first_run
+from support.terminal import Terminal
 from support.upstream import ScriptedUpstream, free_port, scripted_upstream
 
 pytestmark = pytest.mark.e2e
@@ -255,35 +255,47 @@ def listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_the_interactive_claude_code_shows_a_gateways_refusals_at_once(
-    tmp_path: Path, claude_bin: Path, home: Path, project: Path, kimi: ScriptedUpstream
+def test_in_the_terminal_a_team_member_reads_the_gateways_refusals_at_once(
+    tmp_path: Path,
+    home: Path,
+    project: Path,
+    path_with_claude: str,
+    venv: Path,
+    kimi: ScriptedUpstream,
 ) -> None:
-    """The same refusals in the terminal UI a person uses (not `-p`): our sentence on the
-    screen within 10 s, no "Retrying"."""
+    """`./kimi.sh` against the team gateway, in the terminal UI a person uses (not `-p`): the
+    user's own limit with a long reset, then the key revoked mid-session — each our sentence on
+    the screen within 10 s, and no "Retrying"."""
     users_file = tmp_path / "users.json"
-    revoked = users(users_file, "add", "bob").stdout.strip().splitlines()[-1]
-    assert users(users_file, "revoke", "bob").returncode == 0
-    limited = users(users_file, "add", "carol", "--rpm", "1").stdout.strip().splitlines()[-1]
+    key = users(users_file, "add", "carol", "--rpm", "1").stdout.strip().splitlines()[-1]
     instance = gateway(tmp_path, kimi, users_file)
-    skip_first_run(home, project, (revoked, limited))
+    env = hermetic_env(
+        home,
+        KIMI_VENV=str(venv),
+        KIMI_GATEWAY_URL=instance.url,
+        KIMI_USER_KEY=key,
+        TERM="xterm-256color",
+    )
+    env["PATH"] = path_with_claude
     try:
-        for key, prompts, expected in (
-            (revoked, ["E2E-HELLO: hi"], "does not know your user key"),
-            (limited, ["E2E-HELLO: hi", "E2E-HELLO: again"], "User 'carol''s limit is reached"),
-        ):
-            env = hermetic_env(home, instance.url, ANTHROPIC_API_KEY=key)
-            env["CLAUDE_CODE_MAX_RETRIES"] = "10"
-            terminal = Terminal(claude_bin, project, env)
-            try:
-                terminal.ready()
-                for prompt in prompts[:-1]:  # carol's one request a minute
-                    terminal.type(prompt)
-                    terminal.wait_for(HELLO, 30)
-                terminal.type(prompts[-1])
-                assert terminal.wait_for(expected, 10) < 10
-                assert "Retrying" not in terminal.screen(), terminal.screen()
-            finally:
-                terminal.close()
+        with Terminal([str(KIMI_SH)], cwd=project, env=env) as terminal:
+            terminal.through_first_run()
+            terminal.type("E2E-HELLO: hi")  # carol's one request a minute
+            terminal.wait_for(HELLO)
+            for prompt, sentence in (
+                ("E2E-HELLO: again", "User 'carol''s limit is reached"),
+                ("E2E-HELLO: once more", "does not know your user key"),
+            ):
+                if "key" in sentence:
+                    assert users(users_file, "revoke", "carol").returncode == 0
+                    time.sleep(1)  # every instance sees a revocation within a second
+                started = time.monotonic()
+                terminal.type(prompt)
+                terminal.wait_for(sentence, timeout=10, after=prompt)
+                assert time.monotonic() - started < 10
+                assert not terminal.shows("Retrying", after=prompt), terminal.screen
+            terminal.type("/exit")
+            assert terminal.wait_exit() == 0
     finally:
         instance.process.kill()
         instance.process.wait(timeout=10)

@@ -1,84 +1,116 @@
-"""The real Claude Code in a terminal: a pty (pexpect) read into a screen (pyte), so a test sees
-what the person sees — the interactive UI, not the `-p` JSON."""
+"""Claude Code's interactive UI in a pseudo-terminal, read as the screen a user sees.
+
+pexpect runs the program in a pty; pyte renders what it writes into rows of text, so tests
+wait for and assert on what is on the screen, like the user does.
+"""
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from types import TracebackType
 
 import pexpect
 import pyte
 
-ROWS, COLUMNS = 40, 200
+ENTER = "\r"
+DOWN = "\x1b[B"
+ESC = "\x1b"
 
-
-def skip_first_run(home: Path, project: Path, api_keys: tuple[str, ...] = ()) -> None:
-    """What a returning user's ~/.claude.json says: onboarding done, the folder trusted, and
-    `api_keys` (ANTHROPIC_API_KEY values) approved once already."""
-    (home / ".claude.json").write_text(
-        json.dumps(
-            {
-                "hasCompletedOnboarding": True,
-                "theme": "dark",
-                "numStartups": 5,
-                "projects": {
-                    str(project): {
-                        "hasTrustDialogAccepted": True,
-                        "hasCompletedProjectOnboarding": True,
-                    }
-                },
-                "customApiKeyResponses": {
-                    "approved": [key[-20:] for key in api_keys],
-                    "rejected": [],
-                },
-            }
-        )
-    )
+# The first-run screens of a fresh HOME, what each one is answered with, and the input prompt.
+FIRST_RUN_ANSWERS = {
+    "Choose the text style": ENTER,  # theme: keep the default
+    "Press Enter to continue": ENTER,  # security notes
+    "Yes, I trust this folder": DOWN + ENTER,  # the default is "No, exit"
+}
+READY = "shift+tab to cycle"
 
 
 class Terminal:
-    """Claude Code running interactively; `screen()` is the text on its screen now."""
+    """One program in a 120×40 terminal."""
 
-    def __init__(self, claude: Path, project: Path, env: dict[str, str]) -> None:
-        self._screen = pyte.Screen(COLUMNS, ROWS)
+    def __init__(self, argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+        self._screen = pyte.Screen(120, 40)
         self._stream = pyte.ByteStream(self._screen)
-        env = {**env, "TERM": "xterm-256color"}
-        self.child = pexpect.spawn(
-            str(claude), [], cwd=str(project), env=env, dimensions=(ROWS, COLUMNS)
+        self.process = pexpect.spawn(
+            argv[0], argv[1:], cwd=str(cwd), env=dict(env), dimensions=(40, 120)
         )
 
-    def screen(self) -> str:
-        return "\n".join(line.rstrip() for line in self._screen.display if line.strip())
+    def __enter__(self) -> Terminal:
+        return self
 
-    def pump(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.process.close(force=True)
+
+    @property
+    def screen(self) -> str:
+        return "\n".join(line.rstrip() for line in self._screen.display).strip("\n")
+
+    def _read(self, seconds: float) -> bool:
+        """Render what arrives for `seconds`; False once the program has exited."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
             try:
-                self._stream.feed(self.child.read_nonblocking(65536, timeout=0.1))
+                self._stream.feed(self.process.read_nonblocking(65536, timeout=0.1))
             except pexpect.TIMEOUT:
                 continue
             except pexpect.EOF:
+                return False
+        return True
+
+    def shows(self, text: str, after: str = "") -> bool:
+        """Whether `text` is on the screen (below the last `after`, if given)."""
+        screen = self.screen
+        return text in (screen.rpartition(after)[2] if after else screen)
+
+    def wait_for(self, text: str, timeout: float = 30.0, *, after: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not self.shows(text, after):
+            running = self._read(0.2)
+            if self.shows(text, after):
                 return
+            if not running or time.monotonic() > deadline:
+                state = "running" if running else "exited"
+                raise AssertionError(f"never showed {text!r} ({state}); screen:\n{self.screen}")
 
-    def wait_for(self, text: str, seconds: float) -> float:
-        """Seconds until `text` is on the screen; fails with the screen after `seconds`."""
-        started = time.monotonic()
-        while text not in self.screen():
-            assert time.monotonic() - started < seconds, self.screen()
-            self.pump(0.2)
-        return time.monotonic() - started
+    def answer(self, question: str, keys: str) -> None:
+        """Send `keys` to the screen showing `question` and wait until it is gone."""
+        self.process.send(keys)
+        deadline = time.monotonic() + 10
+        while question in self.screen:
+            if not self._read(0.2) or time.monotonic() > deadline:
+                raise AssertionError(f"{question!r} stayed on screen:\n{self.screen}")
 
-    def ready(self, seconds: float = 20) -> None:
-        """Until the prompt box is drawn and settled (keys typed earlier are lost)."""
-        self.wait_for("❯", seconds)
-        self.pump(2.0)
+    def press(self, keys: str) -> None:
+        self.process.send(keys)
 
-    def type(self, text: str) -> None:
-        """Type `text` and Enter; fails unless it shows in the prompt box."""
-        self.child.send(text)
-        self.wait_for(text, 5)
-        self.child.send("\r")
+    def type(self, line: str) -> None:
+        self.process.send(line)
+        self._read(0.3)  # the input box echoes the text before Enter submits it
+        self.process.send(ENTER)
 
-    def close(self) -> None:
-        self.child.terminate(force=True)
+    def through_first_run(self, timeout: float = 60.0) -> None:
+        """Answer the first-run screens until the input prompt shows."""
+        deadline = time.monotonic() + timeout
+        while READY not in self.screen:
+            question = next((q for q in FIRST_RUN_ANSWERS if q in self.screen), None)
+            if question is not None:
+                self.answer(question, FIRST_RUN_ANSWERS[question])
+            elif not self._read(0.3) or time.monotonic() > deadline:
+                raise AssertionError(f"the first run did not reach the prompt:\n{self.screen}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """The program's exit status, once it has exited."""
+        deadline = time.monotonic() + timeout
+        while self._read(0.2):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"still running:\n{self.screen}")
+        self.process.close()
+        status = self.process.exitstatus
+        return status if status is not None else 128 + (self.process.signalstatus or 0)
