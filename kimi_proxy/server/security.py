@@ -119,9 +119,12 @@ class SecurityMiddleware:
             if scope["method"] == "OPTIONS" and origin is not None:
                 return None  # CORS preflight: answered by CORSMiddleware, carries no token
             if not self._authorized(headers, scope):
+                # Not the words "x-api-key": Claude Code's terminal UI then shows its own
+                # "Invalid API key" instead of this sentence (measured, 2.1.332).
                 return AuthenticationError(
-                    "Missing or wrong proxy token: send KIMI_PROXY_AUTH_TOKEN as x-api-key or "
-                    "as Authorization: Bearer."
+                    "Missing or wrong proxy token: set ANTHROPIC_AUTH_TOKEN (or "
+                    "ANTHROPIC_API_KEY) to this proxy's KIMI_PROXY_AUTH_TOKEN; other clients "
+                    "send it as their API key or a Bearer token."
                 )
         return None
 

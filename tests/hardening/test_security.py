@@ -66,7 +66,11 @@ def test_token_is_required_on_every_request_but_health() -> None:
     for refused in (missing, wrong, models):
         assert refused.status_code == 401
         assert refused.json()["error"]["type"] == "authentication_error"
-        assert "KIMI_PROXY_AUTH_TOKEN" in refused.json()["error"]["message"]
+        message = refused.json()["error"]["message"]
+        assert "KIMI_PROXY_AUTH_TOKEN" in message and "ANTHROPIC_AUTH_TOKEN" in message
+        # Claude Code's terminal UI hides a 401 that says "x-api-key" behind its own "Invalid
+        # API key · Fix external API key" (measured with 2.1.332): our sentence must not.
+        assert "x-api-key" not in message
     assert by_key.status_code == by_bearer.status_code == health.status_code == 200
     assert len(proxy.upstream.requests) == 2
 
