@@ -80,9 +80,14 @@ def increments(record: RequestRecord) -> dict[str, int]:
         "output_tokens": record.output_tokens or 0,
         "errors": int(record.status >= 400 or record.error_type is not None),
         "cancelled": int(record.cancelled),
-        "cost_nusd": round((record.cost_usd or 0.0) * NANO),
+        "cost_nusd": nano_dollars(record),
     }
     return {f"{base}{SEPARATOR}{metric}": n for metric, n in counts.items() if n}
+
+
+def nano_dollars(record: RequestRecord) -> int:
+    """A request's cost in whole nano-dollars: integers add up exactly (HINCRBY)."""
+    return round((record.cost_usd or 0.0) * NANO)
 
 
 def day_of(record: RequestRecord) -> str:

@@ -3,16 +3,18 @@ dashboard's last requests) and each session's totals today (what the status line
 any instance answers from them — whichever instance served the request.
 
 Writes are batched with the usage meter's flush (every half second, one transaction):
-`{prefix}:recent` is a list of the last 100 rows, newest first; `{prefix}:session:{id}` a hash
-of counters (HINCRBY) and the last request's provider, model, key and context, expiring two
-days after its last request. Reading is one command. Folding a record into the pending
-changes, and a hash back into totals, is pure.
+`{prefix}:recent` is a list of the last 100 rows, newest first; `{prefix}:session:{day}:{id}`
+a hash of the session's counters today (HINCRBY; the day in UTC, as the instance's own feed
+counts it) and its last request's provider, model, key and context, expiring two days after its
+last request. Reading is one command. Folding a record into the pending changes, and a hash
+back into totals, is pure.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -21,10 +23,11 @@ from redis.exceptions import RedisError
 
 from kimi_proxy.protocol.record import RequestRecord
 
+from .metering import NANO, day_of, nano_dollars
+
 RECENT = 100
 SESSION_TTL_SECONDS = 2 * 86_400
-NANO = 1_000_000_000
-COUNTERS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "cost_nusd")
+COUNTERS = ("requests", "cost_nusd")  # what the status line shows of a session's day
 
 
 @dataclass(slots=True)
@@ -37,24 +40,19 @@ class SessionDelta:
 
 def fold(delta: SessionDelta, record: RequestRecord) -> None:
     """Add one finished request to its session's pending change."""
-    counts = delta.counts
-    counts["requests"] += 1
-    counts["input_tokens"] += record.input_tokens or 0
-    counts["cached_tokens"] += record.cached_tokens or 0
-    counts["output_tokens"] += record.output_tokens or 0
-    counts["cost_nusd"] += round((record.cost_usd or 0.0) * NANO)
+    delta.counts["requests"] += 1
+    delta.counts["cost_nusd"] += nano_dollars(record)
     if record.user:
         delta.last["user"] = record.user
     if record.provider:
-        context = (record.input_tokens or 0) + (record.cached_tokens or 0)
         delta.last.update(
             provider=record.provider,
             model=record.model_used or "",
             key=record.key or "",
             context_window=str(record.context_window or 0),
         )
-        if context:
-            delta.last["context_tokens"] = str(context)
+        if record.context_tokens:
+            delta.last["context_tokens"] = str(record.context_tokens)
 
 
 def session_totals(fields: dict[str, str]) -> dict[str, Any] | None:
@@ -70,9 +68,6 @@ def session_totals(fields: dict[str, str]) -> dict[str, Any] | None:
 
     return {
         "requests": number("requests"),
-        "input_tokens": number("input_tokens"),
-        "cached_tokens": number("cached_tokens"),
-        "output_tokens": number("output_tokens"),
         "cost_usd": number("cost_nusd") / NANO,
         "provider": fields.get("provider"),
         "model": fields.get("model"),
@@ -93,7 +88,7 @@ class SharedView:
         self.prefix = prefix
         self.row = row
         self.rows: list[bytes] = []
-        self.sessions: dict[str, SessionDelta] = {}
+        self.sessions: dict[str, SessionDelta] = {}  # by `{day}:{session id}`
 
     def started(self, record: RequestRecord) -> None:
         pass
@@ -104,7 +99,8 @@ class SharedView:
         self.rows.append(orjson.dumps(self.row(record)))
         del self.rows[:-RECENT]
         if record.session:
-            fold(self.sessions.setdefault(record.session, SessionDelta()), record)
+            day_and_id = f"{day_of(record)}:{record.session}"
+            fold(self.sessions.setdefault(day_and_id, SessionDelta()), record)
 
     async def flush(self) -> None:
         """Write what is pending as one transaction; on failure it is kept for the next."""
@@ -118,8 +114,8 @@ class SharedView:
                 if rows:
                     pipe.lpush(recent, *rows)
                     pipe.ltrim(recent, 0, RECENT - 1)
-                for session, delta in sessions.items():
-                    key = f"{self.prefix}:session:{session}"
+                for day_and_id, delta in sessions.items():
+                    key = f"{self.prefix}:session:{day_and_id}"
                     for name, n in delta.counts.items():
                         if n:
                             pipe.hincrby(key, name, n)
@@ -129,8 +125,8 @@ class SharedView:
                 await pipe.execute()
         except BaseException:
             self.rows = [*rows, *self.rows][-RECENT:]
-            for session, delta in sessions.items():
-                pending = self.sessions.setdefault(session, SessionDelta())
+            for day_and_id, delta in sessions.items():
+                pending = self.sessions.setdefault(day_and_id, SessionDelta())
                 for name, n in delta.counts.items():
                     pending.counts[name] += n
                 pending.last = {**delta.last, **pending.last}
@@ -149,8 +145,9 @@ class SharedView:
     async def session(self, session_id: str) -> dict[str, Any] | None:
         """A session's totals today, whichever instance served it; None when no instance
         wrote it or Redis does not answer."""
+        today = datetime.now(UTC).date().isoformat()
         try:
-            session = self.client.hgetall(f"{self.prefix}:session:{session_id}")
+            session = self.client.hgetall(f"{self.prefix}:session:{today}:{session_id}")
             fields = await cast("Awaitable[dict[bytes, bytes]]", session)
         except (RedisError, OSError):
             return None

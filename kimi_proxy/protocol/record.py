@@ -69,6 +69,11 @@ class RequestRecord:
                 8,
             )
 
+    @property
+    def context_tokens(self) -> int:
+        """How full the conversation's context was: the input, cached part included."""
+        return (self.input_tokens or 0) + (self.cached_tokens or 0)
+
     def first_token(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = round((time.monotonic() - self.started) * 1000, 2)

@@ -180,7 +180,8 @@ class EventStreamResponse(StreamingResponse):
         self._pinging: set[asyncio.Task[None]] = set()
         self._drain = drain
         #: A client that takes nothing for this long (its socket full) is cut off, its slot
-        #: and provider connection freed: `_check` looks at `_stuck_since` on each tick.
+        #: and provider connection freed: `_check` looks on each tick at how long the body
+        #: writer, or a piece of `content`, has waited for the client.
         self._stall_timeout = stall_timeout
         self._sending_since: float | None = None  # a piece of `content` waiting for the client
         self._stalled = False

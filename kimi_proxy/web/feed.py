@@ -217,8 +217,7 @@ def _add(totals: Today, record: RequestRecord) -> None:
     totals.cost_usd += record.cost_usd or 0.0
     if record.provider:
         totals.provider, totals.model, totals.key = record.provider, record.model_used, record.key
-        context = (record.input_tokens or 0) + (record.cached_tokens or 0)
-        totals.context_tokens = context or totals.context_tokens
+        totals.context_tokens = record.context_tokens or totals.context_tokens
         totals.context_window = record.context_window or totals.context_window
 
 
