@@ -31,7 +31,7 @@ def plan_call(
     )
     record.route = planned.route
     record.family = planned.family
-    record.session = client_id(headers.get("x-claude-code-session-id"))
+    record.session = planned.call.session  # the id as routing kept it (`client_id`)
     record.agent = client_id(headers.get("x-claude-code-agent-id"))
     return planned.call
 
