@@ -10,15 +10,13 @@ local calls, when it calls a client tool (the client must run it), or at the ite
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from kimi_proxy.errors import BadGatewayError
-from kimi_proxy.providers.call import Opened
+from kimi_proxy.providers.step import OpenStep, model_step
 from kimi_proxy.translate.agent_history import (
     STARTING,
     LocalCall,
@@ -30,7 +28,6 @@ from kimi_proxy.translate.agent_history import (
 from kimi_proxy.translate.blocks import Event
 from kimi_proxy.translate.messages import tool_call, tool_message, tool_result_text
 from kimi_proxy.translate.stream import StreamTranslator
-from kimi_proxy.upstream.client import close_shielded
 
 from .sandbox import ToolError
 from .tools import READ_ONLY, LocalTools
@@ -38,7 +35,7 @@ from .tools import READ_ONLY, LocalTools
 
 @dataclass(slots=True)
 class AgentLoop:
-    open: Callable[[dict[str, Any]], Awaitable[Opened]]  # one model call through the pool
+    open: OpenStep  # one model call through the pool
     tools: LocalTools
     payload: dict[str, Any]
     max_iterations: int
@@ -53,7 +50,7 @@ class AgentLoop:
         for step in range(1, self.max_iterations + 1):
             for event in translator.note(thinking_line(step)):
                 yield event
-            async for event in self._model_call(translator, messages):
+            async for event in model_step(self.open, self.payload, messages, translator):
                 yield event
             result = translator.end_step()
             for event in result.events:
@@ -87,30 +84,6 @@ class AgentLoop:
                 break  # the client runs its own calls; the model continues next turn
         for event in translator.finish():
             yield event
-
-    async def _model_call(
-        self, translator: StreamTranslator, messages: list[dict[str, Any]]
-    ) -> AsyncIterator[Event]:
-        payload = {
-            **self.payload,
-            "messages": messages,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        opened = await self.open(payload)
-        response = opened.response
-        try:
-            client = opened.target.key.client
-            async with contextlib.aclosing(client.chunk_batches(response)) as batches:
-                async for batch in batches:
-                    for chunk in batch:
-                        for event in translator.feed(chunk):
-                            yield event
-        finally:
-            opened.call.settle(None)
-            await close_shielded(response.aclose)
-        if not translator.finished:
-            raise BadGatewayError("The provider closed the stream before finishing the step.")
 
     async def _run_calls(
         self, calls: list[LocalCall], translator: StreamTranslator

@@ -10,7 +10,6 @@ the pool and the `kimi` family is the Kimi models those keys reach. See docs/CON
 
 from __future__ import annotations
 
-import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -34,13 +33,20 @@ from kimi_proxy.providers.spec import (
 )
 
 from .gateway import Gateway, GatewayFileConfig, gateway_from
+from .search import (
+    DocumentsFileConfig,
+    SearchConfigError,
+    SearchFileConfig,
+    SearchSettings,
+    search_from,
+)
 from .settings import Settings
+from .variables import expand, key_name
 
 DEFAULT_CONFIG_PATH = Path("~/.config/kimi-proxy/config.toml")
 LEGACY_FIELDS = frozenset({"upstream_url", "model", "small_model", "provider", "model_rules"})
 #: A provider asking for a longer pause than this gets its 429 passed on (legacy single provider).
 MAX_LEGACY_WAIT = 20.0
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 class ConfigError(Exception):
@@ -86,16 +92,8 @@ class FileConfig(_Strict):
     family: dict[str, FamilyConfig] = {}
     route: RouteConfig = RouteConfig()
     gateway: GatewayFileConfig = GatewayFileConfig()
-
-
-def key_name(raw: str, value: str) -> str:
-    match = _VAR.fullmatch(raw.strip())
-    return match.group(1) if match else f"…{value[-4:]}"
-
-
-def expand(raw: str, env: Mapping[str, str]) -> str:
-    """`${VAR}` replaced by the variable's value (empty when unset)."""
-    return _VAR.sub(lambda m: env.get(m.group(1), ""), raw).strip()
+    search: SearchFileConfig | None = None
+    documents: DocumentsFileConfig = DocumentsFileConfig()
 
 
 def _keys(raws: list[str], env: Mapping[str, str]) -> tuple[KeySpec, ...]:
@@ -356,3 +354,23 @@ def load_gateway(settings: Settings, env: Mapping[str, str]) -> Gateway:
             file = file.model_copy(update={"redis_url": expand(file.redis_url, env)})
     url = settings.redis_url.get_secret_value() if settings.redis_url else None
     return gateway_from(file, url, settings.on_redis_down)
+
+
+def load_search(settings: Settings, env: Mapping[str, str]) -> SearchSettings | None:
+    """The web search backend: the config file's `[search]`, else the environment's."""
+    table = None
+    if settings.config is not None:
+        path = settings.config.expanduser()
+        table = read_config_file(path).search
+        try:
+            return search_from(table, env)
+        except SearchConfigError as exc:
+            raise ConfigError(f"{path}: {exc} See docs/CONFIG.md.") from None
+    return search_from(table, env)
+
+
+def load_documents(settings: Settings) -> DocumentsFileConfig:
+    """`[documents]` from the config file (its defaults without one)."""
+    if settings.config is None:
+        return DocumentsFileConfig()
+    return read_config_file(settings.config.expanduser()).documents

@@ -32,7 +32,7 @@ SEPARATOR = "\x1f"
 DIMENSIONS = ("day", "user", "session", "agent", "provider", "model")
 METRICS = (
     *("requests", "input_tokens", "cached_tokens", "output_tokens", "errors", "cancelled"),
-    "cost_nusd",
+    *("web_searches", "cost_nusd"),
 )
 NANO = 1_000_000_000
 
@@ -53,6 +53,7 @@ class UsageRow:
     output_tokens: int = 0
     errors: int = 0
     cancelled: int = 0  # streams the client left before their end
+    web_searches: int = 0  # run by the proxy for Anthropic's `web_search` tool
     cost_usd: float = 0.0
 
     def as_dict(self, by: tuple[str, ...]) -> dict[str, Any]:
@@ -80,6 +81,7 @@ def increments(record: RequestRecord) -> dict[str, int]:
         "output_tokens": record.output_tokens or 0,
         "errors": int(record.status >= 400 or record.error_type is not None),
         "cancelled": int(record.cancelled),
+        "web_searches": record.web_searches,
         "cost_nusd": nano_dollars(record),
     }
     return {f"{base}{SEPARATOR}{metric}": n for metric, n in counts.items() if n}

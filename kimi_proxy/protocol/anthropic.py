@@ -50,6 +50,9 @@ class TextBlock(_Open):
 class ImageBlock(_Open):
     type: Literal["image"]
     source: ImageSource
+    #: Set by the proxy on a PDF page's image (documents/): a text-only model gets the page's
+    #: text, already in the request, without a note for the image.
+    document_page: int | None = None
 
 
 class DocumentBlock(_Open):
@@ -81,6 +84,23 @@ class RedactedThinkingBlock(_Open):
     data: str = ""
 
 
+class ServerToolUseBlock(_Open):
+    """A tool the API ran itself (`web_search`), in an assistant message's history."""
+
+    type: Literal["server_tool_use"]
+    id: str
+    name: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebSearchToolResultBlock(_Open):
+    """A web search's results (or its error object), right after its `server_tool_use`."""
+
+    type: Literal["web_search_tool_result"]
+    tool_use_id: str
+    content: list[dict[str, Any]] | dict[str, Any] = Field(default_factory=list)
+
+
 class UnknownBlock(_Open):
     type: str
 
@@ -99,6 +119,8 @@ ResultContentBlock = Annotated[
     | Annotated[ThinkingBlock, Tag("thinking")]
     | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
     | Annotated["ToolResultBlock", Tag("tool_result")]
+    | Annotated[ServerToolUseBlock, Tag("server_tool_use")]
+    | Annotated[WebSearchToolResultBlock, Tag("web_search_tool_result")]
     | Annotated[UnknownBlock, Tag("unknown")],
     Discriminator(_block_tag),
 ]
@@ -123,6 +145,8 @@ _KNOWN_BLOCK_TYPES = frozenset(
         "thinking",
         "redacted_thinking",
         "tool_result",
+        "server_tool_use",
+        "web_search_tool_result",
     }
 )
 

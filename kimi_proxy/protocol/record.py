@@ -53,6 +53,7 @@ class RequestRecord:
     agent: str | None = None  # x-claude-code-agent-id
     user: str | None = None
     cancelled: bool = False  # a stream the client left before its end (billed what it used)
+    web_searches: int = 0  # run by the proxy for the `web_search` server tool
     context_window: int | None = None
     wall_start: float = field(default_factory=time.time)
     prices: Prices | None = None  # of the model that answered (not logged)
@@ -68,6 +69,12 @@ class RequestRecord:
                 ),
                 8,
             )
+
+    def searched(self, count: int, price_per_1k: float) -> None:
+        """The turn's web searches, and their price on top of its tokens' (after `tokens`)."""
+        self.web_searches = count
+        if count and price_per_1k:
+            self.cost_usd = round((self.cost_usd or 0.0) + count * price_per_1k / 1000, 8)
 
     @property
     def context_tokens(self) -> int:

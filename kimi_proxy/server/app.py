@@ -28,7 +28,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from kimi_proxy.agent.sandbox import Sandbox
 from kimi_proxy.agent.tools import LocalTools
 from kimi_proxy.config.gateway import Gateway
-from kimi_proxy.config.pool_file import load_gateway, load_pool_spec
+from kimi_proxy.config.pool_file import (
+    load_documents,
+    load_gateway,
+    load_pool_spec,
+    load_search,
+)
+from kimi_proxy.config.search import SearchSettings
 from kimi_proxy.config.settings import Settings, load_settings, parse_tool_names, state_dir
 from kimi_proxy.errors import (
     InvalidRequestError,
@@ -42,6 +48,7 @@ from kimi_proxy.gateway.shared_view import SharedView
 from kimi_proxy.providers.discovery import served_models, unserved
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.providers.spec import KeySpec, PoolSpec, ProviderSpec
+from kimi_proxy.search.client import Searcher
 from kimi_proxy.upstream.client import UpstreamClient
 from kimi_proxy.upstream.transport import HttptoolsTransport
 from kimi_proxy.web.feed import row
@@ -225,8 +232,10 @@ def create_app(
     *,
     spec: PoolSpec | None = None,
     gateway: Gateway | None = None,
+    search: SearchSettings | None = None,
 ) -> ASGIApp:
-    """The app; `spec` and `gateway` default to what the settings and environment describe."""
+    """The app; `spec`, `gateway` and `search` default to what the settings and environment
+    describe."""
     owns_transport = transport is None
     connections = transport or new_transport(settings)
     if spec is None:
@@ -243,7 +252,11 @@ def create_app(
         local_tools=LocalTools(Sandbox(settings.working_dir), local_names) if local_names else None,
         metrics=Metrics(),
         bodies=BodiesInFlight(settings.max_bodies_bytes),
+        page_images=load_documents(settings).page_images,
     )
+    search = search or load_search(settings, os.environ)
+    if search is not None:
+        state.searcher = Searcher(search, connections)
     state.gateway.share_keys(state.pool)
     state.gateway.limiter.patience = spec.routes.max_wait_s
 

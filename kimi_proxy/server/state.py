@@ -3,13 +3,19 @@ stateless and scale out behind any load balancer."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from kimi_proxy.agent.tools import LocalTools
 from kimi_proxy.config.settings import Settings
+from kimi_proxy.documents.expand import Request, expand_pdfs
+from kimi_proxy.errors import OverloadedError
 from kimi_proxy.gateway.runtime import GatewayRuntime
 from kimi_proxy.gateway.shared_view import SharedView
 from kimi_proxy.providers.pool import Pool
+from kimi_proxy.search.client import Searcher
 from kimi_proxy.web.feed import Feed
 
 from .bodies import BodiesInFlight
@@ -31,9 +37,41 @@ class ProxyState:
     gateway: GatewayRuntime = field(default_factory=lambda: GatewayRuntime.build(None, None))
     #: The request bodies being read and parsed (bodies.py), bounded by KIMI_MAX_BODIES_BYTES.
     bodies: BodiesInFlight = field(default_factory=lambda: BodiesInFlight(128 * 2**20))
+    #: The backend that runs `web_search` (search/): None when none is configured.
+    searcher: Searcher | None = None
+    #: How many first pages of a PDF also go as images to a model that reads them.
+    page_images: int = 5
+    #: Reads PDFs off the event loop; one thread, as pdfium is not thread-safe.
+    pdf_reader: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="kimi-pdf")
+    )
 
     @property
     def view(self) -> SharedView | None:
         """With Redis: the dashboard's last requests and the sessions' totals of every
         instance (the web routes read it before this instance's own feed)."""
         return self.gateway.view
+
+    async def read_pdfs(self, request: Request) -> Request:
+        """The request with its PDFs read into text and page images (documents/)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pdf_reader, expand_pdfs, request, self.page_images)
+
+    def take_stream_slot(self) -> Callable[[], None]:
+        """Count a stream against `KIMI_MAX_STREAMS`; beyond it answer 529 at once, never
+        queue. Returns the slot's release (idempotent)."""
+        limit = self.settings.max_streams
+        if self.active_streams >= limit:
+            raise OverloadedError(
+                f"The proxy is at its limit of {limit} concurrent streams; retry shortly."
+            )
+        self.active_streams += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.active_streams -= 1
+
+        return release

@@ -128,6 +128,21 @@ class ContentBlocks:
         events.append({"type": "content_block_stop", "index": block.index})
         self._open = None
 
+    def whole_block(self, block: dict[str, Any], input_json: str | None = None) -> list[Event]:
+        """A block of the proxy's own, complete at once: its start (with `input_json` as one
+        `input_json_delta`, as a `server_tool_use` streams its input) and its stop."""
+        events: list[Event] = []
+        self._close_block(events)
+        index = self._next_index
+        self._next_index += 1
+        events.append({"type": "content_block_start", "index": index, "content_block": block})
+        if input_json is not None:
+            self._relayed_chars += len(input_json)
+            delta = {"type": "input_json_delta", "partial_json": input_json}
+            events.append({"type": "content_block_delta", "index": index, "delta": delta})
+        events.append({"type": "content_block_stop", "index": index})
+        return events
+
     # -- tool calls ----------------------------------------------------------------------
 
     def _tool_fragment(self, fragment: dict[str, Any], events: list[Event]) -> None:

@@ -19,11 +19,13 @@ from kimi_proxy.errors import InvalidRequestError
 from kimi_proxy.protocol.anthropic import (
     Base64Source,
     ContentBlock,
+    ContentSource,
     DocumentBlock,
     ImageBlock,
     Message,
     MessagesRequest,
     RedactedThinkingBlock,
+    ServerToolUseBlock,
     TextBlock,
     TextSource,
     ThinkingBlock,
@@ -31,6 +33,7 @@ from kimi_proxy.protocol.anthropic import (
     ToolReferenceBlock,
     ToolResultBlock,
     ToolUseBlock,
+    WebSearchToolResultBlock,
 )
 from kimi_proxy.protocol.profile import ProviderProfile
 
@@ -41,6 +44,7 @@ from .tools import (
     upstream_tool_id,
     upstream_tool_name,
 )
+from .web_search import SEARCH_FUNCTION, results_text
 
 log = logging.getLogger("kimi_proxy.request")
 
@@ -77,15 +81,16 @@ class _Conversation:
                 self.upstream_ids[block.id] = upstream_tool_id(block.id)
         return self.upstream_ids[block.id]
 
-    def local_call_id(self, call: LocalCall) -> str:
-        """The id of a call agent mode ran (numbered with the others for Kimi)."""
-        key = f"local:{len(self.upstream_ids)}:{call.id}"
+    def replayed_call_id(self, name: str, call_id: str) -> str:
+        """The id of a call the proxy ran itself (agent mode, web search), numbered with the
+        others for Kimi."""
+        key = f"local:{len(self.upstream_ids)}:{call_id}"
         if self.profile.kimi_tool_ids:
             self.upstream_ids[key] = (
-                f"functions.{upstream_tool_name(call.name)}:{len(self.upstream_ids)}"
+                f"functions.{upstream_tool_name(name)}:{len(self.upstream_ids)}"
             )
         else:
-            self.upstream_ids[key] = call.id
+            self.upstream_ids[key] = call_id
         return self.upstream_ids[key]
 
     def close_pending_calls(self, results: dict[str, ToolResultBlock]) -> list[dict[str, Any]]:
@@ -117,10 +122,12 @@ class _Conversation:
                         texts.append(render_tool_reference(name, self.tools_by_name))
                     case ImageBlock() if self.accepts_images:
                         images.append(image_part(block))
-                        texts.append("[image returned by the tool: attached below]")
-                    case ImageBlock():
+                        texts.append(_attached_below(block))
+                    case ImageBlock(document_page=None):
                         texts.append(IMAGE_NOT_SHOWN)
-                    case DocumentBlock(source=TextSource()):
+                    case ImageBlock():  # a PDF page's image: its text is there already
+                        pass
+                    case DocumentBlock(source=TextSource() | ContentSource()):
                         texts.append(document_text(block))
                     case DocumentBlock():  # a 400 here would fail every later request
                         texts.append(document_not_shown(block))
@@ -129,6 +136,12 @@ class _Conversation:
                             f"Unsupported block type {block.type!r} inside a tool_result"
                         )
         return tool_result_text("\n".join(t for t in texts if t), result.is_error), images
+
+
+def _attached_below(block: ImageBlock) -> str:
+    if block.document_page is not None:
+        return f"[image of the document's page {block.document_page}: attached below]"
+    return "[image returned by the tool: attached below]"
 
 
 def tool_result_text(text: str, is_error: bool) -> str:
@@ -182,6 +195,12 @@ def _document_media(block: DocumentBlock) -> str:
 
 
 def document_text(block: DocumentBlock) -> str:
+    source = block.source
+    if source.type == "content" and isinstance((source.model_extra or {}).get("content"), list):
+        parts = (source.model_extra or {})["content"]  # a `content` source: its text blocks
+        texts = [str(p.get("text") or "") for p in parts if isinstance(p, dict)]
+        source = TextSource(type="text", data="\n\n".join(t for t in texts if t))
+        block = block.model_copy(update={"source": source})
     if not isinstance(block.source, TextSource):
         raise InvalidRequestError(
             f"document blocks with a {_document_media(block)} source are not supported by this "
@@ -220,6 +239,7 @@ def _convert_assistant(conv: _Conversation, blocks: list[ContentBlock], index: i
     texts: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
+    searches: dict[str, ServerToolUseBlock] = {}
     for block in blocks:
         match block:
             case TextBlock(text=text):
@@ -234,18 +254,33 @@ def _convert_assistant(conv: _Conversation, blocks: list[ContentBlock], index: i
             case RedactedThinkingBlock(data=data):
                 local_calls = decode_transcript(data)
                 if local_calls:  # agent mode ran these itself: replay calls and results
-                    replayed = [
-                        tool_call(conv.local_call_id(c), c.name, c.arguments) for c in local_calls
-                    ]
-                    _append_assistant(conv, texts, reasoning, replayed)
-                    conv.messages += [
-                        tool_message(call["id"], tool_result_text(local.result, local.is_error))
-                        for call, local in zip(replayed, local_calls, strict=True)
-                    ]
+                    _replay(conv, texts, reasoning, local_calls)
                     texts, reasoning = [], []
+            case ServerToolUseBlock():
+                searches[block.id] = block
+            case WebSearchToolResultBlock():  # a search the proxy ran: its call and results
+                use = searches.pop(block.tool_use_id, None)
+                query = str(use.input.get("query", "")) if use is not None else ""
+                arguments = _json({"query": query})
+                text = results_text(query, block.content)
+                done = LocalCall(block.tool_use_id, SEARCH_FUNCTION, arguments, text, False)
+                _replay(conv, texts, reasoning, [done])
+                texts, reasoning = [], []
             case _:
                 raise _unsupported(block.type, index, "an assistant")
     _append_assistant(conv, texts, reasoning, calls)
+
+
+def _replay(
+    conv: _Conversation, texts: list[str], reasoning: list[str], done: list[LocalCall]
+) -> None:
+    """Calls the proxy ran itself, with their results, after the text that led to them."""
+    replayed = [tool_call(conv.replayed_call_id(c.name, c.id), c.name, c.arguments) for c in done]
+    _append_assistant(conv, texts, reasoning, replayed)
+    conv.messages += [
+        tool_message(call["id"], tool_result_text(local.result, local.is_error))
+        for call, local in zip(replayed, done, strict=True)
+    ]
 
 
 def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
@@ -280,8 +315,10 @@ def _convert_user(conv: _Conversation, blocks: list[ContentBlock], index: int) -
                     parts.append({"type": "text", "text": text})
             case ImageBlock() if conv.accepts_images:
                 parts.append(image_part(block))
-            case ImageBlock():
+            case ImageBlock(document_page=None):
                 parts.append({"type": "text", "text": IMAGE_NOT_SHOWN})
+            case ImageBlock():  # a PDF page's image: its text is there already
+                pass
             case DocumentBlock():
                 parts.append({"type": "text", "text": document_text(block)})
             case ThinkingBlock() | RedactedThinkingBlock():

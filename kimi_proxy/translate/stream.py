@@ -93,6 +93,7 @@ class StreamTranslator(ContentBlocks):
         "_usage",
         "message_id",
         "step_tokens",
+        "web_searches",
     )
 
     def __init__(
@@ -123,6 +124,7 @@ class StreamTranslator(ContentBlocks):
         self._billed_cached = 0
         self.step_tokens: list[int | None] = []  # per upstream call; None: no usage reported
         self._step_text: list[str] = []
+        self.web_searches = 0  # run by the proxy for the `web_search` server tool
 
     @property
     def has_content(self) -> bool:
@@ -248,14 +250,7 @@ class StreamTranslator(ContentBlocks):
         """The `redacted_thinking` block that carries a step's local calls and results."""
         if not calls:
             return []
-        events: list[Event] = []
-        self._close_block(events)
-        index = self._next_index
-        self._next_index += 1
-        block = {"type": "redacted_thinking", "data": encode_transcript(calls)}
-        events.append({"type": "content_block_start", "index": index, "content_block": block})
-        events.append({"type": "content_block_stop", "index": index})
-        return events
+        return self.whole_block({"type": "redacted_thinking", "data": encode_transcript(calls)})
 
     def billed_usage(self) -> dict[str, int]:
         """What the turn cost, every upstream call of it summed (`message_delta` reports the
@@ -288,15 +283,18 @@ class StreamTranslator(ContentBlocks):
         usage["output_tokens"] = self._output_tokens
         if self._last_usage is None:
             usage["input_tokens"] = self._input_estimate
+        delta_usage: dict[str, Any] = {
+            "input_tokens": usage["input_tokens"],
+            "output_tokens": usage["output_tokens"],
+            "cache_read_input_tokens": usage["cache_read_input_tokens"],
+        }
+        if self.web_searches:
+            delta_usage["server_tool_use"] = {"web_search_requests": self.web_searches}
         events.append(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": reason, "stop_sequence": sequence},
-                "usage": {
-                    "input_tokens": usage["input_tokens"],
-                    "output_tokens": usage["output_tokens"],
-                    "cache_read_input_tokens": usage["cache_read_input_tokens"],
-                },
+                "usage": delta_usage,
             }
         )
         events.append({"type": "message_stop"})

@@ -4,8 +4,9 @@
   `type: object` with `properties`.
 * Tool search: tools with `defer_loading: true` are offered only once a `tool_reference` in a
   tool result names them (`referenced_tool_names`); the placeholder tool whose description says
-  never to call it is never offered. Server tools (`web_search_…`) are dropped with a log line;
-  a request offering nothing else is refused (the model's guess would pass for their results).
+  never to call it is never offered. Server tools are dropped with a log line (the server runs
+  `web_search` itself, `search/`); a request offering nothing else is refused (the model's
+  guess would pass for their results).
 * Names must match `^[a-zA-Z0-9_-]{1,64}$` upstream; longer or odd names get a stable,
   hash-suffixed alias, mapped back in responses through `ToolNames`.
 * Tool-call ids: a provider's ids (Kimi's look like `functions.Bash:0`) are carried inside the
@@ -204,14 +205,13 @@ def referenced_tool_names(messages: Sequence[Message]) -> set[str]:
 
 
 def server_tools_only(names: Sequence[str]) -> InvalidRequestError:
-    """A request whose every tool is one of Anthropic's built-in server tools (Claude Code's
-    WebSearch sends one with only `web_search`): answered without them, the model's guess
-    would pass for search results."""
+    """A request whose every tool is one of Anthropic's built-in server tools that the proxy
+    does not run (it runs `web_search`): answered without them, the model's guess would pass
+    for their results."""
     return InvalidRequestError(
-        f"The provider behind kimi-proxy cannot run {', '.join(names)}: Anthropic's built-in "
-        "tools work on Anthropic's API only, and this request offers no other tool. To search "
-        "the web, fetch a search page with WebFetch instead, or give Claude Code a search "
-        "tool (an MCP server)."
+        f"kimi-proxy cannot run {', '.join(names)}: these Anthropic built-in tools work on "
+        "Anthropic's API only (kimi-proxy runs web_search itself), and this request offers no "
+        "other tool."
     )
 
 

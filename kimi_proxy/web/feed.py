@@ -85,6 +85,7 @@ def row(record: RequestRecord) -> dict[str, Any]:
         "cached_tokens": record.cached_tokens,
         "output_tokens": output,
         "tokens_per_s": round(output / seconds, 1) if output and seconds > 0 else None,
+        "web_searches": record.web_searches,
         "cost_usd": record.cost_usd,
     }
 

@@ -36,7 +36,9 @@ from support.model import (
     summary,
     tool_calls,
 )
+from support.pdfs import make_pdf
 from support.proxy import proxy_for
+from support.search_backends import PAGES, search_backends
 from support.upstream import (
     Drop,
     Reply,
@@ -48,6 +50,7 @@ from support.upstream import (
     usage,
 )
 
+from kimi_proxy.config.search import SearchSettings
 from kimi_proxy.providers import KIMI_K2
 from kimi_proxy.translate.messages import IMAGE_NOT_SHOWN
 from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS
@@ -191,16 +194,32 @@ def test_tool_search_loads_a_deferred_tool(claude: RunClaude, project: Path) -> 
     assert "notebook_path" in notebook_edit["function"]["parameters"]["properties"]
 
 
-def test_web_search_says_it_cannot_search_instead_of_passing_off_a_guess(
-    claude: RunClaude,
-) -> None:
-    """Claude Code's WebSearch asks the API to search with Anthropic's `web_search` server
-    tool. No provider has it: the model is told so (and what to use), and no answer made up
-    without a search comes back labelled as search results."""
+def test_web_search_returns_the_backends_links_to_the_model(claude: RunClaude) -> None:
+    """Claude Code's WebSearch sends a side call offering only Anthropic's `web_search` server
+    tool. The proxy runs the search on the configured backend, the model summarises, and the
+    tool result the main model reads holds the backend's links."""
+    with search_backends() as backends:
+        search = SearchSettings("searxng", backends.url("searxng"), "", "")
+        with proxy_for(ScriptedModel(), search=search) as proxy:
+            run = claude(
+                proxy.url, "E2E-SEARCH: look it up", "--allowedTools", "ToolSearch WebSearch"
+            )
+    result = run.assert_success()["result"]
+    assert 'Web search results for query: "kimi-proxy release notes"' in result, run.describe()
+    assert "Links:" in result
+    for url, title, _ in PAGES:
+        assert url in result and title in result, run.describe()
+    assert "Search summary: 3 pages" in result  # the side call's model wrote the summary
+    assert backends.asked[0].query == "kimi-proxy release notes"
+
+
+def test_web_search_without_a_backend_tells_the_user_what_to_set(claude: RunClaude) -> None:
+    """No backend configured: no API error, and no answer made up without a search; the tool
+    result says what to set."""
     with proxy_for(ScriptedModel()) as proxy:
         run = claude(proxy.url, "E2E-SEARCH: look it up", "--allowedTools", "ToolSearch WebSearch")
     result = run.assert_success()["result"]
-    assert "cannot run web_search" in result and "WebFetch" in result, run.describe()
+    assert "Web search is not set up" in result and "SEARXNG_URL" in result, run.describe()
     assert all(body.get("tools") for body in proxy.upstream.bodies), "a search reached the model"
 
 
@@ -381,15 +400,6 @@ def test_a_stream_cut_short_is_retried_never_taken_as_the_answer(
     assert "Partial" not in json.dumps(run.assistant_blocks)
 
 
-MINIMAL_PDF = b"""%PDF-1.4
-1 0 obj<</Type/Catalog/Pages 2 0 R>>endobj
-2 0 obj<</Type/Pages/Kids[3 0 R]/Count 1>>endobj
-3 0 obj<</Type/Page/Parent 2 0 R/MediaBox[0 0 200 200]>>endobj
-trailer<</Root 1 0 R>>
-%%EOF
-"""
-
-
 def tiny_png() -> bytes:
     def part(kind: bytes, data: bytes) -> bytes:
         crc = zlib.crc32(kind + data).to_bytes(4, "big")
@@ -400,20 +410,24 @@ def tiny_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + part(b"IHDR", header) + part(b"IDAT", pixels) + part(b"IEND", b"")
 
 
-def test_reading_a_pdf_and_an_image_on_a_text_only_model_keeps_the_session(
+def test_reading_a_pdf_puts_its_text_in_front_of_a_text_only_model(
     claude: RunClaude, project: Path
 ) -> None:
     """Claude Code's Read returns a PDF as a document block and an image as an image block.
-    Kimi K2 reads neither: the model is told what it cannot see, and the session goes on
-    (a refusal would come back on every later request, the results staying in the history)."""
-    (project / "spec.pdf").write_bytes(MINIMAL_PDF)
+    Kimi K2 reads text only: the PDF reaches it as each page's text, under its number (the
+    pages' images are left out without a note each), and the image as a note saying it cannot
+    be shown. The session goes on."""
+    pages = ["The kimi-proxy spec, page one.", "Second page: the code word is PELICAN-7."]
+    (project / "spec.pdf").write_bytes(make_pdf(pages))
     (project / "dot.png").write_bytes(tiny_png())
     with proxy_for(ScriptedModel(), model=KIMI_K2) as proxy:
         run = claude(proxy.url, "E2E-MEDIA: read the pdf and the picture")
     result = run.result
     assert result["is_error"] is False and result["result"].startswith("Read both"), run.describe()
-    assert "application/pdf document not shown" in result["result"]
+    assert "--- Page 2 --- Second page: the code word is PELICAN-7." in result["result"]
+    assert "pages=2>" in result["result"]
     assert IMAGE_NOT_SHOWN in result["result"]
+    assert result["result"].count(IMAGE_NOT_SHOWN) == 1  # the picture's; none for the pages
     assert [u["name"] for u in run.tool_uses] == ["Read", "Read"]
     sent = json.dumps(proxy.upstream.bodies)
     assert "image_url" not in sent and "JVBER" not in sent  # no image part, no PDF bytes

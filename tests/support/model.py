@@ -353,6 +353,15 @@ def web_search(conversation: Conversation) -> Reply:
     return answer(f"The search gave: {conversation.calls[-1].result}")
 
 
+def search_summary(conversation: Conversation) -> Reply:
+    """Claude Code's WebSearch side call, after the proxy searched: summarise the results."""
+    results = [c.result for c in conversation.calls if c.name == "web_search" and c.result]
+    if not results:
+        return off_script(conversation, "the side call reached the model without results")
+    urls = re.findall(r"https?://\S+", results[-1])
+    return answer(f"Search summary: {len(urls)} pages, first {urls[0] if urls else 'none'}.")
+
+
 def web_fetch(conversation: Conversation) -> Reply:
     """Load WebFetch with ToolSearch and fetch the URL after the keyword; Claude Code then
     asks about the page in a request without tools, carrying its text and the fetch's prompt."""
@@ -459,6 +468,7 @@ BEHAVIOURS: dict[str, Behaviour] = {
     "E2E-AUTO": auto_mode,
     "E2E-FULL": filling_context,
     "E2E-SEARCH": web_search,
+    "Perform a web search for the query": search_summary,
     "E2E-FETCH": web_fetch,
     "E2E-MCP": mcp_tool,
     "E2E-MEDIA": media,

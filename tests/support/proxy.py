@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 import httpx
 
+from kimi_proxy.config.search import SearchSettings
 from kimi_proxy.config.settings import Settings
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.server.app import create_app
@@ -82,10 +83,13 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def proxy_for(script: Script, **overrides: Any) -> Iterator[Harness]:
+def proxy_for(
+    script: Script, *, search: SearchSettings | None = None, **overrides: Any
+) -> Iterator[Harness]:
+    """The real app on a scripted provider (and a web search backend, when given)."""
     with scripted_upstream(script) as upstream:
         settings = proxy_settings(upstream.base_url, **overrides)
-        app = create_app(settings)
+        app = create_app(settings, search=search)
         with serve_app(app) as url:
             harness = Harness(url=url, upstream=upstream, settings=settings, app=app)
             try:

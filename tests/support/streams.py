@@ -101,6 +101,8 @@ DELTA_FOR_BLOCK = {
     "text": {"text_delta"},
     "thinking": {"thinking_delta", "signature_delta"},
     "tool_use": {"input_json_delta"},
+    "server_tool_use": {"input_json_delta"},
+    "web_search_tool_result": set(),
 }
 EMPTY_START = {
     "text": {"type": "text", "text": ""},
@@ -138,12 +140,15 @@ def check_grammar(events: list[Event]) -> list[str]:
             block = event["content_block"]
             open_index, open_type = event["index"], block["type"]
             blocks.append(block["type"])
-            if block["type"] == "tool_use":
+            if block["type"] in ("tool_use", "server_tool_use"):
                 assert block["input"] == {}
                 assert block["name"]
                 assert block["id"]
             elif block["type"] == "redacted_thinking":
                 assert block["data"], "redacted_thinking carries its data at start"
+            elif block["type"] == "web_search_tool_result":
+                assert block["tool_use_id"].startswith("srvtoolu_"), block
+                assert isinstance(block["content"], (list, dict)), "results come whole at start"
             else:
                 assert block == EMPTY_START[block["type"]], block
             thinking_signed = False

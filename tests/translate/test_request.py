@@ -639,12 +639,12 @@ def test_server_tools_are_dropped() -> None:
 
 
 def test_a_request_offering_only_server_tools_is_refused_saying_what_to_use() -> None:
-    """Claude Code's WebSearch asks with `web_search` alone: answered without it, the model's
-    guess would reach Claude Code as search results."""
-    search = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
-    with pytest.raises(InvalidRequestError, match="cannot run web_search") as raised:
-        translate({"messages": [user("Perform a web search for the query: x")], "tools": [search]})
-    assert "WebFetch" in raised.value.message
+    """A server tool the proxy does not run, offered alone: answered without it, the model's
+    guess would pass for its results (`web_search` the proxy runs: tests/search)."""
+    code = {"type": "code_execution_20250522", "name": "code_execution"}
+    with pytest.raises(InvalidRequestError, match="cannot run code_execution") as raised:
+        translate({"messages": [user("Run this")], "tools": [code]})
+    assert "Anthropic's API only" in raised.value.message
 
 
 def test_custom_type_tool_is_kept() -> None:

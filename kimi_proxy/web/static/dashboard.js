@@ -7,7 +7,8 @@ const $ = (id) => document.getElementById(id);
 const COLUMNS = [
   ["time", "Time"], ["session", "Session"], ["user", "User"], ["route", "Route"], ["target", "Family → provider/model"],
   ["key", "Key"], ["status", "Status"], ["waited_ms", "Wait ms"], ["failovers", "Failover"],
-  ["ttft_ms", "TTFT ms"], ["tokens", "In / cached / out"], ["tokens_per_s", "Tok/s"], ["cost_usd", "Cost $"],
+  ["ttft_ms", "TTFT ms"], ["tokens", "In / cached / out"], ["tokens_per_s", "Tok/s"], ["web_searches", "Searches"],
+  ["cost_usd", "Cost $"],
 ];
 const RECENT = 100;
 const state = { recent: [], chart: [], charts: {}, points: 0 };
@@ -26,6 +27,7 @@ function cell(row, name) {
     case "failovers": return row.failovers ? `⤳ ${row.failovers}` : "";
     case "status": return row.status ? (row.error ? `${row.status} ${row.error}` : String(row.status)) : "…";
     case "cost_usd": return money(row.cost_usd);
+    case "web_searches": return row.web_searches ? String(row.web_searches) : "";
     default: return text(row[name]);
   }
 }
@@ -39,7 +41,7 @@ function renderRow(row) {
     const td = document.createElement("td");
     td.textContent = cell(row, name);
     if (name === "failovers" && row.failovers) { td.classList.add("failover"); tr.classList.add("failed-over"); }
-    if (["waited_ms", "ttft_ms", "tokens_per_s", "cost_usd"].includes(name)) td.classList.add("num");
+    if (["waited_ms", "ttft_ms", "tokens_per_s", "web_searches", "cost_usd"].includes(name)) td.classList.add("num");
     tr.appendChild(td);
   }
   return tr;
