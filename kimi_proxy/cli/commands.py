@@ -22,6 +22,7 @@ from kimi_proxy.config.pool_file import (
     ConfigError,
     load_gateway,
     load_pool_spec,
+    load_search,
 )
 from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
 from kimi_proxy.gateway.commands import add_parsers as add_gateway_parsers
@@ -83,6 +84,7 @@ def serve(settings: Settings) -> int:
     try:
         spec = load_pool_spec(settings, os.environ, date.today())
         gateway = load_gateway(settings, os.environ)
+        load_search(settings, os.environ)  # a [search] that cannot work stops here, said why
     except ConfigError as exc:
         print(f"kimi-proxy: {exc}", file=sys.stderr)
         return 2

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 
 import httpx
 
-from kimi_proxy.config.pool_file import ConfigError
+from kimi_proxy.config.pool_file import ConfigError, load_search
 from kimi_proxy.config.settings import Settings
 from kimi_proxy.errors import (
     CLAUDE_CODE_PROMPT_TOKENS,
@@ -154,6 +155,18 @@ def run_doctor(settings: Settings) -> int:
         print("All good: run ./kimi.sh")
         return 0
     ok = asyncio.run(_check(settings, spec))
+    try:
+        search = load_search(settings, os.environ)
+    except ConfigError as exc:
+        _say(False, str(exc))
+        ok = False
+    else:
+        print(
+            f"🔎 Web search: {search.backend} at {search.url}"
+            if search is not None
+            else "🔎 Web search is off: set BRAVE_API_KEY, TAVILY_API_KEY, EXA_API_KEY or "
+            "SEARXNG_URL (or [search] in the config file) for Claude Code's WebSearch."
+        )
     print(
         "All good: run ./kimi.sh" if ok else "Fix the item marked ❌ and run doctor again.",
         file=sys.stdout,

@@ -13,10 +13,10 @@ import anthropic
 import httpx
 import pypdf
 import pytest
-from support.pdfs import CORRUPT_PDF, book, make_pdf
 from support.proxy import proxy_for
 from support.upstream import Reply, text_stream
 
+from bench.pdfs import CORRUPT_PDF, book, make_pdf
 from kimi_proxy.providers import KIMI_K2
 
 

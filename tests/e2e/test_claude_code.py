@@ -36,7 +36,6 @@ from support.model import (
     summary,
     tool_calls,
 )
-from support.pdfs import make_pdf
 from support.proxy import proxy_for
 from support.search_backends import PAGES, search_backends
 from support.upstream import (
@@ -50,6 +49,7 @@ from support.upstream import (
     usage,
 )
 
+from bench.pdfs import make_pdf
 from kimi_proxy.config.search import SearchSettings
 from kimi_proxy.providers import KIMI_K2
 from kimi_proxy.translate.messages import IMAGE_NOT_SHOWN

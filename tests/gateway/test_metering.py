@@ -93,6 +93,7 @@ def test_each_format_carries_the_dimensions_and_every_metric() -> None:
         "output_tokens": 0,
         "errors": 0,
         "cancelled": 0,
+        "web_searches": 0,
         "cost_usd": 0.5,
     }
     (line,) = csv.DictReader(io.StringIO(render(rows, by, "csv")))

@@ -110,6 +110,7 @@ def test_doctor_says_what_is_wrong_per_key_without_a_model_call(
         assert run_doctor(good) == 0
         out = capsys.readouterr().out
         assert "reachable, key valid; serves kimi-big" in out and "key …7890" in out
+        assert "Web search is off: set BRAVE_API_KEY" in out
         assert upstream.requests == []  # no model call
         upstream.models_reply = error(401, "Invalid API Key")
         assert run_doctor(good) == 1

@@ -18,6 +18,9 @@ from support.streams import check_grammar
 from support.upstream import Reply, text_stream, tool_stream
 
 from kimi_proxy.config.search import SearchSettings
+from kimi_proxy.gateway.metering import increments
+from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.server.app import proxy_state
 
 BACKENDS = ("searxng", "brave", "tavily", "exa")
 QUERY = "kimi k2.6 release date"
@@ -292,3 +295,18 @@ def test_without_a_backend_the_answer_says_what_to_set_not_an_api_error() -> Non
     text = events[2]["delta"]["text"]
     assert "BRAVE_API_KEY" in text and "SEARXNG_URL" in text and "[search]" in text
     assert not proxy.upstream.bodies  # no model was asked to guess
+
+
+def test_searches_are_metered_and_priced_for_usage_rows_and_the_dashboard(
+    backends: SearchBackends,
+) -> None:
+    search = searching(backends, "brave", price_per_1k=5.0)
+    with proxy_for(summary, search=search) as proxy:
+        events_of(proxy, SIDE_CALL)
+        [row] = proxy_state(proxy.app).feed.finished_rows()
+    assert row["web_searches"] == 1
+    assert row["cost_usd"] == pytest.approx(0.005)  # the scripted model's tokens cost nothing
+    record = RequestRecord("r", "POST", "/v1/messages")
+    record.provider, record.user = "p", "alice"
+    record.searched(2, 5.0)
+    assert {k.rsplit("\x1f", 1)[1]: v for k, v in increments(record).items()}["web_searches"] == 2

@@ -1,13 +1,14 @@
-"""PDFs made for the tests and benchmarks, byte by byte: text pages (one line each, Helvetica),
+"""PDFs made for the benchmarks and the tests, byte by byte: text pages (one line each, Helvetica),
 pages without text (a drawn rectangle: what a scan looks like to a text extractor), and broken
 files. No PDF library is needed to make them."""
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 
-def make_pdf(pages: list[str | None], *, compress: bool = False) -> bytes:
+def make_pdf(pages: Sequence[str | None], *, compress: bool = False) -> bytes:
     """A valid PDF whose page N shows `pages[N]` (None: a page with a drawing and no text)."""
     objects: list[bytes] = []
     page_ids = [3 + 2 * i for i in range(len(pages))]
