@@ -210,6 +210,7 @@ _CONTEXT_MARKERS = (
     "reduce the length",
     "prompt is too long",
     "context window",
+    "model token limit",
 )
 
 
@@ -242,8 +243,18 @@ def is_context_length_message(message: str) -> bool:
     return any(marker in lowered for marker in _CONTEXT_MARKERS)
 
 
-def context_too_long(message: str, prompt_tokens: int, context_window: int) -> InvalidRequestError:
-    """Rewrite a provider context error into Anthropic's wording, which Claude Code compacts on."""
+def context_too_long(
+    message: str, prompt_tokens: int, context_window: int, pattern: str | None = None
+) -> InvalidRequestError:
+    """Rewrite a provider context error into Anthropic's wording, which Claude Code compacts on:
+    the provider's own figures when its wording (`pattern`, from the catalog) gives them."""
+    found = re.search(pattern, message) if pattern else None
+    if found is not None:
+        limit = int(found["limit"])
+        requested = int(found["requested"]) + int(found.groupdict().get("extra") or 0)
+        return InvalidRequestError(
+            f"prompt is too long: {requested} tokens > {limit} maximum (provider said: {message})"
+        )
     numbers = [int(n) for n in re.findall(r"\d{3,}", message)]
     tokens = max([n for n in numbers if n != context_window] or [prompt_tokens])
     tokens = max(tokens, context_window + 1)
@@ -287,12 +298,16 @@ def error_from_provider_response(
     prompt_tokens: int = 0,
     context_window: int = 0,
     setting: str = "KIMI_UPSTREAM_URL",
+    overflow_pattern: str | None = None,
 ) -> ProxyError:
     """Map a provider's non-2xx answer to the matching Anthropic error; `setting` names where
     the provider's URL is set (a variable, or the config file's entry)."""
     message = provider_error_message(body)
-    if status in (400, 413, 422) and is_context_length_message(message) and context_window:
-        return context_too_long(message, prompt_tokens, context_window)
+    overflow = overflow_pattern is not None and re.search(overflow_pattern, message) is not None
+    if status in (400, 413, 422) and (
+        overflow or (context_window and is_context_length_message(message))
+    ):
+        return context_too_long(message, prompt_tokens, context_window, overflow_pattern)
     if status in (413, 429) and (too_big := token_limit_error(message, model=model)):
         return too_big
     if status == 400 and MODEL_OUTPUT_FAILURE in body:

@@ -159,6 +159,8 @@ def claude_env(target: Target, *, own_copy: bool = False) -> dict[str, str]:
     # proxy routes it to the background route.
     env.setdefault("ANTHROPIC_SMALL_FAST_MODEL", SMALL_MODEL_ALIAS)
     env.setdefault("ANTHROPIC_DEFAULT_HAIKU_MODEL", SMALL_MODEL_ALIAS)
+    # `/model` lists what the proxy serves: every family as `claude-<family>` (GET /v1/models).
+    env.setdefault("CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY", "1")
     return env
 
 

@@ -202,6 +202,10 @@ def spec_from_file(
                 + " ".join(notes)
                 + " Set a key for one of its providers, or add a candidate that is served."
             )
+    for name in catalog.providers:  # `provider:model` may name any with a key (choice.py)
+        keyed = None if name in providers else _catalog_provider(name, env, catalog)
+        if keyed is not None and keyed.keys:
+            providers[name] = keyed
     return PoolSpec(providers, families, routes, notes=tuple(notes), source=where)
 
 

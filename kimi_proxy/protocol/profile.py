@@ -41,6 +41,15 @@ class ModelLimits:
     replacement: str | None = None
     family: str | None = None
     prices: Prices = Prices()
+    #: The provider's own switch for thinking (Moonshot: `thinking`): set to
+    #: `{"type": "disabled"}` when the client disables it; None: thinking cannot be turned off.
+    thinking_param: str | None = None
+    #: While thinking, every assistant tool-call message must carry the reasoning field.
+    reasoning_required_on_tool_calls: bool = False
+    #: False: a `tool_choice` other than auto/none is refused while thinking (Kimi K2.6).
+    forced_tool_choice_with_thinking: bool = True
+    #: Takes OpenAI's `response_format: {"type": "json_schema"}` (structured output).
+    json_schema: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,9 @@ class ProviderProfile:
     temperature_scale: float = 1.0
     #: Rewrite tool-call ids in the history to Kimi's native `functions.NAME:N` form.
     kimi_tool_ids: bool = False
+    #: The provider's wording of a context overflow: a regex with the groups `limit` and
+    #: `requested` (and optionally `extra`, added to `requested`), mapped to Anthropic's words.
+    overflow_pattern: str | None = None
 
     def limits(self, model: str) -> ModelLimits:
         return self.models.get(model, self.default_limits)

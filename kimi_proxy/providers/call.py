@@ -230,6 +230,9 @@ class Call:
             model=target.candidate.model,
             prompt_tokens=self.prompt_tokens,
             context_window=target.candidate.limits.context_window,
+            overflow_pattern=pool.spec.providers[
+                target.candidate.provider
+            ].profile.overflow_pattern,
         )
         try:
             response = await target.key.client.open(body, context)

@@ -53,6 +53,10 @@ class CatalogModel(_Strict):
     price_input: float = 0.0
     price_cached_input: float = 0.0
     price_output: float = 0.0
+    thinking_param: str | None = None
+    reasoning_required_on_tool_calls: bool = False
+    forced_tool_choice_with_thinking: bool = True
+    json_schema: bool = False
 
     def limits(self) -> ModelLimits:
         return ModelLimits(
@@ -65,6 +69,10 @@ class CatalogModel(_Strict):
             replacement=self.replacement,
             family=self.family,
             prices=Prices(self.price_input, self.price_cached_input, self.price_output),
+            thinking_param=self.thinking_param,
+            reasoning_required_on_tool_calls=self.reasoning_required_on_tool_calls,
+            forced_tool_choice_with_thinking=self.forced_tool_choice_with_thinking,
+            json_schema=self.json_schema,
         )
 
 
@@ -78,6 +86,7 @@ class CatalogProvider(_Strict):
     reasoning_history_field: str | None = None
     temperature_scale: float = 1.0
     kimi_tool_ids: bool = False
+    overflow_pattern: str | None = None
     default_context_window: int = 131072
     default_output_tokens: int = 16384
     model: list[CatalogModel] = []
@@ -131,6 +140,7 @@ def _entry(name: str, raw: CatalogProvider, dialects: dict[str, Dialect]) -> Pro
         reasoning_history_field=raw.reasoning_history_field,
         temperature_scale=raw.temperature_scale,
         kimi_tool_ids=raw.kimi_tool_ids,
+        overflow_pattern=raw.overflow_pattern,
     )
     return ProviderEntry(
         name=name,

@@ -19,6 +19,8 @@ from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_re
 from kimi_proxy.translate.tokens import estimate_tokens
 
 from .call import Call
+from .catalog import load_catalog
+from .choice import Choice, choose
 from .models import ModelRouter
 from .pool import Pool
 from .spec import CandidateSpec
@@ -77,18 +79,25 @@ def plan_call(
         )
 
     routes = pool.spec.routes
-    first = pool.first_candidate("default", message_request.model)
+    model = message_request.model
+    choice = choose(pool.spec, model, load_catalog())
+    first = first_live(pool, candidates_for(pool, choice, "default", model))
     if first is None:
-        raise no_candidate_error(pool, message_request.model)
+        raise no_candidate_error(pool, model)
     preview = build(first)
     prompt_tokens = estimate_tokens(preview.payload)
     route = route_of(message_request, headers, prompt_tokens, routes.long_context_tokens)
-    candidates = pool.candidates(route, message_request.model)
+    candidates = candidates_for(pool, choice, route, model)
     if not candidates:
-        raise no_candidate_error(pool, message_request.model)
+        raise no_candidate_error(pool, model)
     if has_images(message_request):  # to a model that sees them first; the others get a note
         candidates = tuple(sorted(candidates, key=lambda c: not c.limits.accepts_images))
-    family = pool.spec.family_for(route) if pool.spec.legacy_router is None else candidates[0].model
+    if choice.family is not None:
+        family = choice.family
+    elif pool.spec.legacy_router is None:
+        family = pool.spec.family_for(route)
+    else:
+        family = candidates[0].model
     call = Call.start(
         pool,
         candidates,
@@ -109,6 +118,23 @@ def plan_call(
     else:  # agent mode: the loop edits the payload step by step
         call.keep_payload = True
     return Planned(call, route, family)
+
+
+def candidates_for(pool: Pool, choice: Choice, route: str, model: str) -> tuple[CandidateSpec, ...]:
+    """What serves a request: the candidates its model id names, else its route's."""
+    if choice.candidates is not None:
+        return choice.candidates
+    return pool.candidates(route, model)
+
+
+def first_live(pool: Pool, candidates: tuple[CandidateSpec, ...]) -> CandidateSpec | None:
+    return next((c for c in candidates if c.label not in pool.retired), None)
+
+
+def first_candidate_for(pool: Pool, model: str) -> CandidateSpec | None:
+    """The candidate a request for `model` would try first (`count_tokens` counts for it)."""
+    choice = choose(pool.spec, model, load_catalog())
+    return first_live(pool, candidates_for(pool, choice, "default", model))
 
 
 def unservable(pool: Pool) -> str | None:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from kimi_proxy import __version__
+from kimi_proxy.providers.choice import FAMILY_ALIAS_PREFIX
 from kimi_proxy.providers.models import DEFAULT_ALIASES
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.providers.routing import unservable
@@ -22,13 +23,16 @@ from .state import ProxyState
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
-def _model_entry(model_id: str, target: str) -> dict[str, Any]:
-    return {
+def _model_entry(model_id: str, display_name: str, context: int | None = None) -> dict[str, Any]:
+    entry: dict[str, Any] = {
         "type": "model",
         "id": model_id,
-        "display_name": f"{model_id} → {target} (kimi-proxy)",
+        "display_name": display_name,
         "created_at": MODEL_CREATED_AT,
     }
+    if context is not None:
+        entry["max_input_tokens"] = context
+    return entry
 
 
 def _serves(pool: Pool, model_id: str) -> str:
@@ -40,15 +44,38 @@ def _serves(pool: Pool, model_id: str) -> str:
     return f"{pool.spec.family_for(route)}: {', '.join(live) or 'nothing'}"
 
 
-async def list_models(request: Request) -> Response:
-    """Claude's ids (Claude Code's picker shows ids containing "claude"), each naming the
-    family and candidates it reaches, then one entry per family."""
-    pool: Pool = request.app.state.proxy.pool
-    data = [_model_entry(alias, _serves(pool, alias)) for alias in DEFAULT_ALIASES]
+def model_name(model: str) -> str:
+    """`kimi-k2.6` → `Kimi K2.6`; a provider's path (`moonshotai/…`) left out."""
+    words = model.rsplit("/", 1)[-1].replace("_", "-").split("-")
+    return " ".join(w[:1].upper() + w[1:] for w in words if w)
+
+
+def _family_entries(pool: Pool) -> list[dict[str, Any]]:
+    """Each family, and its `claude-<family>` alias (the id Claude Code's picker keeps), named
+    after the model that serves it first, with its context window."""
+    entries = []
     for family, candidates in pool.spec.families.items():
-        if pool.spec.legacy_router is None:
-            live = [c.label for c in candidates if c.label not in pool.retired]
-            data.append(_model_entry(family, ", ".join(live) or "nothing"))
+        live = [c for c in candidates if c.label not in pool.retired]
+        if not live:
+            continue
+        first = live[0]
+        name = f"{model_name(first.model)} via {first.provider}"
+        context = first.limits.context_window
+        entries.append(_model_entry(f"{FAMILY_ALIAS_PREFIX}{family}", name, context))
+        entries.append(_model_entry(family, name, context))
+    return entries
+
+
+async def list_models(request: Request) -> Response:
+    """Claude's ids, each naming the family and candidates it reaches, then every family and
+    its `claude-<family>` alias (Claude Code's gateway model discovery lists them in `/model`)."""
+    pool: Pool = request.app.state.proxy.pool
+    data = [
+        _model_entry(alias, f"{alias} → {_serves(pool, alias)} (kimi-proxy)")
+        for alias in DEFAULT_ALIASES
+    ]
+    if pool.spec.legacy_router is None:
+        data += _family_entries(pool)
     return json_response(
         {
             "data": data,
@@ -60,8 +87,14 @@ async def list_models(request: Request) -> Response:
 
 
 async def get_model(request: Request) -> Response:
+    pool: Pool = request.app.state.proxy.pool
     model_id = request.path_params["model_id"]
-    return json_response(_model_entry(model_id, _serves(request.app.state.proxy.pool, model_id)))
+    for entry in _family_entries(pool) if pool.spec.legacy_router is None else ():
+        if entry["id"] == model_id:
+            return json_response(entry)
+    return json_response(
+        _model_entry(model_id, f"{model_id} → {_serves(pool, model_id)} (kimi-proxy)")
+    )
 
 
 async def health(request: Request) -> Response:

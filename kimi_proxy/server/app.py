@@ -271,6 +271,7 @@ def create_app(
                     yield
         finally:
             check.cancel()
+            state.pdf_reader.shutdown(wait=False)
             if owns_transport:
                 await connections.aclose()
 

@@ -22,7 +22,7 @@ from kimi_proxy.protocol.anthropic import (
 )
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.providers.call import Call, MustWait, Opened
-from kimi_proxy.providers.routing import no_candidate_error
+from kimi_proxy.providers.routing import first_candidate_for, no_candidate_error
 from kimi_proxy.translate.messages import convert_messages
 from kimi_proxy.translate.response import openai_to_anthropic_message
 from kimi_proxy.translate.tokens import estimate_tokens
@@ -168,7 +168,7 @@ async def count_tokens(request: Request) -> Response:
     if has_pdfs(body):
         body = await state.read_pdfs(body)
     tools_by_name = {t.name: t for t in body.tools or []}
-    candidate = state.pool.first_candidate("default", body.model)
+    candidate = first_candidate_for(state.pool, body.model)
     if candidate is None:
         raise no_candidate_error(state.pool, body.model)
     profile = state.pool.spec.providers[candidate.provider].profile

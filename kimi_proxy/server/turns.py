@@ -25,6 +25,7 @@ from kimi_proxy.translate.accumulate import accumulate_message
 from kimi_proxy.translate.blocks import Event
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.translate.stream import StreamTranslator
+from kimi_proxy.translate.thinking import require_reasoning
 from kimi_proxy.translate.tools import upstream_tool_name
 from kimi_proxy.translate.web_search import SEARCH_FUNCTION, SearchOptions
 
@@ -57,6 +58,8 @@ class Turn:
 
     async def open_step(self, payload: dict[str, Any]) -> Opened:
         call = self.call
+        if self.request.reasoning_required:  # the calls the turn made carry it too
+            require_reasoning(payload["messages"], self.request.reasoning_required)
         step = Call.start(
             self.state.pool,
             (self.candidate,),

@@ -17,6 +17,7 @@ from kimi_proxy.protocol.anthropic import (
 from kimi_proxy.protocol.profile import ModelLimits, ProviderProfile
 
 from .messages import convert_messages
+from .thinking import apply_thinking_rules
 from .tools import (
     ToolNames,
     convert_tool_choice,
@@ -45,6 +46,9 @@ class UpstreamRequest:
     tool_names: ToolNames
     stop_sequences: tuple[str, ...] = ()
     max_tokens: int = 0  # the answer budget asked of the provider (the payload's max_tokens)
+    #: The reasoning field every assistant tool-call message must carry (thinking.py), for the
+    #: messages a multi-step turn adds; None: no such rule.
+    reasoning_required: str | None = None
 
 
 def anthropic_to_openai_request(
@@ -98,6 +102,10 @@ def anthropic_to_openai_request(
         payload["top_p"] = request.top_p
     if request.top_k is not None and profile.supports_top_k:
         payload["top_k"] = request.top_k
+    asked_thinking = (request.model_extra or {}).get("thinking")
+    reasoning = apply_thinking_rules(
+        payload, asked_thinking, limits, profile.reasoning_history_field
+    )
     return UpstreamRequest(
         payload=payload,
         client_model=request.model,
@@ -106,4 +114,5 @@ def anthropic_to_openai_request(
         tool_names=ToolNames(tools_by_name),
         stop_sequences=stops,
         max_tokens=payload["max_tokens"],
+        reasoning_required=reasoning,
     )

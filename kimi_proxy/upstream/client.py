@@ -58,6 +58,7 @@ class CallContext:
     model: str
     prompt_tokens: int = 0
     context_window: int = 0
+    overflow_pattern: str | None = None  # the provider's wording of an overflow (catalog)
 
 
 class UpstreamFailure(Exception):
@@ -164,6 +165,7 @@ class UpstreamClient:
             prompt_tokens=context.prompt_tokens,
             context_window=context.context_window,
             setting=self._url_setting,
+            overflow_pattern=context.overflow_pattern,
         )
         if self._api_key:
             error.message = redact(error.message, (self._api_key,))

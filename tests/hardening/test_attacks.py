@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -171,18 +172,28 @@ def test_client_text_cannot_forge_an_access_log_line(tmp_path: Path) -> None:
     assert {row.user for row in rows} == {"ann"}
 
 
-def test_a_cancelled_stream_is_billed_its_input_and_the_output_relayed() -> None:
-    """M6: every Esc in Claude Code used to be metered as 0 tokens and $0."""
+@pytest.mark.parametrize("turn", ["relayed", "agent mode", "web search"])
+def test_a_cancelled_stream_is_billed_its_input_and_the_output_relayed(
+    turn: str, tmp_path: Path
+) -> None:
+    """M6: every Esc in Claude Code used to be metered as 0 tokens and $0; agent-mode and web
+    search turns (several model calls in one message) are billed the same way."""
     text = "word " * 200
     slow = Stream([*text_stream(text, pieces=50).items[:11], Pause(30)])
-    with proxy_for(lambda b, n: slow) as proxy:
+    options: dict[str, Any] = {}
+    body: dict[str, Any] = {**BASIC, "stream": True}
+    if turn == "agent mode":
+        options = {"local_tools": "Read", "working_dir": tmp_path}
+    elif turn == "web search":  # no backend: the model answers at once, with the tool offered
+        body["tools"] = [{"type": "web_search_20250305", "name": "web_search"}]
+    with proxy_for(lambda b, n: slow, **options) as proxy:
         with (
             httpx.Client(base_url=proxy.url, timeout=10) as client,
-            client.stream("POST", "/v1/messages", json={**BASIC, "stream": True}) as answer,
+            client.stream("POST", "/v1/messages", json=body) as answer,
         ):
             seen = ""
             for line in answer.iter_lines():
-                if '"text_delta"' in line:
+                if '"text_delta"' in line and "word" in line:
                     seen += line
                 if seen.count("text_delta") >= 10:
                     break  # Esc: the client closes the stream

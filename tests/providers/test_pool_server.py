@@ -372,9 +372,11 @@ def test_metrics_models_and_the_access_log_show_the_pool(tmp_path: Path) -> None
     )
     assert "kimi_provider_remaining" in metrics
     ids = [m["id"] for m in models["data"]]
-    assert "kimi" in ids and "claude-sonnet-5-5" in ids
-    family = next(m for m in models["data"] if m["id"] == "kimi")
-    assert "alpha:kimi-a" in family["display_name"] and "beta:kimi-b" in family["display_name"]
+    assert "kimi" in ids and "claude-kimi" in ids and "claude-sonnet-5-5" in ids
+    family = next(m for m in models["data"] if m["id"] == "claude-kimi")
+    assert family["display_name"] == "Kimi A via alpha"  # what serves it first
+    sonnet = next(m for m in models["data"] if m["id"] == "claude-sonnet-5-5")
+    assert "alpha:kimi-a, beta:kimi-b" in sonnet["display_name"]
 
 
 def test_an_image_goes_to_a_model_that_sees_images(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.model import content_text
+from support.model import content_text, outage
 from support.proxy import Harness, proxy_for
 from support.search_backends import KEY, PAGES, SearchBackends, search_backends
 from support.sse_client import post_stream
@@ -310,3 +310,41 @@ def test_searches_are_metered_and_priced_for_usage_rows_and_the_dashboard(
     record.provider, record.user = "p", "alice"
     record.searched(2, 5.0)
     assert {k.rsplit("\x1f", 1)[1]: v for k, v in increments(record).items()}["web_searches"] == 2
+
+
+def test_when_no_provider_answers_the_side_call_the_results_are_the_answer(
+    backends: SearchBackends,
+) -> None:
+    """The search ran; the summary's model is out of reach: Claude Code still gets the
+    results' titles, links and snippets as the text, not an error."""
+    with proxy_for(
+        lambda body, n: outage(), search=searching(backends, "exa"), max_retries=0
+    ) as proxy:
+        events = events_of(proxy, SIDE_CALL)
+    assert check_grammar(events) == ["server_tool_use", "web_search_tool_result", "text"]
+    text = "".join(
+        e["delta"]["text"]
+        for e in events
+        if e["type"] == "content_block_delta" and e["delta"]["type"] == "text_delta"
+    )
+    for url, title, snippet in PAGES:
+        assert url in text and title in text and snippet in text
+    assert events[-2]["usage"]["server_tool_use"] == {"web_search_requests": 1}
+
+
+def test_the_users_country_reaches_the_backends_that_take_one(backends: SearchBackends) -> None:
+    located = {
+        **SIDE_CALL,
+        "tools": [
+            {
+                **SIDE_CALL["tools"][0],
+                "user_location": {"type": "approximate", "country": "DE", "city": "Berlin"},
+            }
+        ],
+    }
+    with proxy_for(summary, search=searching(backends, "brave")) as proxy:
+        events_of(proxy, located)
+    with proxy_for(summary, search=searching(backends, "exa")) as proxy:
+        events_of(proxy, located)
+    assert backends.asked[0].params["country"] == "de"
+    assert backends.asked[1].body is not None and backends.asked[1].body["userLocation"] == "DE"
