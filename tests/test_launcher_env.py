@@ -150,3 +150,9 @@ def test_a_resumed_sessions_settings_file_is_rewritten_for_this_session() -> Non
     new = Target("http://127.0.0.1:5555", "t", 1000, "5555")
     write_session_settings(new, [old])
     assert json.loads(old.read_text())["env"]["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:5555"
+
+
+def test_claude_codes_model_picker_lists_the_proxys_families() -> None:
+    """`/model` shows the families only with gateway model discovery on (Claude Code then
+    asks `GET /v1/models?limit=1000`; tests/e2e shows the request and the answer)."""
+    assert claude_env(LOCAL)["CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY"] == "1"

@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support import mcp_server
 from support.claude import RunClaude
@@ -36,6 +37,7 @@ from support.model import (
     summary,
     tool_calls,
 )
+from support.providers import TWO_FAMILIES, pooled_proxy
 from support.proxy import proxy_for
 from support.search_backends import PAGES, search_backends
 from support.upstream import (
@@ -239,6 +241,30 @@ def test_an_mcp_tool_with_a_name_too_long_for_the_provider(claude: RunClaude) ->
     assert called == f"mcp__words_server_with_a_long_name__{mcp_server.TOOL}"
     offered = [t["function"]["name"] for t in proxy.upstream.bodies[-1]["tools"]]
     assert all(len(name) <= 64 for name in offered)
+
+
+def test_model_fast_reaches_family_fast_and_the_picker_gets_the_families(
+    claude: RunClaude, tmp_path: Path
+) -> None:
+    """`claude --model fast` (as `/model fast`) reaches the family `fast`; with gateway model
+    discovery on (./kimi.sh turns it on), Claude Code asks `GET /v1/models?limit=1000` and gets
+    each family as `claude-<family>`, the ids its picker keeps."""
+    providers = {
+        "moonshot": lambda b, n: text_stream("from kimi"),
+        "fastco": lambda b, n: text_stream("from fast"),
+    }
+    with pooled_proxy(tmp_path, TWO_FAMILIES, providers) as pool:
+        run = claude(
+            pool.url, "say hi", "--model", "fast", CLAUDE_CODE_ENABLE_GATEWAY_MODEL_DISCOVERY="1"
+        )
+        metrics = httpx.get(f"{pool.url}/metrics").text
+        listed = httpx.get(f"{pool.url}/v1/models", params={"limit": 1000}).json()["data"]
+    run.assert_success("from fast")
+    assert [b["model"] for b in pool.providers["fastco"].bodies] == ["fast-model"]
+    assert 'kimi_requests_total{path="/v1/models",status="200"}' in metrics, run.describe()
+    picker = {m["id"]: m["display_name"] for m in listed if "claude" in m["id"]}
+    assert picker["claude-fast"] == "Fast Model via fastco"
+    assert picker["claude-kimi"] == "Kimi K2.6 via moonshot"
 
 
 def test_model_haiku_reaches_the_small_model(claude: RunClaude) -> None:

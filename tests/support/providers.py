@@ -26,6 +26,7 @@ from support.upstream import (
     Script,
     ScriptedUpstream,
     Stream,
+    error,
     scripted_upstream,
     text_stream,
 )
@@ -141,3 +142,52 @@ def pooled_proxy(
         finally:
             for client in harness.clients:
                 client.close()
+
+
+MOONSHOT_OVERFLOW = (
+    "Invalid request: Your request exceeded model token limit: {limit} (requested: {requested})"
+)
+
+
+def kimi_k26_rules(script: Script, context: int = 262_144) -> Script:
+    """Moonshot's Kimi K2.6 as it enforces its rules (thinking is on unless the request turns
+    it off): reasoning_content on every assistant tool-call message, `tool_choice` only auto
+    or none, and its own wording of a context overflow. Each refusal is a 400 as Moonshot's."""
+
+    def enforced(body: dict[str, Any], call: int) -> Reply:
+        if body.get("thinking") != {"type": "disabled"}:
+            for index, message in enumerate(body["messages"]):
+                calls = message["role"] == "assistant" and message.get("tool_calls")
+                if calls and not message.get("reasoning_content"):
+                    return error(
+                        400,
+                        "thinking is enabled but reasoning_content is missing in assistant "
+                        f"tool call message at index {index}",
+                    )
+            if body.get("tool_choice") not in (None, "auto", "none"):
+                return error(400, "tool_choice 'specified' is incompatible with thinking enabled")
+        requested = estimate_tokens({"messages": body["messages"]}) + body.get("max_tokens", 0)
+        if requested > context:
+            return error(400, MOONSHOT_OVERFLOW.format(limit=context, requested=requested))
+        return script(body, call)
+
+    return enforced
+
+
+# Kimi K2.6 on Moonshot as the default family, and a second family `fast` on another provider.
+TWO_FAMILIES = """
+[[provider]]
+name = "moonshot"
+base_url = "{MOONSHOT_URL}"
+keys = ["moonshot-test-key"]
+[[provider]]
+name = "fastco"
+base_url = "{FASTCO_URL}"
+keys = ["fastco-test-key"]
+[family.kimi]
+candidates = ["moonshot:kimi-k2.6"]
+[family.fast]
+candidates = ["fastco:fast-model"]
+[route]
+default = "kimi"
+"""
