@@ -36,8 +36,8 @@ from kimi_proxy.providers.models import ModelRouter
 from kimi_proxy.server.app import create_app
 from kimi_proxy.server.dispatch import plan_call
 from kimi_proxy.server.state import ProxyState
+from kimi_proxy.translate.calibration import Calibration, measure
 from kimi_proxy.translate.request import anthropic_to_openai_request
-from kimi_proxy.translate.tokens import estimate_tokens
 
 ROUNDS = 400
 SINGLE = """
@@ -126,7 +126,7 @@ def _translate_once(state: ProxyState, request: MessagesRequest) -> float:
         profile=state.pool.spec.providers[candidate.provider].profile,
         served_by=candidate.provider,
     )
-    estimate_tokens(upstream.payload)
+    Calibration().estimate(measure(upstream.payload))
     return (time.perf_counter() - started) * 1e6
 
 

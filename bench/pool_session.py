@@ -40,7 +40,7 @@ from kimi_proxy.cli.claude_code import pinned_claude_code
 from kimi_proxy.cli.launcher import free_port
 from kimi_proxy.config.settings import load_settings
 from kimi_proxy.server.app import create_app
-from kimi_proxy.translate.tokens import estimate_tokens
+from kimi_proxy.translate.calibration import Calibration, measure
 
 TPM = 10_000
 MINUTE = 6.0  # the scaled minute
@@ -64,7 +64,7 @@ class FreeTierProvider:
     async def completions(self, request: Request) -> Response:
         body = json.loads(await request.body())
         key = request.headers.get("authorization", "")
-        need = estimate_tokens(body) + int(body.get("max_tokens") or 0)
+        need = Calibration().estimate(measure(body)) + int(body.get("max_tokens") or 0)
         self.needs.append(need)
         with self.lock:
             now = time.monotonic()

@@ -17,8 +17,8 @@ import orjson
 from bench.workload import anthropic_request
 from kimi_proxy.config.settings import load_settings
 from kimi_proxy.protocol.anthropic import MessagesRequest
+from kimi_proxy.translate.calibration import Calibration, measure
 from kimi_proxy.translate.request import anthropic_to_openai_request
-from kimi_proxy.translate.tokens import estimate_tokens
 
 STEPS = ("loads", "validate", "translate", "estimate", "dumps")
 
@@ -45,7 +45,7 @@ def main() -> None:
             max_output_tokens=settings.max_output_tokens,
         )
         marks.append(time.perf_counter())
-        estimate_tokens(upstream.payload)
+        Calibration().estimate(measure(upstream.payload))
         marks.append(time.perf_counter())
         orjson.dumps(upstream.payload)
         marks.append(time.perf_counter())

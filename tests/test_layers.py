@@ -32,7 +32,7 @@ def test_an_upward_import_or_io_in_a_pure_module_breaks_the_build(tmp_path: Path
     shutil.copy(ROOT / "pyproject.toml", tmp_path)
     assert lint_imports(tmp_path).returncode == 0  # the tree as committed keeps its layers
 
-    tokens = tmp_path / "kimi_proxy" / "translate" / "tokens.py"
+    tokens = tmp_path / "kimi_proxy" / "translate" / "calibration.py"
     tokens.write_text(tokens.read_text() + "\nfrom kimi_proxy.server import state  # noqa\n")
     plan = tmp_path / "kimi_proxy" / "providers" / "plan.py"
     plan.write_text(plan.read_text() + "\nimport httpx  # noqa\n")

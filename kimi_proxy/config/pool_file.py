@@ -190,6 +190,11 @@ def spec_from_file(
     routes = config.route
     if DEFAULT_FAMILY not in families and routes.default == DEFAULT_FAMILY:
         families[DEFAULT_FAMILY] = _kimi_family(providers, catalog, env, today, notes)
+    if routes.vision is not None and routes.vision not in families:
+        raise ConfigError(
+            f"{where}: [route] vision = {routes.vision!r}: no [family.{routes.vision}] is "
+            f"defined. Define it, or use one of: {', '.join(sorted(families)) or '(none)'}."
+        )
     for route, family in routes.families().items():
         if family not in families:
             raise ConfigError(

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
         32 * 1024 * 1024, ge=1024, validation_alias=_env("max_body_bytes", "KIMI_MAX_BODY_BYTES")
     )
     max_streams: int = Field(512, ge=1, validation_alias=_env("max_streams", "KIMI_MAX_STREAMS"))
+    #: Where each model's token-count calibration is kept across restarts: `auto` (the state
+    #: folder's calibration.json), a path, or `off`.
+    calibration_file: str = Field(
+        "auto", validation_alias=_env("calibration_file", "KIMI_CALIBRATION_FILE")
+    )
     working_dir: Path = Field(
         default_factory=Path.cwd, validation_alias=_env("working_dir", "KIMI_WORKING_DIR")
     )
@@ -195,6 +200,14 @@ def state_dir() -> Path:
     path = Path(base) / "kimi-proxy"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
+
+
+def calibration_path(settings: Settings) -> Path | None:
+    if settings.calibration_file == "off":
+        return None
+    if settings.calibration_file == "auto":
+        return state_dir() / "calibration.json"
+    return Path(settings.calibration_file).expanduser()
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

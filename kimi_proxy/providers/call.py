@@ -25,6 +25,7 @@ import orjson
 from kimi_proxy.errors import (
     ProxyError,
 )
+from kimi_proxy.translate.calibration import Prompt
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
 
@@ -88,6 +89,7 @@ class Call:
     shared: str | None = None  # its id on the gateway's shared budgets, while it holds them
     target: Target | None = None
     last_error: ProxyError | None = None
+    prompt: Prompt | None = None  # the prompt's counts, which the provider's report calibrates
 
     @classmethod
     def start(
@@ -356,6 +358,17 @@ class Call:
         self.pool.events.failover(self.target)
         log.info("%s broke before the first token: failing over", self.target.label)
         return await self.open(may_stream_wait=True)
+
+    def counted(self, usage: dict[str, int]) -> None:
+        """The provider reported how many tokens it counted in the prompt: the model's
+        calibration learns from it. A report far from any plausible count (a provider that
+        reports no real usage) is ignored."""
+        if self.prompt is None or self.target is None:
+            return
+        reported = usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0)
+        calibration = self.pool.calibration(self.target.candidate.model)
+        if 0.25 <= reported / max(1, calibration.estimate(self.prompt)) <= 4:
+            calibration.learn(self.prompt, reported)
 
     def finish(self, used_tokens: int | None) -> None:
         """The client's request is over (answered, failed or abandoned): settle, and end what

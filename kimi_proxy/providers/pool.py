@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from kimi_proxy.translate.calibration import Calibration
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.upstream.client import UpstreamClient
 
@@ -114,6 +115,14 @@ class Pool:
         self.shared: SharedBudgets | None = None  # set by a gateway with Redis
         self.retired: dict[str, str] = {}  # candidate label → why
         self.affinity: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        #: Each model's token count, calibrated by what its providers report (calibration.py).
+        self.calibrations: dict[str, Calibration] = {}
+
+    def calibration(self, model: str) -> Calibration:
+        found = self.calibrations.get(model)
+        if found is None:
+            found = self.calibrations[model] = Calibration()
+        return found
 
     def forget(self) -> None:
         """Start over as a restart would: keys enabled, models back, budgets and sessions

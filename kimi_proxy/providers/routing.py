@@ -14,9 +14,9 @@ from kimi_proxy.errors import (
 )
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.protocol.record import client_id
+from kimi_proxy.translate.calibration import measure
 from kimi_proxy.translate.messages import has_images
 from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
-from kimi_proxy.translate.tokens import estimate_tokens
 
 from .call import Call
 from .catalog import load_catalog
@@ -85,7 +85,8 @@ def plan_call(
     if first is None:
         raise no_candidate_error(pool, model)
     preview = build(first)
-    prompt_tokens = estimate_tokens(preview.payload)
+    prompt = measure(preview.payload)
+    prompt_tokens = pool.calibration(first.model).estimate(prompt)
     route = route_of(message_request, headers, prompt_tokens, routes.long_context_tokens)
     candidates = candidates_for(pool, choice, route, model)
     if not candidates:
@@ -113,6 +114,7 @@ def plan_call(
         session=client_id(headers.get("x-claude-code-session-id")),
     )
     call.built[first.label] = preview
+    call.prompt = prompt
     if raw is not None:
         parsed.clear()
     else:  # agent mode: the loop edits the payload step by step

@@ -33,6 +33,8 @@ class RouteConfig(BaseModel):
     long_context: str | None = None  # requests whose input estimate is over the threshold
     long_context_tokens: Annotated[int, Field(gt=0)] = 100_000
     max_wait_s: Annotated[float, Field(ge=0)] = 20.0
+    #: The family that describes images for a route whose candidates read text only.
+    vision: str | None = None
 
     def families(self) -> dict[str, str]:
         """Route name → family, for the routes that are set."""

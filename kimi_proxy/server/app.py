@@ -35,7 +35,13 @@ from kimi_proxy.config.pool_file import (
     load_search,
 )
 from kimi_proxy.config.search import SearchSettings
-from kimi_proxy.config.settings import Settings, load_settings, parse_tool_names, state_dir
+from kimi_proxy.config.settings import (
+    Settings,
+    calibration_path,
+    load_settings,
+    parse_tool_names,
+    state_dir,
+)
 from kimi_proxy.errors import (
     InvalidRequestError,
     NotFoundError,
@@ -56,6 +62,7 @@ from kimi_proxy.web.routes import dashboard_routes, status_routes
 
 from . import about, routes
 from .bodies import BodiesInFlight
+from .calibrations import keep_saving, load_calibrations
 from .collectors import GatewayCollector, report_pool_to
 from .gc_pauses import timing_collections
 from .observability import (
@@ -257,6 +264,9 @@ def create_app(
     search = search or load_search(settings, os.environ)
     if search is not None:
         state.searcher = Searcher(search, connections)
+    calibrations = calibration_path(settings)
+    if calibrations is not None:
+        load_calibrations(state.pool, calibrations)
     state.gateway.share_keys(state.pool)
     state.gateway.limiter.patience = spec.routes.max_wait_s
 
@@ -265,12 +275,20 @@ def create_app(
         check = asyncio.create_task(
             check_served_models(state.pool, connections, settings.connect_timeout)
         )
+        saving = (
+            asyncio.create_task(keep_saving(state.pool, calibrations))
+            if calibrations is not None
+            else None
+        )
         try:
             with timing_collections(state.metrics.gc_pauses):
                 async with state.gateway.running():
                     yield
         finally:
             check.cancel()
+            if saving is not None:
+                saving.cancel()
+                await asyncio.gather(saving, return_exceptions=True)
             state.pdf_reader.shutdown(wait=False)
             if owns_transport:
                 await connections.aclose()

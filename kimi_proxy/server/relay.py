@@ -98,6 +98,7 @@ async def stream_events(
             closing = translator.finish()
             usage = closing[-2]["usage"]
             record.tokens(usage)
+            call.counted(usage)
             call.finish(usage["input_tokens"] + usage["output_tokens"])
             if call.pool.shared is not None:
                 # The settlement goes to Redis before the last events go to the client, so

@@ -23,9 +23,9 @@ from kimi_proxy.protocol.anthropic import (
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.providers.call import Call, MustWait, Opened
 from kimi_proxy.providers.routing import first_candidate_for, no_candidate_error
+from kimi_proxy.translate.calibration import measure
 from kimi_proxy.translate.messages import convert_messages
 from kimi_proxy.translate.response import openai_to_anthropic_message
-from kimi_proxy.translate.tokens import estimate_tokens
 from kimi_proxy.translate.tools import convert_tools
 from kimi_proxy.translate.web_search import (
     search_options,
@@ -40,6 +40,7 @@ from .relay import Current, fails_over, stream_events
 from .state import ProxyState
 from .streaming import BodyWriter, EventStreamResponse
 from .turns import agent_response, search_response
+from .vision import describe_images, needs_describing
 
 
 async def create_message(request: Request) -> Response:
@@ -60,6 +61,8 @@ async def create_message(request: Request) -> Response:
     record.model_asked = message_request.model
     if has_pdfs(message_request):
         message_request, raw = await state.read_pdfs(message_request), None
+    if needs_describing(state, message_request):
+        message_request, raw = await describe_images(state, message_request, request.headers), None
     search = search_options(message_request.tools) if state.local_tools is None else None
     side_query = None
     if state.local_tools is not None:  # the proxy's tools are added: keep the parsed request
@@ -146,6 +149,7 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
             continue
         message = openai_to_anthropic_message(completion, opened.request)
         usage = message["usage"]
+        call.counted(usage)
         call.finish(usage["input_tokens"] + usage["output_tokens"])
         record.tokens(usage)
         return message
@@ -177,4 +181,5 @@ async def count_tokens(request: Request) -> Response:
     payload: dict[str, Any] = {"messages": messages}
     if body.tools:
         payload["tools"] = convert_tools(body.tools, body.messages, profile)
-    return json_response({"input_tokens": estimate_tokens(payload)})
+    estimate = state.pool.calibration(candidate.model).estimate(measure(payload))
+    return json_response({"input_tokens": estimate})

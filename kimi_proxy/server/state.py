@@ -4,6 +4,7 @@ stateless and scale out behind any load balancer."""
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,26 @@ from kimi_proxy.web.feed import Feed
 from .bodies import BodiesInFlight
 from .observability import Metrics
 from .streaming import Drain
+
+REMEMBERED = 256
+
+
+class Descriptions:
+    """Image digest → its description, the most recent `REMEMBERED`."""
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        found = self._known.get(key)
+        if found is not None:
+            self._known.move_to_end(key)
+        return found
+
+    def put(self, key: str, text: str) -> None:
+        self._known[key] = text
+        while len(self._known) > REMEMBERED:
+            self._known.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -41,6 +62,8 @@ class ProxyState:
     searcher: Searcher | None = None
     #: How many first pages of a PDF also go as images to a model that reads them.
     page_images: int = 5
+    #: Descriptions of images for text-only models (vision.py), by the image's digest.
+    descriptions: Descriptions = field(default_factory=lambda: Descriptions())
     #: Reads PDFs off the event loop; one thread, as pdfium is not thread-safe.
     pdf_reader: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="kimi-pdf")

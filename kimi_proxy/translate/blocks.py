@@ -45,7 +45,7 @@ class ToolCall:
 @dataclass(slots=True)
 class _Block:
     index: int
-    kind: str  # "text" | "thinking" | "tool_use"
+    kind: str  # "text" | "thinking" | "tool_use" | "structured" (a call shown as text)
     call: ToolCall | None = None
 
 
@@ -60,12 +60,19 @@ class ContentBlocks:
         "_open",
         "_relayed_chars",
         "_step_client_calls",
+        "_structured",
         "_tool_names",
         "_used_tools",
     )
 
-    def __init__(self, tool_names: ToolNames, local_tools: frozenset[str]) -> None:
+    def __init__(
+        self,
+        tool_names: ToolNames,
+        local_tools: frozenset[str],
+        structured: str | None = None,
+    ) -> None:
         self._tool_names = tool_names
+        self._structured = structured  # structured output's tool: its arguments are the text
         self._local = local_tools  # agent mode: calls the proxy runs, never shown as blocks
         self._nonce = new_nonce()
         self._next_index = 0
@@ -99,6 +106,10 @@ class ContentBlocks:
             block: dict[str, Any] = {"type": "text", "text": ""}
         elif kind == "thinking":
             block = {"type": "thinking", "thinking": "", "signature": ""}
+        elif call is not None and self._structured and call.name == self._structured:
+            call.block = index
+            self._open = _Block(index=index, kind="structured", call=call)
+            block = {"type": "text", "text": ""}
         else:
             assert call is not None
             call.block = index
@@ -211,10 +222,8 @@ class ContentBlocks:
         call.held.clear()
         self._relayed_chars += len(fragment)
         call.sent.append(fragment)
-        events.append(
-            {
-                "type": "content_block_delta",
-                "index": self._open.index,
-                "delta": {"type": "input_json_delta", "partial_json": fragment},
-            }
-        )
+        if self._open.kind == "structured":
+            delta = {"type": "text_delta", "text": fragment}
+        else:
+            delta = {"type": "input_json_delta", "partial_json": fragment}
+        events.append({"type": "content_block_delta", "index": self._open.index, "delta": delta})

@@ -17,6 +17,7 @@ from kimi_proxy.protocol.anthropic import (
 from kimi_proxy.protocol.profile import ModelLimits, ProviderProfile
 
 from .messages import convert_messages
+from .structured import apply_structured_output, output_schema
 from .thinking import apply_thinking_rules
 from .tools import (
     ToolNames,
@@ -49,6 +50,8 @@ class UpstreamRequest:
     #: The reasoning field every assistant tool-call message must carry (thinking.py), for the
     #: messages a multi-step turn adds; None: no such rule.
     reasoning_required: str | None = None
+    #: The tool standing for structured output (structured.py): its call is the answer's text.
+    structured_tool: str | None = None
 
 
 def anthropic_to_openai_request(
@@ -102,6 +105,10 @@ def anthropic_to_openai_request(
         payload["top_p"] = request.top_p
     if request.top_k is not None and profile.supports_top_k:
         payload["top_k"] = request.top_k
+    structured = None
+    schema = output_schema(request.model_extra)
+    if schema is not None:
+        structured = apply_structured_output(payload, schema, limits)
     asked_thinking = (request.model_extra or {}).get("thinking")
     reasoning = apply_thinking_rules(
         payload, asked_thinking, limits, profile.reasoning_history_field
@@ -115,4 +122,5 @@ def anthropic_to_openai_request(
         stop_sequences=stops,
         max_tokens=payload["max_tokens"],
         reasoning_required=reasoning,
+        structured_tool=structured,
     )

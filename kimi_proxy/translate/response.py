@@ -147,6 +147,9 @@ def openai_to_anthropic_message(
     nonce = new_nonce()
     for call in calls:
         function = call.get("function") or {}
+        if upstream.structured_tool and function.get("name") == upstream.structured_tool:
+            content.append({"type": "text", "text": function.get("arguments") or "{}"})
+            continue
         content.append(
             {
                 "type": "tool_use",

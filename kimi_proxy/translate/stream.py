@@ -105,7 +105,7 @@ class StreamTranslator(ContentBlocks):
         local_tools: frozenset[str] = frozenset(),
     ) -> None:
         # Only what the reply needs: not the request payload, which can be freed once sent.
-        ContentBlocks.__init__(self, upstream.tool_names, local_tools)
+        ContentBlocks.__init__(self, upstream.tool_names, local_tools, upstream.structured_tool)
         self._client_model = upstream.client_model
         self._upstream_model = upstream.upstream_model
         self._stop_sequences = upstream.stop_sequences

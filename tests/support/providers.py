@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench.tokenizer import quarter_chars
 from kimi_proxy.server.app import create_app
-from kimi_proxy.translate.tokens import estimate_tokens
 from support.proxy import Harness, proxy_settings, serve_app
 from support.upstream import (
     Json,
@@ -45,7 +45,7 @@ def groq_headers(limit: int, remaining: int, reset: float) -> dict[str, str]:
 
 def counted(body: dict[str, Any]) -> int:
     """What the provider counts for a request: its prompt and its whole answer budget."""
-    return estimate_tokens(body) + int(body.get("max_tokens") or 0)
+    return quarter_chars(body) + int(body.get("max_tokens") or 0)
 
 
 @dataclass
@@ -166,7 +166,7 @@ def kimi_k26_rules(script: Script, context: int = 262_144) -> Script:
                     )
             if body.get("tool_choice") not in (None, "auto", "none"):
                 return error(400, "tool_choice 'specified' is incompatible with thinking enabled")
-        requested = estimate_tokens({"messages": body["messages"]}) + body.get("max_tokens", 0)
+        requested = quarter_chars({"messages": body["messages"]}) + body.get("max_tokens", 0)
         if requested > context:
             return error(400, MOONSHOT_OVERFLOW.format(limit=context, requested=requested))
         return script(body, call)

@@ -77,6 +77,7 @@ def proxy_settings(upstream_url: str, **overrides: Any) -> Settings:
         "connect_timeout": 2.0,
         "max_retries": 2,
         "retry_budget": 5.0,
+        "calibration_file": "off",  # each test's proxy starts from the prior
     }
     values.update(overrides)
     return Settings(**values)

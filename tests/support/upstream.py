@@ -209,9 +209,11 @@ def per_minute_token_limit(limit: int, script: Script) -> Script:
 def stream_to_completion(stream: Stream) -> Json:
     """The non-streaming equivalent of a scripted stream (for mode-agnostic scripts)."""
     text, reasoning, calls, finish = "", "", {}, "stop"
+    counted = usage()
     for item in stream.items:
         if not isinstance(item, dict):
             continue
+        counted = item.get("usage") or counted
         for choice in item.get("choices", []):
             delta = choice.get("delta", {})
             text += delta.get("content") or ""
@@ -241,7 +243,7 @@ def stream_to_completion(stream: Stream) -> Json:
             "object": "chat.completion",
             "model": "scripted",
             "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": usage(),
+            "usage": counted,
         },
         headers=stream.headers,
     )

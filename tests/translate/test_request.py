@@ -14,10 +14,10 @@ from kimi_proxy.errors import CLAUDE_CODE_PROMPT_TOKENS, InvalidRequestError
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.providers import GENERIC, GROQ, KIMI_K2, MOONSHOT, OPENROUTER, ProviderProfile
 from kimi_proxy.providers.models import ModelRouter
+from kimi_proxy.translate.calibration import Calibration, measure
 from kimi_proxy.translate.messages import EMPTY_RESULT, IMAGE_NOT_SHOWN, INTERRUPTED_CALL
 from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
 from kimi_proxy.translate.response import openai_to_anthropic_message
-from kimi_proxy.translate.tokens import estimate_tokens
 from kimi_proxy.translate.tools import function_parameters
 
 BIG, SMALL = KIMI_K2, "llama-3.1-8b-instant"
@@ -882,7 +882,8 @@ def test_first_claude_code_request_translates() -> None:
     assert upstream.payload["max_tokens"] <= 16384
     assert upstream.payload["messages"][0]["role"] == "system"
     # what doctor and the tokens-a-minute error quote as one Claude Code request's size
-    assert 0.9 < estimate_tokens(upstream.payload) / CLAUDE_CODE_PROMPT_TOKENS < 1.1
+    estimate = Calibration().estimate(measure(upstream.payload))  # before any calibration
+    assert 0.9 < estimate / CLAUDE_CODE_PROMPT_TOKENS < 1.1
 
 
 @pytest.mark.parametrize("path", _captured_requests(), ids=lambda p: p.stem)
