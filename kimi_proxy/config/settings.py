@@ -132,6 +132,8 @@ class Settings(BaseSettings):
     # The debug log carries prompts and answers (the provider's payloads and chunks) only
     # when asked: it is a user's conversation.
     log_prompts: bool = Field(False, validation_alias=_env("log_prompts", "KIMI_LOG_PROMPTS"))
+    #: Log each request's steps to its first token, wall and CPU time (`kimi_proxy.trace`).
+    trace_steps: bool = Field(False, validation_alias=_env("trace_steps", "KIMI_TRACE_STEPS"))
     # `/metrics` without the operator's token, for a scrape inside the cluster.
     metrics_public: bool = Field(
         False, validation_alias=_env("metrics_public", "KIMI_METRICS_PUBLIC")

@@ -57,6 +57,8 @@ class RequestRecord:
     context_window: int | None = None
     wall_start: float = field(default_factory=time.time)
     prices: Prices | None = None  # of the model that answered (not logged)
+    #: With `KIMI_TRACE_STEPS`: (step, wall, CPU) at each step to the first token (not logged).
+    marks: list[tuple[str, float, float]] | None = None
 
     def tokens(self, usage: dict[str, Any]) -> None:
         self.input_tokens = usage.get("input_tokens")
@@ -81,6 +83,23 @@ class RequestRecord:
         """How full the conversation's context was: the input, cached part included."""
         return (self.input_tokens or 0) + (self.cached_tokens or 0)
 
+    def mark(self, step: str) -> None:
+        """The time a step of the path to the first token ended (traced requests only)."""
+        if self.marks is not None:
+            self.marks.append((step, time.perf_counter(), time.thread_time()))
+
+    def steps(self) -> list[dict[str, Any]]:
+        """Each traced step's wall and CPU milliseconds since the step before."""
+        marks = self.marks or []
+        return [
+            {
+                "step": step,
+                "wall_ms": round((wall - marks[i][1]) * 1000, 3),
+                "cpu_ms": round((cpu - marks[i][2]) * 1000, 3),
+            }
+            for i, (step, wall, cpu) in enumerate(marks[1:])
+        ]
+
     def first_token(self) -> None:
         if self.ttft_ms is None:
             self.ttft_ms = round((time.monotonic() - self.started) * 1000, 2)
@@ -90,5 +109,7 @@ class RequestRecord:
 
 
 LOGGED_FIELDS = tuple(
-    f.name for f in fields(RequestRecord) if f.name not in ("started", "wall_start", "prices")
+    f.name
+    for f in fields(RequestRecord)
+    if f.name not in ("started", "wall_start", "prices", "marks")
 )

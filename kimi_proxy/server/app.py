@@ -352,10 +352,15 @@ def create_app(
         w for w in (state.feed, runtime.meter, runtime.view) if w is not None
     )
     if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette
-        return ObservabilityMiddleware(app, metrics=metrics, watchers=watchers)
+        return ObservabilityMiddleware(
+            app, metrics=metrics, watchers=watchers, trace_steps=settings.trace_steps
+        )
     # Outermost, so that even Starlette's last-resort 500 carries a request id and is counted.
     return ObservabilityMiddleware(
-        MessagesFastPath(app, secured(_messages)), metrics=metrics, watchers=watchers
+        MessagesFastPath(app, secured(_messages)),
+        metrics=metrics,
+        watchers=watchers,
+        trace_steps=settings.trace_steps,
     )
 
 

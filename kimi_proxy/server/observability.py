@@ -25,6 +25,7 @@ from kimi_proxy.errors import internal_error, redact, send_error
 from kimi_proxy.protocol.record import RequestRecord
 
 log = logging.getLogger("kimi_proxy.observability")
+trace_log = logging.getLogger("kimi_proxy.trace")
 access_log = logging.getLogger("kimi_proxy.access")
 
 
@@ -166,16 +167,26 @@ class Watcher(Protocol):
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics, watchers: tuple[Watcher, ...] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        watchers: tuple[Watcher, ...] = (),
+        trace_steps: bool = False,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.watchers = watchers
+        self.trace_steps = trace_steps  # KIMI_TRACE_STEPS: each step to the first token, logged
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         record = RequestRecord(new_request_id(), scope["method"], scope["path"])
+        if self.trace_steps:
+            record.marks = []
+            record.mark("arrived")
         scope.setdefault("state", {})["record"] = record
         header = (b"request-id", record.request_id.encode())
         for watcher in self.watchers:
@@ -205,6 +216,9 @@ class ObservabilityMiddleware:
                 watcher.finished(record)
             if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
                 access_log.info("%s", record.as_json().decode())
+            if record.marks:
+                trace = {"request_id": record.request_id, "steps": record.steps()}
+                trace_log.info("%s", orjson.dumps(trace).decode())
 
 
 class RedactSecrets(logging.Filter):

@@ -86,6 +86,7 @@ async def stream_events(
             if not started:
                 started = True
                 yield encode_events(translator.start())
+                record.mark("message_start written")
 
             try:
                 await client.relay(opened.response, _deliver(translator, writer, record, call))
@@ -151,9 +152,11 @@ def _deliver(
         for chunk in batch:
             events += feed(chunk)
             if events and record.ttft_ms is None:  # the first token goes at once
+                record.mark("first content chunk translated")
                 record.first_token()
                 call.answered()
                 wait = writer.write(encode_events(events))
+                record.mark("first delta written")
                 events = []
         if debug:
             flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))

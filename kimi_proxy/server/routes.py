@@ -56,6 +56,7 @@ async def create_message(request: Request) -> Response:
         assert state.gateway.link is not None
         raise SharedStoreDownError(state.gateway.link.down_message())
     message_request, body = await parse_body_and_bytes(request, MessagesRequest)
+    record.mark("body read and validated")
     raw: bytes | None = body
     record.stream = message_request.stream
     record.model_asked = message_request.model
@@ -73,6 +74,7 @@ async def create_message(request: Request) -> Response:
         message_request = with_search_function(message_request, search)
         raw = None
     call = plan_call(state, message_request, request.headers, record, raw)
+    record.mark("planned (route, translation, estimate)")
     del raw, body
     user = request.scope.get("state", {}).get("user")
     if user is not None:  # the user's own limits, before any provider is asked
@@ -102,6 +104,7 @@ async def create_message(request: Request) -> Response:
     try:
         opened: Opened | None = await call.open()
         assert opened is not None
+        record.mark("provider's headers")
         note_target(record, call, opened)
     except MustWait:
         opened = None

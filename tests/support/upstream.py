@@ -259,6 +259,8 @@ class Record:
     finished: bool = False  # the whole reply was sent
     cancelled: bool = False  # the client went away before the end
     ended_at: float | None = None
+    received_at: float = field(default_factory=time.monotonic)  # the request's body was read
+    first_sent_at: float | None = None  # the first chunk with content was handed to the server
 
     def wait_cancelled(self, seconds: float = 3.0) -> bool:
         """Whether the client closes this stream within `seconds` (it sees the close a moment
@@ -346,6 +348,8 @@ class ScriptedUpstream:
                 elif isinstance(item, bytes):
                     yield item
                 else:
+                    if record.first_sent_at is None and _has_content(item):
+                        record.first_sent_at = time.monotonic()
                     yield b"data: " + json.dumps(item).encode() + b"\n\n"
             if reply.done:
                 yield b"data: [DONE]\n\n"
@@ -355,6 +359,10 @@ class ScriptedUpstream:
             raise
         finally:
             record.ended_at = time.monotonic()
+
+
+def _has_content(item: dict[str, Any]) -> bool:
+    return any((c.get("delta") or {}).get("content") for c in item.get("choices") or ())
 
 
 @contextmanager

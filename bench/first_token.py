@@ -1,0 +1,166 @@
+"""Time to the first token, added by the proxy, with Claude Code's real first request (issue #29).
+
+Two workloads at concurrency 1, each answered with `--chunks` streamed chunks: Claude Code's own
+first request (`tests/fixtures/claude_code/first_request.json`, captured from the pinned CLI,
+secrets removed: 50 KB, 12 tools, deferred tools, adaptive thinking) and the benchmark's
+synthetic request (`workload.py`). Each is measured against the provider directly (the proxy's
+own translation of it), against the working tree's proxy, and against `--baseline-ref`'s proxy,
+interleaved over `--rounds` rounds; the proxies run on one core and the provider and client on
+the other (`taskset`-style affinity), as in the issue's measurement.
+
+    python -m bench.first_token --baseline-ref e7661d8 [--rounds 3] [--requests 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.measure import Bench
+from bench.processes import RESULTS, ROOT, proxy_source
+from bench.workload import anthropic_request, openai_request
+
+FIXTURE = ROOT / "tests" / "fixtures" / "claude_code" / "first_request.json"
+WORKLOADS = ("claude_code", "synthetic")
+
+
+def bodies() -> dict[tuple[str, str], Path]:
+    """(workload, wire) → the request body file: `proxy` the Anthropic request, `direct` the
+    Chat Completions payload the proxy makes of it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    anthropic = {
+        "claude_code": {**orjson.loads(FIXTURE.read_bytes()), "stream": True},
+        "synthetic": anthropic_request(stream=True),
+    }
+    files: dict[tuple[str, str], Path] = {}
+    for workload, body in anthropic.items():
+        for wire, data in (("proxy", body), ("direct", openai_request(body))):
+            path = RESULTS / f"first_token_{workload}_{wire}.json"
+            path.write_bytes(orjson.dumps(data))
+            files[(workload, wire)] = path
+    return files
+
+
+def pin(pid: int, core: int) -> None:
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            os.sched_setaffinity(int(task.name), {core})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--baseline-ref", default=None, help="a git ref to measure beside")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--chunks", type=int, default=200)
+    parser.add_argument("--trace", action="store_true", help="then trace the path's steps")
+    args = parser.parse_args()
+    options = argparse.Namespace(
+        max_streams=64, proxy_src=proxy_source(None)[0], workers=1, baseline_ref=None
+    )
+    bench = Bench(options)
+    files = bodies()
+    bench.procs.start_upstream()
+    bench.procs.start_proxy()
+    sides = ["direct", "proxy"]
+    if args.baseline_ref:
+        src, _ = proxy_source(args.baseline_ref, "baseline-src")
+        bench.procs.start_baseline(src)
+        sides.append("baseline")
+    try:
+        assert bench.procs.upstream is not None and bench.procs.proxy is not None
+        pin(os.getpid(), 0)
+        pin(bench.procs.upstream.pid, 0)
+        pin(bench.procs.proxy.pid, 1)
+        if bench.procs.baseline is not None:
+            pin(bench.procs.baseline.pid, 1)
+        bench.procs.configure(args.chunks, 16)
+        ttft: dict[tuple[str, str], list[dict[str, float]]] = {}
+        for round_number in range(1, args.rounds + 1):
+            for workload in WORKLOADS:
+                for side in sides:
+                    wire = "direct" if side == "direct" else "proxy"
+                    bench.bodies[(wire, True)] = files[(workload, wire)]
+                    result = bench.load(
+                        side,
+                        stream=True,
+                        concurrency=1,
+                        requests=args.requests,
+                        max_seconds=120,
+                        expected=args.chunks,
+                    )
+                    if result["errors"]:
+                        print(f"  {workload} {side}: {result['error_kinds']}")
+                    ttft.setdefault((workload, side), []).append(result["ttft_ms"])
+                    print(
+                        f"round {round_number} {workload:11} {side:8} "
+                        f"ttft p50 {result['ttft_ms']['p50']:6.2f} ms "
+                        f"p99 {result['ttft_ms']['p99']:6.2f} ms",
+                        flush=True,
+                    )
+        report(ttft, sides, args)
+        if args.trace:
+            trace(bench, files, args)
+    finally:
+        bench.procs.stop_all()
+
+
+def trace(bench: Bench, files: dict[tuple[str, str], Path], args: Any) -> None:
+    """The working tree's proxy again with `KIMI_TRACE_STEPS=1`: each step's median wall and
+    CPU time, from the request's arrival to the first delta written, per workload."""
+    os.environ["KIMI_TRACE_STEPS"] = "1"
+    log = RESULTS / "proxy.log"
+    for workload in WORKLOADS:
+        bench.procs.restart_proxy()
+        assert bench.procs.proxy is not None
+        pin(bench.procs.proxy.pid, 1)
+        start = log.stat().st_size
+        bench.bodies[("proxy", True)] = files[(workload, "proxy")]
+        bench.load(
+            "proxy",
+            stream=True,
+            concurrency=1,
+            requests=args.requests,
+            max_seconds=120,
+            expected=args.chunks,
+        )
+        with log.open("rb") as handle:
+            handle.seek(start)
+            lines = [line for line in handle if b"kimi_proxy.trace" in line]
+        steps: dict[str, list[tuple[float, float]]] = {}
+        for line in lines[5:]:  # the warm-up requests aside
+            for step in orjson.loads(line[line.index(b"{") :])["steps"]:
+                steps.setdefault(step["step"], []).append((step["wall_ms"], step["cpu_ms"]))
+        print(f"\nThe path to the first token, {workload} ({len(lines)} requests traced):")
+        print(f"  {'step (time since the step before)':44} {'wall ms':>8} {'CPU ms':>8}")
+        for step, values in steps.items():
+            wall = statistics.median(v[0] for v in values)
+            cpu = statistics.median(v[1] for v in values)
+            print(f"  {step:44} {wall:8.3f} {cpu:8.3f}")
+    os.environ.pop("KIMI_TRACE_STEPS")
+
+
+def report(
+    ttft: dict[tuple[str, str], list[dict[str, float]]], sides: list[str], args: Any
+) -> None:
+    print(f"\nAdded TTFT over the provider (p50 / p99, ms), {args.rounds} rounds:")
+    for workload in WORKLOADS:
+        for side in sides[1:]:
+            rows = []
+            for ours, direct in zip(
+                ttft[(workload, side)], ttft[(workload, "direct")], strict=True
+            ):
+                rows.append((ours["p50"] - direct["p50"], ours["p99"] - direct["p99"]))
+            label = "working tree" if side == "proxy" else args.baseline_ref
+            cells = "  ".join(f"{p50:5.2f} / {p99:5.2f}" for p50, p99 in rows)
+            median = statistics.median(p50 for p50, _ in rows)
+            print(f"  {workload:11} {label:13} {cells}   median p50 {median:5.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""No timer, poll or second read on the path to the first token (issue #29): the request
+reaches the provider, and the provider's first content reaches the client, each within a
+bound far below any timer the path could wait on (a poll, a flush interval, a ping)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+from support.proxy import proxy_for
+from support.sse_client import BASIC
+from support.upstream import Pause, Stream, chunk, text_stream
+
+BOUND_S = 0.05  # generous for a loaded CI machine; any timer put back costs more than this
+
+
+def slow_tail() -> Stream:
+    """The first content at once, then silence: only what the proxy does lies in between."""
+    return Stream([*text_stream("first", pieces=1).items[:2], Pause(0.5), chunk({}, finish="stop")])
+
+
+def test_the_request_and_the_first_token_each_cross_the_proxy_without_waiting() -> None:
+    with (
+        proxy_for(lambda body, n: slow_tail(), ping_interval=30.0) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=10) as client,
+    ):
+        body = {**BASIC, "stream": True}
+        waits: list[tuple[float, float]] = []
+        for _ in range(4):  # the first warms imports and connections
+            sent = time.monotonic()
+            with client.stream("POST", "/v1/messages", json=body) as answer:
+                for line in answer.iter_lines():
+                    if '"text_delta"' in line:
+                        arrived = time.monotonic()
+                        break
+            record = proxy.upstream.requests[-1]
+            assert record.first_sent_at is not None
+            waits.append((record.received_at - sent, arrived - record.first_sent_at))
+    to_provider = min(w[0] for w in waits[1:])  # the best of three: a busy machine's slowest
+    to_client = min(w[1] for w in waits[1:])  # request says nothing of the proxy
+    assert to_provider < BOUND_S, f"the request waited {to_provider * 1000:.1f} ms"
+    assert to_client < BOUND_S, f"the first token waited {to_client * 1000:.1f} ms"
