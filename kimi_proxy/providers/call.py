@@ -361,14 +361,14 @@ class Call:
 
     def counted(self, usage: dict[str, int]) -> None:
         """The provider reported how many tokens it counted in the prompt: the model's
-        calibration learns from it. A report far from any plausible count (a provider that
-        reports no real usage) is ignored."""
+        calibration learns from it, unless the estimate was already within 0.5%. A report far
+        from any plausible count (a provider that reports no real usage) is ignored."""
         if self.prompt is None or self.target is None:
             return
         reported = usage.get("input_tokens", 0) + usage.get("cache_read_input_tokens", 0)
-        calibration = self.pool.calibration(self.target.candidate.model)
-        if 0.25 <= reported / max(1, calibration.estimate(self.prompt)) <= 4:
-            calibration.learn(self.prompt, reported)
+        estimated = max(1, self.prompt_tokens)
+        if 0.25 <= reported / estimated <= 4 and abs(reported - estimated) > estimated / 200:
+            self.pool.calibration(self.target.candidate.model).learn(self.prompt, reported)
 
     def finish(self, used_tokens: int | None) -> None:
         """The client's request is over (answered, failed or abandoned): settle, and end what

@@ -91,7 +91,8 @@ def plan_call(
     candidates = candidates_for(pool, choice, route, model)
     if not candidates:
         raise no_candidate_error(pool, model)
-    if has_images(message_request):  # to a model that sees them first; the others get a note
+    # To a model that sees images first (the others get a note); the bytes rule most out.
+    if (raw is None or b'"image"' in raw) and has_images(message_request):
         candidates = tuple(sorted(candidates, key=lambda c: not c.limits.accepts_images))
     if choice.family is not None:
         family = choice.family

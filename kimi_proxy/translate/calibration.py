@@ -75,9 +75,29 @@ def measure(payload: dict[str, Any]) -> Prompt:
         reasoning = message.get("reasoning_content")
         if isinstance(reasoning, str):
             _add(totals, reasoning)
-    if payload.get("tools"):
-        _add(totals, orjson.dumps(payload["tools"]))
+    tools = payload.get("tools")
+    if tools:
+        for index, count in enumerate(_tool_counts(tools)):
+            totals[index] += count
     return Prompt((*totals, len(messages)), images)
+
+
+_TOOLS: dict[tuple[int, ...], tuple[list[Any], tuple[int, int, int, int, int]]] = {}
+
+
+def _tool_counts(tools: list[Any]) -> tuple[int, int, int, int, int]:
+    """The counts of a tool list. The translator hands out the same definition objects for the
+    same tools (`tools.openai_tool` is cached), so a list seen before is known by their
+    identities (kept alive with the entry, so an identity is never reused while it is in)."""
+    key = tuple(map(id, tools))
+    known = _TOOLS.get(key)
+    if known is not None:
+        return known[1]
+    counts = _counts(orjson.dumps(tools))
+    if len(_TOOLS) >= 64:
+        _TOOLS.pop(next(iter(_TOOLS)))
+    _TOOLS[key] = (list(tools), counts)
+    return counts
 
 
 def _add(totals: list[int], text: str | bytes) -> None:
