@@ -22,13 +22,32 @@ async def served_models(
     transport: httpx.AsyncBaseTransport, provider: ProviderSpec, key: KeySpec, timeout: float
 ) -> set[str]:
     """The ids `GET {base_url}/models` lists; raises `httpx.HTTPError` or `ValueError`."""
-    async with httpx.AsyncClient(transport=transport, timeout=timeout) as client:
-        response = await client.get(
-            provider.base_url.rstrip("/") + "/models",
-            headers=key.headers(),
+    status, content = await models_answer(transport, provider, key, timeout)
+    if status >= 400:
+        raise httpx.HTTPStatusError(
+            f"GET /models answered {status}",
+            request=httpx.Request("GET", provider.base_url),
+            response=httpx.Response(status),
         )
-        response.raise_for_status()
-    return model_ids(response.content)
+    return model_ids(content)
+
+
+async def models_answer(
+    transport: httpx.AsyncBaseTransport, provider: ProviderSpec, key: KeySpec, timeout: float
+) -> tuple[int, bytes]:
+    """`GET {base_url}/models` with `key`: its status and body. Sent on the shared transport
+    directly: a client around it would close every connection of the pool when done."""
+    request = httpx.Request(
+        "GET",
+        provider.base_url.rstrip("/") + "/models",
+        headers=key.headers(),
+        extensions={"timeout": httpx.Timeout(timeout).as_dict()},
+    )
+    response = await transport.handle_async_request(request)
+    try:
+        return response.status_code, await response.aread()
+    finally:
+        await response.aclose()
 
 
 def model_ids(content: bytes) -> set[str]:

@@ -101,8 +101,10 @@ def refusal(
     if not keys_left:
         return NoUsableKeyError(
             "No provider key is left: every key was rejected. "
-            f"{disabled or 'No key is configured.'} Fix the keys (GROQ_API_KEY, "
-            "MOONSHOT_API_KEY… or the keys in your config file) and restart kimi-proxy."
+            f"{disabled or 'No key is configured.'} Each refused key is checked again with "
+            "the provider every minute or so and serves as soon as it is accepted (a key "
+            "topped up or restored at the provider); to change keys (GROQ_API_KEY, "
+            "MOONSHOT_API_KEY… or the keys in your config file), restart kimi-proxy."
         )
     if last_error is not None and refuse.retry_after is None:
         return last_error

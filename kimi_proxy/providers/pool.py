@@ -34,6 +34,8 @@ class KeyState:
     client: UpstreamClient
     ledger: KeyLedger
     disabled: str | None = None
+    recheck_at: float | None = None  # when a disabled key is asked again (recheck.py)
+    recheck_every: float = 0.0
 
     @property
     def label(self) -> str:
@@ -158,7 +160,17 @@ class Pool:
     def disable(self, key: KeyState, why: str) -> None:
         if key.disabled is None:
             key.disabled = why
-            log.error("%s disabled: %s", key.label, why)
+            key.recheck_every = self.spec.routes.key_recheck_s
+            key.recheck_at = self.clock() + key.recheck_every
+            log.error(
+                "%s disabled: %s (checked again in %.0f s)", key.label, why, key.recheck_every
+            )
+
+    def enable(self, key: KeyState) -> None:
+        """The provider accepts a disabled key again: it serves again at once."""
+        if key.disabled is not None:
+            key.disabled = key.recheck_at = None
+            log.warning("%s serves again: the provider accepts it", key.label)
 
     def retire(self, candidate: CandidateSpec, why: str) -> None:
         if candidate.label not in self.retired:

@@ -33,6 +33,9 @@ class RouteConfig(BaseModel):
     long_context: str | None = None  # requests whose input estimate is over the threshold
     long_context_tokens: Annotated[int, Field(gt=0)] = 100_000
     max_wait_s: Annotated[float, Field(ge=0)] = 20.0
+    #: A key disabled for 401/403 is asked `GET /models` again after this long (doubling, up
+    #: to 15 minutes, while it keeps failing) and serves again once the provider accepts it.
+    key_recheck_s: Annotated[float, Field(gt=0, le=900)] = 60.0
     #: The family that describes images for a route whose candidates read text only.
     vision: str | None = None
 

@@ -53,6 +53,7 @@ from kimi_proxy.gateway.runtime import GatewayRuntime
 from kimi_proxy.gateway.shared_view import SharedView
 from kimi_proxy.providers.discovery import served_models, unserved
 from kimi_proxy.providers.pool import Pool
+from kimi_proxy.providers.recheck import keep_rechecking
 from kimi_proxy.providers.spec import KeySpec, PoolSpec, ProviderSpec
 from kimi_proxy.search.client import Searcher
 from kimi_proxy.upstream.client import UpstreamClient
@@ -275,6 +276,9 @@ def create_app(
         check = asyncio.create_task(
             check_served_models(state.pool, connections, settings.connect_timeout)
         )
+        rechecking = asyncio.create_task(
+            keep_rechecking(state.pool, connections, settings.connect_timeout)
+        )
         saving = (
             asyncio.create_task(keep_saving(state.pool, calibrations))
             if calibrations is not None
@@ -286,6 +290,7 @@ def create_app(
                     yield
         finally:
             check.cancel()
+            rechecking.cancel()
             if saving is not None:
                 saving.cancel()
                 await asyncio.gather(saving, return_exceptions=True)

@@ -66,6 +66,9 @@ def keys_state(pool: Pool, now: float) -> list[dict[str, Any]]:
                 "provider": key.provider.name,
                 "key": key.key.name,
                 "disabled": key.disabled,
+                "recheck_in_s": (
+                    round(max(0.0, key.recheck_at - now), 1) if key.recheck_at is not None else None
+                ),
                 "cooldown_s": round(cooldown, 1) if cooldown > 0 else None,
                 "cooldown_reason": key.ledger.cooldown_reason if cooldown > 0 else None,
                 "windows": windows,

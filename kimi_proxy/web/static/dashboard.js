@@ -97,7 +97,7 @@ function renderKeys(keys, retired) {
     name.textContent = `${k.provider} · ${k.key}`;
     card.appendChild(name);
     if (k.disabled) {
-      const note = document.createElement("div"); note.className = "note"; note.textContent = `disabled: ${k.disabled}`; card.appendChild(note);
+      const note = document.createElement("div"); note.className = "note"; note.textContent = `disabled: ${k.disabled}` + (k.recheck_in_s !== null && k.recheck_in_s !== undefined ? `, rechecking in ${Math.round(k.recheck_in_s)} s` : ""); card.appendChild(note);
     } else if (k.cooldown_s) {
       const note = document.createElement("div"); note.className = "note"; note.textContent = `cooling down ${k.cooldown_s}s: ${k.cooldown_reason}`; card.appendChild(note);
     }
