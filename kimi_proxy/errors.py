@@ -6,7 +6,8 @@
     ├── BillingError             402 billing_error      (credits or plan)
     │   └── TokenLimitError      402 billing_error      (the plan's tokens a minute < one request)
     ├── PermissionDeniedError    403 permission_error
-    ├── NotFoundError            404 not_found_error    (the proxy's own routes only)
+    ├── NotFoundError            404 not_found_error    (the proxy's own routes, a model id)
+    ├── ConflictError            409 invalid_request_error (the admin API: a name taken)
     ├── RequestTooLargeError     413 request_too_large
     ├── RateLimitError           429 rate_limit_error   (carries retry_after)
     ├── ApiError                 500 api_error
@@ -136,6 +137,10 @@ class TokenLimitError(BillingError):
 
 class NotFoundError(ProxyError):
     status, error_type = 404, "not_found_error"
+
+
+class ConflictError(ProxyError):
+    status, error_type = 409, "invalid_request_error"
 
 
 class RequestTooLargeError(ProxyError):

@@ -26,7 +26,7 @@ from kimi_proxy.config.pool_file import (
 )
 from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings, load_settings, settings_to_env
 from kimi_proxy.gateway.commands import add_parsers as add_gateway_parsers
-from kimi_proxy.gateway.commands import run_usage, run_users
+from kimi_proxy.gateway.commands import run_audit, run_usage, run_users
 from kimi_proxy.gateway.users import DEFAULT_USERS_FILE
 from kimi_proxy.server.security import weak_token
 
@@ -146,6 +146,8 @@ def run_gateway_command(settings: Settings, args: argparse.Namespace) -> int:
         return 2
     if args.command == "usage":
         return run_usage(gateway, args)
+    if args.command == "audit":
+        return run_audit(gateway, settings.users_file or DEFAULT_USERS_FILE, args)
     named = getattr(args, "users_file", None) is not None or bool(os.environ.get("KIMI_USERS_FILE"))
     return run_users(gateway, settings.users_file or DEFAULT_USERS_FILE, args, file_named=named)
 
@@ -188,7 +190,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
-    if args.command in ("users", "usage"):
+    if args.command in ("users", "usage", "audit"):
         return run_gateway_command(settings, args)
     if args.command == "code":
         from .launcher import run_claude_code

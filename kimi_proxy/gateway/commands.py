@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from kimi_proxy.config.gateway import Gateway
 
+from .admin import Admin, FileAudit, FileUsers, RedisAudit
 from .metering import (
     DIMENSIONS,
     UsageRow,
@@ -28,17 +29,7 @@ from .metering import (
     rows_from_fields,
 )
 from .redis_users import RedisUsers
-from .users import (
-    User,
-    UserError,
-    UserFile,
-    UserLimits,
-    limited,
-    new_key,
-    rekeyed,
-    removed,
-    revoked,
-)
+from .users import User, UserError, UserFile, UserLimits
 
 USAGE_FORMATS = ("table", "csv", "json")
 LIMIT_NAMES = ("rpm", "tpm", "concurrency", "daily-tokens")
@@ -114,6 +105,14 @@ def add_parsers(sub: Any) -> None:
         help="drop this limit (repeat for several)",
     )
 
+    audit = sub.add_parser("audit", help="every change to users and limits, by CLI or API")
+    audit.add_argument(
+        "--since", type=_day, help="from this day (YYYY-MM-DD, UTC); default: 7 days"
+    )
+    audit.add_argument("--users-file", metavar="USERS_FILE", help="(KIMI_USERS_FILE)")
+    audit.add_argument("--redis-url", metavar="REDIS_URL", help="(KIMI_REDIS_URL)")
+    audit.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+
     usage = sub.add_parser("usage", help="usage and cost per user, session, provider, model")
     usage.add_argument("--user", help="only this user")
     usage.add_argument(
@@ -131,32 +130,6 @@ def add_parsers(sub: Any) -> None:
     )
     usage.add_argument("--redis-url", metavar="REDIS_URL", help="(KIMI_REDIS_URL)")
     usage.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
-
-
-class UserStore(Protocol):
-    """The users, wherever they live: the file (`UserFile`) or Redis (`RedisUsers`)."""
-
-    async def load(self) -> dict[str, User]: ...
-
-    async def add(self, name: str, limits: UserLimits) -> str: ...
-
-    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class _FileUsers:
-    """`UserFile`, as a `UserStore`: each change is still one locked write."""
-
-    file: UserFile
-
-    async def load(self) -> dict[str, User]:
-        return self.file.load()
-
-    async def add(self, name: str, limits: UserLimits) -> str:
-        return self.file.add(name, limits)
-
-    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
-        return self.file.change(name, how)
 
 
 def run_users(
@@ -193,41 +166,40 @@ def run_users(
 
 async def _users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
     if not gateway.redis_url:
-        return await _users_action(_FileUsers(UserFile(users_file)), args)
+        admin = Admin(FileUsers(UserFile(users_file)), FileAudit.beside(users_file), "cli")
+        return await _users_action(admin, args)
     client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=3)
     try:
-        return await _users_action(RedisUsers(client, gateway.prefix), args)
+        store = RedisUsers(client, gateway.prefix)
+        return await _users_action(Admin(store, RedisAudit(client, gateway.prefix), "cli"), args)
     finally:
         await client.aclose()
 
 
-async def _users_action(store: UserStore, args: argparse.Namespace) -> int:
+async def _users_action(admin: Admin, args: argparse.Namespace) -> int:
     if args.action == "list":
-        _print_users(await store.load())
+        _print_users(await admin.users())
         return 0
     if args.action == "revoke":
-        await store.change(args.name, revoked)
+        await admin.revoke(args.name)
         return _revoked(args.name)
     if args.action == "rotate":
-        key = new_key()
-        await store.change(args.name, rekeyed(key))
+        key = await admin.rotate(args.name)
         print(f"{args.name}: a new key (shown once, not stored); the old one stops working:")
         print(key)
         return 0
     if args.action == "remove":
-        await store.change(args.name, removed)
+        await admin.remove(args.name)
         print(f"{args.name}: removed")
         return 0
     given = _given_limits(args)
     if args.action == "add":
-        limits = UserLimits().merged(given)
-        return _added(args.name, limits, await store.add(args.name, limits))
+        limits, key = await admin.add(args.name, given)
+        return _added(args.name, limits, key)
     clear = [name.replace("-", "_") for name in args.clear]
     if both := [n for n in clear if given.get(n) is not None]:
         raise UserError(f"--clear {both[0]} and a new value for it: give one or the other.")
-    user = await store.change(args.name, limited(given, clear))
-    assert user is not None
-    return _limited(user)
+    return _limited(await admin.limit(args.name, given, clear))
 
 
 def _given_limits(args: argparse.Namespace) -> dict[str, int | None]:
@@ -239,8 +211,8 @@ def _given_limits(args: argparse.Namespace) -> dict[str, int | None]:
     }
 
 
-def _print_users(users: dict[str, User]) -> None:
-    for user in sorted(users.values(), key=lambda u: u.name):
+def _print_users(users: list[User]) -> None:
+    for user in users:
         state = "revoked" if user.revoked else "active"
         print(f"{user.name}\t{state}\t{user.limits.describe()}")
 
@@ -304,3 +276,28 @@ async def _usage_rows(gateway: Gateway, since: date, today: date) -> list[UsageR
     finally:
         await client.aclose()
     return rows
+
+
+def run_audit(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
+    """`kimi-proxy audit [--since DAY]`: one JSON line per change, oldest first."""
+    today = datetime.now(UTC).date()
+    since: date = args.since or date.fromordinal(today.toordinal() - 6)
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
+    try:
+        entries = asyncio.run(_audit_entries(gateway, users_file.expanduser(), start))
+    except (RedisError, OSError, ValueError) as exc:
+        print(f"kimi-proxy: the audit log cannot be read ({exc}).", file=sys.stderr)
+        return 2
+    for entry in entries:
+        print(json.dumps(entry, separators=(",", ":")))
+    return 0
+
+
+async def _audit_entries(gateway: Gateway, users_file: Path, since: float) -> list[Any]:
+    if not gateway.redis_url:
+        return await FileAudit.beside(users_file).read(since)
+    client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        return await RedisAudit(client, gateway.prefix).read(since)
+    finally:
+        await client.aclose()

@@ -62,8 +62,9 @@ from kimi_proxy.web.feed import row
 from kimi_proxy.web.routes import dashboard_routes, status_routes
 
 from . import about, routes
+from .admin import admin_routes
 from .bodies import BodiesInFlight
-from .calibrations import keep_saving, load_calibrations
+from .calibrations import keeping
 from .collectors import GatewayCollector, report_pool_to
 from .gc_pauses import timing_collections
 from .observability import (
@@ -265,9 +266,6 @@ def create_app(
     search = search or load_search(settings, os.environ)
     if search is not None:
         state.searcher = Searcher(search, connections)
-    calibrations = calibration_path(settings)
-    if calibrations is not None:
-        load_calibrations(state.pool, calibrations)
     state.gateway.share_keys(state.pool)
     state.gateway.limiter.patience = spec.routes.max_wait_s
 
@@ -279,21 +277,20 @@ def create_app(
         rechecking = asyncio.create_task(
             keep_rechecking(state.pool, connections, settings.connect_timeout)
         )
-        saving = (
-            asyncio.create_task(keep_saving(state.pool, calibrations))
-            if calibrations is not None
-            else None
-        )
         try:
             with timing_collections(state.metrics.gc_pauses):
                 async with state.gateway.running():
-                    yield
+                    saving = asyncio.create_task(
+                        keeping(state.pool, state.gateway.link, calibration_path(settings))
+                    )
+                    try:
+                        yield
+                    finally:  # saved while the gateway's Redis link is still open
+                        saving.cancel()
+                        await asyncio.gather(saving, return_exceptions=True)
         finally:
             check.cancel()
             rechecking.cancel()
-            if saving is not None:
-                saving.cancel()
-                await asyncio.gather(saving, return_exceptions=True)
             state.pdf_reader.shutdown(wait=False)
             if owns_transport:
                 await connections.aclose()
@@ -338,6 +335,7 @@ def create_app(
             Route("/ready", about.ready, methods=["GET"]),
             Route("/api/hello", about.hello, methods=["GET", "HEAD"]),
             Route("/metrics", about.metrics, methods=["GET"]),
+            *admin_routes(),
             *status_routes(),
             *(dashboard_routes() if settings.dashboard_enabled else ()),
         ],

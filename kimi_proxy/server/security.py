@@ -134,8 +134,14 @@ class SecurityMiddleware:
         assert self.users is not None
         if self.token is not None and self._authorized(headers, scope):
             return None
+        if scope["path"].startswith("/admin/") and not _presented(headers, scope):
+            return AuthenticationError(
+                "The admin API takes the proxy's token (KIMI_PROXY_AUTH_TOKEN) as the API key."
+            )
         if _operator_only(scope):
             what = "The dashboard shows" if _dashboard(scope) else "/metrics counts"
+            if scope["path"].startswith("/admin/"):
+                what = "The admin API manages"
             return PermissionDeniedError(
                 f"{what} every user's requests: it takes the proxy's token "
                 "(KIMI_PROXY_AUTH_TOKEN), never a user key"
@@ -180,8 +186,10 @@ def _presented(headers: dict[bytes, bytes], scope: Scope) -> list[bytes]:
 
 
 def _operator_only(scope: Scope) -> bool:
-    """What a gateway's users never see: the dashboard (every user's requests) and metrics."""
-    return _dashboard(scope) or scope["path"] == "/metrics"
+    """What a gateway's users never see: the dashboard (every user's requests), metrics and
+    the admin API."""
+    path: str = scope["path"]
+    return _dashboard(scope) or path == "/metrics" or path.startswith("/admin/")
 
 
 def _dashboard(scope: Scope) -> bool:

@@ -450,3 +450,36 @@ def test_behind_a_balancer_every_instance_shows_the_same_sessions_and_last_reque
                     json.loads(line[5:]) for line in feed.iter_lines() if line.startswith("data:")
                 )
             assert [r["user"] for r in snapshot["recent"]] == ["ann", "ann", "ann"]
+
+
+def test_the_admin_api_adds_a_user_whose_key_works_on_every_instance_and_revokes_it(
+    tmp_path: Path, redis: RedisServer, provider: tuple[CountingProvider, ScriptedUpstream]
+) -> None:
+    _, upstream = provider
+    env = gateway_env(tmp_path, redis, upstream, max_wait=5)
+    operator = {"x-api-key": OPERATOR}
+    with instances(tmp_path, 2, **env) as (a, b):
+        made = httpx.post(f"{a.url}/admin/users", json={"name": "dana", "rpm": 5}, headers=operator)
+        assert made.status_code == 201, made.text
+        key = made.json()["key"]
+        added = time.monotonic()
+        while post(b.url, key).status_code != 200:  # the other instance knows her at once
+            assert time.monotonic() - added < 1.0, "the new key did not work on the other instance"
+            time.sleep(0.05)
+        listed = httpx.get(f"{b.url}/admin/users", headers=operator).json()["data"]
+        assert [(u["name"], u["rpm"]) for u in listed] == [("dana", 5)]
+        assert key not in json.dumps(listed) and "key_hash" not in json.dumps(listed)
+        patched = httpx.patch(f"{b.url}/admin/users/dana", json={"revoked": True}, headers=operator)
+        assert patched.json()["state"] == "revoked"
+        revoked = time.monotonic()
+        while any(post(i.url, key).status_code != 401 for i in (a, b)):
+            assert time.monotonic() - revoked < 1.0, "a revoked key still worked after 1 s"
+            time.sleep(0.05)
+        trail = httpx.get(f"{a.url}/admin/audit", headers=operator).json()["data"]
+    assert [(e["who"], e["action"], e["target"]) for e in trail] == [
+        ("api", "add", "dana"),
+        ("api", "revoke", "dana"),
+    ]
+    assert key not in json.dumps(trail)
+    printed = cli("audit", KIMI_REDIS_URL=redis.url)
+    assert printed.returncode == 0 and printed.stdout.count('"target":"dana"') == 2

@@ -109,8 +109,9 @@ def test_claude_codes_side_call_streams_the_search_as_anthropic_does(
     )
 
 
-def test_the_same_side_call_without_streaming(backends: SearchBackends) -> None:
-    with proxy_for(summary, search=searching(backends, "brave")) as proxy:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_same_side_call_without_streaming(backend: str, backends: SearchBackends) -> None:
+    with proxy_for(summary, search=searching(backends, backend)) as proxy:
         message = proxy.client().messages.create(
             **{**SIDE_CALL, "stream": False, "max_tokens": 4096}
         )

@@ -4,6 +4,7 @@ JSON-heavy and Chinese-heavy conversations; kept across restarts."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from support.proxy import proxy_for
+from support.redis_server import redis_server
 from support.sse_client import post_stream
 from support.upstream import Reply, text_stream, usage
 
@@ -110,3 +112,28 @@ def test_count_tokens_and_the_context_meter_match_the_provider_after_one_answer(
         )
         health = httpx.get(f"{restarted.url}/health")
     assert again == latest and health.status_code == 200
+
+
+def test_on_a_gateway_the_calibration_is_kept_in_redis_for_every_instance(
+    tmp_path: Path,
+) -> None:
+    """With Redis, what one instance learned is what the next one (or another) starts from."""
+    first, following = conversation("json", turns=5), conversation("json", turns=6)
+    body = {"model": "claude-sonnet-4-5", "system": first["messages"][0]["content"]}
+    asked = {**body, "messages": anthropic_messages(following)}
+    with redis_server(tmp_path / "redis") as redis:
+        with proxy_for(provider_counting, redis_url=redis.url) as proxy:
+            client = proxy.client()
+            client.messages.create(
+                **{**body, "max_tokens": 50, "messages": anthropic_messages(first)}
+            )
+            learned = client.messages.count_tokens(**asked).input_tokens
+        with proxy_for(provider_counting, redis_url=redis.url) as other:
+            deadline = time.monotonic() + 5
+            counter = other.client().messages
+            while (again := counter.count_tokens(**asked).input_tokens) != learned:
+                assert time.monotonic() < deadline, (again, learned)
+                time.sleep(0.05)
+        with proxy_for(provider_counting) as alone:  # no Redis, no file: the prior
+            prior = alone.client().messages.count_tokens(**asked).input_tokens
+    assert prior != learned

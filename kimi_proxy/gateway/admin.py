@@ -1,0 +1,174 @@
+"""The operator's changes to users — add, limits, revoke, rotate, remove — as one implementation
+for the CLI (`kimi-proxy users …`) and the admin API (`/admin/users`), each change appended to
+the audit log: who (`cli` or `api`), what, on whom, the fields changed — never a key.
+
+The users live in Redis (`redis_users.py`) on a gateway that has it, else in the users file;
+the audit log in a Redis stream (`{prefix}:audit`) or a JSON-lines file beside the users file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+from redis.asyncio import Redis
+
+from .users import User, UserFile, UserLimits, limited, new_key, rekeyed, removed, revoked
+
+AUDIT_KEPT = 100_000  # entries the Redis stream keeps (about)
+
+
+class UserStore(Protocol):
+    """The users, wherever they live: the file (`FileUsers`) or Redis (`RedisUsers`)."""
+
+    async def load(self) -> dict[str, User]: ...
+
+    async def add(self, name: str, limits: UserLimits) -> str: ...
+
+    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileUsers:
+    """`UserFile`, as a `UserStore`: each change is still one locked write."""
+
+    file: UserFile
+
+    async def load(self) -> dict[str, User]:
+        return self.file.load()
+
+    async def add(self, name: str, limits: UserLimits) -> str:
+        return self.file.add(name, limits)
+
+    async def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
+        return self.file.change(name, how)
+
+
+class AuditLog(Protocol):
+    async def append(self, entry: dict[str, Any]) -> None: ...
+
+    async def read(self, since: float) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FileAudit:
+    """The audit log beside the users file: one JSON line per change, readable by its owner."""
+
+    path: Path
+
+    @classmethod
+    def beside(cls, users_file: Path) -> FileAudit:
+        users_file = users_file.expanduser()
+        return cls(users_file.with_name(users_file.stem + ".audit.jsonl"))
+
+    async def append(self, entry: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+
+    async def read(self, since: float) -> list[dict[str, Any]]:
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return []
+        entries = [json.loads(line) for line in lines if line.strip()]
+        return [e for e in entries if e.get("at", 0) >= since]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAudit:
+    """The audit log as a Redis stream, shared by every instance and every operator."""
+
+    client: Redis
+    prefix: str
+
+    async def append(self, entry: dict[str, Any]) -> None:
+        await self.client.xadd(
+            f"{self.prefix}:audit",
+            {"entry": json.dumps(entry, separators=(",", ":"))},
+            maxlen=AUDIT_KEPT,
+            approximate=True,
+        )
+
+    async def read(self, since: float) -> list[dict[str, Any]]:
+        start = f"{int(since * 1000)}-0"
+        found = self.client.xrange(f"{self.prefix}:audit", min=start)
+        entries = await cast("Awaitable[list[tuple[bytes, dict[bytes, bytes]]]]", found)
+        return [json.loads(fields[b"entry"]) for _, fields in entries]
+
+
+def user_view(user: User) -> dict[str, Any]:
+    """A user as the operator sees it: never its key, nor the key's hash."""
+    return {
+        "name": user.name,
+        "state": "revoked" if user.revoked else "active",
+        "created": datetime.fromtimestamp(user.created, UTC).isoformat(timespec="seconds"),
+        **asdict(user.limits),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """The changes, each audited as made by `who`."""
+
+    store: UserStore
+    audit: AuditLog
+    who: str  # "cli" or "api"
+
+    async def users(self) -> list[User]:
+        return sorted((await self.store.load()).values(), key=lambda u: u.name)
+
+    async def user(self, name: str) -> User | None:
+        return (await self.store.load()).get(name)
+
+    async def add(self, name: str, given: dict[str, int | None]) -> tuple[UserLimits, str]:
+        """A new user with these limits; its key (returned once, never stored)."""
+        limits = UserLimits().merged(given)
+        key = await self.store.add(name, limits)
+        await self._audited("add", name, _set(given))
+        return limits, key
+
+    async def limit(self, name: str, given: dict[str, int | None], clear: Iterable[str]) -> User:
+        dropped = list(clear)
+        user = await self.store.change(name, limited(given, dropped))
+        assert user is not None
+        await self._audited("limits", name, {**_set(given), **dict.fromkeys(dropped)})
+        return user
+
+    async def revoke(self, name: str) -> None:
+        await self.store.change(name, revoked)
+        await self._audited("revoke", name, {})
+
+    async def rotate(self, name: str) -> str:
+        key = new_key()
+        await self.store.change(name, rekeyed(key))
+        await self._audited("rotate", name, {})
+        return key
+
+    async def remove(self, name: str) -> None:
+        await self.store.change(name, removed)
+        await self._audited("remove", name, {})
+
+    async def _audited(self, action: str, target: str, fields: dict[str, Any]) -> None:
+        now = time.time()
+        await self.audit.append(
+            {
+                "at": now,
+                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+                "who": self.who,
+                "action": action,
+                "target": target,
+                "fields": fields,
+            }
+        )
+
+
+def _set(given: dict[str, int | None]) -> dict[str, int]:
+    return {name: value for name, value in given.items() if value is not None}

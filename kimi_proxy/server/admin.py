@@ -1,0 +1,260 @@
+"""The admin API, for the operator's token (`KIMI_PROXY_AUTH_TOKEN`) only: the users and the
+usage, as `kimi-proxy users` and `kimi-proxy usage --format json` give them, through the same
+implementation (`gateway/admin.py`, every change audited as made by `api`).
+
+    GET    /admin/users                 {"data": [user, …]}       (never a key, nor its hash)
+    POST   /admin/users                 {"name", "rpm", "tpm", "concurrency", "daily_tokens"}
+                                        → 201 {…user, "key"}: the key, shown once
+    GET    /admin/users/{name}          the user
+    PATCH  /admin/users/{name}          limits (null drops one), "revoked": true, or
+                                        "rotate_key": true (→ {…user, "key"})
+    DELETE /admin/users/{name}          204
+    GET    /admin/usage?user=&since=&by= {"data": rows}
+    GET    /admin/audit?since=          {"data": entries}
+    GET    /admin/openapi.json
+
+A user key gets 403 `permission_error`, no key 401, a duplicate name 409, bad fields 400 naming
+the field, an unknown name 404. Without the proxy's token the admin API is closed (403).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from kimi_proxy.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from kimi_proxy.gateway.admin import Admin, FileAudit, FileUsers, RedisAudit, user_view
+from kimi_proxy.gateway.metering import DIMENSIONS, days_between, fold, rows_from_fields
+from kimi_proxy.gateway.redis_users import RedisUsers
+from kimi_proxy.gateway.users import DEFAULT_USERS_FILE, UserError, UserFile
+
+from .bodies import json_response, parse_body
+from .state import ProxyState
+
+Limit = Annotated[int, Field(gt=0)] | None
+LIMITS = ("rpm", "tpm", "concurrency", "daily_tokens")
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    rpm: Limit = None
+    tpm: Limit = None
+    concurrency: Limit = None
+    daily_tokens: Limit = None
+
+
+class UserPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rpm: Limit = None
+    tpm: Limit = None
+    concurrency: Limit = None
+    daily_tokens: Limit = None
+    revoked: bool | None = None
+    rotate_key: bool = False
+
+
+def _admin(request: Request) -> Admin:
+    """The operator's admin, or the refusal: a user key is never an operator's."""
+    state: ProxyState = request.app.state.proxy
+    if state.settings.auth_token_value is None:
+        raise PermissionDeniedError(
+            "The admin API needs the proxy's token: start kimi-proxy with "
+            "KIMI_PROXY_AUTH_TOKEN set, and send it as the API key."
+        )
+    if request.scope.get("state", {}).get("user") is not None:
+        raise PermissionDeniedError("The admin API takes the proxy's token, never a user key.")
+    link = state.gateway.link
+    if link is not None:
+        prefix = link.gateway.prefix
+        return Admin(RedisUsers(link.client, prefix), RedisAudit(link.client, prefix), "api")
+    users_file = (state.settings.users_file or DEFAULT_USERS_FILE).expanduser()
+    return Admin(FileUsers(UserFile(users_file)), FileAudit.beside(users_file), "api")
+
+
+def _changed(request: Request) -> None:
+    """This instance knows a change at once (the others within a second)."""
+    state: ProxyState = request.app.state.proxy
+    if state.gateway.users is not None:
+        state.gateway.users.refresh(force=True)
+
+
+def _user_error(exc: UserError) -> Exception:
+    text = str(exc)
+    if text.startswith("No user named"):
+        return NotFoundError(text)
+    if "exists already" in text:
+        return ConflictError(text)
+    return InvalidRequestError(text)
+
+
+async def list_users(request: Request) -> Response:
+    admin = _admin(request)
+    return json_response({"data": [user_view(u) for u in await admin.users()]})
+
+
+async def add_user(request: Request) -> Response:
+    admin = _admin(request)
+    fields = await parse_body(request, NewUser)
+    given = {name: getattr(fields, name) for name in LIMITS}
+    try:
+        _, key = await admin.add(fields.name, given)
+    except UserError as exc:
+        raise _user_error(exc) from None
+    user = await admin.user(fields.name)
+    assert user is not None
+    _changed(request)
+    return json_response({**user_view(user), "key": key}, 201)
+
+
+async def get_user(request: Request) -> Response:
+    admin = _admin(request)
+    user = await admin.user(request.path_params["name"])
+    if user is None:
+        raise NotFoundError(f"No user named {request.path_params['name']!r}.")
+    return json_response(user_view(user))
+
+
+async def patch_user(request: Request) -> Response:
+    admin = _admin(request)
+    name = request.path_params["name"]
+    patch = await parse_body(request, UserPatch)
+    sent = patch.model_fields_set
+    given = {n: getattr(patch, n) for n in LIMITS if n in sent and getattr(patch, n) is not None}
+    clear = [n for n in LIMITS if n in sent and getattr(patch, n) is None]
+    key = None
+    try:
+        if given or clear:
+            await admin.limit(name, dict.fromkeys(LIMITS) | given, clear)
+        if patch.revoked:
+            await admin.revoke(name)
+        if patch.rotate_key:
+            key = await admin.rotate(name)
+        user = await admin.user(name)
+    except UserError as exc:
+        raise _user_error(exc) from None
+    if user is None:
+        raise NotFoundError(f"No user named {name!r}.")
+    _changed(request)
+    return json_response({**user_view(user), **({"key": key} if key else {})})
+
+
+async def delete_user(request: Request) -> Response:
+    admin = _admin(request)
+    try:
+        await admin.remove(request.path_params["name"])
+    except UserError as exc:
+        raise _user_error(exc) from None
+    _changed(request)
+    return Response(status_code=204)
+
+
+async def usage(request: Request) -> Response:
+    _admin(request)
+    state: ProxyState = request.app.state.proxy
+    link = state.gateway.link
+    if link is None:
+        raise InvalidRequestError(
+            "Usage is kept in Redis (KIMI_REDIS_URL); this proxy has none. Without it, read the "
+            "access log with `kimi-proxy usage --access-log FILE`."
+        )
+    query = request.query_params
+    since = _since(query.get("since"))
+    by = tuple(p for p in (query.get("by") or "day,user,provider,model").split(",") if p)
+    if not by or any(p not in DIMENSIONS for p in by):
+        raise InvalidRequestError(f"by: group by any of {', '.join(DIMENSIONS)}, comma-separated.")
+    today = datetime.now(UTC).date()
+    rows = []
+    for day in days_between(since, today):
+        raw = await link.client.hgetall(f"{link.gateway.prefix}:usage:{day}")  # type: ignore[misc]
+        rows += list(rows_from_fields(day, ((k.decode(), int(v)) for k, v in raw.items())))
+    folded = fold(rows, by, query.get("user"), since)
+    return json_response({"data": [row.as_dict(by) for row in folded]})
+
+
+async def audit(request: Request) -> Response:
+    admin = _admin(request)
+    since = _since(request.query_params.get("since"))
+    start = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
+    return json_response({"data": await admin.audit.read(start)})
+
+
+def _since(value: str | None) -> date:
+    if value is None:
+        return datetime.now(UTC).date() - timedelta(days=6)
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequestError(f"since: {value!r} is not a date like 2026-12-01.") from None
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(OPENAPI)
+
+
+def admin_routes() -> list[Route]:
+    return [
+        Route("/admin/users", list_users, methods=["GET"]),
+        Route("/admin/users", add_user, methods=["POST"]),
+        Route("/admin/users/{name}", get_user, methods=["GET"]),
+        Route("/admin/users/{name}", patch_user, methods=["PATCH"]),
+        Route("/admin/users/{name}", delete_user, methods=["DELETE"]),
+        Route("/admin/usage", usage, methods=["GET"]),
+        Route("/admin/audit", audit, methods=["GET"]),
+        Route("/admin/openapi.json", openapi, methods=["GET"]),
+    ]
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema()
+
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "kimi-proxy admin API", "version": "1"},
+    "components": {
+        "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
+        "schemas": {"NewUser": _schema(NewUser), "UserPatch": _schema(UserPatch)},
+    },
+    "security": [{"token": []}],
+    "paths": {
+        "/admin/users": {
+            "get": {"summary": "The users (never their keys)"},
+            "post": {
+                "summary": "Add a user; the answer holds its key, shown once",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/NewUser"}}
+                    }
+                },
+                "responses": {"201": {"description": "added"}, "409": {"description": "taken"}},
+            },
+        },
+        "/admin/users/{name}": {
+            "get": {"summary": "One user"},
+            "patch": {
+                "summary": "Change limits (null drops one), revoke, or rotate the key",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/UserPatch"}}
+                    }
+                },
+            },
+            "delete": {"summary": "Remove a user", "responses": {"204": {"description": "gone"}}},
+        },
+        "/admin/usage": {"get": {"summary": "Usage rows, as `kimi-proxy usage --format json`"}},
+        "/admin/audit": {"get": {"summary": "Every change to users, by CLI or API"}},
+    },
+}
