@@ -190,7 +190,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if args.command == "serve":
         return serve(settings)
-    if args.command in ("users", "usage", "audit"):
+    if args.command in ("users", "teams", "usage", "audit"):
         return run_gateway_command(settings, args)
     if args.command == "code":
         from .launcher import run_claude_code

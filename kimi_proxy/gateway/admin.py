@@ -12,26 +12,44 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 
-from .users import User, UserFile, UserLimits, limited, new_key, rekeyed, removed, revoked
+from .users import (
+    Team,
+    User,
+    UserFile,
+    UserLimits,
+    limited,
+    new_key,
+    rekeyed,
+    removed,
+    revoked,
+    teamed,
+)
 
 AUDIT_KEPT = 100_000  # entries the Redis stream keeps (about)
 
 
 class UserStore(Protocol):
-    """The users, wherever they live: the file (`FileUsers`) or Redis (`RedisUsers`)."""
+    """The users and teams, wherever they live: the file (`FileUsers`) or Redis
+    (`RedisUsers`)."""
 
     async def load(self) -> dict[str, User]: ...
 
-    async def add(self, name: str, limits: UserLimits) -> str: ...
+    async def add(self, name: str, limits: UserLimits, *, team: str | None = None) -> str: ...
 
     async def change(self, name: str, how: Callable[[User], User | None]) -> User | None: ...
+
+    async def load_teams(self) -> dict[str, Team]: ...
+
+    async def add_team(self, name: str, limits: UserLimits) -> Team: ...
+
+    async def change_team(self, name: str, how: Callable[[Team], Team | None]) -> Team | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,11 +61,20 @@ class FileUsers:
     async def load(self) -> dict[str, User]:
         return self.file.load()
 
-    async def add(self, name: str, limits: UserLimits) -> str:
-        return self.file.add(name, limits)
+    async def add(self, name: str, limits: UserLimits, *, team: str | None = None) -> str:
+        return self.file.add(name, limits, team)
 
     async def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
         return self.file.change(name, how)
+
+    async def load_teams(self) -> dict[str, Team]:
+        return self.file.load_teams()
+
+    async def add_team(self, name: str, limits: UserLimits) -> Team:
+        return self.file.add_team(name, limits)
+
+    async def change_team(self, name: str, how: Callable[[Team], Team | None]) -> Team | None:
+        return self.file.change_team(name, how)
 
 
 class AuditLog(Protocol):
@@ -109,9 +136,18 @@ def user_view(user: User) -> dict[str, Any]:
     return {
         "name": user.name,
         "state": "revoked" if user.revoked else "active",
-        "created": datetime.fromtimestamp(user.created, UTC).isoformat(timespec="seconds"),
+        "team": user.team,
+        "created": _iso(user.created),
         **asdict(user.limits),
     }
+
+
+def team_view(team: Team) -> dict[str, Any]:
+    return {"name": team.name, "created": _iso(team.created), **asdict(team.limits)}
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,19 +164,65 @@ class Admin:
     async def user(self, name: str) -> User | None:
         return (await self.store.load()).get(name)
 
-    async def add(self, name: str, given: dict[str, int | None]) -> tuple[UserLimits, str]:
-        """A new user with these limits; its key (returned once, never stored)."""
+    async def add(
+        self, name: str, given: dict[str, int | None], team: str | None = None
+    ) -> tuple[UserLimits, str]:
+        """A new user with these limits (in `team`); its key (returned once, never stored)."""
         limits = UserLimits().merged(given)
-        key = await self.store.add(name, limits)
-        await self._audited("add", name, _set(given))
+        key = await self.store.add(name, limits, team=team)
+        await self._audited("add", name, {**_set(given), **({"team": team} if team else {})})
         return limits, key
 
-    async def limit(self, name: str, given: dict[str, int | None], clear: Iterable[str]) -> User:
-        dropped = list(clear)
-        user = await self.store.change(name, limited(given, dropped))
+    async def limit(
+        self,
+        name: str,
+        given: dict[str, int | None],
+        clear: Iterable[str],
+        team: str | None = None,
+    ) -> User:
+        """Change the limits named, drop those in `clear` (`team` among them: out of its team),
+        and move the user to `team` when given."""
+        dropped = [c for c in clear if c != "team"]
+        leave = "team" in clear
+
+        def change(user: User) -> User:
+            changed = limited(given, dropped)(user)
+            if team is not None or leave:
+                changed = teamed(team)(changed)
+            return changed
+
+        user = await self.store.change(name, change)
         assert user is not None
-        await self._audited("limits", name, {**_set(given), **dict.fromkeys(dropped)})
+        fields: dict[str, Any] = {**_set(given), **dict.fromkeys(dropped)}
+        if team is not None or leave:
+            fields["team"] = team
+        await self._audited("limits", name, fields)
         return user
+
+    async def teams(self) -> list[Team]:
+        return sorted((await self.store.load_teams()).values(), key=lambda t: t.name)
+
+    async def add_team(self, name: str, given: dict[str, int | None]) -> Team:
+        team = await self.store.add_team(name, UserLimits().merged(given))
+        await self._audited("team add", name, _set(given))
+        return team
+
+    async def limit_team(
+        self, name: str, given: dict[str, int | None], clear: Iterable[str]
+    ) -> Team:
+        dropped = list(clear)
+
+        def change(team: Team) -> Team:
+            return replace(team, limits=team.limits.merged(given, dropped))
+
+        team = await self.store.change_team(name, change)
+        assert team is not None
+        await self._audited("team limits", name, {**_set(given), **dict.fromkeys(dropped)})
+        return team
+
+    async def remove_team(self, name: str) -> None:
+        await self.store.change_team(name, lambda team: None)
+        await self._audited("team remove", name, {})
 
     async def revoke(self, name: str) -> None:
         await self.store.change(name, revoked)

@@ -85,6 +85,7 @@ def add_parsers(sub: Any) -> None:
     add = actions.add_parser("add", help="add a user; prints the new key once")
     add.add_argument("name")
     _limit_flags(add)
+    add.add_argument("--team", help="the user's team: its limits apply too")
     actions.add_parser("list", help="the users, their state and limits (never their keys)")
     for action, text in (
         ("revoke", "revoke a user's key (on every instance)"),
@@ -97,12 +98,30 @@ def add_parsers(sub: Any) -> None:
     )
     limits.add_argument("name")
     _limit_flags(limits)
+    limits.add_argument("--team", help="move the user to this team")
     limits.add_argument(
         "--clear",
         action="append",
         default=[],
-        choices=LIMIT_NAMES,
-        help="drop this limit (repeat for several)",
+        choices=(*LIMIT_NAMES, "team"),
+        help="drop this limit, or the team (repeat for several)",
+    )
+
+    teams = sub.add_parser("teams", help="teams: limits shared by their members")
+    teams.add_argument("--users-file", metavar="USERS_FILE", help="(KIMI_USERS_FILE)")
+    teams.add_argument("--redis-url", metavar="REDIS_URL", help="(KIMI_REDIS_URL)")
+    teams.add_argument("--config", metavar="CONFIG", help="(KIMI_PROXY_CONFIG)")
+    teams.add_argument("--file", action="store_true", help="without Redis: the users file")
+    team_actions = teams.add_subparsers(dest="action", required=True)
+    _limit_flags(team_actions.add_parser("add", help="add a team with its limits"))
+    team_actions.choices["add"].add_argument("name")
+    team_actions.add_parser("list", help="the teams and their limits")
+    team_limits = team_actions.add_parser("limits", help="change the limits named")
+    team_limits.add_argument("name")
+    _limit_flags(team_limits)
+    team_limits.add_argument("--clear", action="append", default=[], choices=LIMIT_NAMES)
+    team_actions.add_parser("remove", help="delete a team (it must have no members)").add_argument(
+        "name"
     )
 
     audit = sub.add_parser("audit", help="every change to users and limits, by CLI or API")
@@ -147,7 +166,7 @@ def run_users(
                 "would not work there, and this machine's own proxy would start asking for "
                 "user keys). For the team's gateway, set KIMI_REDIS_URL (or [gateway] "
                 "redis_url in the config file). For this machine's users file, add --file: "
-                f"kimi-proxy users --file {args.action} ...",
+                f"kimi-proxy {args.command} --file {args.action} ...",
                 file=sys.stderr,
             )
             return 2
@@ -165,13 +184,14 @@ def run_users(
 
 
 async def _users(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
+    act = _teams_action if args.command == "teams" else _users_action
     if not gateway.redis_url:
         admin = Admin(FileUsers(UserFile(users_file)), FileAudit.beside(users_file), "cli")
-        return await _users_action(admin, args)
+        return await act(admin, args)
     client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=3)
     try:
         store = RedisUsers(client, gateway.prefix)
-        return await _users_action(Admin(store, RedisAudit(client, gateway.prefix), "cli"), args)
+        return await act(Admin(store, RedisAudit(client, gateway.prefix), "cli"), args)
     finally:
         await client.aclose()
 
@@ -194,12 +214,37 @@ async def _users_action(admin: Admin, args: argparse.Namespace) -> int:
         return 0
     given = _given_limits(args)
     if args.action == "add":
-        limits, key = await admin.add(args.name, given)
+        limits, key = await admin.add(args.name, given, args.team)
         return _added(args.name, limits, key)
+    clear = _cleared(args, given)
+    if "team" in clear and args.team is not None:
+        raise UserError("--clear team and --team: give one or the other.")
+    return _limited(await admin.limit(args.name, given, clear, args.team))
+
+
+def _cleared(args: argparse.Namespace, given: dict[str, int | None]) -> list[str]:
     clear = [name.replace("-", "_") for name in args.clear]
     if both := [n for n in clear if given.get(n) is not None]:
         raise UserError(f"--clear {both[0]} and a new value for it: give one or the other.")
-    return _limited(await admin.limit(args.name, given, clear))
+    return clear
+
+
+async def _teams_action(admin: Admin, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for team in await admin.teams():
+            print(f"{team.name}\t{team.limits.describe()}")
+        return 0
+    if args.action == "remove":
+        await admin.remove_team(args.name)
+        print(f"team {args.name}: removed")
+        return 0
+    given = _given_limits(args)
+    if args.action == "add":
+        team = await admin.add_team(args.name, given)
+    else:
+        team = await admin.limit_team(args.name, given, _cleared(args, given))
+    print(f"team {team.name}: {team.limits.describe()}")
+    return 0
 
 
 def _given_limits(args: argparse.Namespace) -> dict[str, int | None]:
@@ -214,7 +259,8 @@ def _given_limits(args: argparse.Namespace) -> dict[str, int | None]:
 def _print_users(users: list[User]) -> None:
     for user in users:
         state = "revoked" if user.revoked else "active"
-        print(f"{user.name}\t{state}\t{user.limits.describe()}")
+        team = f"\tteam {user.team}" if user.team else ""
+        print(f"{user.name}\t{state}\t{user.limits.describe()}{team}")
 
 
 def _revoked(name: str) -> int:

@@ -20,7 +20,7 @@ from kimi_proxy.providers.budget import KeyLedger
 from kimi_proxy.providers.dialects import WINDOW_SECONDS
 from kimi_proxy.providers.pool import KeyState
 
-from .limits import UserAsk, UserLimiter, refusal
+from .limits import UserAsk, UserLimiter
 from .link import RedisLink
 from .store import Settlement
 from .window import NEVER, Claim, Refused, WindowSpec
@@ -49,7 +49,7 @@ class SharedKeyBudgets:
         ask = rider if isinstance(rider, UserAsk) else None
         windows = key_windows(key.ledger)
         # The user's own claim first: when both are spent, the refusal names the user's limit.
-        claims: list[Claim] = [ask.claim] if ask is not None else []
+        claims: list[Claim] = list(ask.claims) if ask is not None else []
         key_claim = None
         if windows:
             key_claim = Claim(f"key:{key.provider.name}:{key.key.name}", windows, need_tokens)
@@ -63,13 +63,8 @@ class SharedKeyBudgets:
                 self.link.mark_down(exc)
             else:
                 if isinstance(decision, Refused):
-                    if ask is not None and decision.subject == ask.claim.subject:
-                        raise refusal(
-                            ask.user,
-                            decision,
-                            self.limiter.patience,
-                            self.limiter.concurrency(ask.user),
-                        )
+                    if ask is not None and decision.subject in {c.subject for c in ask.claims}:
+                        raise self.limiter.refused(ask.user, decision)
                     return math.inf if decision.after_ms == NEVER else decision.after_ms / 1000
                 if key_claim is not None:
                     self.held[ident] = key_claim

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
@@ -28,7 +29,7 @@ from kimi_proxy.errors import InvalidRequestError, RateLimitError, SharedStoreDo
 
 from .link import RedisLink
 from .store import LimitStore, MemoryStore, Settlement
-from .users import User
+from .users import Team, User
 from .window import CONCURRENCY, NEVER, Claim, Refused, windows_of
 
 log = logging.getLogger("kimi_proxy.gateway")
@@ -63,20 +64,22 @@ class Settler:
 
 @dataclass(slots=True)
 class Grant:
-    """What one admitted request holds of its user's budget until it ends (exactly once)."""
+    """What one admitted request holds of its user's budget (and its team's) until it ends
+    (exactly once)."""
 
     limiter: UserLimiter
     store: LimitStore
     ident: str
-    claim: Claim
+    claims: tuple[Claim, ...]
     done: bool = False
 
     def end(self, used_tokens: int | None) -> None:
         if self.done:
             return
         self.done = True
-        self.limiter.open.pop((self.claim.subject, self.ident), None)
-        self.limiter.settler.put(self.store, Settlement(self.ident, (self.claim,), used_tokens))
+        for claim in self.claims:
+            self.limiter.open.pop((claim.subject, self.ident), None)
+        self.limiter.settler.put(self.store, Settlement(self.ident, self.claims, used_tokens))
 
 
 @dataclass(slots=True)
@@ -86,15 +89,15 @@ class UserAsk:
 
     limiter: UserLimiter
     user: User
-    claim: Claim
+    claims: tuple[Claim, ...]  # the user's, and the team's
     grant: Grant | None = None
 
     def taken(self, store: LimitStore, ident: str) -> None:
-        self.grant = self.limiter.hold(store, ident, self.claim)
+        self.grant = self.limiter.hold(store, ident, self.claims)
 
     async def take_alone(self) -> None:
         """Taken on its own (the key's turn is far off, or Redis stopped answering)."""
-        self.grant = await self.limiter.admit(self.user, self.claim.tokens)
+        self.grant = await self.limiter.admit(self.user, self.claims[0].tokens)
 
     def end(self, used_tokens: int | None) -> None:
         if self.grant is not None:
@@ -112,48 +115,66 @@ class UserLimiter:
     patience: float = 20.0
     #: Streams at once for a user with no concurrency limit of their own (`[gateway]`).
     default_concurrency: int = DEFAULT_USER_CONCURRENCY
+    #: A user's team, by name (the gateway's user directory).
+    teams: Callable[[str | None], Team | None] = field(default=lambda name: None)
 
     def concurrency(self, user: User) -> int:
         return user.limits.concurrency or self.default_concurrency
 
-    def claim(self, user: User, need_tokens: int, share: int = 1) -> Claim:
+    def claims(self, user: User, need_tokens: int, share: int = 1) -> tuple[Claim, ...]:
+        """The user's claim, then the team's when the user has one."""
         limits = user.limits
         concurrency = -(-self.concurrency(user) // share)
         windows = windows_of(limits.rpm, limits.tpm, limits.daily_tokens, share)
-        return Claim(f"user:{user.name}", windows, need_tokens, concurrency)
+        own = Claim(f"user:{user.name}", windows, need_tokens, concurrency)
+        team = self.teams(user.team)
+        if team is None:
+            return (own,)
+        shared = team.limits
+        team_concurrency = -(-shared.concurrency // share) if shared.concurrency else None
+        team_windows = windows_of(shared.rpm, shared.tpm, shared.daily_tokens, share)
+        return own, Claim(f"team:{team.name}", team_windows, need_tokens, team_concurrency)
 
     def ask(self, user: User, need_tokens: int) -> UserAsk:
-        return UserAsk(self, user, self.claim(user, need_tokens))
+        return UserAsk(self, user, self.claims(user, need_tokens))
 
     async def admit(self, user: User, need_tokens: int) -> Grant:
-        """Reserve `need_tokens` of the user's budget, or raise the 429 (400, 503) saying why."""
+        """Reserve `need_tokens` of the user's budget (and the team's), or raise the 429 (400,
+        503) saying why."""
         ident = secrets.token_hex(8)
         link = self.link
         if link is not None and link.up:
-            claim = self.claim(user, need_tokens)
+            claims = self.claims(user, need_tokens)
             try:
-                decision = await link.store.admit(ident, (claim,), link.lease_ms)
+                decision = await link.store.admit(ident, claims, link.lease_ms)
             except (RedisError, OSError) as exc:
                 link.mark_down(exc)
             else:
                 if isinstance(decision, Refused):
-                    raise refusal(user, decision, self.patience, self.concurrency(user))
-                return self.hold(link.store, ident, claim)
+                    raise self.refused(user, decision)
+                return self.hold(link.store, ident, claims)
         if link is not None and link.fail_closed:
             raise SharedStoreDownError(link.down_message())
         share = 1
         if link is not None:
             link.note_fallback()
             share = link.instances
-        claim = self.claim(user, need_tokens, share)
-        decision = await self.local.admit(ident, (claim,), LOCAL_LEASE_MS)
+        claims = self.claims(user, need_tokens, share)
+        decision = await self.local.admit(ident, claims, LOCAL_LEASE_MS)
         if isinstance(decision, Refused):
-            raise refusal(user, decision, self.patience, self.concurrency(user))
-        return self.hold(self.local, ident, claim)
+            raise self.refused(user, decision)
+        return self.hold(self.local, ident, claims)
 
-    def hold(self, store: LimitStore, ident: str, claim: Claim) -> Grant:
-        self.open[(claim.subject, ident)] = store
-        return Grant(self, store, ident, claim)
+    def refused(self, user: User, decision: Refused) -> InvalidRequestError | RateLimitError:
+        team = self.teams(user.team)
+        if team is not None and decision.subject == f"team:{team.name}":
+            return team_refusal(team, decision, self.patience)
+        return refusal(user, decision, self.patience, self.concurrency(user))
+
+    def hold(self, store: LimitStore, ident: str, claims: tuple[Claim, ...]) -> Grant:
+        for claim in claims:
+            self.open[(claim.subject, ident)] = store
+        return Grant(self, store, ident, claims)
 
     def shared_leases(self) -> list[tuple[str, str]]:
         """This instance's open grants on Redis: their leases are renewed while they run."""
@@ -182,6 +203,33 @@ def refusal(
         f"({user.limits.describe()}); room again in {_duration(wait)}. This is your own "
         "limit on this gateway, not the provider's: ask your team lead to raise it "
         "(kimi-proxy users limits).",
+        retry_after=wait,
+        final=wait > patience,
+    )
+
+
+def team_refusal(
+    team: Team, refused: Refused, patience: float
+) -> InvalidRequestError | RateLimitError:
+    """Why a member of `team` is refused by the team's own limits."""
+    limits = team.limits.describe()
+    if refused.after_ms == NEVER:
+        return InvalidRequestError(
+            f'This request is larger than team "{team.name}"\'s limit of {refused.limit} '
+            f"({limits}). Ask for a smaller answer budget (max_tokens) or a higher team limit "
+            "(kimi-proxy teams limits)."
+        )
+    wait = refused.after_ms / 1000
+    if refused.limit == CONCURRENCY:
+        return RateLimitError(
+            f'team "{team.name}": {team.limits.concurrency} requests running, the team\'s '
+            "limit of concurrent streams; retry when one ends.",
+            retry_after=wait,
+        )
+    return RateLimitError(
+        f'team "{team.name}": its limit of {refused.limit} is reached ({limits}); room again '
+        f"in {_duration(wait)}. This is your team's limit on this gateway, shared by its "
+        "members: ask your team lead to raise it (kimi-proxy teams limits).",
         retry_after=wait,
         final=wait > patience,
     )

@@ -102,7 +102,7 @@ class RedisLink:
             self.instances = max(1, int(alive))
             version = int(version or 0)
             if directory is not None and version != self._users_version:
-                directory.load(await self.users.load())
+                directory.load(await self.users.load(), await self.users.load_teams())
                 self._users_version = version
             if time.monotonic() - self._renewed > self.lease_ms / 3000:
                 await self.store.renew(leases(), self.lease_ms)

@@ -29,12 +29,13 @@ from kimi_proxy.protocol.record import LOGGED_FIELDS, RequestRecord
 METERED_PATH = "/v1/messages"
 ACCESS_LOGGER = "kimi_proxy.access"  # the logger whose lines `usage --access-log` reads
 SEPARATOR = "\x1f"
-DIMENSIONS = ("day", "user", "session", "agent", "provider", "model")
+DIMENSIONS = ("day", "user", "team", "session", "agent", "provider", "model")
 METRICS = (
     *("requests", "input_tokens", "cached_tokens", "output_tokens", "errors", "cancelled"),
     *("web_searches", "cost_nusd"),
 )
 NANO = 1_000_000_000
+COUNTED = tuple(m for m in METRICS if m != "cost_nusd")  # summed as they are
 
 
 @dataclass(slots=True)
@@ -47,6 +48,7 @@ class UsageRow:
     agent: str = "-"
     provider: str = "-"
     model: str = "-"
+    team: str = "-"
     requests: int = 0
     input_tokens: int = 0
     cached_tokens: int = 0
@@ -71,9 +73,8 @@ def increments(record: RequestRecord) -> dict[str, int]:
     are the client's choice, and a refused client must not add rows."""
     served = record.provider is not None
     session, agent = (record.session, record.agent) if served else (None, None)
-    base = SEPARATOR.join(
-        _clean(v) for v in (record.user, session, agent, record.provider, record.model_used)
-    )
+    dimensions = (record.user, session, agent, record.provider, record.model_used, record.team)
+    base = SEPARATOR.join(_clean(v) for v in dimensions)
     counts = {
         "requests": 1,
         "input_tokens": record.input_tokens or 0,
@@ -139,10 +140,12 @@ def rows_from_fields(day: str, values: Iterable[tuple[str, int]]) -> Iterator[Us
     """A day's hash (field, count) as rows of one metric each."""
     for name, n in values:
         parts = name.split(SEPARATOR)
-        if len(parts) != 6 or parts[5] not in METRICS:
+        if len(parts) == 6:  # written before teams: no team
+            parts.insert(5, "-")
+        if len(parts) != 7 or parts[6] not in METRICS:
             continue  # not ours: skip rather than fail the whole report
-        user, session, agent, provider, model, metric = parts
-        row = UsageRow(day, user, session, agent, provider, model)
+        user, session, agent, provider, model, team, metric = parts
+        row = UsageRow(day, user, session, agent, provider, model, team)
         if metric == "cost_nusd":
             row.cost_usd = n / NANO
         else:
@@ -192,9 +195,10 @@ def fold(
         key = tuple(str(getattr(row, d)) if d in by else "-" for d in DIMENSIONS)
         total = totals.get(key)
         if total is None:
-            day, user_, session, agent, provider, model = key
-            total = totals[key] = UsageRow(day, user_, session, agent, provider, model)
-        for metric in ("requests", "input_tokens", "cached_tokens", "output_tokens", "errors"):
+            total = totals[key] = UsageRow()
+            for dimension, value in zip(DIMENSIONS, key, strict=True):
+                setattr(total, dimension, value)
+        for metric in COUNTED:
             setattr(total, metric, getattr(total, metric) + getattr(row, metric))
         total.cost_usd += row.cost_usd
     for total in totals.values():

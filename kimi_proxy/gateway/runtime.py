@@ -37,11 +37,15 @@ class GatewayRuntime:
             limiter = UserLimiter()
             if gateway is not None:
                 limiter.default_concurrency = gateway.user_concurrency
+            if users is not None:
+                limiter.teams = users.team
             return cls(gateway, users, limiter)
         link = RedisLink(gateway)
         meter = Meter(link.client, gateway.prefix, gateway.retention_days)
         limiter = UserLimiter(link, default_concurrency=gateway.user_concurrency)
-        return cls(gateway, UserDirectory(None), limiter, link, meter)
+        directory = UserDirectory(None)
+        limiter.teams = directory.team
+        return cls(gateway, directory, limiter, link, meter)
 
     def share_keys(self, pool: Pool) -> None:
         """With Redis, the pool's keys are spent together with the other instances."""

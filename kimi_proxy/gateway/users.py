@@ -63,6 +63,29 @@ class User:
     created: float
     revoked: bool = False
     limits: UserLimits = UserLimits()
+    team: str | None = None  # a request must pass the team's limits too
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """A group of users with shared limits: every member's requests count against them."""
+
+    name: str
+    created: float
+    limits: UserLimits = UserLimits()
+
+
+def team_entry(team: Team) -> dict[str, Any]:
+    return {"created": team.created, "limits": asdict(team.limits)}
+
+
+def team_from_entry(name: str, entry: dict[str, Any]) -> Team:
+    return Team(name, entry["created"], UserLimits(**entry.get("limits", {})))
+
+
+def teamed(team: str | None) -> Callable[[User], User]:
+    """The user moved to `team` (None: no team)."""
+    return lambda user: replace(user, team=team)
 
 
 def hash_key(key: str) -> str:
@@ -114,59 +137,106 @@ def user_from_entry(name: str, entry: dict[str, Any]) -> User:
         created=entry["created"],
         revoked=entry.get("revoked", False),
         limits=UserLimits(**entry.get("limits", {})),
+        team=entry.get("team"),
     )
 
 
 class UserFile:
-    """The users as a JSON file; every change is read, changed and written under a lock."""
+    """The users and teams as a JSON file; every change is read, changed and written under a
+    lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path.expanduser()
 
-    def load(self) -> dict[str, User]:
+    def _read(self) -> dict[str, Any]:
         try:
             raw = json.loads(self.path.read_text())
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
             raise UserError(f"{self.path}: cannot read the users file ({exc}).") from None
+        return raw if isinstance(raw, dict) else {}
+
+    def load(self) -> dict[str, User]:
+        raw = self._read()
         return {name: user_from_entry(name, entry) for name, entry in raw.get("users", {}).items()}
 
+    def load_teams(self) -> dict[str, Team]:
+        raw = self._read()
+        return {name: team_from_entry(name, entry) for name, entry in raw.get("teams", {}).items()}
+
     @contextlib.contextmanager
-    def changing(self) -> Iterator[dict[str, User]]:
-        """The users to change in place; written back atomically when the block succeeds."""
+    def changing(self) -> Iterator[tuple[dict[str, User], dict[str, Team]]]:
+        """The users and teams to change in place; written back atomically when the block
+        succeeds."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            users = self.load()
-            yield users
-            data = {"users": {u.name: user_entry(u) for u in users.values()}}
+            users, teams = self.load(), self.load_teams()
+            yield users, teams
+            data: dict[str, Any] = {"users": {u.name: user_entry(u) for u in users.values()}}
+            if teams:
+                data["teams"] = {t.name: team_entry(t) for t in teams.values()}
             handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
             with os.fdopen(handle, "w") as out:
                 json.dump(data, out, indent=1)
             os.chmod(temporary, 0o600)
             os.replace(temporary, self.path)
 
-    def add(self, name: str, limits: UserLimits) -> str:
+    def add(self, name: str, limits: UserLimits, team: str | None = None) -> str:
         check_name(name)
         key = new_key()
-        with self.changing() as users:
+        with self.changing() as (users, teams):
             if name in users:
                 raise UserError(f"A user named {name!r} exists already; pick another name.")
-            users[name] = User(name, hash_key(key), time.time(), limits=limits)
+            check_team(team, teams)
+            users[name] = User(name, hash_key(key), time.time(), limits=limits, team=team)
         return key
 
     def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
         """One user changed by `how` (None: removed), under the lock."""
-        with self.changing() as users:
+        with self.changing() as (users, teams):
             if name not in users:
                 raise UserError(f"No user named {name!r}.")
             changed = how(users[name])
             if changed is None:
                 del users[name]
             else:
+                check_team(changed.team, teams)
                 users[name] = changed
             return changed
+
+    def add_team(self, name: str, limits: UserLimits) -> Team:
+        check_name(name)
+        with self.changing() as (_, teams):
+            if name in teams:
+                raise UserError(f"A team named {name!r} exists already; pick another name.")
+            team = teams[name] = Team(name, time.time(), limits)
+        return team
+
+    def change_team(self, name: str, how: Callable[[Team], Team | None]) -> Team | None:
+        with self.changing() as (users, teams):
+            if name not in teams:
+                raise UserError(f"No team named {name!r}.")
+            changed = how(teams[name])
+            if changed is None:
+                if members := sorted(u.name for u in users.values() if u.team == name):
+                    raise UserError(
+                        f"Team {name!r} still has members ({', '.join(members)}): move them "
+                        "first (kimi-proxy users limits NAME --clear team)."
+                    )
+                del teams[name]
+            else:
+                teams[name] = changed
+            return changed
+
+
+def check_team(team: str | None, teams: dict[str, Team]) -> None:
+    if team is not None and team not in teams:
+        known = ", ".join(sorted(teams)) or "none yet"
+        raise UserError(
+            f"No team named {team!r} (teams: {known}); add it first: kimi-proxy teams add {team}"
+        )
 
 
 class UserDirectory:
@@ -178,6 +248,7 @@ class UserDirectory:
         self._checked = 0.0
         self._stamp: float | None = None
         self._by_hash: dict[str, User] = {}
+        self.teams: dict[str, Team] = {}
         self.any = False  # whether any user exists: then every request needs a user key
         self.known = store is not None  # with Redis: not until the users were read once
         #: Why the users are not known (a file that cannot be read): the gateway's 503 says it.
@@ -185,10 +256,14 @@ class UserDirectory:
         self._read_once = False
         self.refresh(force=True)
 
-    def load(self, users: dict[str, User]) -> None:
+    def load(self, users: dict[str, User], teams: dict[str, Team] | None = None) -> None:
         self._by_hash = {u.key_hash: u for u in users.values()}
+        self.teams = teams or {}
         self.any = bool(users)
         self.known = True
+
+    def team(self, name: str | None) -> Team | None:
+        return self.teams.get(name) if name else None
 
     def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -204,7 +279,7 @@ class UserDirectory:
         try:
             if stamp is None and self.any:  # users existed: a vanished file opens nothing
                 raise UserError(f"{self.store.path}: the users file is gone.")
-            users = self.store.load()
+            users, teams = self.store.load(), self.store.load_teams()
         except UserError as exc:
             self._stamp = stamp
             if self._read_once:  # keep serving the users last read
@@ -217,7 +292,7 @@ class UserDirectory:
         self._stamp = stamp
         self.problem = None
         self._read_once = True
-        self.load(users)
+        self.load(users, teams)
 
     def user(self, key: str) -> User | None:
         """The active user whose key this is, or None."""

@@ -52,6 +52,7 @@ class RequestRecord:
     session: str | None = None  # x-claude-code-session-id
     agent: str | None = None  # x-claude-code-agent-id
     user: str | None = None
+    team: str | None = None  # the user's team, when it has one
     cancelled: bool = False  # a stream the client left before its end (billed what it used)
     web_searches: int = 0  # run by the proxy for the `web_search` server tool
     context_window: int | None = None

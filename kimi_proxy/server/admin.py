@@ -3,12 +3,14 @@ usage, as `kimi-proxy users` and `kimi-proxy usage --format json` give them, thr
 implementation (`gateway/admin.py`, every change audited as made by `api`).
 
     GET    /admin/users                 {"data": [user, …]}       (never a key, nor its hash)
-    POST   /admin/users                 {"name", "rpm", "tpm", "concurrency", "daily_tokens"}
+    POST   /admin/users                 {"name", "team", "rpm", "tpm", "concurrency",
+                                        "daily_tokens"}
                                         → 201 {…user, "key"}: the key, shown once
     GET    /admin/users/{name}          the user
     PATCH  /admin/users/{name}          limits (null drops one), "revoked": true, or
                                         "rotate_key": true (→ {…user, "key"})
     DELETE /admin/users/{name}          204
+    GET/POST /admin/teams, GET/PATCH/DELETE /admin/teams/{name}: the same for teams
     GET    /admin/usage?user=&since=&by= {"data": rows}
     GET    /admin/audit?since=          {"data": entries}
     GET    /admin/openapi.json
@@ -33,7 +35,14 @@ from kimi_proxy.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from kimi_proxy.gateway.admin import Admin, FileAudit, FileUsers, RedisAudit, user_view
+from kimi_proxy.gateway.admin import (
+    Admin,
+    FileAudit,
+    FileUsers,
+    RedisAudit,
+    team_view,
+    user_view,
+)
 from kimi_proxy.gateway.metering import DIMENSIONS, days_between, fold, rows_from_fields
 from kimi_proxy.gateway.redis_users import RedisUsers
 from kimi_proxy.gateway.users import DEFAULT_USERS_FILE, UserError, UserFile
@@ -49,6 +58,26 @@ class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
+    team: str | None = None
+    rpm: Limit = None
+    tpm: Limit = None
+    concurrency: Limit = None
+    daily_tokens: Limit = None
+
+
+class NewTeam(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    rpm: Limit = None
+    tpm: Limit = None
+    concurrency: Limit = None
+    daily_tokens: Limit = None
+
+
+class TeamPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     rpm: Limit = None
     tpm: Limit = None
     concurrency: Limit = None
@@ -58,6 +87,7 @@ class NewUser(BaseModel):
 class UserPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    team: str | None = None
     rpm: Limit = None
     tpm: Limit = None
     concurrency: Limit = None
@@ -93,7 +123,7 @@ def _changed(request: Request) -> None:
 
 def _user_error(exc: UserError) -> Exception:
     text = str(exc)
-    if text.startswith("No user named"):
+    if text.startswith(("No user named", "No team named")) and "add it first" not in text:
         return NotFoundError(text)
     if "exists already" in text:
         return ConflictError(text)
@@ -110,7 +140,7 @@ async def add_user(request: Request) -> Response:
     fields = await parse_body(request, NewUser)
     given = {name: getattr(fields, name) for name in LIMITS}
     try:
-        _, key = await admin.add(fields.name, given)
+        _, key = await admin.add(fields.name, given, fields.team)
     except UserError as exc:
         raise _user_error(exc) from None
     user = await admin.user(fields.name)
@@ -135,9 +165,12 @@ async def patch_user(request: Request) -> Response:
     given = {n: getattr(patch, n) for n in LIMITS if n in sent and getattr(patch, n) is not None}
     clear = [n for n in LIMITS if n in sent and getattr(patch, n) is None]
     key = None
+    team = patch.team if "team" in sent else None
+    if "team" in sent and patch.team is None:
+        clear.append("team")
     try:
-        if given or clear:
-            await admin.limit(name, dict.fromkeys(LIMITS) | given, clear)
+        if given or clear or team is not None:
+            await admin.limit(name, dict.fromkeys(LIMITS) | given, clear, team)
         if patch.revoked:
             await admin.revoke(name)
         if patch.rotate_key:
@@ -155,6 +188,56 @@ async def delete_user(request: Request) -> Response:
     admin = _admin(request)
     try:
         await admin.remove(request.path_params["name"])
+    except UserError as exc:
+        raise _user_error(exc) from None
+    _changed(request)
+    return Response(status_code=204)
+
+
+async def list_teams(request: Request) -> Response:
+    admin = _admin(request)
+    return json_response({"data": [team_view(t) for t in await admin.teams()]})
+
+
+async def add_team(request: Request) -> Response:
+    admin = _admin(request)
+    fields = await parse_body(request, NewTeam)
+    try:
+        team = await admin.add_team(fields.name, {n: getattr(fields, n) for n in LIMITS})
+    except UserError as exc:
+        raise _user_error(exc) from None
+    _changed(request)
+    return json_response(team_view(team), 201)
+
+
+async def get_team(request: Request) -> Response:
+    admin = _admin(request)
+    name = request.path_params["name"]
+    team = next((t for t in await admin.teams() if t.name == name), None)
+    if team is None:
+        raise NotFoundError(f"No team named {name!r}.")
+    return json_response(team_view(team))
+
+
+async def patch_team(request: Request) -> Response:
+    admin = _admin(request)
+    name = request.path_params["name"]
+    patch = await parse_body(request, TeamPatch)
+    sent = patch.model_fields_set
+    given = {n: getattr(patch, n) for n in LIMITS if n in sent and getattr(patch, n) is not None}
+    clear = [n for n in LIMITS if n in sent and getattr(patch, n) is None]
+    try:
+        team = await admin.limit_team(name, dict.fromkeys(LIMITS) | given, clear)
+    except UserError as exc:
+        raise _user_error(exc) from None
+    _changed(request)
+    return json_response(team_view(team))
+
+
+async def delete_team(request: Request) -> Response:
+    admin = _admin(request)
+    try:
+        await admin.remove_team(request.path_params["name"])
     except UserError as exc:
         raise _user_error(exc) from None
     _changed(request)
@@ -211,6 +294,11 @@ def admin_routes() -> list[Route]:
         Route("/admin/users/{name}", get_user, methods=["GET"]),
         Route("/admin/users/{name}", patch_user, methods=["PATCH"]),
         Route("/admin/users/{name}", delete_user, methods=["DELETE"]),
+        Route("/admin/teams", list_teams, methods=["GET"]),
+        Route("/admin/teams", add_team, methods=["POST"]),
+        Route("/admin/teams/{name}", get_team, methods=["GET"]),
+        Route("/admin/teams/{name}", patch_team, methods=["PATCH"]),
+        Route("/admin/teams/{name}", delete_team, methods=["DELETE"]),
         Route("/admin/usage", usage, methods=["GET"]),
         Route("/admin/audit", audit, methods=["GET"]),
         Route("/admin/openapi.json", openapi, methods=["GET"]),
@@ -226,7 +314,12 @@ OPENAPI: dict[str, Any] = {
     "info": {"title": "kimi-proxy admin API", "version": "1"},
     "components": {
         "securitySchemes": {"token": {"type": "apiKey", "in": "header", "name": "x-api-key"}},
-        "schemas": {"NewUser": _schema(NewUser), "UserPatch": _schema(UserPatch)},
+        "schemas": {
+            "NewUser": _schema(NewUser),
+            "UserPatch": _schema(UserPatch),
+            "NewTeam": _schema(NewTeam),
+            "TeamPatch": _schema(TeamPatch),
+        },
     },
     "security": [{"token": []}],
     "paths": {
@@ -253,6 +346,12 @@ OPENAPI: dict[str, Any] = {
                 },
             },
             "delete": {"summary": "Remove a user", "responses": {"204": {"description": "gone"}}},
+        },
+        "/admin/teams": {"get": {"summary": "The teams"}, "post": {"summary": "Add a team"}},
+        "/admin/teams/{name}": {
+            "get": {"summary": "One team"},
+            "patch": {"summary": "Change its limits (null drops one)"},
+            "delete": {"summary": "Remove a team without members"},
         },
         "/admin/usage": {"get": {"summary": "Usage rows, as `kimi-proxy usage --format json`"}},
         "/admin/audit": {"get": {"summary": "Every change to users, by CLI or API"}},

@@ -154,7 +154,7 @@ class SecurityMiddleware:
                 state["user"] = user
                 record = state.get("record")
                 if record is not None:
-                    record.user = user.name
+                    record.user, record.team = user.name, user.team
                 return None
         return AuthenticationError(
             "This gateway does not know your user key: it was revoked or replaced, or it is "

@@ -76,7 +76,20 @@ def test_the_operator_manages_users_and_everyone_else_is_refused(tmp_path: Path)
         listed = http.get("/admin/users", headers=operator).json()["data"]
         assert [u["name"] for u in listed] == ["ann", "bo"]
         assert "key" not in listed[1] and "kpu_" not in json.dumps(listed)
+        team = http.post("/admin/teams", json={"name": "eng", "rpm": 5}, headers=operator)
+        assert team.status_code == 201 and team.json()["rpm"] == 5
+        moved = http.patch("/admin/users/bo", json={"team": "eng"}, headers=operator)
+        assert moved.json()["team"] == "eng"
+        assert http.delete("/admin/teams/eng", headers=operator).status_code == 400  # members
+        assert (
+            http.patch("/admin/teams/eng", json={"rpm": None}, headers=operator).json()["rpm"]
+            is None
+        )
+        assert [t["name"] for t in http.get("/admin/teams", headers=operator).json()["data"]] == [
+            "eng"
+        ]
         assert http.delete("/admin/users/bo", headers=operator).status_code == 204
+        assert http.delete("/admin/teams/eng", headers=operator).status_code == 204
         spec = http.get("/admin/openapi.json", headers=operator).json()
         assert "/admin/users/{name}" in spec["paths"]
         trail = http.get("/admin/audit", headers=operator).json()["data"]
@@ -85,7 +98,11 @@ def test_the_operator_manages_users_and_everyone_else_is_refused(tmp_path: Path)
         ("api", "add", "bo"),
         ("api", "limits", "bo"),
         ("api", "rotate", "bo"),
+        ("api", "team add", "eng"),
+        ("api", "limits", "bo"),
+        ("api", "team limits", "eng"),
         ("api", "remove", "bo"),
+        ("api", "team remove", "eng"),
     ]
     assert trail[2]["fields"] == {"rpm": 3, "tpm": None}
     assert "kpu_" not in audit_file.read_text()

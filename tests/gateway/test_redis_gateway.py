@@ -483,3 +483,36 @@ def test_the_admin_api_adds_a_user_whose_key_works_on_every_instance_and_revokes
     assert key not in json.dumps(trail)
     printed = cli("audit", KIMI_REDIS_URL=redis.url)
     assert printed.returncode == 0 and printed.stdout.count('"target":"dana"') == 2
+
+
+def test_a_teams_rpm_holds_across_its_members_and_both_instances(
+    tmp_path: Path, redis: RedisServer, provider: tuple[CountingProvider, ScriptedUpstream]
+) -> None:
+    _, upstream = provider
+    on_redis = {"KIMI_REDIS_URL": redis.url}
+    assert cli("teams", "add", "eng", "--rpm", "3", **on_redis).returncode == 0
+    keys = []
+    for name in ("ann", "bo"):
+        added = cli("users", "add", name, "--rpm", "10", "--team", "eng", **on_redis)
+        assert added.returncode == 0, added.stderr
+        keys.append(added.stdout.strip().splitlines()[-1])
+    refused = cli("users", "add", "cy", "--team", "nope", **on_redis)
+    assert refused.returncode == 2 and "No team named 'nope'" in refused.stderr
+    env = gateway_env(tmp_path, redis, upstream, max_wait=5)
+    with instances(tmp_path, 2, **env) as (a, b):
+        plan = [(a, keys[0]), (b, keys[1]), (a, keys[1]), (b, keys[0])]
+        answers = [post(instance.url, key, stream=False) for instance, key in plan]
+        deadline = time.monotonic() + 5  # the instances flush usage every half second
+        while True:
+            report = cli("usage", "--by", "team", "--format", "json", **on_redis)
+            rows = {r["team"]: r for r in json.loads(report.stdout or "[]")}
+            if rows.get("eng", {}).get("requests") == 4 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    assert (rows["eng"]["requests"], rows["eng"]["errors"]) == (4, 1), report.stdout
+    message = answers[-1].json()["error"]["message"]
+    assert message.startswith('team "eng": its limit of requests a minute is reached'), message
+    listed = cli("users", "list", **on_redis).stdout
+    assert "ann\tactive\trpm 10\tteam eng" in listed
+    assert cli("teams", "remove", "eng", **on_redis).returncode == 2  # it still has members
