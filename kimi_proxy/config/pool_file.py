@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kimi_proxy.protocol.profile import ModelLimits
+from kimi_proxy.protocol.profile import ModelLimits, Prices, ProviderProfile
 from kimi_proxy.providers.catalog import Catalog, ProviderEntry, Window, load_catalog
 from kimi_proxy.providers.models import ModelRouter
 from kimi_proxy.providers.spec import (
@@ -73,6 +73,18 @@ class LimitsConfig(_Strict):
         return tuple((k, w, n) for k, w, n in pairs if n is not None)
 
 
+class PricesConfig(_Strict):
+    """USD per million tokens."""
+
+    input: Annotated[float, Field(ge=0)] = 0.0
+    cached_input: Annotated[float, Field(ge=0)] | None = None  # default: the input price
+    output: Annotated[float, Field(ge=0)] = 0.0
+
+
+class ModelConfig(_Strict):
+    prices: PricesConfig | None = None
+
+
 class ProviderConfig(_Strict):
     name: str = Field(min_length=1)
     base_url: str | None = None
@@ -81,6 +93,8 @@ class ProviderConfig(_Strict):
     auth: Literal["bearer", "none"] = "bearer"
     limits: LimitsConfig | None = None
     dialect: str | None = None
+    #: Per model: its prices, for models the catalog does not know (or to override it).
+    models: dict[str, ModelConfig] = {}
 
 
 class FamilyConfig(_Strict):
@@ -153,6 +167,7 @@ def spec_from_file(
                 f'{at}: auth = "none" takes no keys; remove keys, or remove auth = "none".'
             )
         profile = entry.profile if entry else catalog.for_url(base_url).profile
+        profile = _with_prices(profile, cfg.models)
         providers[cfg.name] = ProviderSpec(
             name=cfg.name,
             base_url=base_url,
@@ -212,6 +227,18 @@ def spec_from_file(
         if keyed is not None and keyed.keys:
             providers[name] = keyed
     return PoolSpec(providers, families, routes, notes=tuple(notes), source=where)
+
+
+def _with_prices(profile: ProviderProfile, models: dict[str, ModelConfig]) -> ProviderProfile:
+    """The profile with the prices the config file gives its models."""
+    priced = {}
+    for model, config in models.items():
+        if config.prices is not None:
+            given = config.prices
+            cached = given.input if given.cached_input is None else given.cached_input
+            prices = Prices(given.input, cached, given.output)
+            priced[model] = replace(profile.limits(model), prices=prices)
+    return replace(profile, models={**profile.models, **priced}) if priced else profile
 
 
 def _catalog_provider(name: str, env: Mapping[str, str], catalog: Catalog) -> ProviderSpec | None:

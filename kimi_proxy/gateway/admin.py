@@ -20,6 +20,7 @@ from typing import Any, Protocol, cast
 from redis.asyncio import Redis
 
 from .users import (
+    Given,
     Team,
     User,
     UserFile,
@@ -164,9 +165,7 @@ class Admin:
     async def user(self, name: str) -> User | None:
         return (await self.store.load()).get(name)
 
-    async def add(
-        self, name: str, given: dict[str, int | None], team: str | None = None
-    ) -> tuple[UserLimits, str]:
+    async def add(self, name: str, given: Given, team: str | None = None) -> tuple[UserLimits, str]:
         """A new user with these limits (in `team`); its key (returned once, never stored)."""
         limits = UserLimits().merged(given)
         key = await self.store.add(name, limits, team=team)
@@ -176,7 +175,7 @@ class Admin:
     async def limit(
         self,
         name: str,
-        given: dict[str, int | None],
+        given: Given,
         clear: Iterable[str],
         team: str | None = None,
     ) -> User:
@@ -202,14 +201,12 @@ class Admin:
     async def teams(self) -> list[Team]:
         return sorted((await self.store.load_teams()).values(), key=lambda t: t.name)
 
-    async def add_team(self, name: str, given: dict[str, int | None]) -> Team:
+    async def add_team(self, name: str, given: Given) -> Team:
         team = await self.store.add_team(name, UserLimits().merged(given))
         await self._audited("team add", name, _set(given))
         return team
 
-    async def limit_team(
-        self, name: str, given: dict[str, int | None], clear: Iterable[str]
-    ) -> Team:
+    async def limit_team(self, name: str, given: Given, clear: Iterable[str]) -> Team:
         dropped = list(clear)
 
         def change(team: Team) -> Team:
@@ -252,5 +249,5 @@ class Admin:
         )
 
 
-def _set(given: dict[str, int | None]) -> dict[str, int]:
+def _set(given: Given) -> dict[str, int | float]:
     return {name: value for name, value in given.items() if value is not None}

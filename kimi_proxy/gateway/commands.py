@@ -29,10 +29,10 @@ from .metering import (
     rows_from_fields,
 )
 from .redis_users import RedisUsers
-from .users import User, UserError, UserFile, UserLimits
+from .users import Given, User, UserError, UserFile, UserLimits
 
 USAGE_FORMATS = ("table", "csv", "json")
-LIMIT_NAMES = ("rpm", "tpm", "concurrency", "daily-tokens")
+LIMIT_NAMES = ("rpm", "tpm", "concurrency", "daily-tokens", "daily-usd", "monthly-usd")
 
 
 def _positive(value: str) -> int:
@@ -42,6 +42,16 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number <= 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a limit must be above 0")
+    return number
+
+
+def _dollars(value: str) -> float:
+    try:
+        number = float(value.removeprefix("$"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an amount of dollars") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r}: a budget must be above 0")
     return number
 
 
@@ -67,6 +77,8 @@ def _limit_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpm", type=_positive, help="tokens a minute (input + answer budget)")
     parser.add_argument("--concurrency", type=_positive, help="requests at once")
     parser.add_argument("--daily-tokens", type=_positive, help="tokens a day")
+    parser.add_argument("--daily-usd", type=_dollars, help="dollars a UTC day (its cost)")
+    parser.add_argument("--monthly-usd", type=_dollars, help="dollars a calendar month")
 
 
 def add_parsers(sub: Any) -> None:
@@ -222,7 +234,7 @@ async def _users_action(admin: Admin, args: argparse.Namespace) -> int:
     return _limited(await admin.limit(args.name, given, clear, args.team))
 
 
-def _cleared(args: argparse.Namespace, given: dict[str, int | None]) -> list[str]:
+def _cleared(args: argparse.Namespace, given: Given) -> list[str]:
     clear = [name.replace("-", "_") for name in args.clear]
     if both := [n for n in clear if given.get(n) is not None]:
         raise UserError(f"--clear {both[0]} and a new value for it: give one or the other.")
@@ -253,6 +265,8 @@ def _given_limits(args: argparse.Namespace) -> dict[str, int | None]:
         "tpm": args.tpm,
         "concurrency": args.concurrency,
         "daily_tokens": args.daily_tokens,
+        "daily_usd": args.daily_usd,
+        "monthly_usd": args.monthly_usd,
     }
 
 

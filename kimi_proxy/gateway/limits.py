@@ -18,19 +18,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
 from kimi_proxy.config.gateway import DEFAULT_USER_CONCURRENCY
-from kimi_proxy.errors import InvalidRequestError, RateLimitError, SharedStoreDownError
+from kimi_proxy.errors import (
+    BillingError,
+    InvalidRequestError,
+    ProxyError,
+    RateLimitError,
+    SharedStoreDownError,
+)
 
 from .link import RedisLink
 from .store import LimitStore, MemoryStore, Settlement
-from .users import Team, User
-from .window import CONCURRENCY, NEVER, Claim, Refused, windows_of
+from .users import Team, User, UserLimits
+from .window import (
+    CONCURRENCY,
+    MICRO,
+    NEVER,
+    Claim,
+    Refused,
+    WindowSpec,
+    period_end,
+    windows_of,
+)
 
 log = logging.getLogger("kimi_proxy.gateway")
 LOCAL_LEASE_MS = 3_600_000  # in this process a stream's end always releases its lease
@@ -73,13 +90,16 @@ class Grant:
     claims: tuple[Claim, ...]
     done: bool = False
 
-    def end(self, used_tokens: int | None) -> None:
+    def end(self, used_tokens: int | None, cost_usd: float | None = None) -> None:
+        """Settle to what the request used, and what it cost (None: keep the reservation)."""
         if self.done:
             return
         self.done = True
         for claim in self.claims:
             self.limiter.open.pop((claim.subject, self.ident), None)
-        self.limiter.settler.put(self.store, Settlement(self.ident, self.claims, used_tokens))
+        used_usd = None if cost_usd is None else round(cost_usd * MICRO)
+        settlement = Settlement(self.ident, self.claims, used_tokens, used_usd=used_usd)
+        self.limiter.settler.put(self.store, settlement)
 
 
 @dataclass(slots=True)
@@ -97,11 +117,12 @@ class UserAsk:
 
     async def take_alone(self) -> None:
         """Taken on its own (the key's turn is far off, or Redis stopped answering)."""
-        self.grant = await self.limiter.admit(self.user, self.claims[0].tokens)
+        own = self.claims[0]
+        self.grant = await self.limiter.admit(self.user, own.tokens, own.usd / MICRO)
 
-    def end(self, used_tokens: int | None) -> None:
+    def end(self, used_tokens: int | None, cost_usd: float | None = None) -> None:
         if self.grant is not None:
-            self.grant.end(used_tokens)
+            self.grant.end(used_tokens, cost_usd)
 
 
 @dataclass(slots=True)
@@ -117,34 +138,45 @@ class UserLimiter:
     default_concurrency: int = DEFAULT_USER_CONCURRENCY
     #: A user's team, by name (the gateway's user directory).
     teams: Callable[[str | None], Team | None] = field(default=lambda name: None)
+    #: The wall clock (seconds): dollars budgets are for the UTC day and month.
+    clock: Callable[[], float] = time.time
 
     def concurrency(self, user: User) -> int:
         return user.limits.concurrency or self.default_concurrency
 
-    def claims(self, user: User, need_tokens: int, share: int = 1) -> tuple[Claim, ...]:
-        """The user's claim, then the team's when the user has one."""
-        limits = user.limits
+    def claims(
+        self, user: User, need_tokens: int, share: int = 1, worst_usd: float = 0.0
+    ) -> tuple[Claim, ...]:
+        """The user's claim, then the team's when the user has one. `worst_usd`: the most the
+        request can cost (its prompt and whole answer budget at the model's prices)."""
+        usd = math.ceil(worst_usd * MICRO)
+        wall_ms = int(self.clock() * 1000)
         concurrency = -(-self.concurrency(user) // share)
-        windows = windows_of(limits.rpm, limits.tpm, limits.daily_tokens, share)
-        own = Claim(f"user:{user.name}", windows, need_tokens, concurrency)
+        own = Claim(
+            f"user:{user.name}",
+            _windows(user.limits, share, wall_ms),
+            need_tokens,
+            concurrency,
+            usd,
+        )
         team = self.teams(user.team)
         if team is None:
             return (own,)
         shared = team.limits
         team_concurrency = -(-shared.concurrency // share) if shared.concurrency else None
-        team_windows = windows_of(shared.rpm, shared.tpm, shared.daily_tokens, share)
-        return own, Claim(f"team:{team.name}", team_windows, need_tokens, team_concurrency)
+        windows = _windows(shared, share, wall_ms)
+        return own, Claim(f"team:{team.name}", windows, need_tokens, team_concurrency, usd)
 
-    def ask(self, user: User, need_tokens: int) -> UserAsk:
-        return UserAsk(self, user, self.claims(user, need_tokens))
+    def ask(self, user: User, need_tokens: int, worst_usd: float = 0.0) -> UserAsk:
+        return UserAsk(self, user, self.claims(user, need_tokens, worst_usd=worst_usd))
 
-    async def admit(self, user: User, need_tokens: int) -> Grant:
+    async def admit(self, user: User, need_tokens: int, worst_usd: float = 0.0) -> Grant:
         """Reserve `need_tokens` of the user's budget (and the team's), or raise the 429 (400,
         503) saying why."""
         ident = secrets.token_hex(8)
         link = self.link
         if link is not None and link.up:
-            claims = self.claims(user, need_tokens)
+            claims = self.claims(user, need_tokens, worst_usd=worst_usd)
             try:
                 decision = await link.store.admit(ident, claims, link.lease_ms)
             except (RedisError, OSError) as exc:
@@ -159,15 +191,22 @@ class UserLimiter:
         if link is not None:
             link.note_fallback()
             share = link.instances
-        claims = self.claims(user, need_tokens, share)
+        claims = self.claims(user, need_tokens, share, worst_usd)
         decision = await self.local.admit(ident, claims, LOCAL_LEASE_MS)
         if isinstance(decision, Refused):
             raise self.refused(user, decision)
         return self.hold(self.local, ident, claims)
 
-    def refused(self, user: User, decision: Refused) -> InvalidRequestError | RateLimitError:
+    def refused(self, user: User, decision: Refused) -> ProxyError:
         team = self.teams(user.team)
-        if team is not None and decision.subject == f"team:{team.name}":
+        by_team = team is not None and decision.subject == f"team:{team.name}"
+        if decision.limit.startswith("dollars "):
+            limits = team.limits if by_team and team is not None else user.limits
+            who = f'team "{team.name}"' if by_team and team is not None else f"user {user.name!r}"
+            daily = decision.limit.startswith("dollars on ")
+            budget = (limits.daily_usd if daily else limits.monthly_usd) or 0.0
+            return budget_refusal(who, decision, int(self.clock() * 1000), budget)
+        if by_team and team is not None:
             return team_refusal(team, decision, self.patience)
         return refusal(user, decision, self.patience, self.concurrency(user))
 
@@ -205,6 +244,34 @@ def refusal(
         "(kimi-proxy users limits).",
         retry_after=wait,
         final=wait > patience,
+    )
+
+
+def _windows(limits: UserLimits, share: int, wall_ms: int) -> tuple[WindowSpec, ...]:
+    return windows_of(
+        limits.rpm,
+        limits.tpm,
+        limits.daily_tokens,
+        share,
+        daily_usd=limits.daily_usd,
+        monthly_usd=limits.monthly_usd,
+        wall_ms=wall_ms,
+    )
+
+
+def budget_refusal(who: str, refused: Refused, wall_ms: int, budget: float) -> BillingError:
+    """A spent dollars budget: a 402 that names it, what was spent, and when it resets."""
+    daily = refused.limit.startswith("dollars on ")
+    resets = period_end(refused.limit, wall_ms)
+    wait = resets.timestamp() - wall_ms / 1000
+    when = "00:00 UTC" if daily else f"{resets:%Y-%m-%d} 00:00 UTC"
+    spent = refused.used / MICRO
+    return BillingError(
+        f"The {'daily' if daily else 'monthly'} budget of {who}, ${budget:,.2f}: ${spent:,.2f} "
+        f"is spent, and this request could cost more than the ${max(0.0, budget - spent):,.2f} "
+        f"left (its prompt and whole answer budget at the model's prices). It resets at {when}, "
+        f"in {_duration(wait)}. Ask your team lead to raise it (kimi-proxy users limits "
+        "--daily-usd / --monthly-usd), or ask for a smaller answer (max_tokens)."
     )
 
 

@@ -32,6 +32,7 @@ class Settlement:
     claims: tuple[Claim, ...]
     used_tokens: int | None
     give_back: bool = False
+    used_usd: int | None = None  # what it cost, in micro-dollars (None: its reservation)
 
 
 def _script(name: str) -> str:
@@ -69,7 +70,9 @@ class MemoryStore:
 
     async def settle_many(self, settlements: list[Settlement]) -> None:
         for s in settlements:
-            self.allowances.settle(s.ident, s.claims, s.used_tokens, give_back=s.give_back)
+            self.allowances.settle(
+                s.ident, s.claims, s.used_tokens, give_back=s.give_back, used_usd=s.used_usd
+            )
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         now = self.clock()
@@ -101,7 +104,7 @@ class RedisStore:
         self, ident: str, claims: tuple[Claim, ...], lease_ms: int, now_ms: int | None = None
     ) -> Decision:
         plan = [
-            [c.concurrency or 0, c.tokens, [[w.span_ms, w.limit, w.kind] for w in c.windows]]
+            [c.concurrency or 0, c.tokens, [[w.span_ms, w.limit, w.kind] for w in c.windows], c.usd]
             for c in claims
         ]
         args = [ident, "" if now_ms is None else now_ms, lease_ms, orjson.dumps(plan)]
@@ -111,7 +114,8 @@ class RedisStore:
         claim = claims[int(answer[1]) - 1]
         window, after = int(answer[2]), int(answer[3])
         limit = CONCURRENCY if window == 0 else claim.windows[window - 1].name
-        return Refused(claim.subject, limit, after)
+        held = int(answer[4]) if len(answer) > 4 else 0
+        return Refused(claim.subject, limit, after, held)
 
     async def settle_many(self, settlements: list[Settlement]) -> None:
         """Every settlement in one pipeline: one round trip for the batch. (EVALSHA by hand:
@@ -123,7 +127,8 @@ class RedisStore:
                     keys = self._keys(s.claims)
                     kinds = [[w.kind for w in claim.windows] for claim in s.claims]
                     used = "" if s.used_tokens is None else s.used_tokens
-                    args = [s.ident, used, int(s.give_back), orjson.dumps(kinds)]
+                    cost = "" if s.used_usd is None else s.used_usd
+                    args = [s.ident, used, int(s.give_back), orjson.dumps(kinds), cost]
                     pipe.evalsha(self._settle.sha, len(keys), *keys, *args)
                 results = await pipe.execute(raise_on_error=False)
             if attempt or not any(isinstance(r, NoScriptError) for r in results):

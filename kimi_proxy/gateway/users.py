@@ -21,7 +21,7 @@ import re
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,10 @@ KEY_PREFIX = "kpu_"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")  # whole names only (fullmatch)
 RELOAD_SECONDS = 0.5  # a revoked key stops working within this on every instance
 DEFAULT_USERS_FILE = Path("~/.config/kimi-proxy/users.json")
+
+
+#: Limits named on a command line or in a request: a value, or None (not given).
+Given = Mapping[str, int | float | None]
 
 
 class UserError(Exception):
@@ -43,16 +47,23 @@ class UserLimits:
     tpm: int | None = None
     concurrency: int | None = None
     daily_tokens: int | None = None
+    daily_usd: float | None = None  # dollars a UTC day
+    monthly_usd: float | None = None  # dollars a calendar month
 
     def describe(self) -> str:
-        parts = [
-            f"{name.replace('_', ' ')} {value:,}" for name, value in asdict(self).items() if value
-        ]
+        parts = []
+        for name, value in asdict(self).items():
+            if not value:
+                continue
+            if name.endswith("_usd"):
+                parts.append(f"${value:,.2f} a {'day' if name == 'daily_usd' else 'month'}")
+            else:
+                parts.append(f"{name.replace('_', ' ')} {value:,}")
         return ", ".join(parts) or "no limits"
 
-    def merged(self, given: dict[str, int | None], clear: Iterable[str] = ()) -> UserLimits:
+    def merged(self, given: Given, clear: Iterable[str] = ()) -> UserLimits:
         """These limits with the `given` ones changed (None: not given) and `clear` dropped."""
-        changed = {name: value for name, value in given.items() if value is not None}
+        changed: dict[str, Any] = {n: v for n, v in given.items() if v is not None}
         return replace(self, **changed, **dict.fromkeys(clear))
 
 
@@ -105,7 +116,7 @@ def rekeyed(key: str) -> Callable[[User], User]:
     return lambda user: replace(user, key_hash=hash_key(key), revoked=False)
 
 
-def limited(given: dict[str, int | None], clear: Iterable[str]) -> Callable[[User], User]:
+def limited(given: Given, clear: Iterable[str]) -> Callable[[User], User]:
     """Only the limits named change; the others stay."""
     dropped = tuple(clear)
     return lambda user: replace(user, limits=user.limits.merged(given, dropped))

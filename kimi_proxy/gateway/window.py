@@ -10,18 +10,25 @@ entry per request in the window (for RPM at most N entries), so the price is mem
 not accuracy.
 
 An entry is a request's reservation: 1 for a requests window; its input estimate and answer
-budget for a tokens window, settled to the real usage when it ends. Concurrent streams are
-leases: each expires unless its instance renews it, so a dead instance's streams free
+budget for a tokens window, settled to the real usage when it ends; its worst-case cost for a
+dollars window (micro-dollars), settled to the real cost. A dollars budget is a calendar one (a
+UTC day, a month): its window is named after the period ("dollars on 2026-12-06"), so a new
+period is a new, empty window, and its entries never age out within the period. Concurrent
+streams are leases: each expires unless its instance renews it, so a dead instance's streams free
 themselves.
 """
 
 from __future__ import annotations
 
+import calendar
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
+PERIOD_SPAN_MS = 32 * DAY_MS  # a calendar window's entries outlive its period
+MICRO = 1_000_000  # dollars windows count micro-dollars
 NEVER = -1  # a refusal's `at` when the request can never fit (larger than the limit)
 CONCURRENCY_RETRY_MS = 1_000  # a stream of the subject's may have ended by then
 
@@ -31,7 +38,7 @@ class WindowSpec:
     """One limit: `limit` units of `kind` ("requests" or "tokens") per `span_ms`."""
 
     name: str  # "requests a minute": what a refusal names
-    kind: str
+    kind: str  # "requests" | "tokens" | "usd"
     span_ms: int
     limit: int
 
@@ -92,6 +99,7 @@ class Claim:
     windows: tuple[WindowSpec, ...]
     tokens: int
     concurrency: int | None = None
+    usd: int = 0  # the worst case the request may cost, in micro-dollars
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +115,8 @@ class Refused:
     subject: str
     limit: str
     after_ms: int
+    #: What the window held (a dollars budget's refusal says what was spent).
+    used: int = field(default=0, compare=False)
 
 
 Decision = Admitted | Refused
@@ -128,26 +138,37 @@ class Allowance:
         for spec in claim.windows:
             log = self.logs.setdefault(spec.name, SlidingLog(spec.span_ms, spec.kind))
             log.span_ms = spec.span_ms
-            at = log.fits_at(amount(spec, claim.tokens), spec.limit, now)
+            at = log.fits_at(amount(spec, claim), spec.limit, now)
             if at is not None:
-                return Refused(claim.subject, spec.name, NEVER if at == NEVER else at - now)
+                after = NEVER if at == NEVER else at - now
+                return Refused(claim.subject, spec.name, after, log.total)
         return None
 
     def take(self, ident: str, claim: Claim, lease_ms: int, now: int) -> None:
         for spec in claim.windows:
-            self.logs[spec.name].take(ident, amount(spec, claim.tokens), now)
+            self.logs[spec.name].take(ident, amount(spec, claim), now)
         if claim.concurrency:
             self.leases[ident] = now + lease_ms
 
-    def settle(self, ident: str, used_tokens: int | None, *, give_back: bool = False) -> None:
-        """The request ended: tokens windows spend `used_tokens` (None: its reservation);
-        `give_back` returns everything (it never reached a provider). Its lease ends."""
+    def settle(
+        self,
+        ident: str,
+        used_tokens: int | None,
+        *,
+        give_back: bool = False,
+        used_usd: int | None = None,
+    ) -> None:
+        """The request ended: tokens windows spend `used_tokens`, dollars windows `used_usd`
+        (None: its reservation); `give_back` returns everything (it never reached a provider).
+        Its lease ends."""
         self.leases.pop(ident, None)
         for log in self.logs.values():
             if give_back:
                 log.give_back(ident)
             elif used_tokens is not None and log.kind == "tokens":
                 log.settle(ident, used_tokens)
+            elif used_usd is not None and log.kind == "usd":
+                log.settle(ident, used_usd)
 
     def renew(self, idents: list[str], lease_ms: int, now: int) -> None:
         for ident in idents:
@@ -178,29 +199,59 @@ class Allowances:
         used_tokens: int | None,
         *,
         give_back: bool = False,
+        used_usd: int | None = None,
     ) -> None:
         for claim in claims:
             allowance = self.subjects.get(claim.subject)
             if allowance is not None:
-                allowance.settle(ident, used_tokens, give_back=give_back)
+                allowance.settle(ident, used_tokens, give_back=give_back, used_usd=used_usd)
 
 
-def amount(spec: WindowSpec, tokens: int) -> int:
-    return 1 if spec.kind == "requests" else tokens
+def amount(spec: WindowSpec, claim: Claim) -> int:
+    if spec.kind == "requests":
+        return 1
+    return claim.usd if spec.kind == "usd" else claim.tokens
 
 
 def windows_of(
-    rpm: int | None, tpm: int | None, daily_tokens: int | None, share: int = 1
+    rpm: int | None,
+    tpm: int | None,
+    daily_tokens: int | None,
+    share: int = 1,
+    *,
+    daily_usd: float | None = None,
+    monthly_usd: float | None = None,
+    wall_ms: int = 0,
 ) -> tuple[WindowSpec, ...]:
-    """The windows of a user's limits; `share` instances each take 1/share (rounded up): what
-    one instance may admit alone when the shared store is unreachable."""
+    """The windows of a subject's limits; `share` instances each take 1/share (rounded up):
+    what one instance may admit alone when the shared store is unreachable. Dollars budgets
+    are for the UTC day and month of `wall_ms`."""
     specs = [
         ("requests a minute", "requests", MINUTE_MS, rpm),
         ("tokens a minute", "tokens", MINUTE_MS, tpm),
         ("tokens a day", "tokens", DAY_MS, daily_tokens),
     ]
-    return tuple(
+    windows = [
         WindowSpec(name, kind, span, -(-limit // share))
         for name, kind, span, limit in specs
         if limit
-    )
+    ]
+    day = datetime.fromtimestamp(wall_ms / 1000, UTC)
+    for name, dollars in (
+        (f"dollars on {day:%Y-%m-%d}", daily_usd),
+        (f"dollars in {day:%Y-%m}", monthly_usd),
+    ):
+        if dollars:
+            limit = -(-round(dollars * MICRO) // share)
+            windows.append(WindowSpec(name, "usd", PERIOD_SPAN_MS, limit))
+    return tuple(windows)
+
+
+def period_end(window: str, wall_ms: int) -> datetime:
+    """When a dollars window's period ends: the next UTC midnight, or the next month's 1st."""
+    now = datetime.fromtimestamp(wall_ms / 1000, UTC)
+    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if window.startswith("dollars on "):
+        return datetime.fromtimestamp(start.timestamp() + 86_400, UTC)
+    days = calendar.monthrange(now.year, now.month)[1]
+    return datetime.fromtimestamp(start.replace(day=1).timestamp() + days * 86_400, UTC)

@@ -83,7 +83,8 @@ class Call:
     built: dict[str, UpstreamRequest] = field(default_factory=dict)
     encoded: dict[str, bytes] = field(default_factory=dict)
     keep_payload: bool = False
-    on_end: Callable[[int | None], None] | None = None  # its user's grant (gateway/limits.py)
+    #: Its user's grant (gateway/limits.py): ended with the tokens used and the cost.
+    on_end: Callable[[int | None, float | None], None] | None = None
     rider: Rider | None = None  # its user's claim, to take with the first key's
     reservation: Reservation | None = None
     shared: str | None = None  # its id on the gateway's shared budgets, while it holds them
@@ -370,13 +371,24 @@ class Call:
         if 0.25 <= reported / estimated <= 4 and abs(reported - estimated) > estimated / 200:
             self.pool.calibration(self.target.candidate.model).learn(self.prompt, reported)
 
-    def finish(self, used_tokens: int | None) -> None:
+    def finish(self, used_tokens: int | None, cost_usd: float | None = None) -> None:
         """The client's request is over (answered, failed or abandoned): settle, and end what
-        else it held (its user's budget), once."""
+        else it held (its user's budget, and its dollars), once."""
         self.settle(used_tokens)
         if self.on_end is not None:
             on_end, self.on_end = self.on_end, None
-            on_end(used_tokens)
+            on_end(used_tokens, cost_usd)
+
+    def worst_cost(self) -> float:
+        """The most this request can cost: its prompt and whole answer budget, at the prices
+        of its dearest candidate (a user's dollars budget is admitted against it)."""
+        return max(
+            (
+                c.limits.prices.cost(self.prompt_tokens, 0, self.answer_tokens)
+                for c in self.candidates
+            ),
+            default=0.0,
+        )
 
     def settle(self, used_tokens: int | None) -> None:
         """The request is over: counted windows spend what it used (its reservation when the

@@ -51,7 +51,8 @@ from .bodies import json_response, parse_body
 from .state import ProxyState
 
 Limit = Annotated[int, Field(gt=0)] | None
-LIMITS = ("rpm", "tpm", "concurrency", "daily_tokens")
+Dollars = Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
+LIMITS = ("rpm", "tpm", "concurrency", "daily_tokens", "daily_usd", "monthly_usd")
 
 
 class NewUser(BaseModel):
@@ -63,6 +64,8 @@ class NewUser(BaseModel):
     tpm: Limit = None
     concurrency: Limit = None
     daily_tokens: Limit = None
+    daily_usd: Dollars = None
+    monthly_usd: Dollars = None
 
 
 class NewTeam(BaseModel):
@@ -73,6 +76,8 @@ class NewTeam(BaseModel):
     tpm: Limit = None
     concurrency: Limit = None
     daily_tokens: Limit = None
+    daily_usd: Dollars = None
+    monthly_usd: Dollars = None
 
 
 class TeamPatch(BaseModel):
@@ -82,6 +87,8 @@ class TeamPatch(BaseModel):
     tpm: Limit = None
     concurrency: Limit = None
     daily_tokens: Limit = None
+    daily_usd: Dollars = None
+    monthly_usd: Dollars = None
 
 
 class UserPatch(BaseModel):
@@ -92,6 +99,8 @@ class UserPatch(BaseModel):
     tpm: Limit = None
     concurrency: Limit = None
     daily_tokens: Limit = None
+    daily_usd: Dollars = None
+    monthly_usd: Dollars = None
     revoked: bool | None = None
     rotate_key: bool = False
 

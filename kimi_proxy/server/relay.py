@@ -100,7 +100,7 @@ async def stream_events(
             usage = closing[-2]["usage"]
             record.tokens(usage)
             call.counted(usage)
-            call.finish(usage["input_tokens"] + usage["output_tokens"])
+            call.finish(usage["input_tokens"] + usage["output_tokens"], record.cost_usd)
             if call.pool.shared is not None:
                 # The settlement goes to Redis before the last events go to the client, so
                 # that its work is this stream's tail, not the next request's wait (bench/).

@@ -79,10 +79,11 @@ async def create_message(request: Request) -> Response:
     user = request.scope.get("state", {}).get("user")
     if user is not None:  # the user's own limits, before any provider is asked
         limiter, need = state.gateway.limiter, call.prompt_tokens + call.answer_tokens
-        if state.pool.shared is not None and state.local_tools is None:
-            call.rider = limiter.ask(user, need)  # taken with the first key's: one round trip
+        worst = call.worst_cost()
+        if state.pool.shared is not None and state.local_tools is None and search is None:
+            call.rider = limiter.ask(user, need, worst)  # with the first key's: one round trip
         else:
-            call.on_end = (await limiter.admit(user, need)).end
+            call.on_end = (await limiter.admit(user, need, worst)).end
     if state.local_tools is not None:
         return await agent_response(state, message_request.stream, call, record)
     if search is not None:
@@ -122,7 +123,8 @@ async def create_message(request: Request) -> Response:
 
     async def on_close() -> None:
         release()
-        call.finish(None)  # a no-op when the stream ended normally
+        # A no-op when the stream ended normally; a cancelled one is billed what it used.
+        call.finish(None, record.cost_usd if record.cancelled else None)
         if current.opened is not None:
             await current.opened.response.aclose()
 
@@ -152,9 +154,9 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
             continue
         message = openai_to_anthropic_message(completion, opened.request)
         usage = message["usage"]
+        record.tokens(usage)  # its cost first: the user's dollars settle to it
         call.counted(usage)
-        call.finish(usage["input_tokens"] + usage["output_tokens"])
-        record.tokens(usage)
+        call.finish(usage["input_tokens"] + usage["output_tokens"], record.cost_usd)
         return message
 
 

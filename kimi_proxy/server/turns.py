@@ -79,7 +79,7 @@ class Turn:
         for index, step in enumerate(self.steps):
             step.finish(used[index] if index < len(used) else None)
         known = [n for n in used if n is not None]
-        self.call.finish(sum(known) if known else None)
+        self.call.finish(sum(known) if known else None, self.record.cost_usd)
 
 
 async def agent_response(

@@ -516,3 +516,46 @@ def test_a_teams_rpm_holds_across_its_members_and_both_instances(
     listed = cli("users", "list", **on_redis).stdout
     assert "ann\tactive\trpm 10\tteam eng" in listed
     assert cli("teams", "remove", "eng", **on_redis).returncode == 2  # it still has members
+
+
+def test_a_users_daily_dollars_hold_across_both_instances_and_end_with_a_402(
+    tmp_path: Path, redis: RedisServer, provider: tuple[CountingProvider, ScriptedUpstream]
+) -> None:
+    """Priced at $1,000 a million tokens (the config file's price for a model the catalog does
+    not know), each answer costs about $0.11 and may cost up to $1.02 (its whole answer
+    budget): with a $1.50 day, requests are admitted while what is spent leaves room for the
+    worst case, on either instance, and never past the budget."""
+    _, upstream = provider
+    env = gateway_env(tmp_path, redis, upstream, max_wait=5)
+    config = Path(env["KIMI_PROXY_CONFIG"])
+    config.write_text(
+        config.read_text()
+        + '\n[provider.models."kimi-k2"]\nprices = { input = 1000, output = 1000 }\n'
+    )
+    on_redis = {"KIMI_REDIS_URL": redis.url, "KIMI_PROXY_CONFIG": str(config)}
+    added = cli("users", "add", "fay", "--daily-usd", "1.50", **on_redis)
+    assert added.returncode == 0 and "$1.50 a day" in added.stdout, added.stderr
+    key = added.stdout.strip().splitlines()[-1]
+    with instances(tmp_path, 2, **env) as (a, b):
+        answers = []
+        for n in range(20):
+            answers.append(post((a, b)[n % 2].url, key, stream=False))
+            if answers[-1].status_code != 200:
+                break
+            time.sleep(0.1)  # the settlement (real cost) reaches Redis
+        deadline = time.monotonic() + 5
+        while True:
+            report = cli("usage", "--user", "fay", "--by", "user", "--format", "json", **on_redis)
+            rows = json.loads(report.stdout or "[]")
+            served = sum(r.status_code == 200 for r in answers)
+            if (rows and rows[0]["requests"] == len(answers)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+    refused = answers[-1]
+    assert refused.status_code == 402, [r.status_code for r in answers]
+    error = refused.json()["error"]
+    assert error["type"] == "billing_error"
+    assert "The daily budget of user 'fay', $1.50: $0." in error["message"]
+    assert "resets at 00:00 UTC" in error["message"]
+    assert served >= 3
+    assert 0 < rows[0]["cost_usd"] <= 1.50, rows  # never admitted past the budget

@@ -8,9 +8,9 @@
 --       id -> time ms) and its amounts (hash: id -> amount, and "_total")
 -- ARGV: id, now ms ("" = the server's clock), lease ms, and the claims as one JSON array
 --       (one argument: cheaper to send than many): per claim [concurrency (0 = none), tokens,
---       [[span ms, limit, kind ("requests" | "tokens")], ...]]
--- Returns {1} admitted, or {0, claim, window, after}: refused by that claim's window (0: its
--- streams at once), retry after `after` ms (-1: never fits).
+--       [[span ms, limit, kind ("requests" | "tokens" | "usd")], ...], micro-dollars]
+-- Returns {1} admitted, or {0, claim, window, after, held}: refused by that claim's window (0:
+-- its streams at once), retry after `after` ms (-1: never fits); `held`: the window's total.
 local id, lease_ms, asked = ARGV[1], tonumber(ARGV[3]), cjson.decode(ARGV[4])
 local now = tonumber(ARGV[2])
 if now == nil then
@@ -26,6 +26,7 @@ for c, ask in ipairs(asked) do
   for w, spec in ipairs(ask[3]) do
     local amount = claim.tokens
     if spec[3] == 'requests' then amount = 1 end
+    if spec[3] == 'usd' then amount = ask[4] or 0 end
     claim.windows[w] = {log = KEYS[k], sums = KEYS[k + 1], span = spec[1], limit = spec[2], amount = amount}
     k = k + 2
   end
@@ -36,7 +37,7 @@ for c, claim in ipairs(plan) do
   if claim.concurrency > 0 then
     redis.call('ZREMRANGEBYSCORE', claim.lease, '-inf', now)
     if redis.call('ZCARD', claim.lease) >= claim.concurrency then
-      return {0, c, 0, 1000}
+      return {0, c, 0, 1000, 0}
     end
   end
   for w, window in ipairs(claim.windows) do
@@ -52,20 +53,20 @@ for c, claim in ipairs(plan) do
       redis.call('ZREMRANGEBYSCORE', log, '-inf', now - window.span)
       redis.call('HINCRBY', sums, '_total', 0 - gone)
     end
-    if window.amount > window.limit then
-      return {0, c, w, -1}
-    end
     local total = tonumber(redis.call('HGET', sums, '_total')) or 0
+    if window.amount > window.limit then
+      return {0, c, w, -1, total}
+    end
     local excess = total + window.amount - window.limit
     if excess > 0 then
       local entries = redis.call('ZRANGE', log, 0, -1, 'WITHSCORES')
       for j = 1, #entries, 2 do
         excess = excess - (tonumber(redis.call('HGET', sums, entries[j])) or 0)
         if excess <= 0 then
-          return {0, c, w, tonumber(entries[j + 1]) + window.span - now}
+          return {0, c, w, tonumber(entries[j + 1]) + window.span - now, total}
         end
       end
-      return {0, c, w, -1}
+      return {0, c, w, -1, total}
     end
   end
 end
