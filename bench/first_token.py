@@ -14,8 +14,11 @@ the other (`taskset`-style affinity), as in the issue's measurement.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +62,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--chunks", type=int, default=200)
     parser.add_argument("--trace", action="store_true", help="then trace the path's steps")
+    parser.add_argument(
+        "--otel",
+        action="store_true",
+        help="measure beside the same proxy with OpenTelemetry on (a local OTLP sink)",
+    )
+    parser.add_argument("--sink", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.sink:
+        serve_sink(args.sink)
+        return
     options = argparse.Namespace(
         max_streams=64, proxy_src=proxy_source(None)[0], workers=1, baseline_ref=None
     )
@@ -68,7 +80,15 @@ def main() -> None:
     bench.procs.start_upstream()
     bench.procs.start_proxy()
     sides = ["direct", "proxy"]
-    if args.baseline_ref:
+    sink = None
+    if args.otel:  # "baseline" is the working tree again, tracing every request
+        sink = subprocess.Popen([sys.executable, "-m", "bench.first_token", "--sink", "4318"])
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4318"
+        bench.procs.start_baseline(proxy_source(None)[0])
+        os.environ.pop("OTEL_EXPORTER_OTLP_ENDPOINT")
+        args.baseline_ref = "tracing on"
+        sides.append("baseline")
+    elif args.baseline_ref:
         src, _ = proxy_source(args.baseline_ref, "baseline-src")
         bench.procs.start_baseline(src)
         sides.append("baseline")
@@ -108,6 +128,32 @@ def main() -> None:
             trace(bench, files, args)
     finally:
         bench.procs.stop_all()
+        if sink is not None:
+            sink.terminate()
+
+
+def serve_sink(port: int) -> None:
+    """An OTLP/HTTP receiver that takes every export and answers 200."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+
+    async def run() -> None:
+        async with await asyncio.start_server(handle, "127.0.0.1", port) as server:
+            await server.serve_forever()
+
+    asyncio.run(run())
 
 
 def trace(bench: Bench, files: dict[tuple[str, str], Path], args: Any) -> None:

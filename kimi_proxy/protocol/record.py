@@ -55,6 +55,7 @@ class RequestRecord:
     team: str | None = None  # the user's team, when it has one
     cancelled: bool = False  # a stream the client left before its end (billed what it used)
     web_searches: int = 0  # run by the proxy for the `web_search` server tool
+    stop_reason: str | None = None  # the answer's (end_turn, tool_use, max_tokens…)
     context_window: int | None = None
     wall_start: float = field(default_factory=time.time)
     prices: Prices | None = None  # of the model that answered (not logged)

@@ -18,6 +18,7 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 import orjson
@@ -50,6 +51,16 @@ class MustWait(Exception):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"wait {seconds:.1f} s")
         self.seconds = seconds
+
+
+class AttemptSpan(Protocol):
+    def failed(self, error: ProxyError | None) -> None: ...
+
+
+class AttemptTracer(Protocol):
+    """Traces each attempt (the server's OpenTelemetry spans, `server/tracing.py`)."""
+
+    def attempt(self, target: Target, max_tokens: int) -> AttemptSpan: ...
 
 
 @dataclass(slots=True)
@@ -91,6 +102,8 @@ class Call:
     target: Target | None = None
     last_error: ProxyError | None = None
     prompt: Prompt | None = None  # the prompt's counts, which the provider's report calibrates
+    tracer: AttemptTracer | None = None  # with OpenTelemetry on: a span per attempt
+    span: AttemptSpan | None = None  # the open attempt's
 
     @classmethod
     def start(
@@ -237,17 +250,23 @@ class Call:
                 target.candidate.provider
             ].profile.overflow_pattern,
         )
+        span = self.tracer.attempt(target, request.max_tokens) if self.tracer else None
         try:
             response = await target.key.client.open(body, context)
         except UpstreamFailure as failure:
             target.key.ledger.release(reservation)
             self._give_back(shared)
+            if span is not None:
+                span.failed(failure.error)
             self._failed(target, failure)
             return None
         except BaseException:
             target.key.ledger.release(reservation)
             self._give_back(shared)
+            if span is not None:
+                span.failed(None)
             raise
+        self.span = span
         pool.observe(target.key, reservation, response.headers)
         self.reservation, self.target, self.shared = reservation, target, shared
         if self.session:
@@ -353,6 +372,8 @@ class Call:
         """The open stream failed before its first content block: settle it, try another."""
         assert self.target is not None
         self.settle(None)
+        if self.span is not None:
+            self.span.failed(error)
         self.last_error = error
         self.previous = _ident(self.target)
         self.excluded.add(self.previous)

@@ -12,7 +12,8 @@ answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +52,8 @@ class SearchTurn:
     payload: dict[str, Any]  # the first model call's, with the `web_search` function
     options: SearchOptions
     side_query: str | None = None  # Claude Code's side call: search this before the model
+    #: A span around each search (`execute_tool web_search`), when tracing is on.
+    tool_span: Callable[[str], AbstractContextManager[Any]] | None = None
 
     async def events(self, translator: StreamTranslator) -> AsyncGenerator[Event, None]:
         """Every event of the turn; raises `ProxyError` on failure (after what was sent)."""
@@ -134,15 +137,15 @@ class SearchTurn:
             content = error_content("max_uses_exceeded")
         else:
             options = self.options
-            found = await self.searcher.search(
-                Query(
-                    text=query,
-                    max_results=self.searcher.settings.max_results,
-                    allowed_domains=options.allowed_domains,
-                    blocked_domains=options.blocked_domains,
-                    country=options.country,
-                )
+            asked = Query(
+                text=query,
+                max_results=self.searcher.settings.max_results,
+                allowed_domains=options.allowed_domains,
+                blocked_domains=options.blocked_domains,
+                country=options.country,
             )
+            with self.tool_span("web_search") if self.tool_span else nullcontext():
+                found = await self.searcher.search(asked)
             if isinstance(found, SearchFailure):
                 content = error_content(found.code)
             else:

@@ -76,6 +76,7 @@ from .observability import (
 )
 from .security import OPEN_PATHS, SecurityMiddleware
 from .state import ProxyState
+from .tracing import tracing_from_env
 
 log = logging.getLogger("kimi_proxy")
 
@@ -263,6 +264,7 @@ def create_app(
         bodies=BodiesInFlight(settings.max_bodies_bytes),
         page_images=load_documents(settings).page_images,
     )
+    state.tracing = tracing_from_env(os.environ)
     search = search or load_search(settings, os.environ)
     if search is not None:
         state.searcher = Searcher(search, connections)
@@ -292,6 +294,8 @@ def create_app(
             check.cancel()
             rechecking.cancel()
             state.pdf_reader.shutdown(wait=False)
+            if state.tracing is not None:  # what is left goes out (the SDK's own thread)
+                await asyncio.to_thread(state.tracing.shutdown)
             if owns_transport:
                 await connections.aclose()
 
@@ -356,7 +360,11 @@ def create_app(
     )
     if settings.cors_origin_list:  # browsers' preflights and CORS headers: all through Starlette
         return ObservabilityMiddleware(
-            app, metrics=metrics, watchers=watchers, trace_steps=settings.trace_steps
+            app,
+            metrics=metrics,
+            watchers=watchers,
+            trace_steps=settings.trace_steps,
+            tracing=state.tracing,
         )
     # Outermost, so that even Starlette's last-resort 500 carries a request id and is counted.
     return ObservabilityMiddleware(
@@ -364,6 +372,7 @@ def create_app(
         metrics=metrics,
         watchers=watchers,
         trace_steps=settings.trace_steps,
+        tracing=state.tracing,
     )
 
 

@@ -24,6 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kimi_proxy.errors import internal_error, redact, send_error
 from kimi_proxy.protocol.record import RequestRecord
 
+from .tracing import Tracing
+
 log = logging.getLogger("kimi_proxy.observability")
 trace_log = logging.getLogger("kimi_proxy.trace")
 access_log = logging.getLogger("kimi_proxy.access")
@@ -173,11 +175,13 @@ class ObservabilityMiddleware:
         metrics: Metrics,
         watchers: tuple[Watcher, ...] = (),
         trace_steps: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.watchers = watchers
         self.trace_steps = trace_steps  # KIMI_TRACE_STEPS: each step to the first token, logged
+        self.tracing = tracing  # OpenTelemetry, when an OTLP endpoint is configured
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -188,6 +192,9 @@ class ObservabilityMiddleware:
             record.marks = []
             record.mark("arrived")
         scope.setdefault("state", {})["record"] = record
+        trace = self.tracing.request(scope) if self.tracing is not None else None
+        if trace is not None:
+            scope["state"]["trace"] = trace
         header = (b"request-id", record.request_id.encode())
         for watcher in self.watchers:
             watcher.started(record)
@@ -217,8 +224,10 @@ class ObservabilityMiddleware:
             if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
                 access_log.info("%s", record.as_json().decode())
             if record.marks:
-                trace = {"request_id": record.request_id, "steps": record.steps()}
-                trace_log.info("%s", orjson.dumps(trace).decode())
+                steps = {"request_id": record.request_id, "steps": record.steps()}
+                trace_log.info("%s", orjson.dumps(steps).decode())
+            if trace is not None:
+                trace.finish(record)
 
 
 class RedactSecrets(logging.Filter):

@@ -98,6 +98,7 @@ async def stream_events(
                 )
             closing = translator.finish()
             usage = closing[-2]["usage"]
+            record.stop_reason = closing[-2]["delta"]["stop_reason"]
             record.tokens(usage)
             call.counted(usage)
             call.finish(usage["input_tokens"] + usage["output_tokens"], record.cost_usd)

@@ -74,6 +74,7 @@ async def create_message(request: Request) -> Response:
         message_request = with_search_function(message_request, search)
         raw = None
     call = plan_call(state, message_request, request.headers, record, raw)
+    call.tracer = request.scope["state"].get("trace")  # OpenTelemetry's, when it is on
     record.mark("planned (route, translation, estimate)")
     del raw, body
     user = request.scope.get("state", {}).get("user")
@@ -154,6 +155,7 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
             continue
         message = openai_to_anthropic_message(completion, opened.request)
         usage = message["usage"]
+        record.stop_reason = message["stop_reason"]
         record.tokens(usage)  # its cost first: the user's dollars settle to it
         call.counted(usage)
         call.finish(usage["input_tokens"] + usage["output_tokens"], record.cost_usd)

@@ -22,6 +22,7 @@ from kimi_proxy.web.feed import Feed
 from .bodies import BodiesInFlight
 from .observability import Metrics
 from .streaming import Drain
+from .tracing import Tracing
 
 REMEMBERED = 256
 
@@ -58,6 +59,8 @@ class ProxyState:
     gateway: GatewayRuntime = field(default_factory=lambda: GatewayRuntime.build(None, None))
     #: The request bodies being read and parsed (bodies.py), bounded by KIMI_MAX_BODIES_BYTES.
     bodies: BodiesInFlight = field(default_factory=lambda: BodiesInFlight(128 * 2**20))
+    #: OpenTelemetry (tracing.py): None when no OTLP endpoint is configured.
+    tracing: Tracing | None = None
     #: The backend that runs `web_search` (search/): None when none is configured.
     searcher: Searcher | None = None
     #: How many first pages of a PDF also go as images to a model that reads them.

@@ -34,6 +34,7 @@ from .dispatch import note_target
 from .relay import stream_failure
 from .state import ProxyState
 from .streaming import EventStreamResponse
+from .tracing import RequestTrace
 
 
 @dataclass(slots=True)
@@ -68,6 +69,7 @@ class Turn:
             answer_tokens=call.answer_tokens,
             session=call.session,
         )
+        step.tracer = call.tracer
         self.steps.append(step)
         opened = await step.open(may_stream_wait=True)
         note_target(self.record, step, opened)
@@ -112,12 +114,14 @@ async def search_response(
 ) -> Response:
     """A request offering `web_search`: the proxy searches for the model within this turn."""
     turn = Turn.begin(state, call, record)
+    trace = call.tracer if isinstance(call.tracer, RequestTrace) else None
     search = SearchTurn(
         open=turn.open_step,
         searcher=state.searcher,
         payload=turn.request.payload,
         options=options,
         side_query=side_query,
+        tool_span=trace.tool if trace is not None else None,
     )
     translator = StreamTranslator(
         turn.request, input_tokens=call.prompt_tokens, local_tools=frozenset({SEARCH_FUNCTION})
