@@ -89,3 +89,46 @@ def test_without_redis_a_change_to_this_machines_file_must_be_meant(tmp_path: Pa
     assert meant.returncode == 0, meant.stderr
     assert "carol" in UserFile(home_file).load()
     home_file.unlink()
+
+
+def command(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kimi_proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_teams_and_dollar_budgets_refuse_bad_input_and_write_nothing(
+    where: dict[str, str],
+) -> None:
+    assert command("teams", "add", "eng", "--rpm", "5", **where).returncode == 0
+    assert (
+        command("users", "add", "ann", "--team", "eng", "--daily-usd", "20", **where).returncode
+        == 0
+    )
+    users_before = command("users", "list", **where).stdout
+    teams_before = command("teams", "list", **where).stdout
+    audit_before = command("audit", **where).stdout
+    for bad in (
+        ["teams", "add", "eng"],  # exists
+        ["teams", "add", "ops", "--rpm", "-1"],
+        ["teams", "add", "ops", "--monthly-usd", "lots"],
+        ["teams", "limits", "nobody", "--rpm", "3"],
+        ["teams", "remove", "eng"],  # still has a member
+        ["teams", "remove", "nobody"],
+        ["users", "add", "bo", "--daily-usd", "-5"],
+        ["users", "add", "bo", "--team", "nope"],
+        ["users", "limits", "ann", "--team", "nope"],
+        ["users", "limits", "ann", "--team", "eng", "--clear", "team"],
+    ):
+        refused = command(*bad, **where)
+        assert refused.returncode == 2, (bad, refused.stdout, refused.stderr)
+        assert "Traceback" not in refused.stderr and refused.stderr.strip(), bad
+    assert command("users", "list", **where).stdout == users_before
+    assert command("teams", "list", **where).stdout == teams_before
+    assert command("audit", **where).stdout == audit_before
+    assert "ann\tactive\t$20.00 a day\tteam eng" in users_before
