@@ -210,6 +210,21 @@ class UserLimiter:
             return team_refusal(team, decision, self.patience)
         return refusal(user, decision, self.patience, self.concurrency(user))
 
+    async def spent(self, subject: str, window: str) -> int:
+        """What a subject's window holds now (micro-dollars for a dollars window): Redis's
+        when the gateway has it, else this process's."""
+        link = self.link
+        if link is not None and link.up:
+            try:
+                key = f"{link.gateway.prefix}:budget:{subject}:{window}:amounts"
+                held = await link.client.hget(key, "_total")  # type: ignore[misc]
+                return int(held or 0)
+            except (RedisError, OSError):
+                pass
+        allowance = self.local.allowances.subjects.get(subject)
+        log = allowance.logs.get(window) if allowance is not None else None
+        return log.total if log is not None else 0
+
     def hold(self, store: LimitStore, ident: str, claims: tuple[Claim, ...]) -> Grant:
         for claim in claims:
             self.open[(claim.subject, ident)] = store

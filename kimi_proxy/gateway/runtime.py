@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kimi_proxy.config.gateway import Gateway
 from kimi_proxy.providers.pool import Pool
@@ -18,7 +19,8 @@ from .limits import UserLimiter
 from .link import RedisLink
 from .metering import Meter
 from .shared_view import SharedView
-from .users import UserDirectory, UserFile
+from .users import UserDirectory, UserFile, UserLimits
+from .window import MICRO, windows_of
 
 
 @dataclass(slots=True)
@@ -46,6 +48,37 @@ class GatewayRuntime:
         directory = UserDirectory(None)
         limiter.teams = directory.team
         return cls(gateway, directory, limiter, link, meter)
+
+    async def budgets(self) -> list[dict[str, Any]]:
+        """Each dollars budget of a user or team, and what is spent of it now (the
+        dashboard's bars)."""
+        if self.users is None:
+            return []
+        wall_ms = int(self.limiter.clock() * 1000)
+        holders: list[tuple[str, str, UserLimits]] = [
+            ("user", u.name, u.limits) for u in self.users.everyone()
+        ]
+        holders += [("team", t.name, t.limits) for t in self.users.teams.values()]
+        rows = []
+        for kind, name, limits in holders:
+            for spec in windows_of(
+                None,
+                None,
+                None,
+                daily_usd=limits.daily_usd,
+                monthly_usd=limits.monthly_usd,
+                wall_ms=wall_ms,
+            ):
+                spent = await self.limiter.spent(f"{kind}:{name}", spec.name)
+                rows.append(
+                    {
+                        "who": f"{kind} {name}",
+                        "budget": "daily" if spec.name.startswith("dollars on") else "monthly",
+                        "limit_usd": spec.limit / MICRO,
+                        "spent_usd": round(spent / MICRO, 6),
+                    }
+                )
+        return rows
 
     def share_keys(self, pool: Pool) -> None:
         """With Redis, the pool's keys are spent together with the other instances."""

@@ -276,6 +276,10 @@ class UserDirectory:
     def team(self, name: str | None) -> Team | None:
         return self.teams.get(name) if name else None
 
+    def everyone(self) -> list[User]:
+        """The users, by name."""
+        return sorted(self._by_hash.values(), key=lambda u: u.name)
+
     def refresh(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if self.store is None or (not force and now - self._checked < RELOAD_SECONDS):

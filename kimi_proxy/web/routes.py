@@ -78,9 +78,15 @@ def keys_state(pool: Pool, now: float) -> list[dict[str, Any]]:
 
 
 def state(
-    pool: Pool, feed: Feed, *, recent: list[dict[str, Any]] | None = None, full: bool
+    pool: Pool,
+    feed: Feed,
+    *,
+    recent: list[dict[str, Any]] | None = None,
+    full: bool,
+    budgets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The dashboard's picture; `recent`: the last requests of every instance (shared view)."""
+    """The dashboard's picture; `recent`: the last requests of every instance (shared view);
+    `budgets`: each dollars budget and what is spent of it."""
     now = pool.clock()
     body: dict[str, Any] = {
         "now": time.time(),
@@ -89,6 +95,7 @@ def state(
         "running": feed.running(),
         "chart": feed.chart(),
         "today": feed.today(),
+        "budgets": budgets or [],
     }
     if full:
         body["recent"] = feed.finished_rows() if recent is None else recent
@@ -150,7 +157,8 @@ async def events(request: Request) -> Response:
         try:
             yield RETRY
             shared = await view.recent() if view is not None else None
-            yield sse("snapshot", state(pool, feed, recent=shared, full=True))
+            budgets = await proxy.gateway.budgets()
+            yield sse("snapshot", state(pool, feed, recent=shared, full=True, budgets=budgets))
             deadline = time.monotonic() + TICK_SECONDS
             while True:
                 try:
@@ -158,7 +166,8 @@ async def events(request: Request) -> Response:
                     event = await asyncio.wait_for(queue.get(), timeout)
                     yield sse(event["type"], event)
                 except TimeoutError:
-                    yield sse("state", state(pool, feed, full=False))
+                    budgets = await proxy.gateway.budgets()
+                    yield sse("state", state(pool, feed, full=False, budgets=budgets))
                     deadline = time.monotonic() + TICK_SECONDS
         finally:
             feed.unwatch(queue)

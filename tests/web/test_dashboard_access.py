@@ -3,12 +3,18 @@ cookie, not the address bar), and not at all beyond loopback unless enabled."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from support.providers import pooled_proxy
 from support.proxy import proxy_settings, serve_app
 from support.upstream import scripted_upstream, text_stream
 
@@ -89,3 +95,51 @@ def test_the_page_is_never_framed_and_its_cookie_stays_on_tls() -> None:
             assert page.headers["x-frame-options"] == "DENY"
             assert page.headers["x-content-type-options"] == "nosniff"
             assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+BUDGETED = """
+[[provider]]
+name = "alpha"
+base_url = "{ALPHA_URL}"
+keys = ["alpha-key-0001"]
+[provider.models."kimi-a"]
+prices = { input = 1000, output = 1000 }
+[family.kimi]
+candidates = ["alpha:kimi-a"]
+[route]
+default = "kimi"
+"""
+
+
+def test_the_dashboard_shows_each_dollar_budget_and_what_is_spent(tmp_path: Path) -> None:
+    """A team lead sees each user's budget fill up: the bars' data in the dashboard's feed."""
+    users = tmp_path / "users.json"
+    env = {**os.environ, "KIMI_USERS_FILE": str(users)}
+    made = subprocess.run(
+        [sys.executable, "-m", "kimi_proxy", "users", "add", "ann", "--daily-usd", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    key = made.stdout.strip().splitlines()[-1]
+    providers = {"alpha": lambda b, n: text_stream("ok")}
+    with (
+        pooled_proxy(tmp_path, BUDGETED, providers, auth_token=TOKEN, users_file=users) as pool,
+        httpx.Client(base_url=pool.url, timeout=10) as client,
+    ):
+        asked = {"model": "claude-sonnet-4-5", "max_tokens": 50}
+        asked["messages"] = [{"role": "user", "content": "hi"}]
+        assert (
+            client.post("/v1/messages", json=asked, headers={"x-api-key": key}).status_code == 200
+        )
+        with client.stream("GET", "/dashboard/events", headers={"x-api-key": TOKEN}) as feed:
+            data = next(
+                json.loads(line[len("data: ") :])
+                for line in feed.iter_lines()
+                if line.startswith("data: ") and '"budgets"' in line
+            )
+    [bar] = data["budgets"]
+    assert (bar["who"], bar["budget"], bar["limit_usd"]) == ("user ann", "daily", 5.0)
+    assert 0 < bar["spent_usd"] < 5.0  # the request's real cost, settled

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from support.providers import groq_headers
 from support.proxy import proxy_settings, serve_app
@@ -19,6 +20,7 @@ from support.sse_client import BASIC, post_stream
 from support.upstream import Stream, error, scripted_upstream, text_stream
 
 from kimi_proxy.cli.launcher import free_port
+from kimi_proxy.gateway.users import UserFile, UserLimits
 from kimi_proxy.server.app import create_app
 
 CHROMIUM = os.environ.get("KIMI_CHROMIUM", "/usr/bin/chromium")
@@ -127,3 +129,36 @@ def test_the_dashboard_shows_requests_failovers_budgets_and_charts_live(
         page.close()
     gone = ("net::ERR_INCOMPLETE_CHUNKED_ENCODING", "net::ERR_CONNECTION_REFUSED")
     assert [m for m in console if not m.endswith(gone)] == [], console
+
+
+def test_a_users_dollar_budget_fills_its_bar_on_the_page(browser: Any, tmp_path: Path) -> None:
+    users = tmp_path / "users.json"
+    key = UserFile(users).add("ann", UserLimits(daily_usd=5.0))
+    token = "dashboard-browser-token-0123456789"
+    with scripted_upstream(lambda b, n: text_stream("ok"), ["kimi-k2.6"]) as upstream:
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[[provider]]\nname = "alpha"\nbase_url = "{upstream.base_url}"\n'
+            'keys = ["alpha-key-1"]\n[provider.models."kimi-k2.6"]\n'
+            "prices = { input = 1000, output = 1000 }\n"
+            '[family.kimi]\ncandidates = ["alpha:kimi-k2.6"]\n'
+        )
+        settings = proxy_settings(
+            "http://127.0.0.1:9/v1", config=config, auth_token=token, users_file=users
+        )
+        page = browser.new_page()
+        with serve_app(create_app(settings)) as url:
+            page.goto(f"{url}/dashboard?token={token}")
+            page.wait_for_selector("#connection.up", timeout=5 * SECOND)
+            answer = httpx.post(
+                f"{url}/v1/messages", json=BASIC, headers={"x-api-key": key}, timeout=10
+            )
+            assert answer.status_code == 200
+            bar = page.wait_for_selector(".budget[data-who='user ann']", timeout=3 * SECOND)
+            assert "user ann · daily: $" in bar.inner_text() and "of $5.00" in bar.inner_text()
+            fill = ".budget[data-who='user ann'] .fill"
+            page.wait_for_function(
+                f'parseFloat(document.querySelector("{fill}").style.width) > 0',
+                timeout=3 * SECOND,
+            )
+        page.close()

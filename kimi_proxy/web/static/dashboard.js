@@ -166,6 +166,22 @@ function renderCharts(points) {
   $("charts-section").dataset.requests = String(state.points);
 }
 
+function renderBudgets(budgets) {
+  const box = $("budgets");
+  box.replaceChildren();
+  $("budgets-section").hidden = !budgets || budgets.length === 0;
+  for (const b of budgets || []) {
+    const share = b.limit_usd > 0 ? Math.min(1, b.spent_usd / b.limit_usd) : 0;
+    const row = document.createElement("div"); row.className = "budget" + (share >= 0.9 ? " near" : "");
+    row.dataset.who = b.who;
+    const label = document.createElement("span"); label.className = "label";
+    label.textContent = `${b.who} · ${b.budget}: $${b.spent_usd.toFixed(2)} of $${b.limit_usd.toFixed(2)}`;
+    const bar = document.createElement("div"); bar.className = "bar";
+    const fill = document.createElement("div"); fill.className = "fill"; fill.style.width = `${(share * 100).toFixed(1)}%`;
+    bar.appendChild(fill); row.append(label, bar); box.appendChild(row);
+  }
+}
+
 // -- the feed ------------------------------------------------------------------------------------
 function applyState(data) {
   $("clock").textContent = clock(data.now);
@@ -173,6 +189,7 @@ function applyState(data) {
   renderRunning(data.running);
   renderCharts(data.chart);
   renderToday(data.today);
+  renderBudgets(data.budgets);
 }
 
 function connect() {
