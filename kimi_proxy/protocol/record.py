@@ -61,6 +61,8 @@ class RequestRecord:
     prices: Prices | None = None  # of the model that answered (not logged)
     #: With `KIMI_TRACE_STEPS`: (step, wall, CPU) at each step to the first token (not logged).
     marks: list[tuple[str, float, float]] | None = None
+    #: With OpenTelemetry's content capture only: the answer's text, for its span (not logged).
+    answer_text: list[str] | None = None
 
     def tokens(self, usage: dict[str, Any]) -> None:
         self.input_tokens = usage.get("input_tokens")
@@ -113,5 +115,5 @@ class RequestRecord:
 LOGGED_FIELDS = tuple(
     f.name
     for f in fields(RequestRecord)
-    if f.name not in ("started", "wall_start", "prices", "marks")
+    if f.name not in ("started", "wall_start", "prices", "marks", "answer_text")
 )

@@ -60,7 +60,7 @@ class AttemptSpan(Protocol):
 class AttemptTracer(Protocol):
     """Traces each attempt (the server's OpenTelemetry spans, `server/tracing.py`)."""
 
-    def attempt(self, target: Target, max_tokens: int) -> AttemptSpan: ...
+    def attempt(self, target: Target, max_tokens: int, body: bytes) -> AttemptSpan: ...
 
 
 @dataclass(slots=True)
@@ -250,7 +250,7 @@ class Call:
                 target.candidate.provider
             ].profile.overflow_pattern,
         )
-        span = self.tracer.attempt(target, request.max_tokens) if self.tracer else None
+        span = self.tracer.attempt(target, request.max_tokens, body) if self.tracer else None
         try:
             response = await target.key.client.open(body, context)
         except UpstreamFailure as failure:

@@ -195,6 +195,7 @@ class ObservabilityMiddleware:
         trace = self.tracing.request(scope) if self.tracing is not None else None
         if trace is not None:
             scope["state"]["trace"] = trace
+            trace.tracing.captures(record)
         header = (b"request-id", record.request_id.encode())
         for watcher in self.watchers:
             watcher.started(record)

@@ -146,6 +146,7 @@ def _deliver(
     events out at once, as one piece (the first token on its own, before anything else)."""
     feed = translator.feed
     debug = flow_log.isEnabledFor(logging.DEBUG)
+    captured = record.answer_text
 
     def deliver(batch: list[dict[str, Any]]) -> asyncio.Future[None] | None:
         events: list[Event] = []
@@ -158,12 +159,25 @@ def _deliver(
                 call.answered()
                 wait = writer.write(encode_events(events))
                 record.mark("first delta written")
+                if captured is not None:
+                    capture(events, captured)
                 events = []
+        if captured is not None:  # OpenTelemetry's content capture: off unless asked
+            capture(events, captured)
         if debug:
             flow_log.debug("chunks %s -> events %s", LazyJson(batch), LazyJson(events))
         return writer.write(encode_events(events)) if events else wait
 
     return deliver
+
+
+def capture(events: list[Event], into: list[str]) -> None:
+    """The answer's text in `events` (OpenTelemetry's content capture)."""
+    into += (
+        e["delta"]["text"]
+        for e in events
+        if e["type"] == "content_block_delta" and e["delta"].get("type") == "text_delta"
+    )
 
 
 def _start(request: UpstreamRequest, message_id: str, input_tokens: int) -> list[Event]:

@@ -156,6 +156,8 @@ async def complete_message(call: Call, record: RequestRecord) -> dict[str, Any]:
         message = openai_to_anthropic_message(completion, opened.request)
         usage = message["usage"]
         record.stop_reason = message["stop_reason"]
+        if record.answer_text is not None:  # OpenTelemetry's content capture, when asked
+            record.answer_text += [b["text"] for b in message["content"] if b["type"] == "text"]
         record.tokens(usage)  # its cost first: the user's dollars settle to it
         call.counted(usage)
         call.finish(usage["input_tokens"] + usage["output_tokens"], record.cost_usd)

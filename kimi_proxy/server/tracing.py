@@ -9,7 +9,9 @@ sends one with `CLAUDE_CODE_PROPAGATE_TRACEPARENT=1`), and each provider attempt
 (the key's name — never the key —, user, route, cost, time waited). Prompts and answers are never
 in a span. Spans are sent by the SDK's batch processor, from its own thread, over OTLP/HTTP
 (protobuf; `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_SERVICE_NAME` (default `kimi-proxy`) and
-`OTEL_TRACES_SAMPLER` are read by the SDK itself).
+`OTEL_TRACES_SAMPLER` are read by the SDK itself). With `KIMI_OTEL_CAPTURE_CONTENT=true` only,
+each `chat` span also carries `gen_ai.input.messages` (the messages sent, as JSON) and
+`gen_ai.output.messages` (the answer's text), each cut at `CAPTURED_CHARS`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kimi_proxy")
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+CAPTURED_CHARS = 65_536  # of a prompt or an answer, when content is captured
 
 
 class Tracing:
@@ -54,6 +57,8 @@ class Tracing:
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         self.tracer: Tracer = self.provider.get_tracer("kimi_proxy")
         self.propagator = TraceContextTextMapPropagator()
+        #: Prompts and answers in spans: only when asked, never by default.
+        self.capture = env.get("KIMI_OTEL_CAPTURE_CONTENT", "").lower() in ("1", "true", "yes")
 
     def request(self, scope: Mapping[str, Any]) -> RequestTrace:
         """The SERVER span of one request, continuing its `traceparent`."""
@@ -65,6 +70,11 @@ class Tracing:
             f"{scope['method']} {scope['path']}", context=context, kind=SpanKind.SERVER
         )
         return RequestTrace(self, span)
+
+    def captures(self, record: RequestRecord) -> None:
+        """With content capture on, the record keeps the answer's text for the span."""
+        if self.capture:
+            record.answer_text = []
 
     def shutdown(self) -> None:
         self.provider.shutdown()  # sends what is left
@@ -84,7 +94,7 @@ class RequestTrace:
     span: Span
     attempts: list[Attempt] = field(default_factory=list)
 
-    def attempt(self, target: Target, max_tokens: int) -> Attempt:
+    def attempt(self, target: Target, max_tokens: int, body: bytes) -> Attempt:
         """A CLIENT span for one attempt at `target` (`providers.call.AttemptTracer`)."""
         from opentelemetry import trace
         from opentelemetry.trace import SpanKind
@@ -103,6 +113,9 @@ class RequestTrace:
                 "kimi.key": target.key.key.name,
             },
         )
+        if self.tracing.capture:
+            messages = _messages_of(body)
+            span.set_attribute("gen_ai.input.messages", messages[:CAPTURED_CHARS])
         attempt = Attempt(span)
         self.attempts.append(attempt)
         return attempt
@@ -142,6 +155,9 @@ class RequestTrace:
                     "gen_ai.response.finish_reasons": [record.stop_reason or ""],
                 }
             )
+            if record.answer_text is not None:
+                answer = "".join(record.answer_text)[:CAPTURED_CHARS]
+                attempt.span.set_attribute("gen_ai.output.messages", answer)
             if record.error_type:
                 attempt.span.set_attribute("error.type", record.error_type)
                 attempt.span.set_status(Status(StatusCode.ERROR))
@@ -167,3 +183,13 @@ class Attempt:
         self.span.set_attribute("error.type", error.error_type if error else "connection")
         self.span.set_status(Status(StatusCode.ERROR))
         self.span.end()
+
+
+def _messages_of(body: bytes) -> str:
+    import orjson
+
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    return orjson.dumps(payload.get("messages", [])).decode() if isinstance(payload, dict) else ""

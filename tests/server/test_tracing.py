@@ -130,3 +130,29 @@ def test_without_an_endpoint_nothing_is_traced(tmp_path: Path) -> None:
     providers = {"alpha": lambda b, n: text_stream("x"), "beta": lambda b, n: text_stream("y")}
     with pooled_proxy(tmp_path, TWO, providers) as pool:
         assert pool.harness.state.tracing is None
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_prompts_and_answers_are_in_spans_only_when_asked(
+    tmp_path: Path, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    monkeypatch.setenv("KIMI_OTEL_CAPTURE_CONTENT", "true")
+    providers = {
+        "alpha": lambda b, n: text_stream("the answer is 42"),
+        "beta": lambda b, n: text_stream("-"),
+    }
+    with pooled_proxy(tmp_path, TWO, providers) as pool:
+        body = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 100,
+            "stream": stream,
+            "messages": [{"role": "user", "content": SECRET_PROMPT}],
+        }
+        assert httpx.post(f"{pool.url}/v1/messages", json=body, timeout=10).status_code == 200
+    deadline = time.monotonic() + 5
+    while len(receiver.spans) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [chat] = [attributes(s) for s in receiver.spans if s.name == "chat kimi-a"]
+    assert SECRET_PROMPT in chat["gen_ai.input.messages"]
+    assert chat["gen_ai.output.messages"] == "the answer is 42"
+    assert "alpha-secret-key" not in repr(chat)  # keys never, even then
