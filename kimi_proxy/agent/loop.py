@@ -10,7 +10,8 @@ local calls, when it calls a client tool (the client must run it), or at the ite
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,8 @@ class AgentLoop:
     tools: LocalTools
     payload: dict[str, Any]
     max_iterations: int
+    #: A span around each tool run (`execute_tool NAME`), when tracing is on.
+    tool_span: Callable[[str], AbstractContextManager[Any]] | None = None
 
     async def events(self, translator: StreamTranslator) -> AsyncGenerator[Event, None]:
         """Every event of the turn; raises `ProxyError` on failure (after what was sent)."""
@@ -110,7 +113,8 @@ class AgentLoop:
             args = orjson.loads(call.arguments or "{}")
             if not isinstance(args, dict):
                 raise ToolError("Tool arguments must be a JSON object.")
-            output = await self.tools.run(call.name, args)
+            with self.tool_span(call.name) if self.tool_span else nullcontext():
+                output = await self.tools.run(call.name, args)
             return LocalCall(call.id, call.name, call.arguments, output, False)
         except orjson.JSONDecodeError:
             return LocalCall(

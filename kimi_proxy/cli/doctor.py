@@ -27,7 +27,7 @@ from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS
 
 from .claude_code import LaunchError
 from .launch_plan import NoSetup, decide
-from .launcher import gateway_target, look
+from .launcher import gateway_target, health, look, proxy_url
 
 # Auto mode's built-in check (Claude Code 2.1.328, which the launcher turns on) sends the main
 # model about 35,400 tokens of rules and transcript, by the proxy's estimate, per action checked.
@@ -129,6 +129,18 @@ def _token_limit_fits(label: str, limit: int) -> bool:
     return True
 
 
+def rechecking(answer: object) -> list[str]:
+    """A running proxy's keys that its provider refused, each checked again soon."""
+    if not isinstance(answer, dict):
+        return []
+    return [
+        f"{k.get('provider')}: a key is disabled (the provider refused it), rechecking in "
+        f"{k.get('recheck_in_s', 0):.0f} s; it serves again once the provider accepts it"
+        for k in answer.get("keys_rechecking") or ()
+        if isinstance(k, dict)
+    ]
+
+
 def run_doctor(settings: Settings) -> int:
     """The launcher's decision first (`launch_plan.py`), then what that setup depends on: the
     team gateway and the user's key, or each provider key."""
@@ -142,6 +154,9 @@ def run_doctor(settings: Settings) -> int:
         _say(False, plan.message)
         return 2
     print(f"./kimi.sh would be {plan.line}.")
+    if plan.mode == "running":
+        for line in rechecking(health(proxy_url(settings))):
+            _say(False, line)
     if plan.mode == "gateway":
         try:
             target = gateway_target(settings)

@@ -183,12 +183,18 @@ def _line_time(prefix: str) -> float:
 
 
 def fold(
-    rows: Iterable[UsageRow], by: tuple[str, ...], user: str | None, since: date | None
+    rows: Iterable[UsageRow],
+    by: tuple[str, ...],
+    user: str | None,
+    since: date | None,
+    team: str | None = None,
 ) -> list[UsageRow]:
-    """Rows summed over the dimensions not in `by`, filtered by user and first day."""
+    """Rows summed over the dimensions not in `by`, filtered by user, team and first day."""
     totals: dict[tuple[str, ...], UsageRow] = {}
     for row in rows:
         if user is not None and row.user != user:
+            continue
+        if team is not None and row.team != team:
             continue
         if since is not None and row.day < since.isoformat():
             continue

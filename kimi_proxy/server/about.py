@@ -103,6 +103,7 @@ async def health(request: Request) -> Response:
     state = request.app.state.proxy
     pool: Pool = state.pool
     first = pool.first_candidate("default", "claude-sonnet")
+    now = pool.clock()
     return json_response(
         {
             "status": "ok",
@@ -115,6 +116,12 @@ async def health(request: Request) -> Response:
                 for family, candidates in pool.spec.families.items()
             },
             "api_key_configured": any(k.disabled is None for k in pool.all_keys()),
+            # Keys the provider refused, checked again soon (doctor says so; no key's name).
+            "keys_rechecking": [
+                {"provider": k.provider.name, "recheck_in_s": round(k.recheck_at - now, 1)}
+                for k in pool.all_keys()
+                if k.disabled is not None and k.recheck_at is not None
+            ],
             "active_streams": state.active_streams,
             "time": time.time(),
             **({"launch_id": state.settings.launch_id} if state.settings.launch_id else {}),

@@ -272,7 +272,7 @@ async def usage(request: Request) -> Response:
     for day in days_between(since, today):
         raw = await link.client.hgetall(f"{link.gateway.prefix}:usage:{day}")  # type: ignore[misc]
         rows += list(rows_from_fields(day, ((k.decode(), int(v)) for k, v in raw.items())))
-    folded = fold(rows, by, query.get("user"), since)
+    folded = fold(rows, by, query.get("user"), since, query.get("team"))
     return json_response({"data": [row.as_dict(by) for row in folded]})
 
 

@@ -90,11 +90,13 @@ async def agent_response(
     """Agent mode: the proxy runs its local tools in a loop within this one turn."""
     assert state.local_tools is not None
     turn = Turn.begin(state, call, record)
+    trace = call.tracer if isinstance(call.tracer, RequestTrace) else None
     loop = AgentLoop(
         open=turn.open_step,
         tools=state.local_tools,
         payload=turn.request.payload,
         max_iterations=state.settings.max_tool_iterations,
+        tool_span=trace.tool if trace is not None else None,
     )
     translator = StreamTranslator(
         turn.request,

@@ -509,6 +509,12 @@ def test_a_teams_rpm_holds_across_its_members_and_both_instances(
             if rows.get("eng", {}).get("requests") == 4 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        over_http = httpx.get(
+            f"{b.url}/admin/usage",
+            params={"team": "eng", "by": "team"},
+            headers={"x-api-key": OPERATOR},
+        ).json()["data"]
+    assert [(r["team"], r["requests"]) for r in over_http] == [("eng", 4)]
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
     assert (rows["eng"]["requests"], rows["eng"]["errors"]) == (4, 1), report.stdout
     message = answers[-1].json()["error"]["message"]

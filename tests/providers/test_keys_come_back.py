@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 from support.providers import pooled_proxy
 from support.upstream import Reply, error, text_stream
+
+from kimi_proxy.cli.doctor import rechecking
 
 ONE_KEY = """
 [[provider]]
@@ -52,6 +55,10 @@ def test_a_refused_key_serves_again_once_the_provider_accepts_it(tmp_path: Path)
         assert "checked again" in str(no_key.value)
         [key] = pool.harness.state.pool.all_keys()
         assert key.disabled and key.recheck_at is not None
+        said = rechecking(httpx.get(f"{pool.url}/health", timeout=5).json())
+        assert (
+            said and said[0].startswith("alpha: a key is disabled") and "rechecking in" in said[0]
+        )
         time.sleep(0.9)  # refused again at its recheck: the wait doubles
         assert key.disabled and key.recheck_every == 1.0
         accepted["now"], upstream.models_reply = True, None

@@ -19,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from support.providers import pooled_proxy
-from support.upstream import error, serve_in_thread, text_stream
+from support.proxy import proxy_for
+from support.sse_client import BASIC
+from support.upstream import error, serve_in_thread, text_stream, tool_stream
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -156,3 +158,21 @@ def test_prompts_and_answers_are_in_spans_only_when_asked(
     assert SECRET_PROMPT in chat["gen_ai.input.messages"]
     assert chat["gen_ai.output.messages"] == "the answer is 42"
     assert "alpha-secret-key" not in repr(chat)  # keys never, even then
+
+
+def test_agent_mode_tools_are_execute_tool_spans(tmp_path: Path, receiver: Receiver) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+
+    def reads_then_answers(body: dict[str, Any], n: int) -> Any:
+        if not any(m["role"] == "tool" for m in body["messages"]):
+            return tool_stream([("Read", {"file_path": "notes.txt"})])
+        return text_stream("read it")
+
+    with proxy_for(reads_then_answers, local_tools="Read", working_dir=tmp_path) as proxy:
+        body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": BASIC["messages"]}
+        assert httpx.post(f"{proxy.url}/v1/messages", json=body, timeout=10).status_code == 200
+    deadline = time.monotonic() + 5
+    while len(receiver.spans) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = sorted(s.name for s in receiver.spans)
+    assert names == ["POST /v1/messages", "chat kimi-big", "chat kimi-big", "execute_tool Read"]
