@@ -60,7 +60,7 @@ async def create_message(request: Request) -> Response:
     raw: bytes | None = body
     record.stream = message_request.stream
     record.model_asked = message_request.model
-    if (raw is None or b"application/pdf" in raw) and has_pdfs(message_request):
+    if (raw is None or b"pdf" in raw) and has_pdfs(message_request):  # ("application\/pdf" too)
         message_request, raw = await state.read_pdfs(message_request), None
     if needs_describing(state, message_request):
         message_request, raw = await describe_images(state, message_request, request.headers), None

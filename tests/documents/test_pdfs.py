@@ -196,3 +196,22 @@ def test_a_40_mb_body_is_refused_with_413_and_the_server_keeps_serving() -> None
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "request_too_large"
     assert after.content[0].text == "ok"  # type: ignore[union-attr]
+
+
+def test_a_pdf_whose_media_type_escapes_its_slash_is_read_too() -> None:
+    """JSON may write `application\\/pdf`: the PDF is read all the same."""
+    data = base64.b64encode(make_pdf(["escaped slash"])).decode()
+    raw = (
+        '{"model":"claude-sonnet-4-5","max_tokens":10,"messages":[{"role":"user","content":['
+        '{"type":"document","source":{"type":"base64","media_type":"application\\/pdf",'
+        f'"data":"{data}"}}}},{{"type":"text","text":"read"}}]}}]}}'
+    )
+    with proxy_for(echo) as proxy:
+        answer = httpx.post(
+            f"{proxy.url}/v1/messages",
+            content=raw.encode(),
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+    assert answer.status_code == 200, answer.text
+    assert "escaped slash" in json.dumps(proxy.upstream.bodies[-1])
