@@ -55,52 +55,42 @@ Dollars = Annotated[float, Field(gt=0, allow_inf_nan=False)] | None
 LIMITS = ("rpm", "tpm", "concurrency", "daily_tokens", "daily_usd", "monthly_usd")
 
 
-class NewUser(BaseModel):
+class Limits(BaseModel):
+    """The limits a user or a team may have; a patch's `null` drops one."""
+
     model_config = ConfigDict(extra="forbid")
 
+    rpm: Limit = None
+    tpm: Limit = None
+    concurrency: Limit = None
+    daily_tokens: Limit = None
+    daily_usd: Dollars = None
+    monthly_usd: Dollars = None
+
+    def given(self) -> dict[str, Any]:
+        """The limits sent with a value."""
+        sent = self.model_fields_set
+        return {n: getattr(self, n) for n in LIMITS if n in sent and getattr(self, n) is not None}
+
+    def dropped(self) -> list[str]:
+        """The limits sent as null."""
+        return [n for n in LIMITS if n in self.model_fields_set and getattr(self, n) is None]
+
+
+class NewTeam(Limits):
     name: str
+
+
+class NewUser(NewTeam):
     team: str | None = None
-    rpm: Limit = None
-    tpm: Limit = None
-    concurrency: Limit = None
-    daily_tokens: Limit = None
-    daily_usd: Dollars = None
-    monthly_usd: Dollars = None
 
 
-class NewTeam(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    rpm: Limit = None
-    tpm: Limit = None
-    concurrency: Limit = None
-    daily_tokens: Limit = None
-    daily_usd: Dollars = None
-    monthly_usd: Dollars = None
+class TeamPatch(Limits):
+    pass
 
 
-class TeamPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    rpm: Limit = None
-    tpm: Limit = None
-    concurrency: Limit = None
-    daily_tokens: Limit = None
-    daily_usd: Dollars = None
-    monthly_usd: Dollars = None
-
-
-class UserPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserPatch(Limits):
     team: str | None = None
-    rpm: Limit = None
-    tpm: Limit = None
-    concurrency: Limit = None
-    daily_tokens: Limit = None
-    daily_usd: Dollars = None
-    monthly_usd: Dollars = None
     revoked: bool | None = None
     rotate_key: bool = False
 
@@ -147,9 +137,8 @@ async def list_users(request: Request) -> Response:
 async def add_user(request: Request) -> Response:
     admin = _admin(request)
     fields = await parse_body(request, NewUser)
-    given = {name: getattr(fields, name) for name in LIMITS}
     try:
-        _, key = await admin.add(fields.name, given, fields.team)
+        _, key = await admin.add(fields.name, fields.given(), fields.team)
     except UserError as exc:
         raise _user_error(exc) from None
     user = await admin.user(fields.name)
@@ -170,12 +159,10 @@ async def patch_user(request: Request) -> Response:
     admin = _admin(request)
     name = request.path_params["name"]
     patch = await parse_body(request, UserPatch)
-    sent = patch.model_fields_set
-    given = {n: getattr(patch, n) for n in LIMITS if n in sent and getattr(patch, n) is not None}
-    clear = [n for n in LIMITS if n in sent and getattr(patch, n) is None]
+    given, clear = patch.given(), patch.dropped()
     key = None
-    team = patch.team if "team" in sent else None
-    if "team" in sent and patch.team is None:
+    team = patch.team if "team" in patch.model_fields_set else None
+    if "team" in patch.model_fields_set and patch.team is None:
         clear.append("team")
     try:
         if given or clear or team is not None:
@@ -212,7 +199,7 @@ async def add_team(request: Request) -> Response:
     admin = _admin(request)
     fields = await parse_body(request, NewTeam)
     try:
-        team = await admin.add_team(fields.name, {n: getattr(fields, n) for n in LIMITS})
+        team = await admin.add_team(fields.name, fields.given())
     except UserError as exc:
         raise _user_error(exc) from None
     _changed(request)
@@ -232,11 +219,8 @@ async def patch_team(request: Request) -> Response:
     admin = _admin(request)
     name = request.path_params["name"]
     patch = await parse_body(request, TeamPatch)
-    sent = patch.model_fields_set
-    given = {n: getattr(patch, n) for n in LIMITS if n in sent and getattr(patch, n) is not None}
-    clear = [n for n in LIMITS if n in sent and getattr(patch, n) is None]
     try:
-        team = await admin.limit_team(name, dict.fromkeys(LIMITS) | given, clear)
+        team = await admin.limit_team(name, dict.fromkeys(LIMITS) | patch.given(), patch.dropped())
     except UserError as exc:
         raise _user_error(exc) from None
     _changed(request)
