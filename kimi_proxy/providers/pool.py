@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -151,9 +151,15 @@ class Pool:
     def candidates(self, route: str, client_model: str) -> tuple[CandidateSpec, ...]:
         return self.spec.candidates(route, client_model)
 
+    def live(self, candidates: Iterable[CandidateSpec]) -> list[CandidateSpec]:
+        """The candidates not retired, in their order."""
+        return [c for c in candidates if c.label not in self.retired]
+
+    def first_live(self, candidates: Iterable[CandidateSpec]) -> CandidateSpec | None:
+        return next((c for c in candidates if c.label not in self.retired), None)
+
     def first_candidate(self, route: str, client_model: str) -> CandidateSpec | None:
-        live = [c for c in self.candidates(route, client_model) if c.label not in self.retired]
-        return live[0] if live else None
+        return self.first_live(self.candidates(route, client_model))
 
     # -- what failures say about keys and models ------------------------------------------
 

@@ -81,7 +81,7 @@ def plan_call(
     routes = pool.spec.routes
     model = message_request.model
     choice = choose(pool.spec, model, load_catalog())
-    first = first_live(pool, candidates_for(pool, choice, "default", model))
+    first = pool.first_live(candidates_for(pool, choice, "default", model))
     if first is None:
         raise no_candidate_error(pool, model)
     preview = build(first)
@@ -130,14 +130,10 @@ def candidates_for(pool: Pool, choice: Choice, route: str, model: str) -> tuple[
     return pool.candidates(route, model)
 
 
-def first_live(pool: Pool, candidates: tuple[CandidateSpec, ...]) -> CandidateSpec | None:
-    return next((c for c in candidates if c.label not in pool.retired), None)
-
-
 def first_candidate_for(pool: Pool, model: str) -> CandidateSpec | None:
     """The candidate a request for `model` would try first (`count_tokens` counts for it)."""
     choice = choose(pool.spec, model, load_catalog())
-    return first_live(pool, candidates_for(pool, choice, "default", model))
+    return pool.first_live(candidates_for(pool, choice, "default", model))
 
 
 def unservable(pool: Pool) -> str | None:
@@ -147,7 +143,7 @@ def unservable(pool: Pool) -> str | None:
     if not candidates:
         notes = " ".join(pool.spec.notes)
         return f"No provider key or usable candidate is configured. {notes}".strip()
-    live = [c for c in candidates if c.label not in pool.retired]
+    live = pool.live(candidates)
     if not live:
         return f"Every candidate model is retired: {pool.retired_summary()}"
     if not any(k.disabled is None for c in live for k in pool.keys.get(c.provider, ())):

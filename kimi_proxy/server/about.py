@@ -38,7 +38,7 @@ def _model_entry(model_id: str, display_name: str, context: int | None = None) -
 def _serves(pool: Pool, model_id: str) -> str:
     """What a client model id reaches: its family and the candidates that serve it."""
     route = "background" if "haiku" in model_id.lower() else "default"
-    live = [c.label for c in pool.candidates(route, model_id) if c.label not in pool.retired]
+    live = [c.label for c in pool.live(pool.candidates(route, model_id))]
     if pool.spec.legacy_router is not None:
         return ", ".join(live) or "nothing"
     return f"{pool.spec.family_for(route)}: {', '.join(live) or 'nothing'}"
@@ -55,7 +55,7 @@ def _family_entries(pool: Pool) -> list[dict[str, Any]]:
     after the model that serves it first, with its context window."""
     entries = []
     for family, candidates in pool.spec.families.items():
-        live = [c for c in candidates if c.label not in pool.retired]
+        live = pool.live(candidates)
         if not live:
             continue
         first = live[0]
@@ -112,7 +112,7 @@ async def health(request: Request) -> Response:
             "config_id": pool.spec.config_id(),
             "context_window": pool.spec.smallest_window(),
             "families": {
-                family: [c.label for c in candidates if c.label not in pool.retired]
+                family: [c.label for c in pool.live(candidates)]
                 for family, candidates in pool.spec.families.items()
             },
             "api_key_configured": any(k.disabled is None for k in pool.all_keys()),
