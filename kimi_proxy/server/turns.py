@@ -51,7 +51,7 @@ class Turn:
     @classmethod
     def begin(cls, state: ProxyState, call: Call, record: RequestRecord) -> Turn:
         pool = state.pool
-        live = [c for c in call.candidates if c.label not in pool.retired]
+        live = pool.live(call.candidates)
         if not live:
             raise no_candidate_error(pool, "this request")
         request = call.built.get(live[0].label) or call.build(live[0])
@@ -149,9 +149,9 @@ async def turn_response(
         try:
             async with aclosing(events) as running:
                 message = accumulate_message([event async for event in running])
+            bill(record, translator.billed_usage())  # before settling: dollars settle to its cost
         finally:
             turn.settle(translator)
-        bill(record, translator.billed_usage())
         return json_response(message)
     try:
         release = state.take_stream_slot()

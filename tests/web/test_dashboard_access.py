@@ -3,10 +3,12 @@ cookie, not the address bar), and not at all beyond loopback unless enabled."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from support.providers import pooled_proxy
 from support.proxy import proxy_settings, serve_app
 from support.upstream import scripted_upstream, text_stream
 
+from kimi_proxy.gateway.users import UserFile, UserLimits
 from kimi_proxy.server.app import create_app
 
 TOKEN = "dashboard-test-token-1234567890"
@@ -143,3 +146,34 @@ def test_the_dashboard_shows_each_dollar_budget_and_what_is_spent(tmp_path: Path
     [bar] = data["budgets"]
     assert (bar["who"], bar["budget"], bar["limit_usd"]) == ("user ann", "daily", 5.0)
     assert 0 < bar["spent_usd"] < 5.0  # the request's real cost, settled
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_web_search_turn_settles_the_users_dollars_to_its_real_cost(
+    tmp_path: Path, stream: bool
+) -> None:
+    """Reserved at its worst case (its whole answer budget), a turn of several model calls is
+    settled to what it cost, streamed or not."""
+    users = tmp_path / "users.json"
+    key = UserFile(users).add("ann", UserLimits(daily_usd=5.0))
+    providers = {"alpha": lambda b, n: text_stream("ok")}  # 10 + 1 tokens: $0.011
+    with (
+        pooled_proxy(tmp_path, BUDGETED, providers, auth_token=TOKEN, users_file=users) as pool,
+        httpx.Client(base_url=pool.url, timeout=10) as client,
+    ):
+        asked = {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 500,  # a worst case of more than $0.50
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        }
+        answered = client.post("/v1/messages", json=asked, headers={"x-api-key": key})
+        assert answered.status_code == 200
+        deadline = time.monotonic() + 5
+        while True:
+            [bar] = asyncio.run(pool.harness.state.gateway.budgets())
+            if bar["spent_usd"] < 0.05 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert bar["spent_usd"] == pytest.approx(0.011)
