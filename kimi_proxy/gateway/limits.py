@@ -199,14 +199,15 @@ class UserLimiter:
 
     def refused(self, user: User, decision: Refused) -> ProxyError:
         team = self.teams(user.team)
-        by_team = team is not None and decision.subject == f"team:{team.name}"
+        if team is not None and decision.subject != f"team:{team.name}":
+            team = None  # the user's own limit refused it
         if decision.limit.startswith("dollars "):
-            limits = team.limits if by_team and team is not None else user.limits
-            who = f'team "{team.name}"' if by_team and team is not None else f"user {user.name!r}"
+            limits = team.limits if team is not None else user.limits
+            who = f'team "{team.name}"' if team is not None else f"user {user.name!r}"
             daily = decision.limit.startswith("dollars on ")
             budget = (limits.daily_usd if daily else limits.monthly_usd) or 0.0
             return budget_refusal(who, decision, int(self.clock() * 1000), budget)
-        if by_team and team is not None:
+        if team is not None:
             return team_refusal(team, decision, self.patience)
         return refusal(user, decision, self.patience, self.concurrency(user))
 
@@ -216,14 +217,10 @@ class UserLimiter:
         link = self.link
         if link is not None and link.up:
             try:
-                key = f"{link.gateway.prefix}:budget:{subject}:{window}:amounts"
-                held = await link.client.hget(key, "_total")  # type: ignore[misc]
-                return int(held or 0)
+                return await link.store.held(subject, window)
             except (RedisError, OSError):
                 pass
-        allowance = self.local.allowances.subjects.get(subject)
-        log = allowance.logs.get(window) if allowance is not None else None
-        return log.total if log is not None else 0
+        return await self.local.held(subject, window)
 
     def hold(self, store: LimitStore, ident: str, claims: tuple[Claim, ...]) -> Grant:
         for claim in claims:

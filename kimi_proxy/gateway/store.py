@@ -11,10 +11,10 @@ pass `now_ms` to both to compare them step by step.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Protocol
+from typing import Protocol, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -50,6 +50,8 @@ class LimitStore(Protocol):
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None: ...
 
+    async def held(self, subject: str, window: str) -> int: ...
+
 
 def monotonic_ms() -> int:
     return int(time.monotonic() * 1000)
@@ -74,6 +76,12 @@ class MemoryStore:
                 s.ident, s.claims, s.used_tokens, give_back=s.give_back, used_usd=s.used_usd
             )
 
+    async def held(self, subject: str, window: str) -> int:
+        """What a subject's window holds now."""
+        allowance = self.allowances.subjects.get(subject)
+        log = allowance.logs.get(window) if allowance is not None else None
+        return log.total if log is not None else 0
+
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         now = self.clock()
         for subject, ident in leases:
@@ -91,10 +99,13 @@ class RedisStore:
         self._admit = client.register_script(_script("admit.lua"))
         self._settle = client.register_script(_script("settle.lua"))
 
+    def _base(self, subject: str) -> str:
+        return f"{self.prefix}:budget:{subject}"
+
     def _keys(self, claims: tuple[Claim, ...]) -> list[str]:
         keys: list[str] = []
         for claim in claims:
-            base = f"{self.prefix}:budget:{claim.subject}"
+            base = self._base(claim.subject)
             keys.append(f"{base}:leases")
             for spec in claim.windows:
                 keys += [f"{base}:{spec.name}", f"{base}:{spec.name}:amounts"]
@@ -135,6 +146,11 @@ class RedisStore:
                 return
             await self.client.script_load(self._settle.script)
 
+    async def held(self, subject: str, window: str) -> int:
+        """What a subject's window holds now (its amounts' `_total`, as admit.lua keeps it)."""
+        total = self.client.hget(f"{self._base(subject)}:{window}:amounts", "_total")
+        return int(await cast("Awaitable[bytes | None]", total) or 0)
+
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         """Push the expiry of this instance's open streams on (one pipeline); a lease that
         already expired stays gone."""
@@ -144,5 +160,5 @@ class RedisStore:
         expiry = time_now[0] * 1000 + time_now[1] // 1000 + lease_ms
         async with self.client.pipeline(transaction=False) as pipe:
             for subject, ident in leases:
-                pipe.zadd(f"{self.prefix}:budget:{subject}:leases", {ident: expiry}, xx=True)
+                pipe.zadd(f"{self._base(subject)}:leases", {ident: expiry}, xx=True)
             await pipe.execute()

@@ -191,3 +191,30 @@ def test_a_request_claiming_two_subjects_takes_both_or_neither() -> None:
     assert isinstance(second, Refused) and second.subject == "key:p:k"
     log = store.allowances.subjects["user:a"].logs["requests a minute"]
     assert list(log.entries) == ["r1", "r3"]  # the refused request took nothing of the user's
+
+
+def test_both_stores_admit_settle_and_report_a_dollars_budget_alike(redis: RedisServer) -> None:
+    """A dollars window: admitted on the worst case, settled to the real cost, and what it
+    holds (the dashboard's bar) read back the same from both stores."""
+    windows = windows_of(None, None, None, daily_usd=1.0, wall_ms=1_796_500_000_000)
+    asked = (Claim("user:a", windows, 100, None, 600_000),)  # $0.60 at worst
+
+    async def go() -> list[tuple[object, ...]]:
+        client = Redis.from_url(redis.url)
+        await client.flushdb()
+        seen = []
+        try:
+            for store in (MemoryStore(), RedisStore(client, prefix="dollars")):
+                first = await store.admit("r1", asked, LEASE_MS, 1_000_000)
+                second = await store.admit("r2", asked, LEASE_MS, 1_000_000)
+                held = await store.held("user:a", windows[0].name)
+                await store.settle_many([Settlement("r1", asked, 100, used_usd=50_000)])
+                settled = await store.held("user:a", windows[0].name)
+                third = await store.admit("r3", asked, LEASE_MS, 1_000_000)
+                seen.append((first, type(second), held, settled, third))
+        finally:
+            await client.aclose()
+        return seen
+
+    memory, shared = asyncio.run(go())
+    assert memory == shared == (Admitted(), Refused, 600_000, 50_000, Admitted())
