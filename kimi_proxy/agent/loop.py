@@ -27,7 +27,7 @@ from kimi_proxy.translate.agent_history import (
     tool_line,
 )
 from kimi_proxy.translate.blocks import Event
-from kimi_proxy.translate.messages import tool_call, tool_message, tool_result_text
+from kimi_proxy.translate.messages import calls_ran
 from kimi_proxy.translate.stream import StreamTranslator
 
 from .sandbox import ToolError
@@ -75,14 +75,7 @@ class AgentLoop:
                     yield item
             for event in translator.transcript(done):
                 yield event
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": result.text or None,
-                    "tool_calls": [tool_call(c.id, c.name, c.arguments) for c in done],
-                }
-            )
-            messages += [tool_message(c.id, tool_result_text(c.result, c.is_error)) for c in done]
+            messages += calls_ran(result.text, done)
             if result.client_calls:
                 break  # the client runs its own calls; the model continues next turn
         for event in translator.finish():

@@ -23,7 +23,7 @@ from kimi_proxy.errors import ProxyError
 from kimi_proxy.providers.step import OpenStep, model_step
 from kimi_proxy.translate.agent_history import LocalCall
 from kimi_proxy.translate.blocks import Event
-from kimi_proxy.translate.messages import tool_call, tool_message
+from kimi_proxy.translate.messages import calls_ran
 from kimi_proxy.translate.stream import StreamTranslator
 from kimi_proxy.translate.web_search import (
     SEARCH_FUNCTION,
@@ -101,14 +101,7 @@ class SearchTurn:
                         done.append(item)
                     else:
                         yield item
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": text or None,
-                    "tool_calls": [tool_call(c.id, c.name, c.arguments) for c in done],
-                }
-            )
-            messages += [tool_message(c.id, c.result) for c in done]
+            messages += calls_ran(text, done)
             if client_calls:
                 break  # the client runs its own calls; the model continues next turn
             pending, text = [], ""

@@ -154,6 +154,19 @@ def tool_message(call_id: str, text: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
+def calls_ran(text: str, done: Sequence[LocalCall]) -> list[dict[str, Any]]:
+    """A step's calls the proxy ran itself (agent mode, web search), after the text that led to
+    them, and their results: the provider's messages for the turn's next step."""
+    return [
+        {
+            "role": "assistant",
+            "content": text or None,
+            "tool_calls": [tool_call(c.id, c.name, c.arguments) for c in done],
+        },
+        *(tool_message(c.id, tool_result_text(c.result, c.is_error)) for c in done),
+    ]
+
+
 def _merge_into(target: dict[str, Any], extra: dict[str, Any]) -> None:
     target_parts = _as_parts(target.get("content"))
     extra_parts = _as_parts(extra.get("content"))
