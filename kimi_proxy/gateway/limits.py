@@ -211,16 +211,16 @@ class UserLimiter:
             return team_refusal(team, decision, self.patience)
         return refusal(user, decision, self.patience, self.concurrency(user))
 
-    async def spent(self, subject: str, window: str) -> int:
-        """What a subject's window holds now (micro-dollars for a dollars window): Redis's
+    async def spent(self, windows: list[tuple[str, str]]) -> list[int]:
+        """What each (subject, window) holds now (micro-dollars for a dollars window): Redis's
         when the gateway has it, else this process's."""
         link = self.link
         if link is not None and link.up:
             try:
-                return await link.store.held(subject, window)
+                return await link.store.held(windows)
             except (RedisError, OSError):
                 pass
-        return await self.local.held(subject, window)
+        return await self.local.held(windows)
 
     def hold(self, store: LimitStore, ident: str, claims: tuple[Claim, ...]) -> Grant:
         for claim in claims:

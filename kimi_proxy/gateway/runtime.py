@@ -59,8 +59,9 @@ class GatewayRuntime:
             ("user", u.name, u.limits) for u in self.users.everyone()
         ]
         holders += [("team", t.name, t.limits) for t in self.users.teams.values()]
-        rows = []
-        for kind, name, limits in holders:
+        budgets = [
+            (f"{kind}:{name}", f"{kind} {name}", spec)
+            for kind, name, limits in holders
             for spec in windows_of(
                 None,
                 None,
@@ -68,17 +69,18 @@ class GatewayRuntime:
                 daily_usd=limits.daily_usd,
                 monthly_usd=limits.monthly_usd,
                 wall_ms=wall_ms,
-            ):
-                spent = await self.limiter.spent(f"{kind}:{name}", spec.name)
-                rows.append(
-                    {
-                        "who": f"{kind} {name}",
-                        "budget": "daily" if spec.name.startswith("dollars on") else "monthly",
-                        "limit_usd": spec.limit / MICRO,
-                        "spent_usd": round(spent / MICRO, 6),
-                    }
-                )
-        return rows
+            )
+        ]
+        spent = await self.limiter.spent([(subject, spec.name) for subject, _, spec in budgets])
+        return [
+            {
+                "who": who,
+                "budget": "daily" if spec.name.startswith("dollars on") else "monthly",
+                "limit_usd": spec.limit / MICRO,
+                "spent_usd": round(held / MICRO, 6),
+            }
+            for (_, who, spec), held in zip(budgets, spent, strict=True)
+        ]
 
     def share_keys(self, pool: Pool) -> None:
         """With Redis, the pool's keys are spent together with the other instances."""

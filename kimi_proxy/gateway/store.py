@@ -11,10 +11,10 @@ pass `now_ms` to both to compare them step by step.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
-from typing import Protocol, cast
+from typing import Protocol
 
 import orjson
 from redis.asyncio import Redis
@@ -50,7 +50,7 @@ class LimitStore(Protocol):
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None: ...
 
-    async def held(self, subject: str, window: str) -> int: ...
+    async def held(self, windows: list[tuple[str, str]]) -> list[int]: ...
 
 
 def monotonic_ms() -> int:
@@ -76,11 +76,14 @@ class MemoryStore:
                 s.ident, s.claims, s.used_tokens, give_back=s.give_back, used_usd=s.used_usd
             )
 
-    async def held(self, subject: str, window: str) -> int:
-        """What a subject's window holds now."""
-        allowance = self.allowances.subjects.get(subject)
-        log = allowance.logs.get(window) if allowance is not None else None
-        return log.total if log is not None else 0
+    async def held(self, windows: list[tuple[str, str]]) -> list[int]:
+        """What each (subject, window) holds now."""
+        found = []
+        for subject, window in windows:
+            allowance = self.allowances.subjects.get(subject)
+            log = allowance.logs.get(window) if allowance is not None else None
+            found.append(log.total if log is not None else 0)
+        return found
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         now = self.clock()
@@ -146,10 +149,16 @@ class RedisStore:
                 return
             await self.client.script_load(self._settle.script)
 
-    async def held(self, subject: str, window: str) -> int:
-        """What a subject's window holds now (its amounts' `_total`, as admit.lua keeps it)."""
-        total = self.client.hget(f"{self._base(subject)}:{window}:amounts", "_total")
-        return int(await cast("Awaitable[bytes | None]", total) or 0)
+    async def held(self, windows: list[tuple[str, str]]) -> list[int]:
+        """What each (subject, window) holds now (its amounts' `_total`, as admit.lua keeps
+        it): one pipeline, one round trip."""
+        if not windows:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for subject, window in windows:
+                pipe.hget(f"{self._base(subject)}:{window}:amounts", "_total")
+            totals = await pipe.execute()
+        return [int(total or 0) for total in totals]
 
     async def renew(self, leases: list[tuple[str, str]], lease_ms: int) -> None:
         """Push the expiry of this instance's open streams on (one pipeline); a lease that

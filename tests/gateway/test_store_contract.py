@@ -207,9 +207,9 @@ def test_both_stores_admit_settle_and_report_a_dollars_budget_alike(redis: Redis
             for store in (MemoryStore(), RedisStore(client, prefix="dollars")):
                 first = await store.admit("r1", asked, LEASE_MS, 1_000_000)
                 second = await store.admit("r2", asked, LEASE_MS, 1_000_000)
-                held = await store.held("user:a", windows[0].name)
+                [held] = await store.held([("user:a", windows[0].name)])
                 await store.settle_many([Settlement("r1", asked, 100, used_usd=50_000)])
-                settled = await store.held("user:a", windows[0].name)
+                [settled] = await store.held([("user:a", windows[0].name)])
                 third = await store.admit("r3", asked, LEASE_MS, 1_000_000)
                 seen.append((first, type(second), held, settled, third))
         finally:
