@@ -47,10 +47,10 @@ class Searcher:
         settings = self.settings
         call = http_call(settings, query)
         try:
-            response = await self._client.request(
+            async with self._client.stream(
                 call.method, call.url, headers=call.headers, params=call.params, json=call.json
-            )
-            body = response.content[: MAX_ANSWER_BYTES + 1]
+            ) as response:
+                body = await _read_at_most(response, MAX_ANSWER_BYTES + 1)
         except httpx.TimeoutException:
             return self._failed("unavailable", f"no answer within {settings.timeout_s:g} s")
         except httpx.HTTPError as exc:
@@ -74,3 +74,16 @@ class Searcher:
         settings = self.settings
         log.warning("web search via %s (%s) failed: %s", settings.backend, settings.url, why)
         return SearchFailure(code)
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The answer's body, but never more than `limit` bytes of it held (a backend that answers
+    without end is cut off, not buffered)."""
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.aiter_bytes():
+        parts.append(part)
+        size += len(part)
+        if size >= limit:
+            break
+    return b"".join(parts)[:limit]

@@ -349,3 +349,17 @@ def test_the_users_country_reaches_the_backends_that_take_one(backends: SearchBa
         events_of(proxy, located)
     assert backends.asked[0].params["country"] == "de"
     assert backends.asked[1].body is not None and backends.asked[1].body["userLocation"] == "DE"
+
+
+def test_a_backend_answer_over_4_mb_is_cut_off_and_reported_unavailable(
+    backends: SearchBackends,
+) -> None:
+    backends.pages = [("https://big.example.com/", "Big", "x" * (5 * 2**20))]
+    with proxy_for(summary, search=searching(backends, "searxng")) as proxy:
+        events = events_of(proxy, SIDE_CALL)
+        health = httpx.get(f"{proxy.url}/health", timeout=5)
+    assert events[5]["content_block"]["content"] == {
+        "type": "web_search_tool_result_error",
+        "error_code": "unavailable",
+    }
+    assert health.status_code == 200
