@@ -2,9 +2,9 @@
 
 `scrub(environ, home, cache)` removes every variable through which the caller's setup could
 reach a test (provider keys, `KIMI_*`, Anthropic and Claude Code settings, HTTP proxies,
-certificate bundles, OpenTelemetry) and points HOME and the XDG folders at the suite's own. The
-pinned Claude Code CLI is kept in `cache` (the repository's `.test-cache/`), so it is installed
-once per checkout, not once per run.
+certificate bundles, OpenTelemetry, web search backends) and points HOME and the XDG folders
+at the suite's own. The pinned Claude Code CLI is kept in `cache` (the repository's
+`.test-cache/`), so it is installed once per checkout, not once per run.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ CLEARED = re.compile(
       | ANTHROPIC_.* | CLAUDE_.* | DISABLE_.*
       | (?i:https?_proxy | all_proxy | no_proxy)
       | SSL_CERT_FILE | SSL_CERT_DIR | REQUESTS_CA_BUNDLE | CURL_CA_BUNDLE
-      | OTEL_.* | REDIS_.*
+      | OTEL_.* | REDIS_.* | SEARXNG_URL
       | XDG_.*
     )""",
     re.VERBOSE,
