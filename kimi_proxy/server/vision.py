@@ -83,9 +83,9 @@ async def _describe(state: ProxyState, image: ImageBlock, headers: Headers) -> s
         completion = await opened.target.key.client.read_completion(opened.response)
     except ProxyError as exc:
         log.warning("an image was not described by the %s family: %s", vision, exc.message)
-        call.finish(None)
         return None
-    call.finish(None)
+    finally:
+        call.finish(None)
     message = (completion.get("choices") or [{}])[0].get("message") or {}
     text = message.get("content")
     return text.strip() if isinstance(text, str) and text.strip() else None
