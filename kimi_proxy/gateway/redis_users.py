@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
 from .users import (
+    NameTaken,
     Team,
+    UnknownName,
     User,
-    UserError,
     UserLimits,
     check_name,
     check_team,
@@ -23,6 +24,7 @@ from .users import (
     new_key,
     team_entry,
     team_from_entry,
+    team_has_members,
     user_entry,
     user_from_entry,
 )
@@ -68,7 +70,7 @@ class RedisUsers:
             pipe.incr(self.version_key)
             added, _ = await pipe.execute()
         if not added:
-            raise UserError(f"A user named {name!r} exists already; pick another name.")
+            raise NameTaken("user", name)
         return key
 
     async def change(self, name: str, how: Callable[[User], User | None]) -> User | None:
@@ -79,7 +81,7 @@ class RedisUsers:
         async def attempt(pipe: Pipeline) -> None:
             entry = await cast("Awaitable[bytes | None]", pipe.hget(self.users_key, name))
             if entry is None:
-                raise UserError(f"No user named {name!r}.")
+                raise UnknownName("user", name)
             user = how(user_from_entry(name, orjson.loads(entry)))
             if user is not None and user.team is not None:
                 found = await cast("Awaitable[bool]", pipe.hexists(self.teams_key, user.team))
@@ -104,7 +106,7 @@ class RedisUsers:
             pipe.incr(self.version_key)
             added, _ = await pipe.execute()
         if not added:
-            raise UserError(f"A team named {name!r} exists already; pick another name.")
+            raise NameTaken("team", name)
         return team
 
     async def change_team(self, name: str, how: Callable[[Team], Team | None]) -> Team | None:
@@ -113,7 +115,7 @@ class RedisUsers:
         async def attempt(pipe: Pipeline) -> None:
             entry = await cast("Awaitable[bytes | None]", pipe.hget(self.teams_key, name))
             if entry is None:
-                raise UserError(f"No team named {name!r}.")
+                raise UnknownName("team", name)
             team = how(team_from_entry(name, orjson.loads(entry)))
             if team is None:
                 users = await cast("Awaitable[dict[bytes, bytes]]", pipe.hgetall(self.users_key))
@@ -121,10 +123,7 @@ class RedisUsers:
                     n.decode() for n, e in users.items() if orjson.loads(e).get("team") == name
                 )
                 if members:
-                    raise UserError(
-                        f"Team {name!r} still has members ({', '.join(members)}): move them "
-                        "first (kimi-proxy users limits NAME --clear team)."
-                    )
+                    raise team_has_members(name, members)
             pipe.multi()  # type: ignore[no-untyped-call]
             if team is None:
                 pipe.hdel(self.teams_key, name)

@@ -41,6 +41,28 @@ class UserError(Exception):
     """A user command that cannot be done; the message says why."""
 
 
+class UnknownName(UserError):
+    """No user (or team) has this name."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"No {kind} named {name!r}.")
+
+
+class NameTaken(UserError):
+    """A user (or team) has this name already."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"A {kind} named {name!r} exists already; pick another name.")
+
+
+def team_has_members(name: str, members: list[str]) -> UserError:
+    """A team cannot go while users are in it."""
+    return UserError(
+        f"Team {name!r} still has members ({', '.join(members)}): move them "
+        "first (kimi-proxy users limits NAME --clear team)."
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class UserLimits:
     rpm: int | None = None
@@ -199,7 +221,7 @@ class UserFile:
         key = new_key()
         with self.changing() as (users, teams):
             if name in users:
-                raise UserError(f"A user named {name!r} exists already; pick another name.")
+                raise NameTaken("user", name)
             check_team(team, teams)
             users[name] = User(name, hash_key(key), time.time(), limits=limits, team=team)
         return key
@@ -208,7 +230,7 @@ class UserFile:
         """One user changed by `how` (None: removed), under the lock."""
         with self.changing() as (users, teams):
             if name not in users:
-                raise UserError(f"No user named {name!r}.")
+                raise UnknownName("user", name)
             changed = how(users[name])
             if changed is None:
                 del users[name]
@@ -221,21 +243,18 @@ class UserFile:
         check_name(name)
         with self.changing() as (_, teams):
             if name in teams:
-                raise UserError(f"A team named {name!r} exists already; pick another name.")
+                raise NameTaken("team", name)
             team = teams[name] = Team(name, time.time(), limits)
         return team
 
     def change_team(self, name: str, how: Callable[[Team], Team | None]) -> Team | None:
         with self.changing() as (users, teams):
             if name not in teams:
-                raise UserError(f"No team named {name!r}.")
+                raise UnknownName("team", name)
             changed = how(teams[name])
             if changed is None:
                 if members := sorted(u.name for u in users.values() if u.team == name):
-                    raise UserError(
-                        f"Team {name!r} still has members ({', '.join(members)}): move them "
-                        "first (kimi-proxy users limits NAME --clear team)."
-                    )
+                    raise team_has_members(name, members)
                 del teams[name]
             else:
                 teams[name] = changed

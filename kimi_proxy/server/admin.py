@@ -45,7 +45,13 @@ from kimi_proxy.gateway.admin import (
 )
 from kimi_proxy.gateway.metering import DIMENSIONS, days_between, fold, rows_from_fields
 from kimi_proxy.gateway.redis_users import RedisUsers
-from kimi_proxy.gateway.users import DEFAULT_USERS_FILE, UserError, UserFile
+from kimi_proxy.gateway.users import (
+    DEFAULT_USERS_FILE,
+    NameTaken,
+    UnknownName,
+    UserError,
+    UserFile,
+)
 
 from .bodies import json_response, parse_body
 from .state import ProxyState
@@ -121,12 +127,11 @@ def _changed(request: Request) -> None:
 
 
 def _user_error(exc: UserError) -> Exception:
-    text = str(exc)
-    if text.startswith(("No user named", "No team named")) and "add it first" not in text:
-        return NotFoundError(text)
-    if "exists already" in text:
-        return ConflictError(text)
-    return InvalidRequestError(text)
+    if isinstance(exc, UnknownName):
+        return NotFoundError(str(exc))
+    if isinstance(exc, NameTaken):
+        return ConflictError(str(exc))
+    return InvalidRequestError(str(exc))
 
 
 async def list_users(request: Request) -> Response:
@@ -151,7 +156,7 @@ async def get_user(request: Request) -> Response:
     admin = _admin(request)
     user = await admin.user(request.path_params["name"])
     if user is None:
-        raise NotFoundError(f"No user named {request.path_params['name']!r}.")
+        raise _user_error(UnknownName("user", request.path_params["name"]))
     return json_response(user_view(user))
 
 
@@ -175,7 +180,7 @@ async def patch_user(request: Request) -> Response:
     except UserError as exc:
         raise _user_error(exc) from None
     if user is None:
-        raise NotFoundError(f"No user named {name!r}.")
+        raise _user_error(UnknownName("user", name))
     _changed(request)
     return json_response({**user_view(user), **({"key": key} if key else {})})
 
@@ -211,7 +216,7 @@ async def get_team(request: Request) -> Response:
     name = request.path_params["name"]
     team = next((t for t in await admin.teams() if t.name == name), None)
     if team is None:
-        raise NotFoundError(f"No team named {name!r}.")
+        raise _user_error(UnknownName("team", name))
     return json_response(team_view(team))
 
 
