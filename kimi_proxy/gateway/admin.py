@@ -240,7 +240,7 @@ class Admin:
         await self.audit.append(
             {
                 "at": now,
-                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+                "time": _iso(now),
                 "who": self.who,
                 "action": action,
                 "target": target,
