@@ -8,10 +8,9 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -22,11 +21,10 @@ from .admin import Admin, FileAudit, FileUsers, RedisAudit
 from .metering import (
     DIMENSIONS,
     UsageRow,
-    days_between,
     fold,
     render,
     rows_from_access_log,
-    rows_from_fields,
+    stored_rows,
 )
 from .redis_users import RedisUsers
 from .users import Given, User, UserError, UserFile, UserLimits
@@ -326,16 +324,10 @@ def run_usage(gateway: Gateway, args: argparse.Namespace) -> int:
 async def _usage_rows(gateway: Gateway, since: date, today: date) -> list[UsageRow]:
     assert gateway.redis_url is not None
     client = Redis.from_url(gateway.redis_url, socket_connect_timeout=3, socket_timeout=10)
-    rows: list[UsageRow] = []
     try:
-        for day in days_between(since, today):
-            key = f"{gateway.prefix}:usage:{day}"
-            raw = await cast("Awaitable[dict[bytes, bytes]]", client.hgetall(key))
-            values = ((k.decode(), int(v)) for k, v in raw.items())
-            rows += list(rows_from_fields(day, values))
+        return await stored_rows(client, gateway.prefix, since, today)
     finally:
         await client.aclose()
-    return rows
 
 
 def run_audit(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:

@@ -136,6 +136,19 @@ class Meter:
             raise
 
 
+async def stored_rows(client: Redis, prefix: str, since: date, until: date) -> list[UsageRow]:
+    """The rows Redis holds for the days from `since` to `until`, read in one round trip."""
+    days = days_between(since, until)
+    async with client.pipeline(transaction=False) as pipe:
+        for day in days:
+            pipe.hgetall(f"{prefix}:usage:{day}")
+        hashes: list[dict[bytes, bytes]] = await pipe.execute()
+    rows: list[UsageRow] = []
+    for day, raw in zip(days, hashes, strict=True):
+        rows += rows_from_fields(day, ((k.decode(), int(v)) for k, v in raw.items()))
+    return rows
+
+
 def rows_from_fields(day: str, values: Iterable[tuple[str, int]]) -> Iterator[UsageRow]:
     """A day's hash (field, count) as rows of one metric each."""
     for name, n in values:

@@ -43,7 +43,7 @@ from kimi_proxy.gateway.admin import (
     team_view,
     user_view,
 )
-from kimi_proxy.gateway.metering import DIMENSIONS, days_between, fold, rows_from_fields
+from kimi_proxy.gateway.metering import DIMENSIONS, fold, stored_rows
 from kimi_proxy.gateway.redis_users import RedisUsers
 from kimi_proxy.gateway.users import (
     DEFAULT_USERS_FILE,
@@ -257,10 +257,7 @@ async def usage(request: Request) -> Response:
     if not by or any(p not in DIMENSIONS for p in by):
         raise InvalidRequestError(f"by: group by any of {', '.join(DIMENSIONS)}, comma-separated.")
     today = datetime.now(UTC).date()
-    rows = []
-    for day in days_between(since, today):
-        raw = await link.client.hgetall(f"{link.gateway.prefix}:usage:{day}")  # type: ignore[misc]
-        rows += list(rows_from_fields(day, ((k.decode(), int(v)) for k, v in raw.items())))
+    rows = await stored_rows(link.client, link.gateway.prefix, since, today)
     folded = fold(rows, by, query.get("user"), since, query.get("team"))
     return json_response({"data": [row.as_dict(by) for row in folded]})
 
