@@ -21,10 +21,12 @@ from .admin import Admin, FileAudit, FileUsers, RedisAudit
 from .metering import (
     DIMENSIONS,
     UsageRow,
+    day_start,
     fold,
     render,
     rows_from_access_log,
     stored_rows,
+    week_before,
 )
 from .redis_users import RedisUsers
 from .users import Given, User, UserError, UserFile, UserLimits
@@ -293,7 +295,7 @@ def _limited(user: User) -> int:
 def run_usage(gateway: Gateway, args: argparse.Namespace) -> int:
     """`kimi-proxy usage [--user U] [--since DATE] [--format table|csv|json]`."""
     today = datetime.now(UTC).date()
-    since: date = args.since or date.fromordinal(today.toordinal() - 6)
+    since: date = args.since or week_before(today)
     if since > today:
         print(f"kimi-proxy: --since {since} is in the future.", file=sys.stderr)
         return 2
@@ -333,8 +335,8 @@ async def _usage_rows(gateway: Gateway, since: date, today: date) -> list[UsageR
 def run_audit(gateway: Gateway, users_file: Path, args: argparse.Namespace) -> int:
     """`kimi-proxy audit [--since DAY]`: one JSON line per change, oldest first."""
     today = datetime.now(UTC).date()
-    since: date = args.since or date.fromordinal(today.toordinal() - 6)
-    start = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
+    since: date = args.since or week_before(today)
+    start = day_start(since)
     try:
         entries = asyncio.run(_audit_entries(gateway, users_file.expanduser(), start))
     except (RedisError, OSError, ValueError) as exc:

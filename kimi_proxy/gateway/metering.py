@@ -249,5 +249,16 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def week_before(today: date) -> date:
+    """The first day a report (`usage`, `audit`) covers when none is given: today and the six
+    days before it."""
+    return today - timedelta(days=6)
+
+
+def day_start(day: date) -> float:
+    """Midnight UTC of `day`, as a timestamp."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
 def days_between(since: date, until: date) -> list[str]:
     return [(since + timedelta(days=n)).isoformat() for n in range((until - since).days + 1)]

@@ -21,7 +21,7 @@ the field, an unknown name 404. Without the proxy's token the admin API is close
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,7 +43,7 @@ from kimi_proxy.gateway.admin import (
     team_view,
     user_view,
 )
-from kimi_proxy.gateway.metering import DIMENSIONS, fold, stored_rows
+from kimi_proxy.gateway.metering import DIMENSIONS, day_start, fold, stored_rows, week_before
 from kimi_proxy.gateway.redis_users import RedisUsers
 from kimi_proxy.gateway.users import (
     DEFAULT_USERS_FILE,
@@ -265,13 +265,12 @@ async def usage(request: Request) -> Response:
 async def audit(request: Request) -> Response:
     admin = _admin(request)
     since = _since(request.query_params.get("since"))
-    start = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
-    return json_response({"data": await admin.audit.read(start)})
+    return json_response({"data": await admin.audit.read(day_start(since))})
 
 
 def _since(value: str | None) -> date:
     if value is None:
-        return datetime.now(UTC).date() - timedelta(days=6)
+        return week_before(datetime.now(UTC).date())
     try:
         return date.fromisoformat(value)
     except ValueError:
