@@ -23,6 +23,7 @@ from kimi_proxy.protocol.anthropic import (
     MessagesRequest,
     TextBlock,
     ToolResultBlock,
+    content_blocks,
 )
 
 from .pages import MAX_PAGES, PdfPages, Unreadable, looks_like_pdf, read_pdf
@@ -41,19 +42,7 @@ def is_pdf_block(block: Any) -> TypeGuard[DocumentBlock]:
 
 def has_pdfs(request: MessagesRequest | CountTokensRequest) -> bool:
     """Whether any message, or any tool result in one, carries a base64 PDF."""
-    for message in request.messages:
-        if isinstance(message.content, str):
-            continue
-        for block in message.content:
-            if is_pdf_block(block):
-                return True
-            if (
-                isinstance(block, ToolResultBlock)
-                and isinstance(block.content, list)
-                and any(is_pdf_block(part) for part in block.content)
-            ):
-                return True
-    return False
+    return any(is_pdf_block(block) for block in content_blocks(request))
 
 
 def expand_pdfs(request: Request, page_images: int) -> Request:

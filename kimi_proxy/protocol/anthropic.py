@@ -7,6 +7,7 @@ know parses as `UnknownBlock`, so the request translator can answer a 400 that n
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
@@ -193,6 +194,17 @@ class CountTokensRequest(_Open):
 
 ToolResultBlock.model_rebuild()
 Message.model_rebuild()
+
+
+def content_blocks(request: MessagesRequest | CountTokensRequest) -> Iterator[Any]:
+    """Every content block of the messages, each tool result followed by its parts."""
+    for message in request.messages:
+        if isinstance(message.content, str):
+            continue
+        for block in message.content:
+            yield block
+            if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
+                yield from block.content
 
 
 def describe_validation_error(exc: ValidationError) -> str:

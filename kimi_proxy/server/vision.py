@@ -22,6 +22,7 @@ from kimi_proxy.protocol.anthropic import (
     MessagesRequest,
     TextBlock,
     ToolResultBlock,
+    content_blocks,
 )
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.providers.catalog import load_catalog
@@ -98,14 +99,11 @@ def _key(block: ImageBlock) -> str:
 
 
 def _images(request: MessagesRequest) -> list[ImageBlock]:
-    found: list[ImageBlock] = []
-    for message in request.messages:
-        for block in message.content if isinstance(message.content, list) else ():
-            parts = block.content if isinstance(block, ToolResultBlock) else [block]
-            for part in parts if isinstance(parts, list) else ():
-                if isinstance(part, ImageBlock) and part.document_page is None:
-                    found.append(part)
-    return found
+    return [
+        block
+        for block in content_blocks(request)
+        if isinstance(block, ImageBlock) and block.document_page is None
+    ]
 
 
 def _replaced(state: ProxyState, message: Any) -> Any:

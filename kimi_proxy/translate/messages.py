@@ -34,6 +34,7 @@ from kimi_proxy.protocol.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
     WebSearchToolResultBlock,
+    content_blocks,
 )
 from kimi_proxy.protocol.profile import ProviderProfile
 
@@ -359,19 +360,7 @@ def _json(value: Any) -> str:
 
 def has_images(request: MessagesRequest) -> bool:
     """Whether any message, or any tool result in one, carries an image."""
-    for message in request.messages:
-        if isinstance(message.content, str):
-            continue
-        for block in message.content:
-            if isinstance(block, ImageBlock):
-                return True
-            if (
-                isinstance(block, ToolResultBlock)
-                and isinstance(block.content, list)
-                and any(isinstance(part, ImageBlock) for part in block.content)
-            ):
-                return True
-    return False
+    return any(isinstance(block, ImageBlock) for block in content_blocks(request))
 
 
 def convert_messages(
