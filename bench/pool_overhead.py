@@ -135,7 +135,7 @@ async def _route_once(state: ProxyState, request: MessagesRequest, session: str)
     headers = Headers({"x-claude-code-session-id": session})
     record = RequestRecord("bench", "POST", "/v1/messages")
     started = time.perf_counter()
-    call = plan_call(state, request, headers, record)
+    call = await plan_call(state, request, headers, record)
     opened = await call.open()
     timed = time.perf_counter() - started
     await opened.response.aclose()

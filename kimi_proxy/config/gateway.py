@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 Policy = Literal["fail_open", "fail_closed"]
 DEFAULT_USER_CONCURRENCY = 8
+DEFAULT_COUNT_TOKENS_PER_MINUTE = 120
 
 
 class GatewayFileConfig(BaseModel):
@@ -26,6 +27,11 @@ class GatewayFileConfig(BaseModel):
     #: Streams at once for a user without a concurrency limit of their own: no one user can
     #: take every slot of the gateway (`KIMI_MAX_STREAMS`).
     user_concurrency: Annotated[int, Field(gt=0, le=10_000)] = DEFAULT_USER_CONCURRENCY
+    #: `count_tokens` requests a minute per user: they reach no provider, but each costs the
+    #: instance its body's work.
+    count_tokens_per_minute: Annotated[int, Field(gt=0, le=1_000_000)] = (
+        DEFAULT_COUNT_TOKENS_PER_MINUTE
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,7 @@ class Gateway:
     retention_days: int
     prefix: str
     user_concurrency: int = DEFAULT_USER_CONCURRENCY
+    count_tokens_per_minute: int = DEFAULT_COUNT_TOKENS_PER_MINUTE
 
     @property
     def fail_closed(self) -> bool:
@@ -53,4 +60,5 @@ def gateway_from(
         retention_days=file.usage_retention_days,
         prefix=file.key_prefix,
         user_concurrency=file.user_concurrency,
+        count_tokens_per_minute=file.count_tokens_per_minute,
     )

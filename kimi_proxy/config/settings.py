@@ -19,6 +19,9 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})  # bind addresses 
 #: The tools agent mode may run in the proxy (`KIMI_LOCAL_TOOLS`; `kimi_proxy.agent.tools`).
 DEFAULT_SET = ("LS", "Read", "Glob", "Grep", "Write", "Edit")  # `all`; Bash only by name
 ALL_TOOLS = (*DEFAULT_SET, "Bash")
+#: Parsed, validated and translated, a body of this much structure holds the event loop about
+#: 50 ms at worst (docs/RELIABILITY.md); Claude Code's longest sessions have a few thousand.
+MAX_BODY_VALUES = 50_000
 
 
 def parse_tool_names(value: str) -> tuple[str, ...]:
@@ -84,6 +87,11 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(
         32 * 1024 * 1024, ge=1024, validation_alias=_env("max_body_bytes", "KIMI_MAX_BODY_BYTES")
+    )
+    #: A body's commas and opening brackets outside strings (what parsing and validating it
+    #: costs the event loop grows with them, not with its bytes): over this, 413 before parsing.
+    max_body_values: int = Field(
+        MAX_BODY_VALUES, ge=100, validation_alias=_env("max_body_values", "KIMI_MAX_BODY_VALUES")
     )
     max_streams: int = Field(512, ge=1, validation_alias=_env("max_streams", "KIMI_MAX_STREAMS"))
     #: Where each model's token-count calibration is kept across restarts: `auto` (the state

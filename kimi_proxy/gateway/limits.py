@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from kimi_proxy.config.gateway import DEFAULT_USER_CONCURRENCY
+from kimi_proxy.config.gateway import DEFAULT_COUNT_TOKENS_PER_MINUTE, DEFAULT_USER_CONCURRENCY
 from kimi_proxy.errors import (
     BillingError,
     InvalidRequestError,
@@ -41,6 +41,7 @@ from .users import Team, User, UserLimits
 from .window import (
     CONCURRENCY,
     MICRO,
+    MINUTE_MS,
     NEVER,
     Claim,
     Refused,
@@ -50,7 +51,20 @@ from .window import (
 )
 
 log = logging.getLogger("kimi_proxy.gateway")
-LOCAL_LEASE_MS = 3_600_000  # in this process a stream's end always releases its lease
+LOCAL_LEASE_MS = 3_600_000
+TOKEN_COUNTS = "token counts a minute"  # in this process a stream's end always releases its lease
+
+
+@dataclass(frozen=True, slots=True)
+class Need:
+    """What a request asks of its user's budget: its prompt estimate and answer budget, and the
+    most it can cost; and both again with the prompt at its bound (the most tokens its bytes
+    can be), reserved while another of the user's requests runs."""
+
+    tokens: int
+    usd: float = 0.0
+    bound_tokens: int = 0
+    bound_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -109,6 +123,7 @@ class UserAsk:
 
     limiter: UserLimiter
     user: User
+    need: Need
     claims: tuple[Claim, ...]  # the user's, and the team's
     grant: Grant | None = None
 
@@ -117,8 +132,7 @@ class UserAsk:
 
     async def take_alone(self) -> None:
         """Taken on its own (the key's turn is far off, or Redis stopped answering)."""
-        own = self.claims[0]
-        self.grant = await self.limiter.admit(self.user, own.tokens, own.usd / MICRO)
+        self.grant = await self.limiter.admit(self.user, self.need)
 
     def end(self, used_tokens: int | None, cost_usd: float | None = None) -> None:
         if self.grant is not None:
@@ -136,6 +150,8 @@ class UserLimiter:
     patience: float = 20.0
     #: Streams at once for a user with no concurrency limit of their own (`[gateway]`).
     default_concurrency: int = DEFAULT_USER_CONCURRENCY
+    #: `count_tokens` requests a minute per user (`[gateway] count_tokens_per_minute`).
+    counts_per_minute: int = DEFAULT_COUNT_TOKENS_PER_MINUTE
     #: A user's team, by name (the gateway's user directory).
     teams: Callable[[str | None], Team | None] = field(default=lambda name: None)
     #: The wall clock (seconds): dollars budgets are for the UTC day and month.
@@ -144,20 +160,19 @@ class UserLimiter:
     def concurrency(self, user: User) -> int:
         return user.limits.concurrency or self.default_concurrency
 
-    def claims(
-        self, user: User, need_tokens: int, share: int = 1, worst_usd: float = 0.0
-    ) -> tuple[Claim, ...]:
-        """The user's claim, then the team's when the user has one. `worst_usd`: the most the
-        request can cost (its prompt and whole answer budget at the model's prices)."""
-        usd = math.ceil(worst_usd * MICRO)
+    def claims(self, user: User, need: Need, share: int = 1) -> tuple[Claim, ...]:
+        """The user's claim, then the team's when the user has one."""
+        usd, bound_usd = math.ceil(need.usd * MICRO), math.ceil(need.bound_usd * MICRO)
         wall_ms = int(self.clock() * 1000)
         concurrency = -(-self.concurrency(user) // share)
         own = Claim(
             f"user:{user.name}",
             _windows(user.limits, share, wall_ms),
-            need_tokens,
+            need.tokens,
             concurrency,
             usd,
+            need.bound_tokens,
+            bound_usd,
         )
         team = self.teams(user.team)
         if team is None:
@@ -165,18 +180,47 @@ class UserLimiter:
         shared = team.limits
         team_concurrency = -(-shared.concurrency // share) if shared.concurrency else None
         windows = _windows(shared, share, wall_ms)
-        return own, Claim(f"team:{team.name}", windows, need_tokens, team_concurrency, usd)
+        return own, Claim(
+            f"team:{team.name}",
+            windows,
+            need.tokens,
+            team_concurrency,
+            usd,
+            need.bound_tokens,
+            bound_usd,
+        )
 
-    def ask(self, user: User, need_tokens: int, worst_usd: float = 0.0) -> UserAsk:
-        return UserAsk(self, user, self.claims(user, need_tokens, worst_usd=worst_usd))
+    def ask(self, user: User, need: Need) -> UserAsk:
+        return UserAsk(self, user, need, self.claims(user, need))
 
-    async def admit(self, user: User, need_tokens: int, worst_usd: float = 0.0) -> Grant:
-        """Reserve `need_tokens` of the user's budget (and the team's), or raise the 429 (400,
-        503) saying why."""
+    async def admit(self, user: User, need: Need) -> Grant:
+        """Reserve what the request needs of the user's budget (and the team's), or raise the
+        429 (400, 503) saying why."""
+        store, ident, claims = await self._decide(
+            user, lambda share: self.claims(user, need, share)
+        )
+        return self.hold(store, ident, claims)
+
+    async def admit_count(self, user: User) -> None:
+        """A `count_tokens` request: at most `counts_per_minute` a minute a user. It reaches no
+        provider, so nothing is held or settled."""
+        limit = self.counts_per_minute
+
+        def claims(share: int) -> tuple[Claim, ...]:
+            window = WindowSpec(TOKEN_COUNTS, "requests", MINUTE_MS, -(-limit // share))
+            return (Claim(f"user:{user.name}", (window,), 0),)
+
+        await self._decide(user, claims)
+
+    async def _decide(
+        self, user: User, claims_at: Callable[[int], tuple[Claim, ...]]
+    ) -> tuple[LimitStore, str, tuple[Claim, ...]]:
+        """Admit the claims `claims_at(share)` on Redis, else on this process's share of them
+        as the policy says; the store and request id that hold them, or the refusal raised."""
         ident = secrets.token_hex(8)
         link = self.link
         if link is not None and link.up:
-            claims = self.claims(user, need_tokens, worst_usd=worst_usd)
+            claims = claims_at(1)
             try:
                 decision = await link.store.admit(ident, claims, link.lease_ms)
             except (RedisError, OSError) as exc:
@@ -184,20 +228,27 @@ class UserLimiter:
             else:
                 if isinstance(decision, Refused):
                     raise self.refused(user, decision)
-                return self.hold(link.store, ident, claims)
+                return link.store, ident, claims
         if link is not None and link.fail_closed:
             raise SharedStoreDownError(link.down_message())
         share = 1
         if link is not None:
             link.note_fallback()
             share = link.instances
-        claims = self.claims(user, need_tokens, share, worst_usd)
+        claims = claims_at(share)
         decision = await self.local.admit(ident, claims, LOCAL_LEASE_MS)
         if isinstance(decision, Refused):
             raise self.refused(user, decision)
-        return self.hold(self.local, ident, claims)
+        return self.local, ident, claims
 
     def refused(self, user: User, decision: Refused) -> ProxyError:
+        if decision.limit == TOKEN_COUNTS:
+            return RateLimitError(
+                f"User {user.name!r} has asked for {self.counts_per_minute} token counts in the "
+                "last minute, the gateway's limit ([gateway] count_tokens_per_minute); retry in "
+                f"{_duration(decision.after_ms / 1000)}.",
+                retry_after=decision.after_ms / 1000,
+            )
         team = self.teams(user.team)
         if team is not None and decision.subject != f"team:{team.name}":
             team = None  # the user's own limit refused it

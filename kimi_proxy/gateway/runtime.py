@@ -39,12 +39,17 @@ class GatewayRuntime:
             limiter = UserLimiter()
             if gateway is not None:
                 limiter.default_concurrency = gateway.user_concurrency
+                limiter.counts_per_minute = gateway.count_tokens_per_minute
             if users is not None:
                 limiter.teams = users.team
             return cls(gateway, users, limiter)
         link = RedisLink(gateway)
         meter = Meter(link.client, gateway.prefix, gateway.retention_days)
-        limiter = UserLimiter(link, default_concurrency=gateway.user_concurrency)
+        limiter = UserLimiter(
+            link,
+            default_concurrency=gateway.user_concurrency,
+            counts_per_minute=gateway.count_tokens_per_minute,
+        )
         directory = UserDirectory(None)
         limiter.teams = directory.team
         return cls(gateway, directory, limiter, link, meter)

@@ -118,7 +118,14 @@ class RedisStore:
         self, ident: str, claims: tuple[Claim, ...], lease_ms: int, now_ms: int | None = None
     ) -> Decision:
         plan = [
-            [c.concurrency or 0, c.tokens, [[w.span_ms, w.limit, w.kind] for w in c.windows], c.usd]
+            [
+                c.concurrency or 0,
+                c.tokens,
+                [[w.span_ms, w.limit, w.kind] for w in c.windows],
+                c.usd,
+                c.bound_tokens,
+                c.bound_usd,
+            ]
             for c in claims
         ]
         args = [ident, "" if now_ms is None else now_ms, lease_ms, orjson.dumps(plan)]

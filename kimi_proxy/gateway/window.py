@@ -11,11 +11,15 @@ not accuracy.
 
 An entry is a request's reservation: 1 for a requests window; its input estimate and answer
 budget for a tokens window, settled to the real usage when it ends; its worst-case cost for a
-dollars window (micro-dollars), settled to the real cost. A dollars budget is a calendar one (a
-UTC day, a month): its window is named after the period ("dollars on 2026-12-06"), so a new
-period is a new, empty window, and its entries never age out within the period. Concurrent
-streams are leases: each expires unless its instance renews it, so a dead instance's streams free
-themselves.
+dollars window (micro-dollars), settled to the real cost. While another request of the same
+subject runs, a tokens or dollars entry reserves the prompt's bound instead of its estimate (the
+most tokens its bytes can be): a burst of requests whose text is crafted to be counted low by
+the estimate cannot all be admitted on it; only one request at a time can overshoot.
+
+A dollars budget is a calendar one (a UTC day, a month): its window is named after the period
+("dollars on 2026-12-06"), so a new period is a new, empty window, and its entries never age
+out within the period. Concurrent streams are leases: each expires unless its instance renews
+it, so a dead instance's streams free themselves.
 """
 
 from __future__ import annotations
@@ -100,6 +104,11 @@ class Claim:
     tokens: int
     concurrency: int | None = None
     usd: int = 0  # the worst case the request may cost, in micro-dollars
+    #: Taken instead of `tokens` and `usd` while another request of the subject's runs: the
+    #: prompt at the most tokens its bytes can be (text crafted to under-count the estimate
+    #: then overshoots by one request, never by a burst of them). 0: as `tokens`, `usd`.
+    bound_tokens: int = 0
+    bound_usd: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,18 +144,20 @@ class Allowance:
             self.leases = {k: v for k, v in self.leases.items() if v > now}
             if len(self.leases) >= claim.concurrency:
                 return Refused(claim.subject, CONCURRENCY, CONCURRENCY_RETRY_MS)
+        busy = bool(claim.concurrency and self.leases)
         for spec in claim.windows:
             log = self.logs.setdefault(spec.name, SlidingLog(spec.span_ms, spec.kind))
             log.span_ms = spec.span_ms
-            at = log.fits_at(amount(spec, claim), spec.limit, now)
+            at = log.fits_at(amount(spec, claim, busy), spec.limit, now)
             if at is not None:
                 after = NEVER if at == NEVER else at - now
                 return Refused(claim.subject, spec.name, after, log.total)
         return None
 
     def take(self, ident: str, claim: Claim, lease_ms: int, now: int) -> None:
+        busy = bool(claim.concurrency and self.leases)  # as `check` saw them
         for spec in claim.windows:
-            self.logs[spec.name].take(ident, amount(spec, claim), now)
+            self.logs[spec.name].take(ident, amount(spec, claim, busy), now)
         if claim.concurrency:
             self.leases[ident] = now + lease_ms
 
@@ -207,10 +218,13 @@ class Allowances:
                 allowance.settle(ident, used_tokens, give_back=give_back, used_usd=used_usd)
 
 
-def amount(spec: WindowSpec, claim: Claim) -> int:
+def amount(spec: WindowSpec, claim: Claim, busy: bool = False) -> int:
+    """What `claim` takes of a window; `busy`: another request of its subject is running."""
     if spec.kind == "requests":
         return 1
-    return claim.usd if spec.kind == "usd" else claim.tokens
+    if spec.kind == "usd":
+        return max(claim.usd, claim.bound_usd) if busy else claim.usd
+    return max(claim.tokens, claim.bound_tokens) if busy else claim.tokens
 
 
 def windows_of(

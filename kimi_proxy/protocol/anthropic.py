@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
 
 class _Open(BaseModel):
@@ -194,6 +194,9 @@ class CountTokensRequest(_Open):
 
 ToolResultBlock.model_rebuild()
 Message.model_rebuild()
+#: A list of messages, of blocks: validated a piece at a time (`server/large_bodies.py`).
+MESSAGES: TypeAdapter[list[Message]] = TypeAdapter(list[Message])
+BLOCKS: TypeAdapter[list[ContentBlock]] = TypeAdapter(list[ContentBlock])
 
 
 def content_blocks(request: MessagesRequest | CountTokensRequest) -> Iterator[Any]:
@@ -207,11 +210,17 @@ def content_blocks(request: MessagesRequest | CountTokensRequest) -> Iterator[An
                 yield from block.content
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """One readable line per problem: `messages.0.role: Input should be 'user' or …`."""
+def describe_validation_error(
+    exc: ValidationError, at: tuple[int | str, ...] = (), offset: int = 0
+) -> str:
+    """One readable line per problem: `messages.0.role: Input should be 'user' or …`. For a
+    list validated a piece at a time: the list is at `at`, the piece starts at `offset`."""
     parts = []
     for err in exc.errors(include_url=False)[:5]:
-        parts.append(f"{_readable_loc(err['loc']) or 'body'}: {err['msg']}")
+        loc = err["loc"]
+        if at and loc and isinstance(loc[0], int):
+            loc = (*at, loc[0] + offset, *loc[1:])
+        parts.append(f"{_readable_loc(loc) or 'body'}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

@@ -26,7 +26,7 @@ import orjson
 from kimi_proxy.errors import (
     ProxyError,
 )
-from kimi_proxy.translate.calibration import Prompt
+from kimi_proxy.translate.calibration import Prompt, bound
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
 
@@ -400,15 +400,22 @@ class Call:
             on_end, self.on_end = self.on_end, None
             on_end(used_tokens, cost_usd)
 
-    def worst_cost(self) -> float:
-        """The most this request can cost: its prompt and whole answer budget, at the prices
-        of its dearest candidate (a user's dollars budget is admitted against it)."""
+    def worst_cost(self, prompt_tokens: int | None = None) -> float:
+        """The most this request can cost: its prompt (`prompt_tokens`, else the estimate) and
+        whole answer budget, at the prices of its dearest candidate (a user's dollars budget is
+        admitted against it)."""
+        prompt = self.prompt_tokens if prompt_tokens is None else prompt_tokens
         return max(
-            (
-                c.limits.prices.cost(self.prompt_tokens, 0, self.answer_tokens)
-                for c in self.candidates
-            ),
+            (c.limits.prices.cost(prompt, 0, self.answer_tokens) for c in self.candidates),
             default=0.0,
+        )
+
+    def prompt_bound(self) -> int:
+        """The most tokens the prompt can be, whatever its text (`calibration.bound`)."""
+        return (
+            self.prompt_tokens
+            if self.prompt is None
+            else max(self.prompt_tokens, bound(self.prompt))
         )
 
     def settle(self, used_tokens: int | None) -> None:

@@ -3,8 +3,9 @@ through the pool that tries them, and why nothing can serve it when nothing can.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from kimi_proxy.errors import (
     KEY_ADVICE,
@@ -14,7 +15,7 @@ from kimi_proxy.errors import (
 )
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.protocol.record import client_id
-from kimi_proxy.translate.calibration import measure
+from kimi_proxy.translate.calibration import Prompt, measure
 from kimi_proxy.translate.messages import has_images
 from kimi_proxy.translate.request import UpstreamRequest, anthropic_to_openai_request
 
@@ -24,6 +25,8 @@ from .choice import Choice, choose
 from .models import ModelRouter
 from .pool import Pool
 from .spec import CandidateSpec
+
+T = TypeVar("T")
 
 
 def route_of(
@@ -51,13 +54,24 @@ class Planned:
     family: str
 
 
-def plan_call(
+class Offload(Protocol):
+    """Where a request's heavy, pure work runs: here, or off the event loop (a large body)."""
+
+    def __call__(self, work: Callable[[], T], /) -> Awaitable[T]: ...
+
+
+async def inline(work: Callable[[], T], /) -> T:
+    return work()
+
+
+async def plan_call(
     pool: Pool,
     message_request: MessagesRequest,
     headers: Mapping[str, str],
     *,
     max_output_tokens: int | None,
     raw: bytes | None = None,
+    offload: Offload = inline,
 ) -> Planned:
     """The pool call for this request: its route's candidates, and how to translate for each.
 
@@ -84,15 +98,20 @@ def plan_call(
     first = pool.first_live(candidates_for(pool, choice, "default", model))
     if first is None:
         raise no_candidate_error(pool, model)
-    preview = build(first)
-    prompt = measure(preview.payload)
+
+    def translate_first() -> tuple[UpstreamRequest, Prompt, bool]:
+        preview = build(first)
+        images = (raw is None or b'"image"' in raw) and has_images(message_request)
+        return preview, measure(preview.payload), images
+
+    preview, prompt, images = await offload(translate_first)
     prompt_tokens = pool.calibration(first.model).estimate(prompt)
     route = route_of(message_request, headers, prompt_tokens, routes.long_context_tokens)
     candidates = candidates_for(pool, choice, route, model)
     if not candidates:
         raise no_candidate_error(pool, model)
     # To a model that sees images first (the others get a note); the bytes rule most out.
-    if (raw is None or b'"image"' in raw) and has_images(message_request):
+    if images:
         candidates = tuple(sorted(candidates, key=lambda c: not c.limits.accepts_images))
     if choice.family is not None:
         family = choice.family

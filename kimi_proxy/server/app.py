@@ -294,6 +294,7 @@ def create_app(
             check.cancel()
             rechecking.cancel()
             state.pdf_reader.shutdown(wait=False)
+            state.large_bodies.shutdown(wait=False)
             if state.tracing is not None:  # what is left goes out (the SDK's own thread)
                 await asyncio.to_thread(state.tracing.shutdown)
             if owns_transport:

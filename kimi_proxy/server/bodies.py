@@ -13,7 +13,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -27,6 +27,9 @@ from kimi_proxy.errors import (
     RequestTooLargeError,
 )
 from kimi_proxy.protocol.anthropic import describe_validation_error
+
+from .json_structure import StructureCounter
+from .large_bodies import LARGE_VALUES, validate_in_pieces
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -79,11 +82,17 @@ def json_response(data: Any, status: int = 200) -> Response:
 
 
 async def read_json_body(
-    request: Request, limit: int, timeout: float, grow: Callable[[int], None] = lambda n: None
-) -> tuple[Any, bytes]:
+    request: Request,
+    limit: int,
+    timeout: float,
+    grow: Callable[[int], None],
+    max_values: int,
+) -> tuple[Any, bytes, int]:
     """The request body as JSON, and as it came: at most `limit` bytes (refused before reading
-    them all), arriving within `timeout` seconds (a slow sender cannot hold a worker); `grow`
-    is told of its bytes before they are read (the declared length) or as they come."""
+    them all) and `max_values` of structure (`json_structure.py`: refused as it arrives, before
+    parsing it could stall the event loop), arriving within `timeout` seconds (a slow sender
+    cannot hold a worker); `grow` is told of its bytes before they are read (the declared
+    length) or as they come. Also returns its structure's count."""
     declared = request.headers.get("content-length")
     counted = 0
     if declared and declared.isdigit():
@@ -95,6 +104,7 @@ async def read_json_body(
         grow(counted)
     chunks: list[bytes] = []
     size = 0
+    structure = StructureCounter(rough_until=min(LARGE_VALUES, max_values))
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.stream():
@@ -104,6 +114,13 @@ async def read_json_body(
                 if size > counted:
                     grow(size - counted)
                     counted = size
+                if structure.feed(chunk) > max_values:
+                    raise RequestTooLargeError(
+                        f"Request body has over {max_values:,} JSON values (messages, content "
+                        "blocks, fields); this kimi-proxy reads at most that many in one "
+                        "request (KIMI_MAX_BODY_VALUES). Start a new conversation or /compact "
+                        "this one."
+                    )
                 chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidRequestError("The client disconnected while sending the body.") from None
@@ -113,28 +130,42 @@ async def read_json_body(
     if not body:
         raise InvalidRequestError("Request body is empty; send a JSON object.")
     try:
-        return orjson.loads(body), body
+        return orjson.loads(body), body, structure.count
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
 
 
+class Parsed(NamedTuple, Generic[M]):
+    """A validated body, the bytes it came as (a failover translates them again), and whether
+    it is large enough that its work leaves the event loop (`large_bodies.py`)."""
+
+    request: M
+    raw: bytes
+    large: bool
+
+
 async def parse_body(request: Request, model: type[M]) -> M:
-    return (await parse_body_and_bytes(request, model))[0]
+    return (await parse_body_and_bytes(request, model)).request
 
 
-async def parse_body_and_bytes(request: Request, model: type[M]) -> tuple[M, bytes]:
-    """The validated body, and the bytes it came as (a failover translates them again)."""
+async def parse_body_and_bytes(request: Request, model: type[M]) -> Parsed[M]:
     state = request.app.state.proxy
     settings = state.settings
     user = request.scope.get("state", {}).get("user")
     user_limit = state.gateway.limiter.concurrency(user) if user is not None else 0
     with state.bodies.reading(user.name if user else None, user_limit) as grow:
-        data, raw = await read_json_body(
-            request, settings.max_body_bytes, settings.body_timeout, grow
+        data, raw, values = await read_json_body(
+            request,
+            settings.max_body_bytes,
+            settings.body_timeout,
+            grow,
+            settings.max_body_values,
         )
         if not isinstance(data, dict):
             raise InvalidRequestError("Request body must be a JSON object.")
+        if values > LARGE_VALUES:
+            return Parsed(await state.off_loop(validate_in_pieces, model, data), raw, True)
         try:
-            return model.model_validate(data), raw
+            return Parsed(model.model_validate(data), raw, False)
         except ValidationError as exc:
             raise InvalidRequestError(describe_validation_error(exc)) from None

@@ -8,26 +8,30 @@ from starlette.datastructures import Headers
 from kimi_proxy.protocol.anthropic import MessagesRequest
 from kimi_proxy.protocol.record import RequestRecord, client_id
 from kimi_proxy.providers.call import Call, Opened
+from kimi_proxy.providers.routing import inline
 from kimi_proxy.providers.routing import plan_call as plan_pool_call
 
 from .state import ProxyState
 
 
-def plan_call(
+async def plan_call(
     state: ProxyState,
     message_request: MessagesRequest,
     headers: Headers,
     record: RequestRecord,
     raw: bytes | None = None,
+    *,
+    large: bool = False,
 ) -> Call:
     """The pool call for this request (`providers.routing.plan_call`), its route and family,
-    session and agent written in `record`."""
-    planned = plan_pool_call(
+    session and agent written in `record`; a `large` body is translated off the event loop."""
+    planned = await plan_pool_call(
         state.pool,
         message_request,
         headers,
         max_output_tokens=state.settings.max_output_tokens,
         raw=raw,
+        offload=state.off_loop if large else inline,
     )
     record.route = planned.route
     record.family = planned.family

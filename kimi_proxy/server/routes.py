@@ -3,6 +3,7 @@ translators. A stream's body is relay.py's; the proxy's own endpoints are about.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from starlette.requests import Request
@@ -15,15 +16,17 @@ from kimi_proxy.errors import (
     ProxyError,
     SharedStoreDownError,
 )
+from kimi_proxy.gateway.limits import Need
 from kimi_proxy.protocol.anthropic import (
     CountTokensRequest,
     MessagesRequest,
     Tool,
 )
+from kimi_proxy.protocol.profile import ProviderProfile
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.providers.call import Call, MustWait, Opened
 from kimi_proxy.providers.routing import first_candidate_for, no_candidate_error
-from kimi_proxy.translate.calibration import measure
+from kimi_proxy.translate.calibration import Prompt, measure
 from kimi_proxy.translate.messages import convert_messages
 from kimi_proxy.translate.response import openai_to_anthropic_message
 from kimi_proxy.translate.tools import convert_tools
@@ -33,7 +36,7 @@ from kimi_proxy.translate.web_search import (
     with_search_function,
 )
 
-from .bodies import json_response, parse_body, parse_body_and_bytes
+from .bodies import json_response, parse_body_and_bytes
 from .dispatch import note_target, plan_call
 from .observability import request_record
 from .relay import Current, fails_over, stream_events
@@ -55,7 +58,7 @@ async def create_message(request: Request) -> Response:
     if state.gateway.refusing:
         assert state.gateway.link is not None
         raise SharedStoreDownError(state.gateway.link.down_message())
-    message_request, body = await parse_body_and_bytes(request, MessagesRequest)
+    message_request, body, large = await parse_body_and_bytes(request, MessagesRequest)
     record.mark("body read and validated")
     raw: bytes | None = body
     record.stream = message_request.stream
@@ -73,18 +76,23 @@ async def create_message(request: Request) -> Response:
         side_query = side_call_query(message_request, search)
         message_request = with_search_function(message_request, search)
         raw = None
-    call = plan_call(state, message_request, request.headers, record, raw)
+    call = await plan_call(state, message_request, request.headers, record, raw, large=large)
     call.tracer = request.scope["state"].get("trace")  # OpenTelemetry's, when it is on
     record.mark("planned (route, translation, estimate)")
     del raw, body
     user = request.scope.get("state", {}).get("user")
     if user is not None:  # the user's own limits, before any provider is asked
-        limiter, need = state.gateway.limiter, call.prompt_tokens + call.answer_tokens
-        worst = call.worst_cost()
+        limiter, bound = state.gateway.limiter, call.prompt_bound()
+        need = Need(
+            call.prompt_tokens + call.answer_tokens,
+            call.worst_cost(),
+            bound + call.answer_tokens,
+            call.worst_cost(bound),
+        )
         if state.pool.shared is not None and state.local_tools is None and search is None:
-            call.rider = limiter.ask(user, need, worst)  # with the first key's: one round trip
+            call.rider = limiter.ask(user, need)  # with the first key's: one round trip
         else:
-            call.on_end = (await limiter.admit(user, need, worst)).end
+            call.on_end = (await limiter.admit(user, need)).end
     if state.local_tools is not None:
         return await agent_response(state, message_request.stream, call, record)
     if search is not None:
@@ -176,19 +184,26 @@ def with_local_tool_definitions(
 
 
 async def count_tokens(request: Request) -> Response:
-    state = request.app.state.proxy
-    body = await parse_body(request, CountTokensRequest)
+    state: ProxyState = request.app.state.proxy
+    user = request.scope.get("state", {}).get("user")
+    if user is not None:  # before the body is read
+        await state.gateway.limiter.admit_count(user)
+    body, _, large = await parse_body_and_bytes(request, CountTokensRequest)
     if has_pdfs(body):
         body = await state.read_pdfs(body)
-    tools_by_name = {t.name: t for t in body.tools or []}
     candidate = first_candidate_for(state.pool, body.model)
     if candidate is None:
         raise no_candidate_error(state.pool, body.model)
     profile = state.pool.spec.providers[candidate.provider].profile
-    limits = candidate.limits
-    messages = convert_messages(body, profile, tools_by_name, limits.accepts_images)
-    payload: dict[str, Any] = {"messages": messages}
+    counted = functools.partial(_prompt, body, profile, candidate.limits.accepts_images)
+    prompt = await state.off_loop(counted) if large else counted()
+    return json_response({"input_tokens": state.pool.calibration(candidate.model).estimate(prompt)})
+
+
+def _prompt(body: CountTokensRequest, profile: ProviderProfile, images: bool) -> Prompt:
+    """What the provider would count of `body`, measured (`translate.calibration`)."""
+    tools_by_name = {t.name: t for t in body.tools or []}
+    payload: dict[str, Any] = {"messages": convert_messages(body, profile, tools_by_name, images)}
     if body.tools:
         payload["tools"] = convert_tools(body.tools, body.messages, profile)
-    estimate = state.pool.calibration(candidate.model).estimate(measure(payload))
-    return json_response({"input_tokens": estimate})
+    return measure(payload)

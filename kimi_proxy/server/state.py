@@ -4,10 +4,13 @@ stateless and scale out behind any load balancer."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from kimi_proxy.agent.tools import LocalTools
 from kimi_proxy.config.settings import Settings
@@ -25,6 +28,18 @@ from .streaming import Drain
 from .tracing import Tracing
 
 REMEMBERED = 256
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def without_collections(work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`work(...)` with the cyclic collector paused: a large body's objects, all alive until it
+    is done, would set off full collections that walk them (~100 ms each, holding the GIL)."""
+    gc.disable()
+    try:
+        return work(*args, **kwargs)
+    finally:
+        gc.enable()
 
 
 class Descriptions:
@@ -71,6 +86,17 @@ class ProxyState:
     pdf_reader: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="kimi-pdf")
     )
+
+    #: Validates, translates and measures large bodies off the event loop (large_bodies.py).
+    large_bodies: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="kimi-large-body")
+    )
+
+    async def off_loop(self, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`work(...)` on the large-body thread."""
+        loop = asyncio.get_running_loop()
+        work_now = functools.partial(without_collections, work, *args, **kwargs)
+        return await loop.run_in_executor(self.large_bodies, work_now)
 
     @property
     def view(self) -> SharedView | None:

@@ -78,7 +78,7 @@ async def _describe(state: ProxyState, image: ImageBlock, headers: Headers) -> s
         ],
     )
     record = RequestRecord("vision", "POST", "/v1/messages")
-    call = plan_call(state, asked, headers, record)
+    call = await plan_call(state, asked, headers, record)
     try:
         opened = await call.open(may_stream_wait=True)
         completion = await opened.target.key.client.read_completion(opened.response)

@@ -26,6 +26,7 @@ PRIOR = (0.22, 0.55, 0.08, 0.7, 0.5, 4.0)
 #: count²): wide enough that one report fits, narrow enough that its kind does not rewrite
 #: the others.
 PRIOR_VARIANCE = (0.01, 0.05, 0.01, 0.2, 0.1, 4.0)
+MESSAGE_BOUND = 16  # the most tokens a message's framing (role, separators) takes
 NOISE = 1.0  # the variance of a report (the provider's count is exact; keeps updates stable)
 
 
@@ -120,6 +121,15 @@ def _classify(text: str | bytes) -> tuple[int, int, int, int, int]:
     cjk, other = classes.count(b"c"), classes.count(b"o")
     punct = classes.count(b"p")
     return alnum, punct, space, cjk, other
+
+
+def bound(prompt: Prompt) -> int:
+    """The most tokens `prompt` can be, however its text is crafted: a byte-level BPE (Kimi's,
+    GPT's, Qwen's) never makes more tokens than the text has UTF-8 bytes, and a message's
+    framing takes a few; images at their flat price."""
+    alnum, punct, space, cjk, other, messages = prompt.counts
+    text = alnum + punct + space + 3 * cjk + 4 * other  # "other": two- or four-byte characters
+    return round(text + MESSAGE_BOUND * messages) + prompt.images * TOKENS_PER_IMAGE
 
 
 _counts = functools.lru_cache(maxsize=4096)(_classify)

@@ -35,8 +35,9 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 
 
 def claims(windows, tokens, concurrency, key_windows=()):  # type: ignore[no-untyped-def]
-    """A user's claim, and a provider key's when it has windows (half the tokens)."""
-    mine = (Claim("user:a", windows, tokens, concurrency),)
+    """A user's claim (its bound three times its tokens, taken while another of its requests
+    runs), and a provider key's when it has windows (half the tokens)."""
+    mine = (Claim("user:a", windows, tokens, concurrency, bound_tokens=tokens * 3),)
     return mine + ((Claim("key:p:k", key_windows, tokens // 2),) if key_windows else ())
 
 
@@ -86,13 +87,14 @@ steps = st.lists(
     rpm=st.integers(1, 5),
     tpm=st.integers(100, 1_500),
     key_rpm=st.one_of(st.none(), st.integers(1, 8)),
+    concurrency=st.one_of(st.none(), st.integers(1, 3)),
 )
 def test_memory_and_redis_give_the_same_answers(
-    redis: RedisServer, steps, rpm, tpm, key_rpm
+    redis: RedisServer, steps, rpm, tpm, key_rpm, concurrency
 ) -> None:  # type: ignore[no-untyped-def]
     windows = windows_of(rpm, tpm, None)
     key = windows_of(key_rpm, 700, None) if key_rpm else ()
-    memory, shared = run_both(redis, steps, windows, None, key)
+    memory, shared = run_both(redis, steps, windows, concurrency, key)
     assert memory == shared
 
 
@@ -191,6 +193,20 @@ def test_a_request_claiming_two_subjects_takes_both_or_neither() -> None:
     assert isinstance(second, Refused) and second.subject == "key:p:k"
     log = store.allowances.subjects["user:a"].logs["requests a minute"]
     assert list(log.entries) == ["r1", "r3"]  # the refused request took nothing of the user's
+
+
+def test_while_a_request_runs_the_next_takes_its_bound_on_both_stores(redis: RedisServer) -> None:
+    """M4: the first request of a subject is admitted on its estimate, the ones beside it on
+    their bound; once it ends, the next is on its estimate again."""
+    windows = windows_of(None, 1_000, None)
+    plan = [("admit", 300, 0), ("admit", 300, 0), ("settle", 0, 0), ("admit", 300, 0)]
+    memory, shared = run_both(redis, plan, windows, 4)
+    assert memory == shared
+    # 300 on the estimate, then 900 (its bound) no longer fits; r0 ends (settled to 0 × 7 = 0
+    # tokens, given back), and 300 fits again.
+    assert memory[0] == Admitted()
+    assert isinstance(memory[1], Refused) and memory[1].limit == "tokens a minute"
+    assert memory[2] == Admitted()
 
 
 def test_both_stores_admit_settle_and_report_a_dollars_budget_alike(redis: RedisServer) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from typing import Any
 import httpx
 import pytest
 from support.proxy import proxy_settings, serve_app
-from support.sse_client import BASIC
-from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream
+from support.sse_client import BASIC, parse_sse
+from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream, usage
 
-from kimi_proxy.config.gateway import DEFAULT_USER_CONCURRENCY
+from kimi_proxy.config.gateway import DEFAULT_COUNT_TOKENS_PER_MINUTE, DEFAULT_USER_CONCURRENCY
 from kimi_proxy.server.app import create_app
 
 
@@ -322,3 +323,60 @@ def test_ready_says_so_while_the_users_are_not_known(tmp_path: Path) -> None:
         assert post(url, None).status_code == 503
         ready = httpx.get(f"{url}/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "users_unknown"
+
+
+def test_token_counts_have_a_limit_of_their_own(tmp_path: Path) -> None:
+    """H3: `count_tokens` reaches no provider, so no limit counted it: one user could have the
+    instance parse and count bodies without end. Now DEFAULT_COUNT_TOKENS_PER_MINUTE a minute
+    a user, refused before the body is read; the user's messages and other users go on."""
+    path = tmp_path / "users.json"
+    alice, bob = add(path, "alice"), add(path, "bob")
+    with instances(path) as (url,), httpx.Client(base_url=url, timeout=20) as client:
+
+        def count(key: str) -> httpx.Response:
+            headers = {"authorization": f"Bearer {key}"}
+            return client.post("/v1/messages/count_tokens", json=BASIC, headers=headers)
+
+        for _ in range(DEFAULT_COUNT_TOKENS_PER_MINUTE):
+            assert count(alice).status_code == 200
+        refused = count(alice)
+        assert refused.status_code == 429
+        assert int(refused.headers["retry-after"]) > 0
+        message = refused.json()["error"]["message"]
+        assert f"{DEFAULT_COUNT_TOKENS_PER_MINUTE} token counts in the last minute" in message
+        assert "count_tokens_per_minute" in message
+        assert count(bob).status_code == 200
+        assert post(url, alice).status_code == 200
+
+
+def test_a_burst_of_text_crafted_to_be_counted_low_overshoots_by_one_request_at_most(
+    tmp_path: Path,
+) -> None:
+    """M4: limits are admitted on the calibrated estimate; text crafted so that the provider
+    counts far more (here a token a byte, the estimate ~4.5 bytes a token) used to pass eight
+    at once. While one of the user's requests runs, the others reserve the prompt's bound (the
+    most tokens its bytes can be): the window goes over by one request's under-count at most."""
+    path = tmp_path / "users.json"
+    limit = 60_000
+    key = add(path, "alice", "--tpm", str(limit))
+    crafted = "".join(chr(97 + (i * 7919) % 26) for i in range(20_000))  # no words, no spaces
+
+    def provider(body: dict[str, Any], n: int) -> Stream:
+        counted = sum(len(str(m.get("content"))) for m in body["messages"])  # a token a byte
+        items = [chunk({"role": "assistant", "content": "ok"}), Pause(1.0), chunk({}, "stop")]
+        return Stream([*items, chunk(choices=False, usage=usage(prompt=counted, completion=1))])
+
+    def billed(answer: httpx.Response) -> int:
+        """The tokens a served stream was billed (its final usage)."""
+        events = parse_sse(answer.content)
+        final = [data["usage"] for name, data in events if name == "message_delta"][-1]
+        return int(final["input_tokens"] + final["output_tokens"])
+
+    ask = {"max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": crafted}]}
+    with instances(path, script=provider) as (url,), ThreadPoolExecutor(8) as burst:
+        answers = list(burst.map(lambda _: post(url, key, **ask), range(8)))
+    served = [a for a in answers if a.status_code == 200]
+    assert all(a.status_code in (200, 429) for a in answers)
+    used = sum(billed(a) for a in served)
+    assert 1 <= len(served) < 8
+    assert used <= limit + 20_001, (len(served), used)  # over by one request's tokens at most

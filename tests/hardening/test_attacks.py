@@ -7,19 +7,25 @@ import contextlib
 import json
 import logging
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.instances import instances
 from support.proxy import proxy_for
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, text_stream
 
+from kimi_proxy.cli.launcher import free_port
 from kimi_proxy.errors import error_from_transport
 from kimi_proxy.gateway.metering import increments, rows_from_access_log, rows_from_fields
 from kimi_proxy.protocol.record import RequestRecord, client_id
@@ -268,3 +274,94 @@ def test_credentials_in_a_provider_url_are_never_shown() -> None:
     refused = httpx.ConnectError("connection refused")
     error = error_from_transport(refused, upstream="https://ann:hunter2@llm.example/v1")
     assert "hunter2" not in error.message and "llm.example/v1" in error.message
+
+
+@contextlib.contextmanager
+def fast_upstream() -> Iterator[str]:
+    """The benchmark's provider in its own process: it reads no body, so what stalls the
+    proxy's loop is the proxy's own work."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.upstream", "--port", str(port)],
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert process.poll() is None and time.monotonic() < deadline, "no upstream"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def one_provider(upstream_url: str) -> dict[str, str]:
+    return {"KIMI_UPSTREAM_URL": upstream_url, "KIMI_API_KEY": "k", "KIMI_MODEL": "kimi-big"}
+
+
+def tool_session(round_trips: int) -> dict[str, Any]:
+    """A Claude Code-like history of many small tool calls: ~16 values each."""
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "go"}]
+    for i in range(round_trips):
+        use = {"type": "tool_use", "id": f"t{i}", "name": "Read", "input": {"file_path": "/a"}}
+        result = {"type": "tool_result", "tool_use_id": f"t{i}", "content": "x"}
+        messages += [{"role": "assistant", "content": [use]}, {"role": "user", "content": [result]}]
+    messages.append({"role": "user", "content": "and now?"})
+    return {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": messages}
+
+
+def test_a_body_of_much_structure_never_stalls_the_others(tmp_path: Path) -> None:
+    """H3: 30,000 one-character messages held the event loop 140 ms in one pydantic call, and
+    32 MB of them for seconds. Now a body's structure is counted as it arrives (over
+    KIMI_MAX_BODY_VALUES: 413 before parsing), and a large one is validated a piece at a time
+    and translated on a worker thread, while `/health` answers within 50 ms. (Inline, twice the
+    default limit's structure held the loop ~100 ms here.)"""
+    session = tool_session(6_000)  # ~96,000 values, under the limit set below
+    invalid = tool_session(2_000)
+    invalid["messages"][3_001]["role"] = "robot"
+    bodies = [
+        ("/v1/messages", orjson.dumps({**session, "stream": True})),
+        ("/v1/messages/count_tokens", orjson.dumps(session)),
+        ("/v1/messages", orjson.dumps(session)),
+        ("/v1/messages", orjson.dumps({**session, "messages": [{"role": "user"}] * 200_000})),
+        ("/v1/messages", orjson.dumps(invalid)),
+    ]
+    del session, invalid
+    headers = {"x-api-key": "any", "content-type": "application/json"}
+    with (
+        fast_upstream() as upstream_url,
+        instances(tmp_path, 1, **one_provider(upstream_url), KIMI_MAX_BODY_VALUES="120000") as (
+            proxy,
+        ),
+    ):
+        client = httpx.Client(base_url=proxy.url, timeout=60, headers=headers)
+        prober_client = httpx.Client(base_url=proxy.url)
+        probes: list[float] = []
+        done = threading.Event()
+
+        def probe() -> None:
+            while not done.is_set():
+                probes.append(health_ms(prober_client))
+
+        prober = threading.Thread(target=probe)
+        prober.start()
+        try:
+            streamed, counted, answered, refused, wrong = (
+                client.post(path, content=body) for path, body in bodies
+            )
+        finally:
+            done.set()
+            prober.join()
+        assert streamed.status_code == 200 and "message_stop" in streamed.text
+        assert counted.status_code == 200 and counted.json()["input_tokens"] > 1_000
+        assert answered.status_code == 200 and answered.json()["content"]
+        assert refused.status_code == 413
+        assert "KIMI_MAX_BODY_VALUES" in refused.json()["error"]["message"]
+        assert wrong.status_code == 400
+        assert wrong.json()["error"]["message"].startswith("messages.3001.role: ")
+        assert len(probes) > 10 and max(probes) < 50, sorted(probes)[-5:]
+        client.close()
+        prober_client.close()

@@ -8,7 +8,8 @@
 --       id -> time ms) and its amounts (hash: id -> amount, and "_total")
 -- ARGV: id, now ms ("" = the server's clock), lease ms, and the claims as one JSON array
 --       (one argument: cheaper to send than many): per claim [concurrency (0 = none), tokens,
---       [[span ms, limit, kind ("requests" | "tokens" | "usd")], ...], micro-dollars]
+--       [[span ms, limit, kind ("requests" | "tokens" | "usd")], ...], micro-dollars, and the
+--       bound tokens and micro-dollars taken instead while another of its requests runs]
 -- Returns {1} admitted, or {0, claim, window, after, held}: refused by that claim's window (0:
 -- its streams at once), retry after `after` ms (-1: never fits); `held`: the window's total.
 local id, lease_ms, asked = ARGV[1], tonumber(ARGV[3]), cjson.decode(ARGV[4])
@@ -21,13 +22,16 @@ end
 local plan = {}
 local k = 1
 for c, ask in ipairs(asked) do
-  local claim = {lease = KEYS[k], concurrency = ask[1], tokens = ask[2], windows = {}}
+  local claim = {lease = KEYS[k], concurrency = ask[1], windows = {}}
   k = k + 1
   for w, spec in ipairs(ask[3]) do
-    local amount = claim.tokens
-    if spec[3] == 'requests' then amount = 1 end
-    if spec[3] == 'usd' then amount = ask[4] or 0 end
-    claim.windows[w] = {log = KEYS[k], sums = KEYS[k + 1], span = spec[1], limit = spec[2], amount = amount}
+    local amount, bound = ask[2], math.max(ask[2], ask[5] or 0)
+    if spec[3] == 'requests' then amount, bound = 1, 1 end
+    if spec[3] == 'usd' then amount, bound = ask[4] or 0, math.max(ask[4] or 0, ask[6] or 0) end
+    claim.windows[w] = {
+      log = KEYS[k], sums = KEYS[k + 1], span = spec[1], limit = spec[2], amount = amount,
+      bound = bound
+    }
     k = k + 2
   end
   plan[c] = claim
@@ -36,8 +40,12 @@ end
 for c, claim in ipairs(plan) do
   if claim.concurrency > 0 then
     redis.call('ZREMRANGEBYSCORE', claim.lease, '-inf', now)
-    if redis.call('ZCARD', claim.lease) >= claim.concurrency then
+    local running = redis.call('ZCARD', claim.lease)
+    if running >= claim.concurrency then
       return {0, c, 0, 1000, 0}
+    end
+    if running > 0 then  -- another request of the subject's runs: the bound is taken
+      for _, window in ipairs(claim.windows) do window.amount = window.bound end
     end
   end
   for w, window in ipairs(claim.windows) do
