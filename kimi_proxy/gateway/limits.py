@@ -51,8 +51,8 @@ from .window import (
 )
 
 log = logging.getLogger("kimi_proxy.gateway")
-LOCAL_LEASE_MS = 3_600_000
-TOKEN_COUNTS = "token counts a minute"  # in this process a stream's end always releases its lease
+LOCAL_LEASE_MS = 3_600_000  # in this process a stream's end always releases its lease
+TOKEN_COUNTS = "token counts a minute"  # the window of `count_tokens` requests
 
 
 @dataclass(frozen=True, slots=True)
