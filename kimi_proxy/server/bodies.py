@@ -29,7 +29,7 @@ from kimi_proxy.errors import (
 from kimi_proxy.protocol.anthropic import describe_validation_error
 
 from .json_structure import StructureCounter
-from .large_bodies import LARGE_VALUES, validate_in_pieces
+from .large_bodies import LARGE_VALUES, models, validate_in_pieces
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -87,12 +87,13 @@ async def read_json_body(
     timeout: float,
     grow: Callable[[int], None],
     max_values: int,
-) -> tuple[Any, bytes, int]:
+) -> tuple[Any, bytes, int | None]:
     """The request body as JSON, and as it came: at most `limit` bytes (refused before reading
     them all) and `max_values` of structure (`json_structure.py`: refused as it arrives, before
     parsing it could stall the event loop), arriving within `timeout` seconds (a slow sender
     cannot hold a worker); `grow` is told of its bytes before they are read (the declared
-    length) or as they come. Also returns its structure's count."""
+    length) or as they come. Also returns its structure's count: None for a body too small to
+    pass `max_values` (at most 2 of every 3 bytes can be structure: `[[],[],…]`), not counted."""
     declared = request.headers.get("content-length")
     counted = 0
     if declared and declared.isdigit():
@@ -104,7 +105,7 @@ async def read_json_body(
         grow(counted)
     chunks: list[bytes] = []
     size = 0
-    structure = StructureCounter(rough_until=min(LARGE_VALUES, max_values))
+    structure: StructureCounter | None = None
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.stream():
@@ -114,14 +115,21 @@ async def read_json_body(
                 if size > counted:
                     grow(size - counted)
                     counted = size
-                if structure.feed(chunk) > max_values:
+                chunks.append(chunk)
+                if structure is None and size * 2 > max_values * 3:
+                    structure = StructureCounter(rough_until=min(LARGE_VALUES, max_values))
+                    pieces = chunks
+                elif structure is not None:
+                    pieces = [chunk]
+                else:
+                    continue
+                if any(structure.feed(piece) > max_values for piece in pieces):
                     raise RequestTooLargeError(
                         f"Request body has over {max_values:,} JSON values (messages, content "
                         "blocks, fields); this kimi-proxy reads at most that many in one "
                         "request (KIMI_MAX_BODY_VALUES). Start a new conversation or /compact "
                         "this one."
                     )
-                chunks.append(chunk)
     except ClientDisconnect:
         raise InvalidRequestError("The client disconnected while sending the body.") from None
     except TimeoutError:
@@ -130,7 +138,7 @@ async def read_json_body(
     if not body:
         raise InvalidRequestError("Request body is empty; send a JSON object.")
     try:
-        return orjson.loads(body), body, structure.count
+        return orjson.loads(body), body, None if structure is None else structure.count
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
 
@@ -163,7 +171,7 @@ async def parse_body_and_bytes(request: Request, model: type[M]) -> Parsed[M]:
         )
         if not isinstance(data, dict):
             raise InvalidRequestError("Request body must be a JSON object.")
-        if values > LARGE_VALUES:
+        if (models(data) if values is None else values) > LARGE_VALUES:
             return Parsed(await state.off_loop(validate_in_pieces, model, data), raw, True)
         try:
             return Parsed(model.model_validate(data), raw, False)

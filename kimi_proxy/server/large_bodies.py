@@ -34,6 +34,24 @@ PIECE = 1_000
 _PLACEHOLDER = {"role": "user", "content": ""}
 
 
+def models(data: dict[str, Any]) -> int:
+    """About how many models a body validates into: its messages, their blocks and tool
+    results' parts, its system blocks and tools (a body too small to count as it came)."""
+    count = 0
+    for key in ("messages", "system", "tools"):
+        items = data.get(key)
+        if isinstance(items, list):
+            count += len(items)
+            for item in items:
+                content = item.get("content") if isinstance(item, dict) else None
+                if isinstance(content, list):
+                    count += len(content)
+                    for block in content:
+                        parts = block.get("content") if isinstance(block, dict) else None
+                        count += len(parts) if isinstance(parts, list) else 0
+    return count
+
+
 def validate_in_pieces(model: type[M], data: dict[str, Any]) -> M:
     """`model.model_validate(data)` for a request with `messages`, `PIECE` messages (or one
     message's blocks) at a time; a problem is reported where it is in the whole body."""
