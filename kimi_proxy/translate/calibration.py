@@ -13,11 +13,12 @@ few tens of microseconds for Claude Code's 50 KB request.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from .known import Known, text_key
 
 TOKENS_PER_IMAGE = 1600
 FEATURES = ("alnum", "punct", "space", "cjk", "other", "messages")
@@ -132,7 +133,17 @@ def bound(prompt: Prompt) -> int:
     return round(text + MESSAGE_BOUND * messages) + prompt.images * TOKENS_PER_IMAGE
 
 
-_counts = functools.lru_cache(maxsize=4096)(_classify)
+_KNOWN_COUNTS: Known[str | bytes, tuple[int, int, int, int, int]] = Known(1024)
+
+
+def _counts(text: str | bytes) -> tuple[int, int, int, int, int]:
+    """`_classify`, kept for texts seen before (`known.py`: found by equality, not hash)."""
+    key = text_key(text)
+    counts = _KNOWN_COUNTS.get(key, text)
+    if counts is None:
+        counts = _classify(text)
+        _KNOWN_COUNTS.put(key, text, counts)
+    return counts
 
 
 @dataclass(slots=True)

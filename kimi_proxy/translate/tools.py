@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 import logging
 import re
@@ -37,6 +36,7 @@ from kimi_proxy.protocol.anthropic import (
     ToolResultBlock,
 )
 from kimi_proxy.protocol.profile import ProviderProfile
+from kimi_proxy.translate.known import Known, text_key
 
 log = logging.getLogger("kimi_proxy.tools")
 
@@ -127,19 +127,25 @@ def offered_tools(tools: Sequence[Tool], referenced: set[str]) -> list[Tool]:
 
 def openai_tool(tool: Tool) -> dict[str, Any]:
     """The provider's definition of `tool`. Clients send the same tools with every request,
-    so definitions are cached: the result is shared and must not be changed."""
-    return _openai_tool(tool.name, tool.description, orjson.dumps(tool.input_schema))
+    so definitions are kept (`known.py`): the result is shared and must not be changed."""
+    description = tool.description or ""
+    key = (tool.name, *text_key(description))
+    whole = (tool.description, tool.input_schema)
+    made = _DEFINITIONS.get(key, whole)
+    if made is None:
+        schema = orjson.loads(orjson.dumps(tool.input_schema))  # cleaned below: a copy
+        function: dict[str, Any] = {
+            "name": upstream_tool_name(tool.name),
+            "parameters": function_parameters(schema),
+        }
+        if tool.description:
+            function["description"] = tool.description
+        made = {"type": "function", "function": function}
+        _DEFINITIONS.put(key, whole, made)
+    return made
 
 
-@functools.lru_cache(maxsize=512)
-def _openai_tool(name: str, description: str | None, schema_json: bytes) -> dict[str, Any]:
-    function: dict[str, Any] = {
-        "name": upstream_tool_name(name),
-        "parameters": function_parameters(orjson.loads(schema_json)),
-    }
-    if description:
-        function["description"] = description
-    return {"type": "function", "function": function}
+_DEFINITIONS: Known[tuple[str | None, dict[str, Any] | None], dict[str, Any]] = Known(512)
 
 
 def render_tool_reference(tool_name: str, tools_by_name: dict[str, Tool]) -> str:

@@ -32,6 +32,7 @@ from kimi_proxy.errors import (
     transport_failure_kind,
 )
 from kimi_proxy.protocol.sse import SSEDecoder
+from kimi_proxy.upstream.transport import HttptoolsTransport, request_head
 
 from .connection import StopPushing
 from .transport import ResponseStream
@@ -100,7 +101,8 @@ class UpstreamClient:
         self._url = url
         self._target = httpx.URL(url)  # parsed once, not on every request
         self._api_key = api_key
-        self._extensions = {"timeout": timeout.as_dict()}
+        self._timeouts = timeout.as_dict()
+        self._extensions = {"timeout": self._timeouts}
         self._headers = {
             "content-type": "application/json",
             "accept": "text/event-stream",
@@ -108,6 +110,9 @@ class UpstreamClient:
         }
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
+        # Every request's head but its length, encoded once (`HttptoolsTransport.exchange`).
+        template = httpx.Request("POST", self._target, headers=self._headers)
+        self._head = request_head(template, length=False)
 
     @property
     def url(self) -> str:
@@ -137,12 +142,8 @@ class UpstreamClient:
     async def _attempt(self, body: bytes, context: CallContext) -> httpx.Response:
         # The body goes out from a one-shot iterator so the open response does not keep the
         # ~50 KB request alive for the whole stream (it matters with hundreds of streams).
-        headers = {**self._headers, "content-length": str(len(body))}
-        request = httpx.Request(
-            "POST", self._target, content=_once(body), headers=headers, extensions=self._extensions
-        )
         try:
-            response = await self._transport.handle_async_request(request)
+            response = await self._send(body)
         except httpx.HTTPError as exc:
             retryable = transport_failure_kind(exc) in ("connect", "connect_timeout")
             raise UpstreamFailure(
@@ -176,6 +177,17 @@ class UpstreamClient:
         raise UpstreamFailure(
             error, retryable=retryable, status=status, headers=response.headers, body=data
         )
+
+    async def _send(self, body: bytes) -> httpx.Response:
+        transport = self._transport
+        if isinstance(transport, HttptoolsTransport):  # the proxy's own: the head is ready
+            head = self._head + b"content-length: %d\r\n\r\n" % len(body)
+            return await transport.exchange(self._target, head, [body], self._timeouts)
+        headers = {**self._headers, "content-length": str(len(body))}
+        request = httpx.Request(
+            "POST", self._target, content=_once(body), headers=headers, extensions=self._extensions
+        )
+        return await transport.handle_async_request(request)
 
     async def read_completion(self, response: httpx.Response) -> dict[str, Any]:
         """A non-streaming completion, read from the open response, as a dict."""

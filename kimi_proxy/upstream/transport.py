@@ -81,14 +81,20 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
-        url = request.url
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        head = _request_head(request)
         chunked = request.headers.get("transfer-encoding", "").lower() == "chunked"
         stream = cast(httpx.AsyncByteStream, request.stream)
         body = [b"%x\r\n%s\r\n" % (len(p), p) if chunked else p async for p in stream]
         if chunked:
             body.append(b"0\r\n\r\n")
+        return await self.exchange(request.url, request_head(request), body, timeouts)
+
+    async def exchange(
+        self, url: httpx.URL, head: bytes, body: list[bytes], timeouts: dict[str, Any]
+    ) -> httpx.Response:
+        """Send a request already encoded (its head and body), and return the answer's status
+        and headers with its body unread. The proxy's own requests come here directly: an
+        `httpx.Request` to build and encode again cost ~50 µs a request."""
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         await self._acquire_slot(timeouts.get("pool"))
         conn: Connection | None = None
         try:
@@ -205,8 +211,15 @@ class HttptoolsTransport(httpx.AsyncBaseTransport):
             await asyncio.wait(waiting, timeout=1.0)
 
 
-def _request_head(request: httpx.Request) -> bytes:
+def request_head(request: httpx.Request, *, length: bool = True) -> bytes:
+    """The request line and headers, as sent; without `length`, its body's length headers are
+    left out, and so is the blank line that ends the head (the caller adds all three)."""
     lines = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), request.url.raw_path)]
-    lines += [b"%s: %s\r\n" % pair for pair in request.headers.raw]
-    lines.append(b"\r\n")
+    lines += [
+        b"%s: %s\r\n" % (name, value)
+        for name, value in request.headers.raw
+        if length or name.lower() not in (b"content-length", b"transfer-encoding")
+    ]
+    if length:
+        lines.append(b"\r\n")
     return b"".join(lines)

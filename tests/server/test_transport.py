@@ -21,6 +21,7 @@ import httpx
 import pytest
 from support.company_proxy import clear_proxy_env, connect_proxy, provider_tls
 
+from kimi_proxy.upstream.client import CallContext, UpstreamClient
 from kimi_proxy.upstream.connection import HIGH_WATER, Connection, StopPushing
 from kimi_proxy.upstream.transport import HttptoolsTransport
 
@@ -474,3 +475,35 @@ async def test_a_push_that_hears_nothing_times_out() -> None:
     conn.data_received(CHUNKED_HEAD)
     with pytest.raises(httpx.ReadTimeout):
         await asyncio.wait_for(conn.push(lambda data: None, read_timeout=0.05), 1)
+
+
+async def test_the_proxys_own_request_head_is_encoded_once_and_sent_whole() -> None:
+    """`UpstreamClient` sends through `exchange` with a head made once per key: the provider
+    gets the same request line and headers an `httpx.Request` would carry, one content-length
+    and no transfer-encoding, for every request on the kept-alive connection."""
+    seen: list[bytes] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            seen.append(await read_request(reader))
+            writer.write(OK)
+
+    async with server(handler) as url:
+        upstream = UpstreamClient(
+            HttptoolsTransport(), url=url, api_key="sk-test-0000", timeout=httpx.Timeout(5.0)
+        )
+        context = CallContext(model="m")
+        for n in range(2):
+            response = await upstream.open(b'{"n":%d}' % n, context)
+            assert (response.status_code, await response.aread()) == (200, b"ok")
+    for n, request in enumerate(seen):
+        head, body = request.split(b"\r\n\r\n")
+        lines = head.lower().split(b"\r\n")
+        assert lines[0] == b"post /v1/chat/completions http/1.1"
+        assert f"host: localhost:{httpx.URL(url).port}".encode() in lines
+        assert b"authorization: bearer sk-test-0000" in lines
+        assert [line for line in lines if line.startswith(b"content-length")] == [
+            b"content-length: %d" % len(body)
+        ]
+        assert not any(line.startswith(b"transfer-encoding") for line in lines)
+        assert body == b'{"n":%d}' % n
