@@ -137,11 +137,14 @@ class Call:
             if candidate.label in pool.retired:
                 continue
             keys = [k for k in pool.keys.get(candidate.provider, ()) if k.disabled is None]
-            keys.sort(key=lambda k: -_left(k, now))  # the one with most left first
+            if len(keys) > 1:
+                keys.sort(key=lambda k: -_left(k, now))  # the one with most left first
             targets += [Target(candidate, k) for k in keys]
-        sticky = pool.affinity.get(self.session) if self.session else None
+        sticky = pool.affinity.get(self.session) if self.session and len(targets) > 1 else None
         if sticky is not None:
             targets.sort(key=lambda t: _ident(t) != sticky)
+        if not self.excluded:
+            return targets
         return [t for t in targets if _ident(t) not in self.excluded]
 
     def need(self, target: Target) -> int:

@@ -56,6 +56,7 @@ class Metrics:
     def __init__(self) -> None:
         self._exact: set[str] = set()
         self._prefixes: list[tuple[str, str]] = []
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -141,20 +142,30 @@ class Metrics:
 
     def observe(self, record: RequestRecord) -> None:
         path = self.path_label(record)
-        self.requests.labels(path, str(record.status)).inc()
-        self.latency.labels(path).observe(record.latency_ms / 1000)
+        series = self._series
+        series(self.requests, path, str(record.status)).inc()
+        series(self.latency, path).observe(record.latency_ms / 1000)
         if record.error_type:
-            self.errors.labels(record.error_type).inc()
+            series(self.errors, record.error_type).inc()
         if record.ttft_ms is not None:
             self.ttft.observe(record.ttft_ms / 1000)
         if record.input_tokens:
-            self.tokens.labels("in").inc(record.input_tokens)
+            series(self.tokens, "in").inc(record.input_tokens)
         if record.output_tokens:
-            self.tokens.labels("out").inc(record.output_tokens)
+            series(self.tokens, "out").inc(record.output_tokens)
         if record.retries:
             self.retries.inc(record.retries)
         if record.cost_usd:
-            self.cost.labels(record.provider or "", record.model_used or "").inc(record.cost_usd)
+            series(self.cost, record.provider or "", record.model_used or "").inc(record.cost_usd)
+
+    def _series(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once (`labels()` costs microseconds a call); the
+        labels are a small fixed set (`path_label`), the provider's models and error types."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
 
 def new_request_id() -> str:
