@@ -36,7 +36,8 @@ _PLACEHOLDER = {"role": "user", "content": ""}
 
 def models(data: dict[str, Any]) -> int:
     """About how many models a body validates into: its messages, their blocks and tool
-    results' parts, its system blocks and tools (a body too small to count as it came)."""
+    results' parts, its system blocks and tools. Tells whether a body that was too small to be
+    counted as it came is large all the same (dense: `[{},{},…]`)."""
     count = 0
     for key in ("messages", "system", "tools"):
         items = data.get(key)
@@ -62,10 +63,8 @@ def validate_in_pieces(model: type[M], data: dict[str, Any]) -> M:
     validated: list[Message] = []
     start = 0
     while start < len(messages):
-        raw = messages[start]
-        content = raw.get("content") if isinstance(raw, dict) else None
-        if isinstance(content, list) and len(content) > PIECE:
-            validated.append(_long_message(raw, content, start))
+        if _long(messages[start]):
+            validated.append(_long_message(messages[start], start))
             start += 1
             continue
         end = start + 1
@@ -81,8 +80,9 @@ def _long(raw: Any) -> bool:
     return isinstance(content, list) and len(content) > PIECE
 
 
-def _long_message(raw: dict[str, Any], content: list[Any], index: int) -> Message:
+def _long_message(raw: dict[str, Any], index: int) -> Message:
     """One message of more than `PIECE` blocks, its blocks validated a piece at a time."""
+    content = raw["content"]
     message = _piece(MESSAGES, [{**raw, "content": []}], ("messages",), index)[0]
     blocks: list[ContentBlock] = []
     for start in range(0, len(content), PIECE):

@@ -32,10 +32,9 @@ from kimi_proxy.errors import (
     transport_failure_kind,
 )
 from kimi_proxy.protocol.sse import SSEDecoder
-from kimi_proxy.upstream.transport import HttptoolsTransport, request_head
 
 from .connection import StopPushing
-from .transport import ResponseStream
+from .transport import HttptoolsTransport, ResponseStream, request_head
 
 log = logging.getLogger("kimi_proxy.upstream")
 
