@@ -322,12 +322,17 @@ def test_a_body_of_much_structure_never_stalls_the_others(tmp_path: Path) -> Non
     session = tool_session(6_000)  # ~96,000 values, under the limit set below
     invalid = tool_session(2_000)
     invalid["messages"][3_001]["role"] = "robot"
+    dense = {"model": "claude-sonnet-4-5", "max_tokens": 1}  # 60 KB: too small to be counted
     bodies = [
         ("/v1/messages", orjson.dumps({**session, "stream": True})),
         ("/v1/messages/count_tokens", orjson.dumps(session)),
         ("/v1/messages", orjson.dumps(session)),
         ("/v1/messages", orjson.dumps({**session, "messages": [{"role": "user"}] * 200_000})),
         ("/v1/messages", orjson.dumps(invalid)),
+        (
+            "/v1/messages",
+            orjson.dumps({**dense, "messages": [{"role": "user", "content": [{}] * 20_000}]}),
+        ),
     ]
     del session, invalid
     headers = {"x-api-key": "any", "content-type": "application/json"}
@@ -349,7 +354,7 @@ def test_a_body_of_much_structure_never_stalls_the_others(tmp_path: Path) -> Non
         prober = threading.Thread(target=probe)
         prober.start()
         try:
-            streamed, counted, answered, refused, wrong = (
+            streamed, counted, answered, refused, wrong, empty_blocks = (
                 client.post(path, content=body) for path, body in bodies
             )
         finally:
@@ -362,6 +367,8 @@ def test_a_body_of_much_structure_never_stalls_the_others(tmp_path: Path) -> Non
         assert "KIMI_MAX_BODY_VALUES" in refused.json()["error"]["message"]
         assert wrong.status_code == 400
         assert wrong.json()["error"]["message"].startswith("messages.3001.role: ")
+        assert empty_blocks.status_code == 400  # 20,000 blocks without a type, found off the loop
+        assert empty_blocks.json()["error"]["message"].startswith("messages.0.content.0")
         assert len(probes) > 10 and max(probes) < 50, sorted(probes)[-5:]
         client.close()
         prober_client.close()
