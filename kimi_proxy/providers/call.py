@@ -291,6 +291,7 @@ class Call:
         if body is None:
             body = self.encoded[label] = orjson.dumps(request.payload)
             if not self.keep_payload:
+                self.pool.let_go(request.payload)
                 request.payload = {}
         return body
 

@@ -119,6 +119,9 @@ class Pool:
         self.affinity: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         #: Each model's token count, calibrated by what its providers report (calibration.py).
         self.calibrations: dict[str, Calibration] = {}
+        #: Lets go of what a call no longer needs (the server frees it while the provider
+        #: thinks: `ProxyState.free_later`); by default, at once.
+        self.let_go: Callable[[object], None] = lambda thing: None
 
     def calibration(self, model: str) -> Calibration:
         found = self.calibrations.get(model)

@@ -264,6 +264,7 @@ def create_app(
         bodies=BodiesInFlight(settings.max_bodies_bytes),
         page_images=load_documents(settings).page_images,
     )
+    state.pool.let_go = state.free_later
     state.tracing = tracing_from_env(os.environ)
     search = search or load_search(settings, os.environ)
     if search is not None:

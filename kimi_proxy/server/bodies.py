@@ -177,3 +177,5 @@ async def parse_body_and_bytes(request: Request, model: type[M]) -> Parsed[M]:
             return Parsed(model.model_validate(data), raw, False)
         except ValidationError as exc:
             raise InvalidRequestError(describe_validation_error(exc)) from None
+        finally:
+            state.free_later(data)  # the JSON's objects: freed while the provider thinks

@@ -108,8 +108,9 @@ async def create_message(request: Request) -> Response:
     except BaseException:
         call.finish(None)
         raise
-    # Nothing but the call needs the parsed request any more: let it go before waiting for the
+    # Nothing but the call needs the parsed request any more: let it go while waiting for the
     # provider (with hundreds of streams opening at once, it is most of the memory).
+    state.free_later(message_request)
     del message_request
     try:
         opened: Opened | None = await call.open()

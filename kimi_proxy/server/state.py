@@ -98,6 +98,17 @@ class ProxyState:
         work_now = functools.partial(without_collections, work, *args, **kwargs)
         return await loop.run_in_executor(self.large_bodies, work_now)
 
+    #: What requests no longer need, let go of at the loop's next turn (`free_later`).
+    graveyard: list[object] = field(default_factory=list)
+
+    def free_later(self, thing: object) -> None:
+        """Let go of `thing` at the loop's next turn rather than now. A parsed 50 KB request is
+        thousands of objects, ~25 µs to free; by the next turn its request is out to the
+        provider, and they are freed while the provider thinks, not before it is asked."""
+        if not self.graveyard:
+            asyncio.get_running_loop().call_soon(self.graveyard.clear)
+        self.graveyard.append(thing)
+
     @property
     def view(self) -> SharedView | None:
         """With Redis: the dashboard's last requests and the sessions' totals of every

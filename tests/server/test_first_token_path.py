@@ -4,12 +4,16 @@ bound far below any timer the path could wait on (a poll, a flush interval, a pi
 
 from __future__ import annotations
 
+import asyncio
 import time
+import weakref
 
 import httpx
-from support.proxy import proxy_for
+from support.proxy import proxy_for, proxy_settings
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, chunk, text_stream
+
+from kimi_proxy.server.state import ProxyState
 
 BOUND_S = 0.05  # generous for a loaded CI machine; any timer put back costs more than this
 
@@ -40,3 +44,20 @@ def test_the_request_and_the_first_token_each_cross_the_proxy_without_waiting() 
     to_client = min(w[1] for w in waits[1:])  # request says nothing of the proxy
     assert to_provider < BOUND_S, f"the request waited {to_provider * 1000:.1f} ms"
     assert to_client < BOUND_S, f"the first token waited {to_client * 1000:.1f} ms"
+
+
+async def test_what_a_request_let_go_of_is_freed_at_the_loops_next_turn() -> None:
+    """The parsed request and its JSON (thousands of objects for Claude Code's request) are
+    freed while the provider thinks: kept until the loop turns, then let go, never kept."""
+    state = ProxyState(settings=proxy_settings("http://127.0.0.1:9/v1"), pool=None)  # type: ignore[arg-type]
+
+    class Parsed:
+        pass
+
+    parsed = Parsed()
+    gone = weakref.ref(parsed)
+    state.free_later(parsed)
+    del parsed
+    assert gone() is not None  # not freed on the request's path
+    await asyncio.sleep(0)
+    assert gone() is None and not state.graveyard
