@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, TypeGuard, TypeVar
+from typing import Any, TypeGuard
 
 from kimi_proxy.errors import InvalidRequestError
 from kimi_proxy.protocol.anthropic import (
@@ -21,15 +21,15 @@ from kimi_proxy.protocol.anthropic import (
     DocumentBlock,
     ImageBlock,
     MessagesRequest,
+    Request,
     TextBlock,
-    ToolResultBlock,
     content_blocks,
+    map_blocks,
 )
 
 from .pages import MAX_PAGES, PdfPages, Unreadable, looks_like_pdf, read_pdf
 
 PDF = "application/pdf"
-Request = TypeVar("Request", MessagesRequest, CountTokensRequest)
 
 
 def is_pdf_block(block: Any) -> TypeGuard[DocumentBlock]:
@@ -47,27 +47,13 @@ def has_pdfs(request: MessagesRequest | CountTokensRequest) -> bool:
 
 def expand_pdfs(request: Request, page_images: int) -> Request:
     """The request with every base64 PDF read into text (and page images)."""
-    messages = []
-    for index, message in enumerate(request.messages):
-        if isinstance(message.content, str):
-            messages.append(message)
-            continue
-        content: list[Any] = []
-        for block in message.content:
-            if is_pdf_block(block):
-                content += _pages(block, page_images, index, in_tool_result=False)
-            elif isinstance(block, ToolResultBlock) and isinstance(block.content, list):
-                parts: list[Any] = []
-                for part in block.content:
-                    if is_pdf_block(part):
-                        parts += _pages(part, page_images, index, in_tool_result=True)
-                    else:
-                        parts.append(part)
-                content.append(block.model_copy(update={"content": parts}))
-            else:
-                content.append(block)
-        messages.append(message.model_copy(update={"content": content}))
-    return request.model_copy(update={"messages": messages})
+
+    def read(block: Any, index: int, in_tool_result: bool) -> list[Any]:
+        if is_pdf_block(block):
+            return _pages(block, page_images, index, in_tool_result=in_tool_result)
+        return [block]
+
+    return map_blocks(request, read)
 
 
 def _pages(

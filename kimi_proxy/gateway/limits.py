@@ -164,31 +164,17 @@ class UserLimiter:
         """The user's claim, then the team's when the user has one."""
         usd, bound_usd = math.ceil(need.usd * MICRO), math.ceil(need.bound_usd * MICRO)
         wall_ms = int(self.clock() * 1000)
-        concurrency = -(-self.concurrency(user) // share)
-        own = Claim(
-            f"user:{user.name}",
-            _windows(user.limits, share, wall_ms),
-            need.tokens,
-            concurrency,
-            usd,
-            need.bound_tokens,
-            bound_usd,
-        )
+
+        def claim(subject: str, limits: UserLimits, concurrency: int | None) -> Claim:
+            windows = _windows(limits, share, wall_ms)
+            at_once = -(-concurrency // share) if concurrency else None
+            return Claim(subject, windows, need.tokens, at_once, usd, need.bound_tokens, bound_usd)
+
+        own = claim(f"user:{user.name}", user.limits, self.concurrency(user))
         team = self.teams(user.team)
         if team is None:
             return (own,)
-        shared = team.limits
-        team_concurrency = -(-shared.concurrency // share) if shared.concurrency else None
-        windows = _windows(shared, share, wall_ms)
-        return own, Claim(
-            f"team:{team.name}",
-            windows,
-            need.tokens,
-            team_concurrency,
-            usd,
-            need.bound_tokens,
-            bound_usd,
-        )
+        return own, claim(f"team:{team.name}", team.limits, team.limits.concurrency)
 
     def ask(self, user: User, need: Need) -> UserAsk:
         return UserAsk(self, user, need, self.claims(user, need))

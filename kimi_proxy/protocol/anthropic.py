@@ -7,8 +7,8 @@ know parses as `UnknownBlock`, so the request translator can answer a 400 that n
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError
 
@@ -208,6 +208,28 @@ def content_blocks(request: MessagesRequest | CountTokensRequest) -> Iterator[An
             yield block
             if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
                 yield from block.content
+
+
+Request = TypeVar("Request", MessagesRequest, CountTokensRequest)
+
+
+def map_blocks(request: Request, change: Callable[[Any, int, bool], list[Any]]) -> Request:
+    """The request with each content block, and each part of a tool result, replaced by what
+    `change(block, message index, inside a tool result)` makes of it (none, itself, several)."""
+    messages = []
+    for index, message in enumerate(request.messages):
+        if isinstance(message.content, str):
+            messages.append(message)
+            continue
+        content: list[Any] = []
+        for block in message.content:
+            if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
+                parts = [made for part in block.content for made in change(part, index, True)]
+                content.append(block.model_copy(update={"content": parts}))
+            else:
+                content += change(block, index, False)
+        messages.append(message.model_copy(update={"content": content}))
+    return request.model_copy(update={"messages": messages})
 
 
 def describe_validation_error(

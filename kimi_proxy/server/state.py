@@ -14,10 +14,11 @@ from typing import ParamSpec, TypeVar
 
 from kimi_proxy.agent.tools import LocalTools
 from kimi_proxy.config.settings import Settings
-from kimi_proxy.documents.expand import Request, expand_pdfs
+from kimi_proxy.documents.expand import expand_pdfs
 from kimi_proxy.errors import OverloadedError
 from kimi_proxy.gateway.runtime import GatewayRuntime
 from kimi_proxy.gateway.shared_view import SharedView
+from kimi_proxy.protocol.anthropic import Request
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.search.client import Searcher
 from kimi_proxy.web.feed import Feed

@@ -21,8 +21,8 @@ from kimi_proxy.protocol.anthropic import (
     ImageBlock,
     MessagesRequest,
     TextBlock,
-    ToolResultBlock,
     content_blocks,
+    map_blocks,
 )
 from kimi_proxy.protocol.record import RequestRecord
 from kimi_proxy.providers.catalog import load_catalog
@@ -64,7 +64,7 @@ async def describe_images(
         for key, text in zip(missing, described, strict=True):
             if text is not None:
                 state.descriptions.put(key, text)
-    return request.model_copy(update={"messages": [_replaced(state, m) for m in request.messages]})
+    return map_blocks(request, lambda block, index, in_result: [_as_text(state, block)])
 
 
 async def _describe(state: ProxyState, image: ImageBlock, headers: Headers) -> str | None:
@@ -104,19 +104,6 @@ def _images(request: MessagesRequest) -> list[ImageBlock]:
         for block in content_blocks(request)
         if isinstance(block, ImageBlock) and block.document_page is None
     ]
-
-
-def _replaced(state: ProxyState, message: Any) -> Any:
-    if not isinstance(message.content, list):
-        return message
-    content = []
-    for block in message.content:
-        if isinstance(block, ToolResultBlock) and isinstance(block.content, list):
-            parts = [_as_text(state, b) for b in block.content]
-            content.append(block.model_copy(update={"content": parts}))
-        else:
-            content.append(_as_text(state, block))
-    return message.model_copy(update={"content": content})
 
 
 def _as_text(state: ProxyState, block: Any) -> Any:
