@@ -33,7 +33,12 @@ CUT_FRAME = render_sse(
         "out); send the request again."
     )
 )
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+#: The stream's headers, encoded once (Starlette's `init_headers` encoded them per stream).
+SSE_HEADERS = (
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+)
 
 log = logging.getLogger("kimi_proxy.streaming")
 
@@ -165,14 +170,16 @@ class EventStreamResponse(StreamingResponse):
         *,
         ping_interval: float,
         on_close: Callable[[], Awaitable[None]],
-        headers: dict[str, str] | None = None,
         drain: Drain | None = None,
         writer: BodyWriter | None = None,
         stall_timeout: float = 120.0,
     ) -> None:
-        super().__init__(
-            content, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})}
-        )
+        # Not `StreamingResponse.__init__`: its headers are always these (see SSE_HEADERS).
+        self.body_iterator = content
+        self.status_code = 200
+        self.media_type = "text/event-stream"
+        self.background = None
+        self.raw_headers = list(SSE_HEADERS)
         self._ping_interval = ping_interval
         self._on_close = on_close
         self.writer = writer or BodyWriter()  # the body's pieces pushed outside `content`

@@ -59,27 +59,33 @@ class Prompt:
 
 def measure(payload: dict[str, Any]) -> Prompt:
     """The counts of an OpenAI chat payload's messages, tool calls and tool definitions."""
-    totals = [0, 0, 0, 0, 0]
+    texts: list[str] = []  # every text: a byte's class does not depend on its neighbours
     images = 0
     messages = payload.get("messages", ())
     for message in messages:
         content = message.get("content")
         if isinstance(content, str):
-            _add(totals, content)
+            texts.append(content)
         else:
             for part in content or ():
                 if part.get("type") == "text":
-                    _add(totals, part.get("text") or "")
+                    texts.append(part.get("text") or "")
                 else:
                     images += 1
         for call in message.get("tool_calls") or ():
-            _add(totals, call["function"]["arguments"])
+            texts.append(call["function"]["arguments"])
         reasoning = message.get("reasoning_content")
         if isinstance(reasoning, str):
-            _add(totals, reasoning)
+            texts.append(reasoning)
+    totals = [0, 0, 0, 0, 0]
+    counted = [_counts(text) for text in texts if len(text) >= CACHED_FROM]
+    short = "".join([text for text in texts if len(text) < CACHED_FROM])
+    counted.append(_classify(short))  # the short ones at once: one pass in C, not one each
     tools = payload.get("tools")
     if tools:
-        for index, count in enumerate(_tool_counts(tools)):
+        counted.append(_tool_counts(tools))
+    for counts in counted:
+        for index, count in enumerate(counts):
             totals[index] += count
     return Prompt((*totals, len(messages)), images)
 
@@ -100,12 +106,6 @@ def _tool_counts(tools: list[Any]) -> tuple[int, int, int, int, int]:
         _TOOLS.pop(next(iter(_TOOLS)))
     _TOOLS[key] = (list(tools), counts)
     return counts
-
-
-def _add(totals: list[int], text: str | bytes) -> None:
-    counts = _counts(text) if len(text) >= CACHED_FROM else _classify(text)
-    for index, count in enumerate(counts):
-        totals[index] += count
 
 
 #: Texts this long are counted once: Claude Code sends the same system prompt, tool definitions

@@ -21,7 +21,7 @@ PER_KEY = 4  # texts of one length and beginning kept at once (a session's growi
 
 class Known(Generic[W, V]):
     """At most `size` keys, the oldest dropped first; each holds up to `PER_KEY` entries.
-    Safe to use from the large-body thread and the event loop at once."""
+    Safe to use from the large-body thread and the event loop at once (`put` holds a lock)."""
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -29,13 +29,11 @@ class Known(Generic[W, V]):
         self._lock = threading.Lock()
 
     def get(self, key: Hashable, whole: W) -> V | None:
-        with self._lock:
-            entries = self._entries.get(key)
-            if entries is None:
-                return None
-            for known, value in entries:
-                if known == whole:
-                    return value
+        """Without the lock: a `put` meanwhile in another thread can only make this miss (the
+        entry is compared whole), never give another text's value."""
+        for known, value in self._entries.get(key, ()):
+            if known == whole:
+                return value
         return None
 
     def put(self, key: Hashable, whole: W, value: V) -> None:

@@ -146,6 +146,7 @@ def openai_tool(tool: Tool) -> dict[str, Any]:
 
 
 _DEFINITIONS: Known[tuple[str | None, dict[str, Any] | None], dict[str, Any]] = Known(512)
+_LISTS: Known[list[tuple[str | None, dict[str, Any] | None]], list[dict[str, Any]]] = Known(64)
 
 
 def render_tool_reference(tool_name: str, tools_by_name: dict[str, Tool]) -> str:
@@ -240,7 +241,19 @@ def convert_tools(
             profile.max_tools,
         )
         offered = offered[: profile.max_tools]
-    return [openai_tool(t) for t in offered]
+    return definitions(offered)
+
+
+def definitions(tools: list[Tool]) -> list[dict[str, Any]]:
+    """`openai_tool` of each: a list seen before is found whole, by one comparison in C instead
+    of one lookup a tool (Claude Code sends the same dozen tools with every request)."""
+    key = tuple([tool.name for tool in tools])
+    whole = [(tool.description, tool.input_schema) for tool in tools]
+    made = _LISTS.get(key, whole)
+    if made is None:
+        made = [openai_tool(tool) for tool in tools]
+        _LISTS.put(key, whole, made)
+    return list(made)  # the definitions are shared; the list is the payload's own
 
 
 def convert_tool_choice(choice: ToolChoice) -> str | dict[str, Any]:

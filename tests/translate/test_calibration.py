@@ -19,7 +19,7 @@ from support.upstream import Reply, text_stream, usage
 
 from bench.token_counts import KINDS, conversation
 from bench.tokenizer import count_prompt
-from kimi_proxy.translate.calibration import Calibration, Prompt, measure
+from kimi_proxy.translate.calibration import CACHED_FROM, Calibration, Prompt, _classify, measure
 
 
 def off_by(estimate: int, truth: int) -> float:
@@ -137,3 +137,18 @@ def test_on_a_gateway_the_calibration_is_kept_in_redis_for_every_instance(
         with proxy_for(provider_counting) as alone:  # no Redis, no file: the prior
             prior = alone.client().messages.count_tokens(**asked).input_tokens
     assert prior != learned
+
+
+@given(
+    st.lists(
+        st.text(min_size=0, max_size=CACHED_FROM + 40).map(lambda t: t * (1 + len(t) % 3)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_prompt_counts_as_the_sum_of_its_texts_short_and_long(texts: list[str]) -> None:
+    """Short texts are counted together in one pass, long ones each (and kept): the counts are
+    the same as counting every text on its own."""
+    payload = {"messages": [{"role": "user", "content": text} for text in texts]}
+    expected = [sum(_classify(text)[i] for text in texts) for i in range(5)]
+    assert measure(payload).counts == (*expected, len(texts))

@@ -559,6 +559,24 @@ def test_tool_definitions_follow_the_request_not_an_earlier_one() -> None:
     assert offered("Run it now.", second)["description"] == "Run it now."
     assert offered("Run it.", first) == offered("Run it.", first)
 
+    # A list found whole: one changed tool among unchanged ones is still seen, and each
+    # request's list is its own (the proxy adds to it for web search, agent mode).
+    def tools(schema: dict[str, Any]) -> list[dict[str, Any]]:
+        listed = [
+            {"name": "Read", "description": "Read a file.", "input_schema": first},
+            {"name": "Run", "description": "Run it.", "input_schema": schema},
+        ]
+        return translate({"messages": [user("hi")], "tools": listed}).payload["tools"]  # type: ignore[no-any-return]
+
+    before = tools(first)
+    before.append({"type": "function", "function": {"name": "extra"}})
+    after = tools(second)
+    assert [t["function"]["name"] for t in after] == ["Read", "Run"]
+    assert after[1]["function"]["parameters"]["properties"] == second["properties"]
+    again = tools(first)
+    assert [t["function"]["name"] for t in again] == ["Read", "Run"]
+    assert again[1]["function"]["parameters"]["properties"] == first["properties"]
+
 
 @pytest.mark.parametrize(
     "schema", [None, {}, {"properties": {"a": {"type": "string"}}}, {"type": "object"}]
