@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Message, Receive
 
 from kimi_proxy.errors import (
     InvalidRequestError,
@@ -28,6 +30,7 @@ from kimi_proxy.errors import (
 )
 from kimi_proxy.protocol.anthropic import describe_validation_error
 
+from .at_once import Waiting, resume, step
 from .json_structure import StructureCounter
 from .large_bodies import LARGE_VALUES, models, validate_in_pieces
 
@@ -106,34 +109,32 @@ async def read_json_body(
     chunks: list[bytes] = []
     size = 0
     structure: StructureCounter | None = None
-    try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
-                if size > counted:
-                    grow(size - counted)
-                    counted = size
-                chunks.append(chunk)
-                if structure is None and size * 2 > max_values * 3:
-                    structure = StructureCounter(rough_until=min(LARGE_VALUES, max_values))
-                    pieces = chunks
-                elif structure is not None:
-                    pieces = [chunk]
-                else:
-                    continue
-                if any(structure.feed(piece) > max_values for piece in pieces):
-                    raise RequestTooLargeError(
-                        f"Request body has over {max_values:,} JSON values (messages, content "
-                        "blocks, fields); this kimi-proxy reads at most that many in one "
-                        "request (KIMI_MAX_BODY_VALUES). Start a new conversation or /compact "
-                        "this one."
-                    )
-    except ClientDisconnect:
-        raise InvalidRequestError("The client disconnected while sending the body.") from None
-    except TimeoutError:
-        raise InvalidRequestError(f"The request body took over {timeout:g} s to arrive.") from None
+    deadline = asyncio.get_running_loop().time() + timeout
+    more = True
+    while more:
+        message = await _receive_by(request.receive, deadline, timeout)
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(f"Request body exceeds the limit of {limit} bytes.")
+        if size > counted:
+            grow(size - counted)
+            counted = size
+        chunks.append(chunk)
+        if structure is None and size * 2 > max_values * 3:
+            structure = StructureCounter(rough_until=min(LARGE_VALUES, max_values))
+            pieces = chunks
+        elif structure is not None:
+            pieces = [chunk]
+        else:
+            continue
+        if any(structure.feed(piece) > max_values for piece in pieces):
+            raise RequestTooLargeError(
+                f"Request body has over {max_values:,} JSON values (messages, content "
+                "blocks, fields); this kimi-proxy reads at most that many in one "
+                "request (KIMI_MAX_BODY_VALUES). Start a new conversation or /compact "
+                "this one."
+            )
     body = b"".join(chunks)
     if not body:
         raise InvalidRequestError("Request body is empty; send a JSON object.")
@@ -141,6 +142,28 @@ async def read_json_body(
         return orjson.loads(body), body, None if structure is None else structure.count
     except orjson.JSONDecodeError as exc:
         raise InvalidRequestError(f"Request body is not valid JSON: {exc}") from None
+
+
+async def _receive_by(receive: Receive, deadline: float, timeout: float) -> Message:
+    """The body's next piece. A timer only when it has not arrived yet: a body that came
+    whole (nearly all of them) is read without one (`at_once.py`)."""
+    receiving: Awaitable[Message] = receive()
+    if inspect.iscoroutine(receiving):  # (uvicorn's is)
+        got = step(receiving)
+        if not isinstance(got, Waiting):
+            return _body_piece(got)
+        receiving = resume(receiving, got)
+    try:
+        async with asyncio.timeout_at(deadline):
+            return _body_piece(await receiving)
+    except TimeoutError:
+        raise InvalidRequestError(f"The request body took over {timeout:g} s to arrive.") from None
+
+
+def _body_piece(message: Message) -> Message:
+    if message["type"] == "http.disconnect":
+        raise InvalidRequestError("The client disconnected while sending the body.")
+    return message
 
 
 class Parsed(NamedTuple, Generic[M]):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -25,6 +25,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from kimi_proxy.errors import DrainingError, render_sse
 from kimi_proxy.upstream.client import close_shielded
+
+from .at_once import Waiting, resume, step
 
 PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
 CUT_FRAME = render_sse(
@@ -102,14 +104,13 @@ class BodyWriter:
             return self._flushed
         assert self._send is not None and self._loop is not None, "bind first"
         self.last_sent = self._loop.time()
-        step = self._send(_body(data))
-        rest: Awaitable[None] = step
-        if inspect.iscoroutine(step):  # (not the Coroutine ABC: its check costs a microsecond)
-            try:
-                awaited = step.send(None)
-            except StopIteration:
+        sending = self._send(_body(data))
+        rest: Awaitable[None] = sending
+        if inspect.iscoroutine(sending):  # (not the Coroutine ABC: its check costs a microsecond)
+            waiting = step(sending)
+            if not isinstance(waiting, Waiting):
                 return None
-            rest = _resume(step, awaited)
+            rest = resume(sending, waiting)
         self._flushed = self._loop.create_future()
         self._flushing = self._loop.create_task(self._finish(rest))
         self.waiting_since = self.last_sent
@@ -139,28 +140,6 @@ class BodyWriter:
             self._flushed = self._flushing = None
             self.waiting_since = None
             flushed.set_result(None)
-
-
-async def _resume(step: Coroutine[Any, Any, None], awaited: Any) -> None:
-    """Run a coroutine that was started by hand, and suspended on `awaited`, to its end: what
-    a task does with what its coroutine yields (a future to wait for, or None for a turn)."""
-    while True:
-        try:
-            if awaited is None:
-                await asyncio.sleep(0)
-            else:
-                awaited._asyncio_future_blocking = False  # taken over, as a task does
-                await awaited
-        except BaseException as exc:
-            try:
-                awaited = step.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            awaited = step.send(None)
-        except StopIteration:
-            return
 
 
 class EventStreamResponse(StreamingResponse):
