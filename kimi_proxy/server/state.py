@@ -29,6 +29,7 @@ from .streaming import Drain
 from .tracing import Tracing
 
 REMEMBERED = 256
+FREE_AFTER = 0.002  # seconds: what a request let go of is freed this long after (`free_later`)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -99,15 +100,16 @@ class ProxyState:
         work_now = functools.partial(without_collections, work, *args, **kwargs)
         return await loop.run_in_executor(self.large_bodies, work_now)
 
-    #: What requests no longer need, let go of at the loop's next turn (`free_later`).
+    #: What requests no longer need, let go of `FREE_AFTER` seconds later (`free_later`).
     graveyard: list[object] = field(default_factory=list)
 
     def free_later(self, thing: object) -> None:
-        """Let go of `thing` at the loop's next turn rather than now. A parsed 50 KB request is
-        thousands of objects, ~25 µs to free; by the next turn its request is out to the
-        provider, and they are freed while the provider thinks, not before it is asked."""
+        """Let go of `thing` a little later rather than now. A parsed 50 KB request is thousands
+        of objects, ~25 µs to free: not on the way to the provider, nor on the way back. No
+        provider answers within `FREE_AFTER` (a fast one takes tens of ms), so they are freed
+        while it thinks; one that answers sooner (a local model) has its first token out first."""
         if not self.graveyard:
-            asyncio.get_running_loop().call_soon(self.graveyard.clear)
+            asyncio.get_running_loop().call_later(FREE_AFTER, self.graveyard.clear)
         self.graveyard.append(thing)
 
     @property
