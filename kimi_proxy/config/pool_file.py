@@ -210,7 +210,7 @@ def spec_from_file(
             f"{where}: [route] vision = {routes.vision!r}: no [family.{routes.vision}] is "
             f"defined. Define it, or use one of: {', '.join(sorted(families)) or '(none)'}."
         )
-    for route, family in routes.families().items():
+    for route, family in routes.families.items():
         if family not in families:
             raise ConfigError(
                 f"{where}: [route] {route} = {family!r}: no [family.{family}] is defined. "

@@ -6,7 +6,10 @@ the candidate models of each family, and which family serves which route. Plain 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,8 +42,10 @@ class RouteConfig(BaseModel):
     #: The family that describes images for a route whose candidates read text only.
     vision: str | None = None
 
-    def families(self) -> dict[str, str]:
-        """Route name → family, for the routes that are set."""
+    @cached_property
+    def families(self) -> Mapping[str, str]:
+        """Route name → family, for the routes that are set (worked out once: the routing
+        asks it for every request)."""
         named = {
             "default": self.default,
             "background": self.background,
@@ -48,7 +53,7 @@ class RouteConfig(BaseModel):
             "thinking": self.thinking,
             "long_context": self.long_context,
         }
-        return {route: family for route, family in named.items() if family}
+        return MappingProxyType({route: family for route, family in named.items() if family})
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +104,7 @@ class PoolSpec:
     source: str = "environment"
 
     def family_for(self, route: str) -> str:
-        return self.routes.families().get(route) or self.routes.default
+        return self.routes.families.get(route) or self.routes.default
 
     def candidates(self, route: str, client_model: str) -> tuple[CandidateSpec, ...]:
         """What serves a request on `route` for `client_model`, in order of preference."""
@@ -115,7 +120,7 @@ class PoolSpec:
         """A short digest of the providers, keys and families: equal for two proxies started
         with the same setup (the launcher reuses a running proxy only then). A digest, so the
         keys cannot be read back from it."""
-        parts = [self.source, repr(sorted(self.routes.families().items()))]
+        parts = [self.source, repr(sorted(self.routes.families.items()))]
         for name in sorted(self.providers):
             provider = self.providers[name]
             parts += [name, provider.base_url, *(k.secret for k in provider.keys)]
