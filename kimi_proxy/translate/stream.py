@@ -266,11 +266,16 @@ class StreamTranslator(ContentBlocks):
     def partial_usage(self) -> dict[str, int]:
         """The usage of a stream the client cancelled: the provider's figures so far when it
         sent any; else the input estimate, and the output relayed (a token per 4 characters)."""
-        last = self._usage or self._last_usage
-        usage = anthropic_usage(last)
         reported = self._output_tokens + int((self._usage or {}).get("completion_tokens") or 0)
-        usage["output_tokens"] = max(reported, -(-self._relayed_chars // 4))
-        if last is None:
+        relayed = -(-self._relayed_chars // 4)
+        return self._usage_of(self._usage or self._last_usage, max(reported, relayed))
+
+    def _usage_of(self, reported: dict[str, Any] | None, output_tokens: int) -> dict[str, int]:
+        """The provider's usage in Anthropic's terms with `output_tokens`; the input estimate
+        when the provider reported none."""
+        usage = anthropic_usage(reported)
+        usage["output_tokens"] = output_tokens
+        if reported is None:
             usage["input_tokens"] = self._input_estimate
         return usage
 
@@ -279,10 +284,7 @@ class StreamTranslator(ContentBlocks):
         reason, sequence = stop_reason(
             self._finish_reason, used_tools=self._used_tools, matched_stop=self._matched_stop
         )
-        usage = anthropic_usage(self._last_usage)
-        usage["output_tokens"] = self._output_tokens
-        if self._last_usage is None:
-            usage["input_tokens"] = self._input_estimate
+        usage = self._usage_of(self._last_usage, self._output_tokens)
         delta_usage: dict[str, Any] = {
             "input_tokens": usage["input_tokens"],
             "output_tokens": usage["output_tokens"],
