@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -30,7 +29,7 @@ from kimi_proxy.errors import (
 )
 from kimi_proxy.protocol.anthropic import describe_validation_error
 
-from .at_once import Waiting, resume, step
+from .at_once import Rest, step
 from .json_structure import StructureCounter
 from .large_bodies import LARGE_VALUES, models, validate_in_pieces
 
@@ -147,15 +146,12 @@ async def read_json_body(
 async def _receive_by(receive: Receive, deadline: float, timeout: float) -> Message:
     """The body's next piece. A timer only when it has not arrived yet: a body that came
     whole (nearly all of them) is read without one (`at_once.py`)."""
-    receiving: Awaitable[Message] = receive()
-    if inspect.iscoroutine(receiving):  # (uvicorn's is)
-        got = step(receiving)
-        if not isinstance(got, Waiting):
-            return _body_piece(got)
-        receiving = resume(receiving, got)
+    received = step(receive())
+    if not isinstance(received, Rest):
+        return _body_piece(received)
     try:
         async with asyncio.timeout_at(deadline):
-            return _body_piece(await receiving)
+            return _body_piece(await received.rest)
     except TimeoutError:
         raise InvalidRequestError(f"The request body took over {timeout:g} s to arrive.") from None
 

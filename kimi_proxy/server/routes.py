@@ -63,7 +63,7 @@ async def create_message(request: Request) -> Response:
     raw: bytes | None = body
     record.stream = message_request.stream
     record.model_asked = message_request.model
-    if has_pdfs(message_request):  # a walk over the blocks: ~1 µs (`b"pdf" in raw` took 33)
+    if has_pdfs(message_request):  # a walk over the blocks: 1–8 µs (`b"pdf" in raw` took 33)
         message_request, raw = await state.read_pdfs(message_request), None
     if needs_describing(state, message_request):
         message_request, raw = await describe_images(state, message_request, request.headers), None

@@ -15,7 +15,6 @@ the first byte. Here the body runs in the request's own task beside one listener
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,7 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from kimi_proxy.errors import DrainingError, render_sse
 from kimi_proxy.upstream.client import close_shielded
 
-from .at_once import Waiting, resume, step
+from .at_once import Rest, step
 
 PING_FRAME = b'event: ping\ndata: {"type":"ping"}\n\n'
 CUT_FRAME = render_sse(
@@ -104,15 +103,11 @@ class BodyWriter:
             return self._flushed
         assert self._send is not None and self._loop is not None, "bind first"
         self.last_sent = self._loop.time()
-        sending = self._send(_body(data))
-        rest: Awaitable[None] = sending
-        if inspect.iscoroutine(sending):  # (not the Coroutine ABC: its check costs a microsecond)
-            waiting = step(sending)
-            if not isinstance(waiting, Waiting):
-                return None
-            rest = resume(sending, waiting)
+        sent = step(self._send(_body(data)))
+        if not isinstance(sent, Rest):
+            return None
         self._flushed = self._loop.create_future()
-        self._flushing = self._loop.create_task(self._finish(rest))
+        self._flushing = self._loop.create_task(self._finish(sent.rest))
         self.waiting_since = self.last_sent
         return self._flushed
 
