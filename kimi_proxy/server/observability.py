@@ -213,6 +213,25 @@ class ObservabilityMiddleware:
         header = (b"request-id", record.request_id.encode())
         for watcher in self.watchers:
             watcher.started(record)
+        finished = False
+
+        def finish() -> None:
+            """The request's log line, metrics, dashboard entry and span: once."""
+            nonlocal finished
+            if finished:
+                return
+            finished = True
+            record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
+            self.metrics.observe(record)
+            for watcher in self.watchers:
+                watcher.finished(record)
+            if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
+                access_log.info("%s", record.as_json().decode())
+            if record.marks:
+                steps = {"request_id": record.request_id, "steps": record.steps()}
+                trace_log.info("%s", orjson.dumps(steps).decode())
+            if trace is not None:
+                trace.finish(record)
 
         def send_with_id(message: Message) -> Awaitable[None]:
             # Not a coroutine of its own: a stream's every piece passes here, and hands the
@@ -220,6 +239,12 @@ class ObservabilityMiddleware:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
+            elif not message.get("more_body", False) and not message.get("body"):
+                # A stream's end, which carries nothing: the client has all of its answer, and
+                # the stream has closed (`EventStreamResponse`). Finishing the record now keeps
+                # its ~0.1 ms out of the way of the client's next request, which it sends once
+                # this end arrives (bench/first_token.py).
+                finish()
             return send(message)
 
         try:
@@ -232,17 +257,7 @@ class ObservabilityMiddleware:
             if record.status == 0:  # nothing sent yet: answer it
                 await send_error(send_with_id, internal_error(exc))
         finally:
-            record.latency_ms = round((time.monotonic() - record.started) * 1000, 2)
-            self.metrics.observe(record)
-            for watcher in self.watchers:
-                watcher.finished(record)
-            if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
-                access_log.info("%s", record.as_json().decode())
-            if record.marks:
-                steps = {"request_id": record.request_id, "steps": record.steps()}
-                trace_log.info("%s", orjson.dumps(steps).decode())
-            if trace is not None:
-                trace.finish(record)
+            finish()
 
 
 class RedactSecrets(logging.Filter):

@@ -64,6 +64,11 @@ class Drain:
             task.cancel()
 
 
+def _end() -> Message:
+    """The body's end: it carries nothing (`ObservabilityMiddleware` finishes the record on it)."""
+    return {"type": "http.response.body", "body": b"", "more_body": False}
+
+
 def _body(data: bytes) -> Message:
     return {"type": "http.response.body", "body": data, "more_body": True}
 
@@ -171,24 +176,40 @@ class EventStreamResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = asyncio.current_task()
         assert body is not None
-        streaming = True
-        client_left = False
+        client_left = closed = False
 
         def on_disconnect(listener: asyncio.Future[None]) -> None:
             nonlocal client_left
-            if streaming and not listener.cancelled():
+            if not closed and not listener.cancelled():
                 client_left = True
                 body.cancel()
 
-        self._cut_stalled = body.cancel
+        async def close() -> None:
+            """The stream's cleanup, once, whatever happened: the listener, the pings, the
+            body (`on_close`: the provider's response closed, the slot let go). A stream that
+            ends normally runs it before writing the body's end (`_stream`)."""
+            nonlocal closed
+            if closed:
+                return
+            closed = True
+            listener.cancel()
+            if drain is not None:
+                drain.streams.discard(body)
+            self._stop_pings()
+            self.writer.close()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                await close_shielded(aclose)
+            await close_shielded(self._on_close)
 
+        self._cut_stalled = body.cancel
         listener = asyncio.ensure_future(_disconnect(receive))
         listener.add_done_callback(on_disconnect)
         drain = self._drain
         if drain is not None:
             drain.streams.add(body)
         try:
-            await self._stream(send)
+            await self._stream(send, close)
         except asyncio.CancelledError:
             cut = drain is not None and drain.cut and not client_left
             gone = client_left or self._stalled
@@ -200,23 +221,13 @@ class EventStreamResponse(StreamingResponse):
                     self._stall_timeout,
                 )
             if cut:  # the drain's deadline: say so, and end the body properly
-                self._stop_pings()
-                self.writer.close()
+                await close()
                 await send(_body(CUT_FRAME))
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                await send(_end())
         finally:
-            streaming = False
-            listener.cancel()
-            if drain is not None:
-                drain.streams.discard(body)
-            self._stop_pings()
-            self.writer.close()
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await close_shielded(aclose)
-            await close_shielded(self._on_close)
+            await close()
 
-    async def _stream(self, send: Send) -> None:
+    async def _stream(self, send: Send, close: Callable[[], Awaitable[None]]) -> None:
         loop = asyncio.get_running_loop()
         await send(
             {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
@@ -229,8 +240,11 @@ class EventStreamResponse(StreamingResponse):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             self._sending_since = None
             writer.last_sent = loop.time()
-        self._stop_pings()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # Closed before the end is written: the client sends its next request once the end
+        # arrives, and this work would stand in its way (and the record is final for the
+        # access log, which `ObservabilityMiddleware` writes on seeing this end).
+        await close()
+        await send(_end())
 
     def _check(self, send: Send) -> None:
         """The timer: cut a client stuck past the stall timeout; ping if the stream was silent
