@@ -27,6 +27,7 @@ from kimi_proxy.errors import (
     ProxyError,
 )
 from kimi_proxy.translate.calibration import Prompt, bound
+from kimi_proxy.translate.encoding import payload_json
 from kimi_proxy.translate.request import UpstreamRequest
 from kimi_proxy.upstream.client import MIN_ANSWER_TOKENS, CallContext, UpstreamFailure
 
@@ -289,7 +290,7 @@ class Call:
         bytes, not the payload's objects."""
         body = self.encoded.get(label)
         if body is None:
-            body = self.encoded[label] = orjson.dumps(request.payload)
+            body = self.encoded[label] = payload_json(request.payload)
             if not self.keep_payload:
                 self.pool.let_go(request.payload)
                 request.payload = {}

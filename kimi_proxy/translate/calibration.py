@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from .encoding import tools_json
 from .known import Known, text_key
 
 TOKENS_PER_IMAGE = 1600
@@ -90,22 +89,9 @@ def measure(payload: dict[str, Any]) -> Prompt:
     return Prompt((*totals, len(messages)), images)
 
 
-_TOOLS: dict[tuple[int, ...], tuple[list[Any], tuple[int, int, int, int, int]]] = {}
-
-
 def _tool_counts(tools: list[Any]) -> tuple[int, int, int, int, int]:
-    """The counts of a tool list. The translator hands out the same definition objects for the
-    same tools (`tools.openai_tool` is cached), so a list seen before is known by their
-    identities (kept alive with the entry, so an identity is never reused while it is in)."""
-    key = tuple(map(id, tools))
-    known = _TOOLS.get(key)
-    if known is not None:
-        return known[1]
-    counts = _counts(orjson.dumps(tools))
-    if len(_TOOLS) >= 64:
-        _TOOLS.pop(next(iter(_TOOLS)))
-    _TOOLS[key] = (list(tools), counts)
-    return counts
+    """The counts of a tool list's JSON, as sent (`encoding.tools_json`: made once a list)."""
+    return _counts(tools_json(tools))
 
 
 #: Texts this long are counted once: Claude Code sends the same system prompt, tool definitions

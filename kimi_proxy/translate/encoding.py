@@ -1,0 +1,40 @@
+"""A translated payload as the bytes sent to the provider.
+
+Its tool definitions are most of it (30 of Claude Code's 48 KB) and are the same objects request
+after request (`tools.definitions` hands out shared ones), so their JSON is made once and put in
+whole (`orjson.Fragment`): encoding Claude Code's payload takes 4 µs instead of 11. The counts
+of tokens read the same bytes (`calibration.measure`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+KEPT = 64  # tool lists (of distinct definition objects) kept at once
+
+_TOOLS: dict[tuple[int, ...], tuple[list[Any], bytes]] = {}
+
+
+def tools_json(tools: list[Any]) -> bytes:
+    """`orjson.dumps(tools)`, kept for a list of the same definition objects: known by their
+    identities, kept alive with the entry so that an identity is never reused while it is in.
+    The definitions are never changed once made (they are shared)."""
+    key = tuple(map(id, tools))
+    known = _TOOLS.get(key)
+    if known is not None:
+        return known[1]
+    encoded = orjson.dumps(tools)
+    if len(_TOOLS) >= KEPT:
+        _TOOLS.pop(next(iter(_TOOLS)), None)
+    _TOOLS[key] = (list(tools), encoded)
+    return encoded
+
+
+def payload_json(payload: dict[str, Any]) -> bytes:
+    """`orjson.dumps(payload)`, byte for byte, its tools' JSON put in as made before."""
+    tools = payload.get("tools")
+    if not tools:
+        return orjson.dumps(payload)
+    return orjson.dumps({**payload, "tools": orjson.Fragment(tools_json(tools))})
