@@ -196,6 +196,9 @@ class ObservabilityMiddleware:
         self.watchers = watchers
         self.trace_steps = trace_steps  # KIMI_TRACE_STEPS: each step to the first token, logged
         self.tracing = tracing  # OpenTelemetry, when an OTLP endpoint is configured
+        #: When the last traced response ended (wall, CPU): the next request's trace starts
+        #: there, so that what ran between (the previous request's tail) shows.
+        self.last_end: tuple[float, float] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -203,8 +206,8 @@ class ObservabilityMiddleware:
             return
         record = RequestRecord(new_request_id(), scope["method"], scope["path"])
         if self.trace_steps:
-            record.marks = []
-            record.mark("arrived")
+            record.marks = [] if self.last_end is None else [("last end", *self.last_end)]
+            record.mark("arrived (since the last response ended)")
         scope.setdefault("state", {})["record"] = record
         trace = self.tracing.request(scope) if self.tracing is not None else None
         if trace is not None:
@@ -227,9 +230,10 @@ class ObservabilityMiddleware:
                 watcher.finished(record)
             if access_log.isEnabledFor(logging.INFO) and record.path != "/metrics":
                 access_log.info("%s", record.as_json().decode())
-            if record.marks:
+            if record.marks is not None:
                 steps = {"request_id": record.request_id, "steps": record.steps()}
                 trace_log.info("%s", orjson.dumps(steps).decode())
+                self.last_end = time.perf_counter(), time.thread_time()
             if trace is not None:
                 trace.finish(record)
 

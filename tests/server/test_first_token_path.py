@@ -10,6 +10,7 @@ import time
 import weakref
 
 import httpx
+import orjson
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 from support.proxy import Harness, proxy_for, proxy_settings, serve_app
@@ -100,3 +101,32 @@ def test_a_stream_is_closed_logged_and_freed_before_its_end_is_written(
                 answer = client.post("/v1/messages", json={**BASIC, "stream": True})
                 assert answer.status_code == 200 and '"text_delta"' in answer.text
     assert at_end == [(1, 0, 0), (2, 0, 0)]
+
+
+def test_the_trace_times_each_step_to_the_first_token_from_the_last_response_end(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`KIMI_TRACE_STEPS=1`: one line a request, each step's wall and CPU time; from the second
+    request on, it starts where the last response ended, so that another request's tail in the
+    way shows (that is how the bookkeeping after a stream's end was found)."""
+    caplog.set_level(logging.INFO, logger="kimi_proxy.trace")
+    with (
+        proxy_for(lambda body, n: text_stream("traced"), trace_steps=True) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=10) as client,
+    ):
+        for _ in range(2):
+            answer = client.post("/v1/messages", json={**BASIC, "stream": True})
+            assert answer.status_code == 200
+    traced = [r.getMessage() for r in caplog.records if r.name == "kimi_proxy.trace"]
+    first, second = (orjson.loads(line)["steps"] for line in traced)
+    path = [
+        "body read and validated",
+        "planned (route, translation, estimate)",
+        "provider's headers",
+        "message_start written",
+        "first content chunk translated",
+        "first delta written",
+    ]
+    assert [s["step"] for s in first] == path
+    assert [s["step"] for s in second] == ["arrived (since the last response ended)", *path]
+    assert all(0 <= s["cpu_ms"] <= s["wall_ms"] + 0.5 for s in second)
