@@ -13,11 +13,11 @@ import httpx
 import orjson
 import pytest
 from starlette.types import Message, Receive, Scope, Send
-from support.proxy import Harness, proxy_for, proxy_settings, serve_app
+from support.proxy import proxy_for, proxy_settings, serve_app
 from support.sse_client import BASIC
 from support.upstream import Pause, Stream, chunk, scripted_upstream, text_stream
 
-from kimi_proxy.server.app import create_app
+from kimi_proxy.server.app import create_app, proxy_state
 from kimi_proxy.server.state import FREE_AFTER, ProxyState
 
 BOUND_S = 0.05  # generous for a loaded CI machine; any timer put back costs more than this
@@ -85,7 +85,7 @@ def test_a_stream_is_closed_logged_and_freed_before_its_end_is_written(
     with scripted_upstream(lambda body, n: text_stream("all of it")) as upstream:
         settings = proxy_settings(upstream.base_url)
         app = create_app(settings)
-        state = Harness(url="", upstream=upstream, settings=settings, app=app).state
+        state = proxy_state(app)
 
         async def watching(scope: Scope, receive: Receive, send: Send) -> None:
             async def send_watched(message: Message) -> None:
