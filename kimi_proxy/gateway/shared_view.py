@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.protocol.totals import Today
 
 from .metering import NANO, day_of, nano_dollars
 
@@ -55,8 +56,8 @@ def fold(delta: SessionDelta, record: RequestRecord) -> None:
             delta.last["context_tokens"] = str(record.context_tokens)
 
 
-def session_totals(fields: dict[str, str]) -> dict[str, Any] | None:
-    """A session's hash as the status line's totals; None for a session nobody wrote."""
+def session_totals(fields: dict[str, str]) -> Today | None:
+    """A session's hash as its totals; None for a session nobody wrote."""
     if not fields:
         return None
 
@@ -66,16 +67,16 @@ def session_totals(fields: dict[str, str]) -> dict[str, Any] | None:
         except ValueError:
             return 0
 
-    return {
-        "requests": number("requests"),
-        "cost_usd": number("cost_nusd") / NANO,
-        "provider": fields.get("provider"),
-        "model": fields.get("model"),
-        "key": fields.get("key"),
-        "user": fields.get("user"),
-        "context_tokens": number("context_tokens"),
-        "context_window": number("context_window"),
-    }
+    return Today(
+        requests=number("requests"),
+        cost_usd=number("cost_nusd") / NANO,
+        provider=fields.get("provider"),
+        model=fields.get("model"),
+        key=fields.get("key"),
+        user=fields.get("user"),
+        context_tokens=number("context_tokens"),
+        context_window=number("context_window"),
+    )
 
 
 class SharedView:
@@ -142,7 +143,7 @@ class SharedView:
             return None
         return [orjson.loads(item) for item in reversed(raw)]
 
-    async def session(self, session_id: str) -> dict[str, Any] | None:
+    async def session(self, session_id: str) -> Today | None:
         """A session's totals today, whichever instance served it; None when no instance
         wrote it or Redis does not answer."""
         today = datetime.now(UTC).date().isoformat()

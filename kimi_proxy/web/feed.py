@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kimi_proxy.protocol.record import RequestRecord
+from kimi_proxy.protocol.totals import Today
 
 RECENT = 100
 MINUTES = 60
@@ -43,23 +44,6 @@ class Minute:
             "statuses": dict(self.statuses),
             "tokens_by_provider": dict(self.tokens_by_provider),
         }
-
-
-@dataclass(slots=True)
-class Today:
-    """One session's (or user's) totals for the current day."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    cached_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    provider: str | None = None
-    model: str | None = None
-    key: str | None = None
-    context_tokens: int = 0  # the input of its last request: how full its context is
-    context_window: int = 0
-    user: str | None = None  # the gateway user whose requests these are (sessions)
 
 
 def row(record: RequestRecord) -> dict[str, Any]:
@@ -96,21 +80,7 @@ class SharedReader(Protocol):
 
     async def recent(self) -> list[dict[str, Any]] | None: ...
 
-    async def session(self, session_id: str) -> dict[str, Any] | None: ...
-
-
-def totals_dict(totals: Today) -> dict[str, Any]:
-    """A session's totals as the shared view gives them."""
-    return {
-        "requests": totals.requests,
-        "cost_usd": totals.cost_usd,
-        "provider": totals.provider,
-        "model": totals.model,
-        "key": totals.key,
-        "user": totals.user,
-        "context_tokens": totals.context_tokens,
-        "context_window": totals.context_window,
-    }
+    async def session(self, session_id: str) -> Today | None: ...
 
 
 class Feed:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from kimi_proxy.errors import NotFoundError
 from kimi_proxy.providers.pool import Pool
 
-from .feed import Feed, SharedReader, totals_dict
+from .feed import Feed, SharedReader
 
 COOKIE = "kimi_dashboard"
 TICK_SECONDS = 1.0  # how often a watching page gets the state of keys, streams and charts
@@ -185,10 +185,9 @@ async def session_status(request: Request) -> Response:
     view: SharedReader | None = proxy.view
     totals = await view.session(session_id) if view is not None else None
     if totals is None:  # without Redis, or Redis silent: what this instance served
-        local = feed.session(session_id)
-        totals = totals_dict(local) if local is not None else None
+        totals = feed.session(session_id)
     asker = request.scope.get("state", {}).get("user")
-    if totals is not None and asker is not None and totals["user"] != asker.name:
+    if totals is not None and asker is not None and totals.user != asker.name:
         totals = None  # a gateway user sees their own sessions only
     body: dict[str, Any] = {"session": session_id, "known": totals is not None}
     if totals is not None:
@@ -197,20 +196,20 @@ async def session_status(request: Request) -> Response:
             (
                 w
                 for k in keys_state(pool, now)
-                if k["provider"] == totals["provider"] and k["key"] == totals["key"]
+                if k["provider"] == totals.provider and k["key"] == totals.key
                 for w in k["windows"]
                 if w["kind"] == "tokens" and w["window"] == "minute"
             ),
             None,
         )
         body.update(
-            provider=totals["provider"],
-            model=totals["model"],
-            key=totals["key"],
-            context_tokens=totals["context_tokens"],
-            context_window=totals["context_window"],
-            requests=totals["requests"],
-            cost_usd=round(totals["cost_usd"], 6),
+            provider=totals.provider,
+            model=totals.model,
+            key=totals.key,
+            context_tokens=totals.context_tokens,
+            context_window=totals.context_window,
+            requests=totals.requests,
+            cost_usd=round(totals.cost_usd, 6),
             tpm=tpm,
         )
     return Response(orjson.dumps(body), media_type="application/json")
