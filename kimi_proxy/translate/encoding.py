@@ -8,6 +8,7 @@ of tokens read the same bytes (`calibration.measure`).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ import orjson
 KEPT = 64  # tool lists (of distinct definition objects) kept at once
 
 _TOOLS: dict[tuple[int, ...], tuple[list[Any], bytes]] = {}
+_ADDING = threading.Lock()  # the large-body thread encodes too (`calibration.measure`)
 
 
 def tools_json(tools: list[Any]) -> bytes:
@@ -26,9 +28,10 @@ def tools_json(tools: list[Any]) -> bytes:
     if known is not None:
         return known[1]
     encoded = orjson.dumps(tools)
-    if len(_TOOLS) >= KEPT:
-        _TOOLS.pop(next(iter(_TOOLS)), None)
-    _TOOLS[key] = (list(tools), encoded)
+    with _ADDING:
+        if len(_TOOLS) >= KEPT:
+            del _TOOLS[next(iter(_TOOLS))]
+        _TOOLS[key] = (list(tools), encoded)
     return encoded
 
 
