@@ -240,10 +240,15 @@ class ObservabilityMiddleware:
         def send_with_id(message: Message) -> Awaitable[None]:
             # Not a coroutine of its own: a stream's every piece passes here, and hands the
             # server's `send` straight back (one coroutine a piece instead of two).
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.start":
                 record.status = message["status"]
                 message["headers"] = [*message.get("headers", []), header]
-            elif not message.get("more_body", False) and not message.get("body"):
+            elif (
+                kind == "http.response.body"
+                and not message.get("more_body", False)
+                and not message.get("body")
+            ):
                 # A stream's end, which carries nothing: the client has all of its answer, and
                 # the stream has closed (`EventStreamResponse`). Finishing the record now keeps
                 # its ~0.1 ms out of the way of the client's next request, which it sends once
