@@ -158,7 +158,8 @@ def serve_sink(port: int) -> None:
 
 def trace(bench: Bench, files: dict[tuple[str, str], Path], args: Any) -> None:
     """The working tree's proxy again with `KIMI_TRACE_STEPS=1`: each step's median wall and
-    CPU time, from the request's arrival to the first delta written, per workload."""
+    CPU time, from the last response's end (the previous request's) to the first delta
+    written, per workload."""
     os.environ["KIMI_TRACE_STEPS"] = "1"
     log = RESULTS / "proxy.log"
     for workload in WORKLOADS:
