@@ -83,10 +83,10 @@ async def stream_events(
                 opened.request, message_id=message_id, input_tokens=call.prompt_tokens
             )
             call.sent(opened)
-            if not started:
+            if not started:  # held for the first delta, when it came with the headers
                 started = True
-                yield encode_events(translator.start())
-                record.mark("message_start written")
+                writer.hold(encode_events(translator.start()))
+                record.mark("message_start ready")
 
             try:
                 await client.relay(opened.response, _deliver(translator, writer, record, call))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -91,6 +91,7 @@ class BodyWriter:
         self._flushed: asyncio.Future[None] | None = None
         self._flushing: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._held = b""  # goes out with the next piece (`hold`)
         #: Since when a piece has waited for the client (its socket full); None: none waits.
         self.waiting_since: float | None = None
 
@@ -99,10 +100,30 @@ class BodyWriter:
         self._loop = asyncio.get_running_loop()
         self.last_sent = self._loop.time()
 
+    def hold(self, data: bytes) -> None:
+        """Send `data` with the next piece, or on its own at the end of this loop step: a
+        stream's `message_start` goes out with a first delta that came with the provider's
+        headers, in one write (`wire.HeadWithBody` adds the response's head to it)."""
+        assert self._loop is not None, "bind first"
+        self._held += data
+        self._loop.call_soon(self.release)
+
+    def release(self) -> None:
+        """Send what is held now, if anything."""
+        if self._held and self._error is None:
+            self.write(b"")
+
+    def with_held(self, data: bytes) -> bytes:
+        """`data` after what is held (a piece sent other than by `write`), which is let go."""
+        held, self._held = self._held, b""
+        return held + data if held else data
+
     def write(self, data: bytes) -> asyncio.Future[None] | None:
         """Send `data` now; a future when it has to wait for the client (see the class)."""
         if self._error is not None:
             raise self._error
+        if self._held:
+            data = self.with_held(data)
         if self._flushed is not None:
             self._backlog.append(data)
             return self._flushed
@@ -122,6 +143,7 @@ class BodyWriter:
             await asyncio.wait([self._flushed])
 
     def close(self) -> None:
+        self._held = b""  # the stream is over: nothing more goes out from here
         if self._flushing is not None:
             self._flushing.cancel()
 
@@ -222,7 +244,7 @@ class EventStreamResponse(StreamingResponse):
                 )
             if cut:  # the drain's deadline: say so, and end the body properly
                 await close()
-                await send(_body(CUT_FRAME))
+                await send(_body(self.writer.with_held(CUT_FRAME)))
                 await send(_end())
         finally:
             await close()
@@ -235,9 +257,10 @@ class EventStreamResponse(StreamingResponse):
         writer = self.writer
         writer.bind(send)
         self._timer = loop.call_at(writer.last_sent + self._ping_interval, self._check, send)
-        async for chunk in self.body_iterator:
+        async for chunk in cast(AsyncIterator[bytes], self.body_iterator):
             self._sending_since = loop.time()  # (no wrapper around `send`: the hot path)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            body = writer.with_held(chunk)
+            await send({"type": "http.response.body", "body": body, "more_body": True})
             self._sending_since = None
             writer.last_sent = loop.time()
         # Closed before the end is written: the client sends its next request once the end
@@ -266,7 +289,7 @@ class EventStreamResponse(StreamingResponse):
         self._timer = loop.call_at(writer.last_sent + self._ping_interval, self._check, send)
 
     async def _ping(self, send: Send) -> None:
-        await send(_body(PING_FRAME))
+        await send(_body(self.writer.with_held(PING_FRAME)))
 
     def _stop_pings(self) -> None:
         if self._timer is not None:

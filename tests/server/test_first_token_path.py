@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import threading
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 import orjson
@@ -19,6 +24,7 @@ from support.upstream import Pause, Stream, chunk, scripted_upstream, text_strea
 
 from kimi_proxy.server.app import create_app, proxy_state
 from kimi_proxy.server.state import FREE_AFTER, ProxyState
+from kimi_proxy.server.wire import HeadWithBody
 
 BOUND_S = 0.05  # generous for a loaded CI machine; any timer put back costs more than this
 
@@ -123,10 +129,110 @@ def test_the_trace_times_each_step_to_the_first_token_from_the_last_response_end
         "body read and validated",
         "planned (route, translation, estimate)",
         "provider's headers",
-        "message_start written",
+        "message_start ready",
         "first content chunk translated",
         "first delta written",
     ]
     assert [s["step"] for s in first] == path
     assert [s["step"] for s in second] == ["arrived (since the last response ended)", *path]
     assert all(0 <= s["cpu_ms"] <= s["wall_ms"] + 0.5 for s in second)
+
+
+@contextmanager
+def provider_answering_at_once(then_wait: float) -> Iterator[str]:
+    """A provider whose answer's headers and first content come in one write (as a fast one's
+    often do: one read for both at the proxy), the rest `then_wait` seconds later."""
+    first, *rest = text_stream("first token", pieces=2).items
+    frames = [b"data: " + orjson.dumps(item) + b"\n\n" for item in (first, *rest)]
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head_in, _, body = data.partition(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":")[1])
+                for line in head_in.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            )
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(head + b"".join(frames[:2]))  # the headers, the role, the first text
+            time.sleep(then_wait)
+            conn.sendall(b"".join(frames[2:]) + b"data: [DONE]\n\n")
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+    finally:
+        server.close()
+
+
+def test_the_head_message_start_and_first_delta_leave_in_one_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the provider's first content comes with its headers, the client gets the
+    response's head, `message_start` and the first delta in one write: one packet, one wake-up
+    of the client (three writes cost ~0.08 ms of the benchmark's TTFT, docs/BENCHMARKS.md)."""
+    writes: list[bytes] = []
+    plain = HeadWithBody.__init__
+
+    class Recorded:
+        def __init__(self, transport: asyncio.Transport) -> None:
+            self.transport = transport
+
+        def write(self, data: bytes) -> None:
+            writes.append(bytes(data))
+            self.transport.write(data)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.transport, name)
+
+    def recording(self: HeadWithBody, transport: Any, loop: Any) -> None:
+        plain(self, Recorded(transport), loop)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(HeadWithBody, "__init__", recording)
+    with provider_answering_at_once(then_wait=0.3) as provider:
+        app = create_app(proxy_settings(provider))
+        with serve_app(app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            answer = client.post("/v1/messages", json={**BASIC, "stream": True})
+    assert answer.status_code == 200 and "first token" in "".join(
+        orjson.loads(line[6:])["delta"].get("text", "")
+        for line in answer.text.splitlines()
+        if line.startswith("data: ") and '"content_block_delta"' in line
+    )
+    first = writes[0]
+    assert first.startswith(b"HTTP/1.1 200")
+    assert b"event: message_start" in first and b"event: content_block_delta" in first
+
+
+def test_message_start_does_not_wait_for_a_provider_that_is_slow_to_its_first_token() -> None:
+    """Held for the first delta only within the loop's step: while the provider thinks, the
+    client already has the stream's head and `message_start`."""
+    late = Stream([Pause(2.0), *text_stream("late", pieces=1).items])
+    with (
+        proxy_for(lambda body, n: late) as proxy,
+        httpx.Client(base_url=proxy.url, timeout=10) as client,
+    ):
+        sent = time.monotonic()
+        with client.stream("POST", "/v1/messages", json={**BASIC, "stream": True}) as answer:
+            assert answer.status_code == 200
+            lines = answer.iter_lines()
+            for line in lines:
+                if line.startswith("event: message_start"):
+                    break
+            started = time.monotonic() - sent
+            assert started < 1.0, f"message_start came after {started:.2f} s"
+            assert "late" in "".join(lines)

@@ -144,3 +144,22 @@ async def test_a_client_connection_that_fails_while_behind_fails_the_next_write(
     await asyncio.wait_for(writer.drained(), 1)
     with pytest.raises(OSError, match="broke"):
         writer.write(b"two")
+
+
+async def test_what_the_writer_holds_goes_with_the_next_piece_or_alone_at_the_steps_end() -> None:
+    client = SlowClient()
+    writer = BodyWriter()
+    writer.bind(client.send)
+    writer.hold(b"start ")
+    assert client.bodies == []
+    assert writer.write(b"delta") is None
+    assert client.bodies == [b"start delta"]  # one piece, one write
+    writer.hold(b"alone")
+    await asyncio.sleep(0)  # nothing came with it in this step: it goes out on its own
+    await asyncio.sleep(0)
+    assert client.bodies == [b"start delta", b"alone"]
+    writer.hold(b"before ")
+    assert writer.with_held(b"an error") == b"before an error"  # a yielded piece takes it too
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert client.bodies == [b"start delta", b"alone"]  # and it is not sent twice
