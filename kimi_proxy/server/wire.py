@@ -63,7 +63,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._stop_head_timer()
         pipelined = self.cycle is not None and not self.cycle.response_complete
         super().on_headers_complete()
-        if not pipelined:  # this request's response is the next to be written
+        if not pipelined and not self.parser.should_upgrade():  # its response is written next
             cast(HeadWithBody, self.transport).hold_next()
 
     def on_message_complete(self) -> None:
