@@ -137,7 +137,6 @@ async def create_message(request: Request) -> Response:
         call.finish(None, record.cost_usd if record.cancelled else None)
         if current.opened is not None:
             await current.opened.response.aclose()
-        state.free_now()
 
     writer = BodyWriter()
     return EventStreamResponse(
