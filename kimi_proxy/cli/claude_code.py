@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from kimi_proxy.config.settings import LOOPBACK_HOSTS, state_dir
+from kimi_proxy.private_files import open_private
 
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_CODE_VERSION = "2.1.332"
@@ -192,10 +193,8 @@ def write_session_settings(target: Target, extra: Sequence[Path] = ()) -> Path:
     )
     path = settings_file(target.tag)
     for file in (path, *extra):
-        handle = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(handle, "w") as out:
+        with os.fdopen(open_private(file), "w") as out:
             out.write(content)
-        file.chmod(0o600)
     return path
 
 

@@ -28,6 +28,7 @@ import httpx
 
 from kimi_proxy.config.pool_file import ConfigError, load_pool_spec
 from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings, state_dir
+from kimi_proxy.private_files import open_private
 from kimi_proxy.providers.catalog import load_catalog
 from kimi_proxy.providers.spec import DEFAULT_CONTEXT_WINDOW, PoolSpec
 
@@ -183,7 +184,7 @@ def start_proxy(settings: Settings, url: str) -> subprocess.Popen[bytes]:
     id given to it: whatever else answers on the port is not trusted with the user's key."""
     launch_id = secrets.token_hex(16)
     log_path = Path(os.environ.get("KIMI_LAUNCHER_LOG") or state_dir() / "launcher.log")
-    log_file = os.fdopen(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    log_file = os.fdopen(open_private(log_path, append=True), "ab")
     env = {
         **os.environ,
         "KIMI_PROXY_PORT": str(settings.port),

@@ -19,6 +19,8 @@ from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 
+from kimi_proxy.private_files import open_private
+
 from .users import (
     Given,
     Team,
@@ -97,8 +99,7 @@ class FileAudit:
 
     async def append(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(fd, "a", encoding="utf-8") as out:
+        with os.fdopen(open_private(self.path, append=True), "a", encoding="utf-8") as out:
             out.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
     async def read(self, since: float) -> list[dict[str, Any]]:

@@ -16,15 +16,15 @@ import fcntl
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from kimi_proxy.private_files import replace_private
 
 log = logging.getLogger("kimi_proxy.users")
 KEY_PREFIX = "kpu_"
@@ -210,11 +210,7 @@ class UserFile:
             data: dict[str, Any] = {"users": {u.name: user_entry(u) for u in users.values()}}
             if teams:
                 data["teams"] = {t.name: team_entry(t) for t in teams.values()}
-            handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".users-")
-            with os.fdopen(handle, "w") as out:
-                json.dump(data, out, indent=1)
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, self.path)
+            replace_private(self.path, json.dumps(data, indent=1).encode())
 
     def add(self, name: str, limits: UserLimits, team: str | None = None) -> str:
         check_name(name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import orjson
 
 from kimi_proxy.gateway.link import RedisLink
 from kimi_proxy.gateway.shared_calibrations import read_calibrations, write_calibrations
+from kimi_proxy.private_files import replace_private
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.translate.calibration import Calibration
 
@@ -53,13 +53,9 @@ def load_calibrations(pool: Pool, path: Path) -> None:
 
 def save_calibrations(pool: Pool, path: Path) -> None:
     data = {model: orjson.loads(saved) for model, saved in learned(pool).items()}
-    temporary = path.with_suffix(".tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as file:
-            file.write(orjson.dumps(data))
-        os.replace(temporary, path)
+        replace_private(path, orjson.dumps(data))
     except OSError as exc:
         log.warning("token calibrations not saved to %s: %s", path, exc)
 

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kimi_proxy.errors import internal_error, redact, send_error
+from kimi_proxy.private_files import open_private
 from kimi_proxy.protocol.record import RequestRecord
 
 from .tracing import Tracing
@@ -294,8 +295,7 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """A rotated log file only its owner reads (0600), backups included."""
 
     def _open(self) -> Any:
-        descriptor = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(descriptor, 0o600)  # one made before, by an older version, too
+        descriptor = open_private(self.baseFilename, append=True)
         return os.fdopen(descriptor, self.mode, encoding=self.encoding, errors=self.errors)
 
 
