@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from kimi_proxy.config.private_files import open_private
 from kimi_proxy.config.settings import LOOPBACK_HOSTS, state_dir
-from kimi_proxy.private_files import open_private
 
 CLAUDE_CODE_PACKAGE = "@anthropic-ai/claude-code"
 CLAUDE_CODE_VERSION = "2.1.332"

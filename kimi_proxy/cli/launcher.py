@@ -27,8 +27,8 @@ from typing import Any, Literal
 import httpx
 
 from kimi_proxy.config.pool_file import ConfigError, load_pool_spec
+from kimi_proxy.config.private_files import open_private
 from kimi_proxy.config.settings import LOOPBACK_HOSTS, Settings, state_dir
-from kimi_proxy.private_files import open_private
 from kimi_proxy.providers.catalog import load_catalog
 from kimi_proxy.providers.spec import DEFAULT_CONTEXT_WINDOW, PoolSpec
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol, cast
 
 from redis.asyncio import Redis
 
-from kimi_proxy.private_files import open_private
+from kimi_proxy.config.private_files import open_private
 
 from .users import (
     Given,

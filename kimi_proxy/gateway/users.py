@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from kimi_proxy.private_files import replace_private
+from kimi_proxy.config.private_files import replace_private
 
 log = logging.getLogger("kimi_proxy.users")
 KEY_PREFIX = "kpu_"

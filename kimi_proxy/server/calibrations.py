@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
+from kimi_proxy.config.private_files import replace_private
 from kimi_proxy.gateway.link import RedisLink
 from kimi_proxy.gateway.shared_calibrations import read_calibrations, write_calibrations
-from kimi_proxy.private_files import replace_private
 from kimi_proxy.providers.pool import Pool
 from kimi_proxy.translate.calibration import Calibration
 

@@ -21,8 +21,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kimi_proxy.config.private_files import open_private
 from kimi_proxy.errors import internal_error, redact, send_error
-from kimi_proxy.private_files import open_private
 from kimi_proxy.protocol.record import RequestRecord
 
 from .tracing import Tracing

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kimi_proxy.private_files import open_private, replace_private
+from kimi_proxy.config.private_files import open_private, replace_private
 
 
 def mode(path: Path) -> int:
