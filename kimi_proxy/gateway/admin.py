@@ -8,7 +8,6 @@ the audit log in a Redis stream (`{prefix}:audit`) or a JSON-lines file beside t
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -17,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import orjson
 from redis.asyncio import Redis
 
 from kimi_proxy.config.private_files import open_private
@@ -99,15 +99,15 @@ class FileAudit:
 
     async def append(self, entry: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(open_private(self.path, append=True), "a", encoding="utf-8") as out:
-            out.write(json.dumps(entry, separators=(",", ":")) + "\n")
+        with os.fdopen(open_private(self.path, append=True), "ab") as out:
+            out.write(orjson.dumps(entry) + b"\n")
 
     async def read(self, since: float) -> list[dict[str, Any]]:
         try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            lines = self.path.read_bytes().splitlines()
         except FileNotFoundError:
             return []
-        entries = [json.loads(line) for line in lines if line.strip()]
+        entries = [orjson.loads(line) for line in lines if line.strip()]
         return [e for e in entries if e.get("at", 0) >= since]
 
 
@@ -121,7 +121,7 @@ class RedisAudit:
     async def append(self, entry: dict[str, Any]) -> None:
         await self.client.xadd(
             f"{self.prefix}:audit",
-            {"entry": json.dumps(entry, separators=(",", ":"))},
+            {"entry": orjson.dumps(entry)},
             maxlen=AUDIT_KEPT,
             approximate=True,
         )
@@ -130,7 +130,7 @@ class RedisAudit:
         start = f"{int(since * 1000)}-0"
         found = self.client.xrange(f"{self.prefix}:audit", min=start)
         entries = await cast("Awaitable[list[tuple[bytes, dict[bytes, bytes]]]]", found)
-        return [json.loads(fields[b"entry"]) for _, fields in entries]
+        return [orjson.loads(fields[b"entry"]) for _, fields in entries]
 
 
 def user_view(user: User) -> dict[str, Any]:
