@@ -244,7 +244,7 @@ class EventStreamResponse(StreamingResponse):
                 )
             if cut:  # the drain's deadline: say so, and end the body properly
                 await close()
-                await send(_body(self.writer.with_held(CUT_FRAME)))
+                await send(_body(CUT_FRAME))
                 await send(_end())
         finally:
             await close()
